@@ -1,0 +1,21 @@
+//! Progress reporting without a UI dependency: binaries plug in a progress bar.
+
+/// Receives progress of long operations (conversion, generation, validation).
+pub trait Progress: Sync {
+    /// Starts a phase of `total` units, described by `what`.
+    fn start(&self, what: &str, total: u64);
+    /// `n` more units are done.
+    fn inc(&self, n: u64);
+    /// The phase is over.
+    fn finish(&self);
+}
+
+/// Reports nothing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn start(&self, _what: &str, _total: u64) {}
+    fn inc(&self, _n: u64) {}
+    fn finish(&self) {}
+}

@@ -1,0 +1,158 @@
+//! The dataset store: one Zarr v3 group per dataset, readable by zarr-python 3.
+//!
+//! Layout (`SCHEMA_VERSION` 1):
+//!
+//! | array         | shape       | type    | chunking                                  |
+//! |---------------|-------------|---------|-------------------------------------------|
+//! | `image`       | (N,C,H,W)   | uint8   | shards of `shard_samples`, one sample a subchunk, zstd |
+//! | `mask`        | (N,H,W)     | uint8   | as `image`; values 0/1                    |
+//! | `report`      | (N,)        | string  | vlen-utf8, 1024 a chunk, zstd             |
+//! | `source_name` | (N,)        | string  | as `report`                               |
+//! | `split`       | (N,)        | uint8   | 0 train, 1 val, 2 test                    |
+//!
+//! Group attributes: `tmca` = { `schema_version`, `complete`, `num_samples`, and the fields of
+//! [`StoreInfo`](crate::StoreInfo) }.
+
+mod reader;
+mod writer;
+
+pub use reader::Store;
+pub use writer::{StoreWriter, WriteOptions};
+
+/// Version of the layout this tmca writes and the newest it reads.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The attribute key under which tmca keeps its metadata.
+pub const ATTR_KEY: &str = "tmca";
+
+pub(crate) const ARRAYS: [&str; 5] = ["image", "mask", "report", "source_name", "split"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{DataError, Modality, Sample, Split, StoreInfo};
+
+    fn info(c: usize, h: usize, w: usize) -> StoreInfo {
+        StoreInfo {
+            name: "t".into(),
+            modality: if c == 1 { Modality::Xray } else { Modality::Endoscopy },
+            channels: c,
+            height: h,
+            width: w,
+            provenance: serde_json::json!({"test": true}),
+            class_map: StoreInfo::default_class_map(Modality::Xray),
+        }
+    }
+
+    fn sample(i: usize, c: usize, h: usize, w: usize) -> Sample {
+        Sample {
+            name: format!("s{i}.png"),
+            split: Split::ALL[i % 3],
+            image: (0..c * h * w).map(|k| ((k * 7 + i * 13) % 251) as u8).collect(),
+            mask: (0..h * w).map(|k| ((k + i) % 5 == 0) as u8).collect(),
+            report: format!("Report {i}: ünïcode, lung.. {}", "x".repeat(i)),
+        }
+    }
+
+    fn write(path: &std::path::Path, n: usize, c: usize, h: usize, w: usize, shard: usize) -> Vec<Sample> {
+        let opts = WriteOptions { shard_samples: shard, ..Default::default() };
+        let mut wr = StoreWriter::create(path, &info(c, h, w), n, &opts).unwrap();
+        let samples: Vec<_> = (0..n).map(|i| sample(i, c, h, w)).collect();
+        for s in &samples {
+            wr.push(s.clone()).unwrap();
+        }
+        wr.finish().unwrap();
+        samples
+    }
+
+    #[test]
+    fn round_trip_is_identical() {
+        let dir = tempfile::tempdir().unwrap();
+        for (c, h, w, n, shard) in [(1, 9, 13, 10, 4), (3, 16, 8, 7, 64), (1, 4, 4, 1, 1)] {
+            let p = dir.path().join(format!("s{c}{h}{w}"));
+            let samples = write(&p, n, c, h, w, shard);
+            let s = Store::open(&p).unwrap();
+            assert_eq!(s.len(), n);
+            assert_eq!(s.info(), &info(c, h, w));
+            for (i, want) in samples.iter().enumerate() {
+                assert_eq!(&s.sample(i).unwrap(), want, "sample {i}");
+            }
+            assert_eq!(s.split_indices(Split::Train), (0..n).step_by(3).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn refuses_existing_output_and_keeps_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s");
+        write(&p, 3, 1, 4, 4, 2);
+        let err = StoreWriter::create(&p, &info(1, 4, 4), 3, &WriteOptions::default()).err().unwrap();
+        assert!(matches!(err, DataError::AlreadyExists { .. }), "{err}");
+        assert_eq!(Store::open(&p).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn interrupted_write_leaves_nothing_and_keeps_old_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s");
+        write(&p, 3, 1, 4, 4, 2);
+        let opts = WriteOptions { force: true, ..Default::default() };
+        let mut wr = StoreWriter::create(&p, &info(1, 4, 4), 5, &opts).unwrap();
+        wr.push(sample(0, 1, 4, 4)).unwrap();
+        let mut bad = sample(1, 1, 4, 4);
+        bad.mask[3] = 255;
+        let err = wr.push(bad).unwrap_err();
+        assert!(err.to_string().contains("s1.png"), "{err}");
+        drop(wr);
+        assert_eq!(Store::open(&p).unwrap().len(), 3, "old store intact");
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("s")], "no temp dirs left");
+    }
+
+    #[test]
+    fn finish_with_missing_samples_fails_and_publishes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s");
+        let mut wr = StoreWriter::create(&p, &info(1, 4, 4), 3, &WriteOptions::default()).unwrap();
+        wr.push(sample(0, 1, 4, 4)).unwrap();
+        assert!(wr.finish().is_err());
+        assert!(!p.exists());
+    }
+
+    #[test]
+    fn rejects_bad_samples_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wr = StoreWriter::create(&dir.path().join("s"), &info(1, 4, 4), 3, &WriteOptions::default()).unwrap();
+        wr.push(sample(0, 1, 4, 4)).unwrap();
+        let e = wr.push(sample(0, 1, 4, 4)).unwrap_err().to_string();
+        assert!(e.contains("duplicate") && e.contains("s0.png"), "{e}");
+        let mut s = sample(1, 1, 4, 4);
+        s.report = "  ".into();
+        assert!(wr.push(s).unwrap_err().to_string().contains("empty report"));
+        let mut s = sample(2, 1, 4, 4);
+        s.image.pop();
+        assert!(wr.push(s).unwrap_err().to_string().contains("image has 15 bytes"));
+    }
+
+    #[test]
+    fn open_refuses_non_stores_newer_schemas_and_incomplete_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Store::open(&dir.path().join("missing")).unwrap_err().to_string();
+        assert!(e.contains("not a tmca dataset store") && e.contains("no such directory"), "{e}");
+        let e = Store::open(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("no zarr.json"), "{e}");
+
+        let p = dir.path().join("s");
+        write(&p, 2, 1, 4, 4, 2);
+        let meta_path = p.join("zarr.json");
+        let meta = std::fs::read_to_string(&meta_path).unwrap();
+        std::fs::write(&meta_path, meta.replace("\"schema_version\": 1", "\"schema_version\": 99")).unwrap();
+        let e = Store::open(&p).unwrap_err();
+        assert!(matches!(e, DataError::SchemaTooNew { found: 99, .. }), "{e}");
+        std::fs::write(&meta_path, meta.replace("\"complete\": true", "\"complete\": false")).unwrap();
+        assert!(Store::open(&p).unwrap_err().to_string().contains("not completely written"));
+        std::fs::remove_dir_all(p.join("mask")).unwrap();
+        std::fs::write(&meta_path, &meta).unwrap();
+        assert!(Store::open(&p).unwrap_err().to_string().contains("'mask' is missing"));
+    }
+}

@@ -1,0 +1,319 @@
+//! Writing a store: everything goes to `<path>.tmp-<pid>` and is renamed into place only when
+//! complete, so an interrupted conversion never leaves a store that looks finished.
+
+use super::{ATTR_KEY, SCHEMA_VERSION};
+use crate::{DataError, Result, Sample, StoreInfo};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use zarrs::array::codec::ZstdCodec;
+use zarrs::array::{data_type, Array, ArrayBuilder, ArraySubset};
+use zarrs::filesystem::FilesystemStore;
+use zarrs::group::GroupBuilder;
+
+/// How a store is written.
+#[derive(Debug, Clone)]
+pub struct WriteOptions {
+    /// Replace an existing store at the output path (only once the new one is complete).
+    pub force: bool,
+    /// Samples per shard file of `image` and `mask` (each sample is one subchunk).
+    pub shard_samples: usize,
+    /// zstd compression level.
+    pub zstd_level: i32,
+}
+
+impl Default for WriteOptions {
+    fn default() -> Self {
+        Self {
+            force: false,
+            shard_samples: 64,
+            zstd_level: 3,
+        }
+    }
+}
+
+/// Appends samples to a new store; see the module docs for the guarantees.
+pub struct StoreWriter {
+    path: PathBuf,
+    tmp: PathBuf,
+    info: StoreInfo,
+    n: usize,
+    opts: WriteOptions,
+    storage: Arc<FilesystemStore>,
+    image: Array<FilesystemStore>,
+    mask: Array<FilesystemStore>,
+    /// Samples pushed so far.
+    written: usize,
+    /// Start index of the buffered (not yet stored) samples.
+    buf_start: usize,
+    buf_image: Vec<u8>,
+    buf_mask: Vec<u8>,
+    reports: Vec<String>,
+    names: Vec<String>,
+    splits: Vec<u8>,
+    seen_names: HashSet<String>,
+    finished: bool,
+}
+
+fn tmp_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".tmp-{}", std::process::id()));
+    path.with_file_name(name)
+}
+
+impl StoreWriter {
+    /// Starts a store of `n` samples at `path` (written to a temporary sibling first).
+    pub fn create(path: &Path, info: &StoreInfo, n: usize, opts: &WriteOptions) -> Result<Self> {
+        if n == 0 {
+            return Err(DataError::bad(path, "refusing to write a store with no samples"));
+        }
+        if info.channels == 0 || info.height == 0 || info.width == 0 {
+            return Err(DataError::bad(path, "image channels, height and width must be > 0"));
+        }
+        if path.exists() && !opts.force {
+            return Err(DataError::AlreadyExists { path: path.into() });
+        }
+        let tmp = tmp_path(path);
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(|e| DataError::io(&tmp, e))?;
+        }
+        std::fs::create_dir_all(&tmp).map_err(|e| DataError::io(&tmp, e))?;
+        let z = |e: &dyn std::fmt::Display| DataError::zarr(&tmp, e);
+        let storage = Arc::new(FilesystemStore::new(&tmp).map_err(|e| z(&e))?);
+        let mut group = GroupBuilder::new()
+            .build(storage.clone(), "/")
+            .map_err(|e| z(&e))?;
+        group
+            .attributes_mut()
+            .insert(ATTR_KEY.into(), attributes(info, n, false)?);
+        group.store_metadata().map_err(|e| z(&e))?;
+
+        let (c, h, w) = (info.channels as u64, info.height as u64, info.width as u64);
+        let shard = opts.shard_samples.clamp(1, n) as u64;
+        let zstd = || -> Vec<Arc<dyn zarrs::array::BytesToBytesCodecTraits>> {
+            vec![Arc::new(ZstdCodec::new(opts.zstd_level, false))]
+        };
+        let image = ArrayBuilder::new(vec![n as u64, c, h, w], vec![shard, c, h, w], data_type::uint8(), 0u8)
+            .subchunk_shape(vec![1, c, h, w])
+            .bytes_to_bytes_codecs(zstd())
+            .dimension_names(["sample", "channel", "y", "x"].into())
+            .build(storage.clone(), "/image")
+            .map_err(|e| z(&e))?;
+        image.store_metadata().map_err(|e| z(&e))?;
+        let mask = ArrayBuilder::new(vec![n as u64, h, w], vec![shard, h, w], data_type::uint8(), 0u8)
+            .subchunk_shape(vec![1, h, w])
+            .bytes_to_bytes_codecs(zstd())
+            .dimension_names(["sample", "y", "x"].into())
+            .build(storage.clone(), "/mask")
+            .map_err(|e| z(&e))?;
+        mask.store_metadata().map_err(|e| z(&e))?;
+
+        Ok(Self {
+            path: path.into(),
+            tmp,
+            info: info.clone(),
+            n,
+            opts: opts.clone(),
+            storage,
+            image,
+            mask,
+            written: 0,
+            buf_start: 0,
+            buf_image: Vec::with_capacity(shard as usize * info.image_len()),
+            buf_mask: Vec::with_capacity(shard as usize * info.mask_len()),
+            reports: Vec::with_capacity(n),
+            names: Vec::with_capacity(n),
+            splits: Vec::with_capacity(n),
+            seen_names: HashSet::with_capacity(n),
+            finished: false,
+        })
+    }
+
+    /// Number of samples pushed so far.
+    pub fn written(&self) -> usize {
+        self.written
+    }
+
+    /// Appends the next sample, after checking it against the store's description.
+    pub fn push(&mut self, sample: Sample) -> Result<()> {
+        let index = self.written;
+        let bad = |message: String| DataError::BadSample {
+            index,
+            name: sample.name.clone(),
+            message,
+        };
+        if index >= self.n {
+            return Err(bad(format!("more samples than the {} announced", self.n)));
+        }
+        if sample.image.len() != self.info.image_len() {
+            return Err(bad(format!(
+                "image has {} bytes, expected {}x{}x{} = {}",
+                sample.image.len(),
+                self.info.channels,
+                self.info.height,
+                self.info.width,
+                self.info.image_len()
+            )));
+        }
+        if sample.mask.len() != self.info.mask_len() {
+            return Err(bad(format!(
+                "mask has {} bytes, expected {}x{} = {}",
+                sample.mask.len(),
+                self.info.height,
+                self.info.width,
+                self.info.mask_len()
+            )));
+        }
+        if let Some(v) = sample.mask.iter().find(|&&v| v > 1) {
+            return Err(bad(format!("mask value {v} outside {{0, 1}}")));
+        }
+        if sample.report.trim().is_empty() {
+            return Err(bad("empty report".into()));
+        }
+        if sample.name.is_empty() {
+            return Err(bad("empty sample name".into()));
+        }
+        if !self.seen_names.insert(sample.name.clone()) {
+            return Err(bad("duplicate sample name".into()));
+        }
+        self.buf_image.extend_from_slice(&sample.image);
+        self.buf_mask.extend_from_slice(&sample.mask);
+        self.reports.push(sample.report);
+        self.names.push(sample.name);
+        self.splits.push(sample.split.code());
+        self.written += 1;
+        if self.written - self.buf_start >= self.opts.shard_samples.max(1) {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        let (start, end) = (self.buf_start as u64, self.written as u64);
+        if end == start {
+            return Ok(());
+        }
+        let (c, h, w) = (self.info.channels as u64, self.info.height as u64, self.info.width as u64);
+        let z = |e: zarrs::array::ArrayError| DataError::zarr(&self.tmp, e);
+        let img = std::mem::take(&mut self.buf_image);
+        self.image
+            .store_array_subset(&ArraySubset::new_with_ranges(&[start..end, 0..c, 0..h, 0..w]), &img)
+            .map_err(z)?;
+        let msk = std::mem::take(&mut self.buf_mask);
+        self.mask
+            .store_array_subset(&ArraySubset::new_with_ranges(&[start..end, 0..h, 0..w]), &msk)
+            .map_err(z)?;
+        self.buf_image = img;
+        self.buf_image.clear();
+        self.buf_mask = msk;
+        self.buf_mask.clear();
+        self.buf_start = self.written;
+        Ok(())
+    }
+
+    fn store_strings(&self, name: &str, values: &[String]) -> Result<()> {
+        let z = |e: &dyn std::fmt::Display| DataError::zarr(&self.tmp, e);
+        let n = values.len() as u64;
+        let array = ArrayBuilder::new(vec![n], vec![n.clamp(1, 1024)], data_type::string(), "")
+            .bytes_to_bytes_codecs(vec![Arc::new(ZstdCodec::new(self.opts.zstd_level, false))])
+            .dimension_names(["sample"].into())
+            .build(self.storage.clone(), &format!("/{name}"))
+            .map_err(|e| z(&e))?;
+        array.store_metadata().map_err(|e| z(&e))?;
+        let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+        array
+            .store_array_subset(&ArraySubset::new_with_ranges(&[0..n]), refs)
+            .map_err(|e| z(&e))?;
+        Ok(())
+    }
+
+    /// Writes the remaining data and the attributes, then renames the store into place.
+    pub fn finish(mut self) -> Result<PathBuf> {
+        if self.written != self.n {
+            return Err(DataError::bad(
+                &self.path,
+                format!("only {} of the {} announced samples were written", self.written, self.n),
+            ));
+        }
+        self.flush()?;
+        self.store_strings("report", &self.reports)?;
+        self.store_strings("source_name", &self.names)?;
+        let z = |e: &dyn std::fmt::Display| DataError::zarr(&self.tmp, e);
+        let n = self.n as u64;
+        let split = ArrayBuilder::new(vec![n], vec![n.clamp(1, 65536)], data_type::uint8(), 0u8)
+            .bytes_to_bytes_codecs(vec![Arc::new(ZstdCodec::new(self.opts.zstd_level, false))])
+            .dimension_names(["sample"].into())
+            .build(self.storage.clone(), "/split")
+            .map_err(|e| z(&e))?;
+        split.store_metadata().map_err(|e| z(&e))?;
+        split
+            .store_array_subset(&ArraySubset::new_with_ranges(&[0..n]), &self.splits)
+            .map_err(|e| z(&e))?;
+        let mut group = GroupBuilder::new()
+            .build(self.storage.clone(), "/")
+            .map_err(|e| z(&e))?;
+        group
+            .attributes_mut()
+            .insert(ATTR_KEY.into(), attributes(&self.info, self.n, true)?);
+        group.store_metadata().map_err(|e| z(&e))?;
+        sync_tree(&self.tmp)?;
+        replace_dir(&self.tmp, &self.path)?;
+        self.finished = true;
+        Ok(self.path.clone())
+    }
+}
+
+impl Drop for StoreWriter {
+    fn drop(&mut self) {
+        if !self.finished {
+            // An unfinished store is never left behind under any name that looks complete.
+            let _ = std::fs::remove_dir_all(&self.tmp);
+        }
+    }
+}
+
+fn attributes(info: &StoreInfo, n: usize, complete: bool) -> Result<serde_json::Value> {
+    let mut v = serde_json::to_value(info).map_err(|e| DataError::bad("store attributes", e.to_string()))?;
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("schema_version".into(), SCHEMA_VERSION.into());
+        obj.insert("num_samples".into(), n.into());
+        obj.insert("complete".into(), complete.into());
+    }
+    Ok(v)
+}
+
+/// fsyncs every file below `dir` so the rename publishes durable data.
+fn sync_tree(dir: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))? {
+        let entry = entry.map_err(|e| DataError::io(dir, e))?;
+        let p = entry.path();
+        if p.is_dir() {
+            sync_tree(&p)?;
+        } else {
+            std::fs::File::open(&p)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| DataError::io(&p, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Moves `src` to `dst`; an existing `dst` is only removed once `src` is in place.
+fn replace_dir(src: &Path, dst: &Path) -> Result<()> {
+    if dst.exists() {
+        let mut old = dst.file_name().unwrap_or_default().to_os_string();
+        old.push(format!(".old-{}", std::process::id()));
+        let old = dst.with_file_name(old);
+        std::fs::rename(dst, &old).map_err(|e| DataError::io(dst, e))?;
+        std::fs::rename(src, dst).map_err(|e| DataError::io(dst, e))?;
+        std::fs::remove_dir_all(&old).map_err(|e| DataError::io(&old, e))?;
+    } else {
+        std::fs::rename(src, dst).map_err(|e| DataError::io(dst, e))?;
+    }
+    if let Some(parent) = dst.parent() {
+        if let Ok(d) = std::fs::File::open(parent) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,1 @@
+//! tmca-kernels (work in progress; see the issues).

@@ -1,0 +1,1 @@
+//! tmca-trainer (work in progress; see the issues).

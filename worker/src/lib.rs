@@ -1,0 +1,1 @@
+//! tmca-worker (work in progress; see the issues).
