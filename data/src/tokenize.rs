@@ -1,1 +1,262 @@
-//! (being written)
+//! Report tokenisation with the `tokenizers` crate: a Hugging Face `tokenizer.json`, a BERT
+//! `vocab.txt` (e.g. CXR-BERT's), or a WordPiece vocabulary learned from the training reports.
+//!
+//! Every report becomes exactly `max_len` ids (`[CLS] … [SEP]`, truncated, then padded) plus an
+//! attention mask, so batches are dense `(B, max_len)` arrays.
+
+use crate::{DataError, Result};
+use std::path::{Path, PathBuf};
+use tokenizers::decoders::wordpiece::WordPiece as WordPieceDecoder;
+use tokenizers::models::wordpiece::{WordPiece, WordPieceTrainerBuilder};
+use tokenizers::models::TrainerWrapper;
+use tokenizers::normalizers::bert::BertNormalizer;
+use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
+use tokenizers::processors::bert::BertProcessing;
+use tokenizers::{AddedToken, Model, Tokenizer};
+
+/// Special tokens, in the id order a learned vocabulary gives them.
+pub const SPECIAL_TOKENS: [&str; 5] = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
+
+/// A report tokenizer producing fixed-length id sequences.
+#[derive(Clone)]
+pub struct TextTokenizer {
+    inner: Tokenizer,
+    max_len: usize,
+    pad_id: u32,
+    source: PathBuf,
+}
+
+impl std::fmt::Debug for TextTokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TextTokenizer")
+            .field("source", &self.source)
+            .field("vocab_size", &self.vocab_size())
+            .field("max_len", &self.max_len)
+            .finish()
+    }
+}
+
+/// One tokenised report: `max_len` ids and the matching attention mask (1 = token, 0 = pad).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tokens {
+    pub ids: Vec<u32>,
+    pub attention: Vec<u32>,
+}
+
+fn tok_err(path: &Path, e: impl std::fmt::Display) -> DataError {
+    DataError::Tokenizer {
+        path: path.into(),
+        message: e.to_string(),
+    }
+}
+
+fn bert_pipeline(model: WordPiece, lowercase: bool, path: &Path) -> Result<Tokenizer> {
+    let cls = model.token_to_id("[CLS]");
+    let sep = model.token_to_id("[SEP]");
+    let mut tok = Tokenizer::new(model);
+    tok.with_normalizer(Some(BertNormalizer::new(true, true, None, lowercase)));
+    tok.with_pre_tokenizer(Some(BertPreTokenizer));
+    tok.with_decoder(Some(WordPieceDecoder::default()));
+    match (cls, sep) {
+        (Some(cls), Some(sep)) => {
+            tok.with_post_processor(Some(BertProcessing::new(
+                ("[SEP]".into(), sep),
+                ("[CLS]".into(), cls),
+            )));
+        }
+        _ => return Err(tok_err(path, "the vocabulary has no [CLS] and [SEP] tokens")),
+    }
+    Ok(tok)
+}
+
+impl TextTokenizer {
+    /// Loads `tokenizer.json` (any Hugging Face tokenizer) or a BERT `vocab.txt`.
+    pub fn from_file(path: &Path, max_len: usize, lowercase: bool) -> Result<Self> {
+        if !path.is_file() {
+            return Err(tok_err(path, "no such file"));
+        }
+        let is_vocab = path.extension().is_some_and(|e| e == "txt");
+        let inner = if is_vocab {
+            let p = path.to_str().ok_or_else(|| tok_err(path, "path is not UTF-8"))?;
+            let model = WordPiece::from_file(p)
+                .unk_token("[UNK]".into())
+                .build()
+                .map_err(|e| tok_err(path, e))?;
+            bert_pipeline(model, lowercase, path)?
+        } else {
+            Tokenizer::from_file(path).map_err(|e| tok_err(path, e))?
+        };
+        Self::wrap(inner, max_len, path)
+    }
+
+    /// Learns a WordPiece vocabulary of at most `vocab_size` entries from `reports`.
+    pub fn learn(reports: &[String], vocab_size: usize, max_len: usize) -> Result<Self> {
+        let path = Path::new("<learned from the training reports>");
+        if reports.is_empty() {
+            return Err(tok_err(path, "no reports to learn a vocabulary from"));
+        }
+        let mut trainer: TrainerWrapper = WordPieceTrainerBuilder::new()
+            .vocab_size(vocab_size)
+            .min_frequency(1)
+            .show_progress(false)
+            .special_tokens(SPECIAL_TOKENS.iter().map(|t| AddedToken::from(*t, true)).collect())
+            .build()
+            .into();
+        let mut tok = Tokenizer::new(WordPiece::builder().unk_token("[UNK]".into()).build().map_err(|e| tok_err(path, e))?);
+        tok.with_normalizer(Some(BertNormalizer::new(true, true, None, true)));
+        tok.with_pre_tokenizer(Some(BertPreTokenizer));
+        tok.train(&mut trainer, reports.iter())
+            .map_err(|e| tok_err(path, e))?;
+        let cls = tok.token_to_id("[CLS]");
+        let sep = tok.token_to_id("[SEP]");
+        let (Some(cls), Some(sep)) = (cls, sep) else {
+            return Err(tok_err(path, "training lost the special tokens"));
+        };
+        tok.with_post_processor(Some(BertProcessing::new(("[SEP]".into(), sep), ("[CLS]".into(), cls))));
+        tok.with_decoder(Some(WordPieceDecoder::default()));
+        Self::wrap(tok, max_len, path)
+    }
+
+    fn wrap(inner: Tokenizer, max_len: usize, path: &Path) -> Result<Self> {
+        if max_len < 3 {
+            return Err(DataError::Config {
+                field: "text.max_len".into(),
+                message: format!("{max_len} is too short (at least 3: [CLS] word [SEP])"),
+            });
+        }
+        let pad_id = inner
+            .token_to_id("[PAD]")
+            .or_else(|| inner.token_to_id("<pad>"))
+            .unwrap_or(0);
+        Ok(Self {
+            inner,
+            max_len,
+            pad_id,
+            source: path.into(),
+        })
+    }
+
+    /// Saves as a Hugging Face `tokenizer.json` (what [`from_file`](Self::from_file) reads back).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let tmp = path.with_extension("json.tmp");
+        self.inner.save(&tmp, true).map_err(|e| tok_err(path, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| DataError::io(path, e))
+    }
+
+    /// Size of the vocabulary, special tokens included.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// Sequence length of every encoding.
+    pub fn max_len(&self) -> usize {
+        self.max_len
+    }
+
+    /// Id used for padding.
+    pub fn pad_id(&self) -> u32 {
+        self.pad_id
+    }
+
+    /// Id of `token`, if in the vocabulary.
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    /// Tokenises one report to exactly `max_len` ids.
+    pub fn encode(&self, text: &str) -> Result<Tokens> {
+        let enc = self
+            .inner
+            .encode(text, true)
+            .map_err(|e| tok_err(&self.source, format!("cannot encode {text:?}: {e}")))?;
+        let mut ids: Vec<u32> = enc.get_ids().to_vec();
+        if ids.len() > self.max_len {
+            // Keep the closing special token (e.g. [SEP]) when truncating.
+            let last = ids[ids.len() - 1];
+            ids.truncate(self.max_len);
+            if enc.get_special_tokens_mask().last() == Some(&1) {
+                ids[self.max_len - 1] = last;
+            }
+        }
+        let n = ids.len();
+        let mut attention = vec![1u32; n];
+        ids.resize(self.max_len, self.pad_id);
+        attention.resize(self.max_len, 0);
+        Ok(Tokens { ids, attention })
+    }
+
+    /// The tokens of `text` as strings (for inspection and tests).
+    pub fn tokens(&self, text: &str) -> Result<Vec<String>> {
+        let enc = self
+            .inner
+            .encode(text, true)
+            .map_err(|e| tok_err(&self.source, e))?;
+        Ok(enc.get_tokens().to_vec())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reports() -> Vec<String> {
+        [
+            "Bilateral pulmonary infection, two infected areas, upper left lung and lower right lung.",
+            "Unilateral pulmonary infection, one infected area, middle left lung.",
+            "No pulmonary infection, zero infected areas.",
+            "one infected areas, all right lung..",
+            "The nuclei density in the upper right is high.",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    #[test]
+    fn learned_vocabulary_encodes_fixed_length_with_specials() {
+        let t = TextTokenizer::learn(&reports(), 200, 12).unwrap();
+        assert!(t.vocab_size() > SPECIAL_TOKENS.len() && t.vocab_size() <= 200);
+        assert_eq!(t.pad_id(), 0);
+        let e = t.encode("upper left lung").unwrap();
+        assert_eq!(e.ids.len(), 12);
+        assert_eq!(e.ids[0], t.token_to_id("[CLS]").unwrap());
+        let n = e.attention.iter().filter(|&&a| a == 1).count();
+        assert_eq!(e.ids[n - 1], t.token_to_id("[SEP]").unwrap());
+        assert!(e.ids[n..].iter().all(|&i| i == 0));
+        assert!(!e.ids[1..n - 1].contains(&t.token_to_id("[UNK]").unwrap()));
+        // Long input: truncated, still closed by [SEP].
+        let long = t.encode(&reports()[0].repeat(4)).unwrap();
+        assert_eq!(long.ids.len(), 12);
+        assert_eq!(long.ids[11], t.token_to_id("[SEP]").unwrap());
+        assert!(long.attention.iter().all(|&a| a == 1));
+    }
+
+    #[test]
+    fn save_and_reload_gives_identical_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = TextTokenizer::learn(&reports(), 100, 16).unwrap();
+        let p = dir.path().join("tokenizer.json");
+        t.save(&p).unwrap();
+        let u = TextTokenizer::from_file(&p, 16, true).unwrap();
+        for r in reports() {
+            assert_eq!(t.encode(&r).unwrap(), u.encode(&r).unwrap());
+        }
+    }
+
+    #[test]
+    fn bert_vocab_txt_is_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("vocab.txt");
+        let words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "upper", "left", "lung", "##s", "."];
+        std::fs::write(&p, words.join("\n")).unwrap();
+        let t = TextTokenizer::from_file(&p, 8, true).unwrap();
+        assert_eq!(t.tokens("Upper LEFT lungs.").unwrap(), ["[CLS]", "upper", "left", "lung", "##s", ".", "[SEP]"]);
+        assert_eq!(t.encode("upper zzz").unwrap().ids[..4], [2, 5, 1, 3]);
+    }
+
+    #[test]
+    fn missing_file_is_named() {
+        let e = TextTokenizer::from_file(Path::new("/nope/tokenizer.json"), 8, true).unwrap_err();
+        assert!(e.to_string().contains("/nope/tokenizer.json"), "{e}");
+    }
+}
