@@ -7,12 +7,15 @@
 use crate::{DataError, Result};
 use std::path::{Path, PathBuf};
 use tokenizers::decoders::wordpiece::WordPiece as WordPieceDecoder;
-use tokenizers::models::wordpiece::{WordPiece, WordPieceTrainerBuilder};
-use tokenizers::models::TrainerWrapper;
+use std::collections::HashMap;
+use tokenizers::models::wordpiece::WordPiece;
 use tokenizers::normalizers::bert::BertNormalizer;
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::processors::bert::BertProcessing;
-use tokenizers::{AddedToken, Model, Tokenizer};
+use tokenizers::{
+    Model, NormalizedString, Normalizer, OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer,
+    Tokenizer,
+};
 
 /// Special tokens, in the id order a learned vocabulary gives them.
 pub const SPECIAL_TOKENS: [&str; 5] = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
@@ -90,31 +93,54 @@ impl TextTokenizer {
     }
 
     /// Learns a WordPiece vocabulary of at most `vocab_size` entries from `reports`.
+    ///
+    /// Deterministic (a pure function of the reports, unlike the `tokenizers` trainers, whose
+    /// tie-breaking follows hash-map order): the special tokens, every character seen (alone
+    /// and as a `##` continuation), then whole words by descending frequency (ties by spelling)
+    /// until `vocab_size`. Words outside the vocabulary fall back to characters, never `[UNK]`.
     pub fn learn(reports: &[String], vocab_size: usize, max_len: usize) -> Result<Self> {
         let path = Path::new("<learned from the training reports>");
         if reports.is_empty() {
             return Err(tok_err(path, "no reports to learn a vocabulary from"));
         }
-        let mut trainer: TrainerWrapper = WordPieceTrainerBuilder::new()
-            .vocab_size(vocab_size)
-            .min_frequency(1)
-            .show_progress(false)
-            .special_tokens(SPECIAL_TOKENS.iter().map(|t| AddedToken::from(*t, true)).collect())
+        let normalizer = BertNormalizer::new(true, true, None, true);
+        let mut counts: HashMap<String, u64> = HashMap::new();
+        for r in reports {
+            let mut ns = NormalizedString::from(r.as_str());
+            normalizer.normalize(&mut ns).map_err(|e| tok_err(path, e))?;
+            let mut pts = PreTokenizedString::from(ns);
+            BertPreTokenizer.pre_tokenize(&mut pts).map_err(|e| tok_err(path, e))?;
+            for (word, _, _) in pts.get_splits(OffsetReferential::Original, OffsetType::Byte) {
+                *counts.entry(word.to_string()).or_default() += 1;
+            }
+        }
+        let mut chars: Vec<char> = counts.keys().flat_map(|w| w.chars()).collect();
+        chars.sort_unstable();
+        chars.dedup();
+        let mut vocab: Vec<String> = SPECIAL_TOKENS.iter().map(|s| s.to_string()).collect();
+        vocab.extend(chars.iter().map(|c| c.to_string()));
+        vocab.extend(chars.iter().map(|c| format!("##{c}")));
+        if vocab.len() > vocab_size {
+            return Err(DataError::Config {
+                field: "text.vocab_size".into(),
+                message: format!(
+                    "{vocab_size} is too small: the reports use {} distinct characters, which need {} entries",
+                    chars.len(),
+                    vocab.len()
+                ),
+            });
+        }
+        let mut words: Vec<(&String, &u64)> = counts.iter().filter(|(w, _)| w.chars().count() > 1).collect();
+        words.sort_unstable_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+        let room = vocab_size - vocab.len();
+        vocab.extend(words.into_iter().take(room).map(|(w, _)| w.clone()));
+        let map: ahash::AHashMap<String, u32> = vocab.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+        let model = WordPiece::builder()
+            .vocab(map)
+            .unk_token("[UNK]".into())
             .build()
-            .into();
-        let mut tok = Tokenizer::new(WordPiece::builder().unk_token("[UNK]".into()).build().map_err(|e| tok_err(path, e))?);
-        tok.with_normalizer(Some(BertNormalizer::new(true, true, None, true)));
-        tok.with_pre_tokenizer(Some(BertPreTokenizer));
-        tok.train(&mut trainer, reports.iter())
             .map_err(|e| tok_err(path, e))?;
-        let cls = tok.token_to_id("[CLS]");
-        let sep = tok.token_to_id("[SEP]");
-        let (Some(cls), Some(sep)) = (cls, sep) else {
-            return Err(tok_err(path, "training lost the special tokens"));
-        };
-        tok.with_post_processor(Some(BertProcessing::new(("[SEP]".into(), sep), ("[CLS]".into(), cls))));
-        tok.with_decoder(Some(WordPieceDecoder::default()));
-        Self::wrap(tok, max_len, path)
+        Self::wrap(bert_pipeline(model, true, path)?, max_len, path)
     }
 
     fn wrap(inner: Tokenizer, max_len: usize, path: &Path) -> Result<Self> {
@@ -215,6 +241,13 @@ mod tests {
     #[test]
     fn learned_vocabulary_encodes_fixed_length_with_specials() {
         let t = TextTokenizer::learn(&reports(), 200, 12).unwrap();
+        for _ in 0..5 {
+            let again = TextTokenizer::learn(&reports(), 200, 12).unwrap();
+            assert_eq!(again.encode(&reports()[0]).unwrap(), t.encode(&reports()[0]).unwrap(), "deterministic");
+        }
+        assert_eq!(t.tokens("lung").unwrap(), ["[CLS]", "lung", "[SEP]"]);
+        assert_eq!(t.tokens("lungz").unwrap(), ["[CLS]", "lung", "##z", "[SEP]"], "unseen word falls back to pieces");
+        assert!(TextTokenizer::learn(&reports(), 20, 12).unwrap_err().to_string().contains("text.vocab_size"));
         assert!(t.vocab_size() > SPECIAL_TOKENS.len() && t.vocab_size() <= 200);
         assert_eq!(t.pad_id(), 0);
         let e = t.encode("upper left lung").unwrap();
@@ -234,7 +267,7 @@ mod tests {
     #[test]
     fn save_and_reload_gives_identical_ids() {
         let dir = tempfile::tempdir().unwrap();
-        let t = TextTokenizer::learn(&reports(), 100, 16).unwrap();
+        let t = TextTokenizer::learn(&reports(), 150, 16).unwrap();
         let p = dir.path().join("tokenizer.json");
         t.save(&p).unwrap();
         let u = TextTokenizer::from_file(&p, 16, true).unwrap();

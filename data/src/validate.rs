@@ -1,1 +1,105 @@
-//! (being written)
+//! `tmca data validate`: checks every sample and names each offending one.
+//!
+//! Checks: the image and mask of every sample decode with the expected shape and type; mask
+//! values are 0/1; reports are non-empty (UTF-8 is checked when the store opens); source names
+//! are unique; no two samples hold byte-identical images.
+
+use crate::store::Store;
+use crate::{Progress, Result};
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::fmt;
+
+/// One problem with one sample.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub index: usize,
+    pub name: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sample {} ({}): {}", self.index, self.name, self.message)
+    }
+}
+
+/// The outcome of a validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Validation {
+    pub checked: usize,
+    pub problems: Vec<Problem>,
+}
+
+impl Validation {
+    /// True when no problem was found.
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// Checks every sample of `store`.
+pub fn validate(store: &Store, progress: &dyn Progress) -> Result<Validation> {
+    let names = store.names();
+    let reports = store.reports();
+    progress.start("validating", store.len() as u64);
+    let per_sample: Vec<(Vec<Problem>, Option<[u8; 32]>)> = (0..store.len())
+        .into_par_iter()
+        .map(|i| {
+            let mut problems = Vec::new();
+            let mut p = |message: String| {
+                problems.push(Problem { index: i, name: names[i].clone(), message });
+            };
+            let digest = match store.image(i) {
+                Ok(img) => Some(Sha256::digest(&img).into()),
+                Err(e) => {
+                    p(format!("image unreadable: {e}"));
+                    None
+                }
+            };
+            match store.mask(i) {
+                Ok(m) => {
+                    let bad = m.iter().filter(|&&v| v > 1).count();
+                    if bad > 0 {
+                        let v = m.iter().find(|&&v| v > 1).copied().unwrap_or(0);
+                        p(format!("mask has {bad} pixels outside {{0,1}} (e.g. {v})"));
+                    }
+                }
+                Err(e) => p(format!("mask unreadable: {e}")),
+            }
+            if reports[i].trim().is_empty() {
+                p("empty report".into());
+            }
+            if names[i].is_empty() {
+                p("empty source name".into());
+            }
+            progress.inc(1);
+            (problems, digest)
+        })
+        .collect();
+    progress.finish();
+    let mut problems = Vec::new();
+    let mut by_name: HashMap<&str, usize> = HashMap::new();
+    let mut by_image: HashMap<[u8; 32], usize> = HashMap::new();
+    for (i, (mut ps, digest)) in per_sample.into_iter().enumerate() {
+        problems.append(&mut ps);
+        if let Some(&first) = by_name.get(names[i].as_str()) {
+            problems.push(Problem { index: i, name: names[i].clone(), message: format!("duplicate source name (also sample {first})") });
+        } else {
+            by_name.insert(&names[i], i);
+        }
+        if let Some(d) = digest {
+            if let Some(&first) = by_image.get(&d) {
+                problems.push(Problem {
+                    index: i,
+                    name: names[i].clone(),
+                    message: format!("image identical to sample {first} ({})", names[first]),
+                });
+            } else {
+                by_image.insert(d, i);
+            }
+        }
+    }
+    Ok(Validation { checked: store.len(), problems })
+}

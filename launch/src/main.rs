@@ -1,1 +1,27 @@
-fn main() {}
+//! `tmca`: the command-line entry point. Parses arguments, installs logging, runs the command
+//! and maps every error to an exit code in one place ([`exit::code_for`]).
+
+mod cli;
+mod cmd;
+mod exit;
+mod progress;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = cli::Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TMCA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(if cli.verbose { "debug" } else { "info" }));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    match cmd::run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::from(exit::code_for(&err))
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! Command-line definitions (clap). Every flag documents itself: `tmca --help`,
+//! `tmca data convert --help`, …
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// tmca — language-guided medical image segmentation (TMCA) on Zarr datasets, data-parallel
+/// across GPUs and CPU ranks.
+#[derive(Debug, Parser)]
+#[command(name = "tmca", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// More log output (also settable with TMCA_LOG=debug).
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the main job on the embedded default: generate the four synthetic datasets, validate
+    /// them, render previews and measure the loader (single process, CPU).
+    Quickstart(QuickstartArgs),
+    /// Create, import and look at dataset stores.
+    #[command(subcommand)]
+    Data(DataCommand),
+    /// Measure and record performance in BENCHMARKS.md.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct QuickstartArgs {
+    /// Working directory for the generated data and outputs.
+    #[arg(long, default_value = "runs/quickstart")]
+    pub workdir: PathBuf,
+    /// Image size of the generated datasets.
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// Seed of the generator and the loader.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DataCommand {
+    /// Import a dataset folder in one of the peers' layouts into a store.
+    Convert(ConvertArgs),
+    /// Generate synthetic datasets mimicking the four modalities.
+    Synth(SynthArgs),
+    /// Print a store's schema, counts per split, report lengths and mask coverage.
+    Inspect {
+        /// The store (a directory).
+        store: PathBuf,
+    },
+    /// Check every sample of a store; lists each offending sample; exit code 5 if any.
+    Validate {
+        /// The store (a directory).
+        store: PathBuf,
+    },
+    /// Render a PNG grid of images with mask overlays and reports.
+    Preview(PreviewArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    /// Folder layout: `lvit` ({Train,Val,Test}_Folder/{img,labelcol} + xlsx/csv text),
+    /// `guidedecoder` (Images/, GTs/, train.csv/test.csv) or `generic`
+    /// (images/, masks/, reports/<id>.txt, splits.json).
+    #[arg(long)]
+    pub layout: tmca_data::convert::Layout,
+    /// The dataset folder.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// The store to write (a directory; written under a temporary name, renamed when complete).
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Dataset name recorded in the store (e.g. qata, mosmed, kvasir, monuseg).
+    #[arg(long)]
+    pub name: String,
+    /// Modality: xray, ct (stored gray), endoscopy, histopathology (stored RGB).
+    #[arg(long)]
+    pub modality: tmca_data::Modality,
+    /// Stored image size (square); see --height/--width for other shapes.
+    #[arg(long, default_value_t = 224)]
+    pub size: usize,
+    /// Stored height (overrides --size).
+    #[arg(long)]
+    pub height: Option<usize>,
+    /// Stored width (overrides --size).
+    #[arg(long)]
+    pub width: Option<usize>,
+    /// Fraction of train taken as validation when the dataset has no validation split.
+    #[arg(long, default_value_t = 0.2)]
+    pub val_fraction: f32,
+    /// Replace an existing output store (only once the new one is complete).
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SynthArgs {
+    /// Output directory: one store per modality is written inside it (synth-xray, …).
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Which datasets: all, xray, ct, endoscopy, histopathology (comma-separated).
+    #[arg(long, default_value = "all")]
+    pub modality: String,
+    /// Training samples per dataset.
+    #[arg(long, default_value_t = 160)]
+    pub train: usize,
+    /// Validation samples per dataset.
+    #[arg(long, default_value_t = 40)]
+    pub val: usize,
+    /// Test samples per dataset.
+    #[arg(long, default_value_t = 40)]
+    pub test: usize,
+    /// Image size (square).
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// Seed: the same seed gives byte-identical stores.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Most target-like distractors (not in the mask, not in the report) per image.
+    #[arg(long, default_value_t = 2)]
+    pub max_distractors: usize,
+    /// Replace existing stores.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PreviewArgs {
+    /// The store (a directory).
+    pub store: PathBuf,
+    /// PNG file to write.
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Split to show.
+    #[arg(long, default_value = "train")]
+    pub split: tmca_data::Split,
+    /// Number of samples (spread evenly over the split).
+    #[arg(long, default_value_t = 12)]
+    pub count: usize,
+    /// Tiles per row.
+    #[arg(long, default_value_t = 4)]
+    pub columns: usize,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Random sample reads/s from a store on disk and loader batches/s with augmentation.
+    Data(BenchDataArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchDataArgs {
+    /// Image size of the generated benchmark store.
+    #[arg(long, default_value_t = 224)]
+    pub size: usize,
+    /// Samples in the benchmark store.
+    #[arg(long, default_value_t = 256)]
+    pub samples: usize,
+    /// Batch size of the loader.
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    /// Loader worker threads.
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// Where the benchmark store lives (kept between runs).
+    #[arg(long, default_value = "runs/bench")]
+    pub workdir: PathBuf,
+    /// Markdown file whose data-loader section is replaced with the new table.
+    #[arg(long, default_value = "BENCHMARKS.md")]
+    pub output: PathBuf,
+}

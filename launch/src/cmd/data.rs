@@ -1,0 +1,109 @@
+//! `tmca data …`: convert, synth, inspect, validate, preview.
+
+use crate::cli::{ConvertArgs, DataCommand, PreviewArgs, SynthArgs};
+use crate::exit::ValidationFailed;
+use crate::progress::Bar;
+use anyhow::Context;
+use tmca_data::convert::{self, ConvertOptions};
+use tmca_data::store::{Store, WriteOptions};
+use tmca_data::synth::{self, SynthConfig};
+use tmca_data::{inspect, preview, validate, Modality};
+
+/// Runs one `tmca data` subcommand.
+pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
+    match cmd {
+        DataCommand::Convert(a) => convert_cmd(&a),
+        DataCommand::Synth(a) => synth_cmd(&a),
+        DataCommand::Inspect { store } => {
+            let s = Store::open(&store)?;
+            print!("{}", inspect::inspect(&s, &Bar::default())?);
+            Ok(())
+        }
+        DataCommand::Validate { store } => {
+            let s = Store::open(&store)?;
+            let v = validate::validate(&s, &Bar::default())?;
+            for p in &v.problems {
+                println!("{p}");
+            }
+            if v.is_ok() {
+                println!("{}: {} samples, no problems", store.display(), v.checked);
+                Ok(())
+            } else {
+                Err(ValidationFailed(v.problems.len()))
+                    .with_context(|| format!("{}: {} samples checked", store.display(), v.checked))
+            }
+        }
+        DataCommand::Preview(a) => preview_cmd(&a),
+    }
+}
+
+fn convert_cmd(a: &ConvertArgs) -> anyhow::Result<()> {
+    let opts = ConvertOptions {
+        layout: a.layout,
+        input: a.input.clone(),
+        output: a.output.clone(),
+        name: a.name.clone(),
+        modality: a.modality,
+        height: a.height.unwrap_or(a.size),
+        width: a.width.unwrap_or(a.size),
+        val_fraction: a.val_fraction,
+        force: a.force,
+    };
+    let summary = convert::convert(&opts, &Bar::default())?;
+    let [tr, va, te] = summary.counts;
+    println!(
+        "{}: {} samples (train {tr}, val {va}, test {te})",
+        summary.output.display(),
+        tr + va + te
+    );
+    Ok(())
+}
+
+/// Parses "all" or a comma-separated list of modalities.
+pub fn parse_modalities(s: &str) -> anyhow::Result<Vec<Modality>> {
+    if s.trim().eq_ignore_ascii_case("all") {
+        return Ok(Modality::ALL.to_vec());
+    }
+    s.split(',')
+        .map(|m| m.trim().parse::<Modality>().map_err(|e| anyhow::anyhow!("--modality: {e}")))
+        .collect()
+}
+
+fn synth_cmd(a: &SynthArgs) -> anyhow::Result<()> {
+    let modalities = parse_modalities(&a.modality).map_err(|e| tmca_data::DataError::Config {
+        field: "--modality".into(),
+        message: e.to_string(),
+    })?;
+    std::fs::create_dir_all(&a.output).with_context(|| format!("creating {}", a.output.display()))?;
+    for m in modalities {
+        let mut cfg = SynthConfig::new(m);
+        cfg.n_train = a.train;
+        cfg.n_val = a.val;
+        cfg.n_test = a.test;
+        cfg.height = a.size;
+        cfg.width = a.size;
+        cfg.seed = a.seed;
+        cfg.max_distractors = a.max_distractors;
+        let path = a.output.join(synth::dataset_name(m));
+        let opts = WriteOptions { force: a.force, ..Default::default() };
+        synth::write_store(&cfg, &path, &opts, &Bar::default())?;
+        println!("{}: {} samples ({}x{} {m})", path.display(), cfg.total(), cfg.height, cfg.width);
+    }
+    Ok(())
+}
+
+fn preview_cmd(a: &PreviewArgs) -> anyhow::Result<()> {
+    let s = Store::open(&a.store)?;
+    let idx = s.require_split(a.split)?;
+    let picks = spread(&idx, a.count);
+    let opts = preview::PreviewOptions { columns: a.columns, ..Default::default() };
+    preview::preview(&s, &picks, &a.output, &opts)?;
+    println!("{}: {} samples of {} ({})", a.output.display(), picks.len(), a.store.display(), a.split);
+    Ok(())
+}
+
+/// `count` indices spread evenly over `idx`.
+pub fn spread(idx: &[usize], count: usize) -> Vec<usize> {
+    let count = count.clamp(1, idx.len().max(1));
+    (0..count).map(|k| idx[k * idx.len() / count]).collect()
+}

@@ -1,0 +1,76 @@
+//! Small helpers shared by commands: synthetic stores, machine description, dates.
+
+use crate::progress::Bar;
+use anyhow::Context;
+use std::path::{Path, PathBuf};
+use tmca_data::store::{Store, WriteOptions};
+use tmca_data::synth::{self, SynthConfig};
+
+/// Opens the synthetic store for `cfg` under `dir`, generating it first unless an identical one
+/// (same generator settings) is already there.
+pub fn ensure_synth(dir: &Path, cfg: &SynthConfig) -> anyhow::Result<(PathBuf, bool)> {
+    let path = dir.join(synth::dataset_name(cfg.modality));
+    if let Ok(store) = Store::open(&path) {
+        if store.info() == &synth::store_info(cfg) {
+            return Ok((path, false));
+        }
+    }
+    let opts = WriteOptions { force: true, ..Default::default() };
+    synth::write_store(cfg, &path, &opts, &Bar::default())
+        .with_context(|| format!("generating {}", path.display()))?;
+    Ok((path, true))
+}
+
+/// "CPU model (N cores)" from /proc/cpuinfo, best effort.
+pub fn machine() -> String {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    format!("{model}, {cores} cores")
+}
+
+/// Today's UTC date as YYYY-MM-DD.
+pub fn today() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = (secs / 86_400) as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + (m <= 2) as i64;
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// Replaces the text between `<!-- begin:KEY -->` and `<!-- end:KEY -->` in `file` (appending
+/// the section if absent), writing through a temporary file.
+pub fn replace_section(file: &Path, key: &str, body: &str) -> anyhow::Result<()> {
+    let (begin, end) = (format!("<!-- begin:{key} -->"), format!("<!-- end:{key} -->"));
+    let old = match std::fs::read_to_string(file) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "# Benchmarks\n".to_string(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
+    };
+    let section = format!("{begin}\n{}\n{end}", body.trim_end());
+    let new = match (old.find(&begin), old.find(&end)) {
+        (Some(a), Some(b)) if b > a => format!("{}{}{}", &old[..a], section, &old[b + end.len()..]),
+        _ => format!("{}\n{}\n", old.trim_end(), section),
+    };
+    let tmp = file.with_extension("md.tmp");
+    std::fs::write(&tmp, new).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, file).with_context(|| format!("writing {}", file.display()))?;
+    Ok(())
+}

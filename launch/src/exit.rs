@@ -1,0 +1,36 @@
+//! The one place where errors become exit codes.
+//!
+//! | code | meaning |
+//! |------|---------|
+//! | 1    | anything else (internal error) |
+//! | 2    | bad command line or configuration |
+//! | 3    | bad input data (a file, sample or store that is wrong) |
+//! | 4    | I/O error (missing file, permission, disk full) |
+//! | 5    | validation found problems |
+
+use tmca_data::DataError;
+
+/// Raised when `tmca data validate` finds problems (they are printed before).
+#[derive(Debug, thiserror::Error)]
+#[error("{0} problem(s) found")]
+pub struct ValidationFailed(pub usize);
+
+/// Exit code for an error chain.
+pub fn code_for(err: &anyhow::Error) -> u8 {
+    for cause in err.chain() {
+        if cause.downcast_ref::<ValidationFailed>().is_some() {
+            return 5;
+        }
+        if let Some(e) = cause.downcast_ref::<DataError>() {
+            return match e {
+                DataError::Config { .. } | DataError::AlreadyExists { .. } => 2,
+                DataError::Io { .. } => 4,
+                _ => 3,
+            };
+        }
+        if cause.downcast_ref::<std::io::Error>().is_some() {
+            return 4;
+        }
+    }
+    1
+}
