@@ -18,7 +18,11 @@ fn write_store(path: &Path, channels: usize) -> Vec<Sample> {
     let (h, w, n) = (20, 28, 9);
     let info = StoreInfo {
         name: "interop".into(),
-        modality: if channels == 1 { Modality::Ct } else { Modality::Histopathology },
+        modality: if channels == 1 {
+            Modality::Ct
+        } else {
+            Modality::Histopathology
+        },
         channels,
         height: h,
         width: w,
@@ -29,12 +33,17 @@ fn write_store(path: &Path, channels: usize) -> Vec<Sample> {
         .map(|i| Sample {
             name: format!("case_{i}.png"),
             split: Split::ALL[i % 3],
-            image: (0..channels * h * w).map(|k| ((k * 3 + i * 29) % 256) as u8).collect(),
+            image: (0..channels * h * w)
+                .map(|k| ((k * 3 + i * 29) % 256) as u8)
+                .collect(),
             mask: (0..h * w).map(|k| ((k / w + i) % 4 == 0) as u8).collect(),
             report: format!("Ünïcode report {i}: one infected areas, lower left lung.."),
         })
         .collect();
-    let opts = WriteOptions { shard_samples: 4, ..Default::default() };
+    let opts = WriteOptions {
+        shard_samples: 4,
+        ..Default::default()
+    };
     let mut wr = StoreWriter::create(path, &info, n, &opts).unwrap();
     for s in &samples {
         wr.push(s.clone()).unwrap();

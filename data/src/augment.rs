@@ -65,11 +65,17 @@ impl AugmentConfig {
         };
         let [s0, s1] = self.crop_scale;
         if !(s0 > 0.0 && s0 <= s1 && s1 <= 1.0) {
-            return bad("crop_scale", format!("{:?}: need 0 < min <= max <= 1", self.crop_scale));
+            return bad(
+                "crop_scale",
+                format!("{:?}: need 0 < min <= max <= 1", self.crop_scale),
+            );
         }
         let [r0, r1] = self.crop_ratio;
         if !(r0 > 0.0 && r0 <= r1) {
-            return bad("crop_ratio", format!("{:?}: need 0 < min <= max", self.crop_ratio));
+            return bad(
+                "crop_ratio",
+                format!("{:?}: need 0 < min <= max", self.crop_ratio),
+            );
         }
         if !(0.0..=1.0).contains(&self.brightness) {
             return bad("brightness", format!("{}: need 0..=1", self.brightness));
@@ -121,7 +127,9 @@ pub fn swap_left_right(report: &str) -> String {
             _ => None,
         };
         match repl {
-            Some(r) if word.chars().all(|c| c.is_ascii_uppercase()) => out.push_str(&r.to_ascii_uppercase()),
+            Some(r) if word.chars().all(|c| c.is_ascii_uppercase()) => {
+                out.push_str(&r.to_ascii_uppercase())
+            }
             Some(r) if word.starts_with(|c: char| c.is_ascii_uppercase()) => {
                 out.push_str(&r[..1].to_ascii_uppercase());
                 out.push_str(&r[1..]);
@@ -166,8 +174,17 @@ pub fn process<R: Rng>(
         Some(a) => {
             let crop = random_crop(src.width as f32, src.height as f32, a, rng);
             let flip = a.flip == FlipPolicy::Rewrite && rng.random_bool(0.5);
-            let gain = 1.0 + if a.contrast > 0.0 { rng.random_range(-a.contrast..=a.contrast) } else { 0.0 };
-            let bias = if a.brightness > 0.0 { rng.random_range(-a.brightness..=a.brightness) } else { 0.0 };
+            let gain = 1.0
+                + if a.contrast > 0.0 {
+                    rng.random_range(-a.contrast..=a.contrast)
+                } else {
+                    0.0
+                };
+            let bias = if a.brightness > 0.0 {
+                rng.random_range(-a.brightness..=a.brightness)
+            } else {
+                0.0
+            };
             (crop, flip, gain, bias)
         }
     };
@@ -188,16 +205,30 @@ fn random_crop<R: Rng>(w: f32, h: f32, a: &AugmentConfig, rng: &mut R) -> CropBo
             a.crop_scale[0]
         };
         let (lr0, lr1) = (a.crop_ratio[0].ln(), a.crop_ratio[1].ln());
-        let ratio = if lr0 < lr1 { rng.random_range(lr0..=lr1).exp() } else { a.crop_ratio[0] };
+        let ratio = if lr0 < lr1 {
+            rng.random_range(lr0..=lr1).exp()
+        } else {
+            a.crop_ratio[0]
+        };
         let cw = (area * scale * ratio).sqrt();
         let ch = (area * scale / ratio).sqrt();
         if cw <= w && ch <= h {
             let x0 = rng.random_range(0.0..=(w - cw));
             let y0 = rng.random_range(0.0..=(h - ch));
-            return CropBox { x0, y0, w: cw, h: ch };
+            return CropBox {
+                x0,
+                y0,
+                w: cw,
+                h: ch,
+            };
         }
     }
-    CropBox { x0: 0.0, y0: 0.0, w, h }
+    CropBox {
+        x0: 0.0,
+        y0: 0.0,
+        w,
+        h,
+    }
 }
 
 /// Maps the crop to the output grid: bilinear image (with channel conversion), nearest mask.
@@ -273,7 +304,13 @@ mod tests {
     use rand_chacha::ChaCha8Rng;
 
     fn spec(c: usize, h: usize, w: usize) -> InputSpec {
-        InputSpec { channels: c, height: h, width: w, mean: vec![0.0; c], std: vec![1.0; c] }
+        InputSpec {
+            channels: c,
+            height: h,
+            width: w,
+            mean: vec![0.0; c],
+            std: vec![1.0; c],
+        }
     }
 
     #[test]
@@ -291,8 +328,22 @@ mod tests {
         let mask: Vec<u8> = (0..h * w).map(|i| (i % 3 == 0) as u8).collect();
         let (mut io, mut mo) = (vec![0.0; h * w], vec![0.0; h * w]);
         let mut rng = ChaCha8Rng::seed_from_u64(0);
-        let src = Planar { data: &img, channels: 1, height: h, width: w };
-        let r = process(src, &mask, "left", &spec(1, h, w), None, &mut rng, &mut io, &mut mo);
+        let src = Planar {
+            data: &img,
+            channels: 1,
+            height: h,
+            width: w,
+        };
+        let r = process(
+            src,
+            &mask,
+            "left",
+            &spec(1, h, w),
+            None,
+            &mut rng,
+            &mut io,
+            &mut mo,
+        );
         assert_eq!(r, "left");
         for i in 0..h * w {
             assert!((io[i] - img[i] as f32 / 255.0).abs() < 1e-6);
@@ -303,17 +354,43 @@ mod tests {
     #[test]
     fn flip_mirrors_image_mask_and_report_together() {
         let (h, w) = (4, 6);
-        let img: Vec<u8> = (0..h * w).map(|i| if i % w < 2 { 200 } else { 10 }).collect();
+        let img: Vec<u8> = (0..h * w)
+            .map(|i| if i % w < 2 { 200 } else { 10 })
+            .collect();
         let mask: Vec<u8> = (0..h * w).map(|i| (i % w < 2) as u8).collect();
-        let a = AugmentConfig { crop_scale: [1.0, 1.0], crop_ratio: [1.5, 1.5], brightness: 0.0, contrast: 0.0, ..Default::default() };
+        let a = AugmentConfig {
+            crop_scale: [1.0, 1.0],
+            crop_ratio: [1.5, 1.5],
+            brightness: 0.0,
+            contrast: 0.0,
+            ..Default::default()
+        };
         let mut flipped = 0;
         for seed in 0..20 {
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
             let (mut io, mut mo) = (vec![0.0; h * w], vec![0.0; h * w]);
-            let src = Planar { data: &img, channels: 1, height: h, width: w };
-            let r = process(src, &mask, "target in the left lung", &spec(1, h, w), Some(&a), &mut rng, &mut io, &mut mo);
+            let src = Planar {
+                data: &img,
+                channels: 1,
+                height: h,
+                width: w,
+            };
+            let r = process(
+                src,
+                &mask,
+                "target in the left lung",
+                &spec(1, h, w),
+                Some(&a),
+                &mut rng,
+                &mut io,
+                &mut mo,
+            );
             let on_right = mo[w - 1] == 1.0 && mo[0] == 0.0;
-            assert_eq!(on_right, r.contains("right"), "seed {seed}: mask side and report agree");
+            assert_eq!(
+                on_right,
+                r.contains("right"),
+                "seed {seed}: mask side and report agree"
+            );
             assert_eq!(io[w - 1] > 0.5, on_right, "image moved with the mask");
             flipped += on_right as usize;
         }
@@ -328,12 +405,36 @@ mod tests {
         let a = AugmentConfig::default();
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let (mut io, mut mo) = (vec![0.0; 16 * 24], vec![0.0; 16 * 24]);
-        let src = Planar { data: &img, channels: 3, height: h, width: w };
-        process(src, &mask, "x", &spec(1, 16, 24), Some(&a), &mut rng, &mut io, &mut mo);
+        let src = Planar {
+            data: &img,
+            channels: 3,
+            height: h,
+            width: w,
+        };
+        process(
+            src,
+            &mask,
+            "x",
+            &spec(1, 16, 24),
+            Some(&a),
+            &mut rng,
+            &mut io,
+            &mut mo,
+        );
         assert!(mo.iter().all(|&m| m == 1.0));
-        assert!(io.iter().all(|&v| (0.3..0.7).contains(&v)), "jitter stays bounded");
+        assert!(
+            io.iter().all(|&v| (0.3..0.7).contains(&v)),
+            "jitter stays bounded"
+        );
         assert!(a.validate().is_ok());
-        let bad = AugmentConfig { crop_scale: [0.9, 0.5], ..a };
-        assert!(bad.validate().unwrap_err().to_string().contains("data.augment.crop_scale"));
+        let bad = AugmentConfig {
+            crop_scale: [0.9, 0.5],
+            ..a
+        };
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("data.augment.crop_scale"));
     }
 }

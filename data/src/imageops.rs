@@ -1,1 +1,423 @@
-//! (being written)
+//! Image and mask decoding shared by the importers and other tools.
+//!
+//! * Images are converted to gray (1 channel) or RGB (3 channels), resized with a triangle
+//!   (bilinear) filter and returned planar (`C*H*W`, channel-major).
+//! * Masks must hold exactly two kinds of values: 0 and 1, or 0 and 255 (65535 for 16-bit files,
+//!   1.0 for float files). Anything else — JPEG artefacts, intermediate labels, a "void" value —
+//!   is an error naming the file, the offending values and how many pixels carry them. RGB masks
+//!   count a pixel as foreground when any colour channel is nonzero (alpha is ignored). Masks are
+//!   resized with nearest-neighbour sampling and returned as 0/1.
+
+use crate::{DataError, Result};
+use image::{DynamicImage, ImageReader};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// File extensions (lower case, without dot) of the image formats tmca decodes.
+pub const IMAGE_EXTENSIONS: [&str; 6] = ["png", "jpg", "jpeg", "bmp", "tif", "tiff"];
+
+/// Whether `path` has one of [`IMAGE_EXTENSIONS`] (case-insensitive).
+pub fn is_image_file(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .map(|e| {
+            let e = e.to_ascii_lowercase();
+            IMAGE_EXTENSIONS.contains(&e.as_str())
+        })
+        .unwrap_or(false)
+}
+
+fn image_error(path: &Path, message: impl std::fmt::Display) -> DataError {
+    DataError::Image {
+        path: path.to_path_buf(),
+        message: message.to_string(),
+    }
+}
+
+fn reader(path: &Path) -> Result<ImageReader<std::io::BufReader<std::fs::File>>> {
+    ImageReader::open(path)
+        .map_err(|e| DataError::io(path, e))?
+        .with_guessed_format()
+        .map_err(|e| image_error(path, e))
+}
+
+/// Size `(width, height)` of an image file, reading only its header.
+pub fn image_size(path: &Path) -> Result<(u32, u32)> {
+    reader(path)?
+        .into_dimensions()
+        .map_err(|e| image_error(path, e))
+}
+
+/// Decodes an image file of any supported format (the format is guessed from the content, not
+/// the extension).
+pub fn decode(path: &Path) -> Result<DynamicImage> {
+    let img = reader(path)?.decode().map_err(|e| image_error(path, e))?;
+    if img.width() == 0 || img.height() == 0 {
+        return Err(image_error(path, "the image is empty (0 pixels)"));
+    }
+    Ok(img)
+}
+
+fn check_target(height: usize, width: usize) -> Result<(u32, u32)> {
+    let conv = |v: usize, field: &str| -> Result<u32> {
+        match u32::try_from(v) {
+            Ok(v) if v > 0 => Ok(v),
+            _ => Err(DataError::Config {
+                field: field.into(),
+                message: format!("must be between 1 and {}, got {v}", u32::MAX),
+            }),
+        }
+    };
+    Ok((conv(height, "height")?, conv(width, "width")?))
+}
+
+/// Converts a decoded image to `channels` (1: gray, 3: RGB), resizes it (triangle filter) to
+/// `height`x`width` and returns it planar (`C*H*W`).
+pub fn image_to_planar(
+    img: &DynamicImage,
+    channels: usize,
+    height: usize,
+    width: usize,
+) -> Result<Vec<u8>> {
+    let (h, w) = check_target(height, width)?;
+    let filter = image::imageops::FilterType::Triangle;
+    match channels {
+        1 => {
+            let gray = img.to_luma8();
+            let gray = if gray.dimensions() == (w, h) {
+                gray
+            } else {
+                image::imageops::resize(&gray, w, h, filter)
+            };
+            Ok(gray.into_raw())
+        }
+        3 => {
+            let rgb = img.to_rgb8();
+            let rgb = if rgb.dimensions() == (w, h) {
+                rgb
+            } else {
+                image::imageops::resize(&rgb, w, h, filter)
+            };
+            let plane = height * width;
+            let mut out = vec![0u8; 3 * plane];
+            for (i, px) in rgb.pixels().enumerate() {
+                out[i] = px.0[0];
+                out[plane + i] = px.0[1];
+                out[2 * plane + i] = px.0[2];
+            }
+            Ok(out)
+        }
+        other => Err(DataError::Config {
+            field: "channels".into(),
+            message: format!("must be 1 or 3, got {other}"),
+        }),
+    }
+}
+
+/// Decodes `path`, converts it to gray (`channels` 1) or RGB (3), resizes it to
+/// `height`x`width` and returns it planar (`C*H*W`).
+pub fn load_image(path: &Path, channels: usize, height: usize, width: usize) -> Result<Vec<u8>> {
+    image_to_planar(&decode(path)?, channels, height, width)
+}
+
+/// Values seen in a mask: the largest colour channel of each pixel, at the file's bit depth.
+fn mask_values(img: &DynamicImage) -> (Vec<u32>, u32) {
+    use image::ColorType as C;
+    fn max3<T: Copy + Ord>(p: [T; 3]) -> T {
+        p[0].max(p[1]).max(p[2])
+    }
+    match img.color() {
+        C::L16 | C::La16 | C::Rgb16 | C::Rgba16 => {
+            let v = img.to_rgb16().pixels().map(|p| max3(p.0) as u32).collect();
+            (v, u16::MAX as u32)
+        }
+        C::Rgb32F | C::Rgba32F => {
+            // Floats: map exactly 0.0, 1.0 and 255.0 onto 0, 1, 255; everything else onto a
+            // value that is reported as bad (rounded, at least 2).
+            let v = img
+                .to_rgb32f()
+                .pixels()
+                .map(|p| {
+                    let m = p.0[0].max(p.0[1]).max(p.0[2]);
+                    if m == 0.0 || m == 1.0 || m == 255.0 {
+                        m as u32
+                    } else {
+                        (m.abs().round() as u32).max(2)
+                    }
+                })
+                .collect();
+            (v, 255)
+        }
+        _ => {
+            let v = img.to_rgb8().pixels().map(|p| max3(p.0) as u32).collect();
+            (v, u8::MAX as u32)
+        }
+    }
+}
+
+/// Turns a decoded mask into 0/1 at its own size, checking its values (see the module docs).
+pub fn binarize_mask(path: &Path, img: &DynamicImage) -> Result<Vec<u8>> {
+    let (values, full) = mask_values(img);
+    let mut bad: BTreeMap<u32, usize> = BTreeMap::new();
+    let (mut ones, mut fulls) = (0usize, 0usize);
+    for &v in &values {
+        if v == 0 {
+        } else if v == 1 {
+            ones += 1;
+        } else if v == full || v == 255 {
+            fulls += 1;
+        } else {
+            *bad.entry(v).or_insert(0) += 1;
+        }
+    }
+    if !bad.is_empty() {
+        let total: usize = bad.values().sum();
+        let mut worst: Vec<(u32, usize)> = bad.into_iter().collect();
+        worst.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        let listed: Vec<String> = worst
+            .iter()
+            .take(5)
+            .map(|(v, n)| format!("value {v} in {n} pixels"))
+            .collect();
+        let more = if worst.len() > 5 {
+            format!(" and {} other values", worst.len() - 5)
+        } else {
+            String::new()
+        };
+        return Err(DataError::bad(
+            path,
+            format!(
+                "mask values must be 0/1 or 0/255 (a binary mask; is it a JPEG or a multi-class label map?): \
+                 {total} of {} pixels have other values: {}{more}",
+                values.len(),
+                listed.join(", ")
+            ),
+        ));
+    }
+    if ones > 0 && fulls > 0 {
+        return Err(DataError::bad(
+            path,
+            format!(
+                "mask mixes the values 1 ({ones} pixels) and {full} ({fulls} pixels); \
+                 a binary mask uses either 0/1 or 0/{full}"
+            ),
+        ));
+    }
+    Ok(values.into_iter().map(|v| u8::from(v != 0)).collect())
+}
+
+/// Nearest-neighbour resize of one `src_h`x`src_w` plane (pixel centres aligned).
+pub fn resize_nearest(
+    src: &[u8],
+    src_h: usize,
+    src_w: usize,
+    height: usize,
+    width: usize,
+) -> Vec<u8> {
+    if (src_h, src_w) == (height, width) {
+        return src.to_vec();
+    }
+    let map = |o: usize, n_out: usize, n_in: usize| -> usize {
+        let s = ((2 * o + 1) * n_in) / (2 * n_out);
+        s.min(n_in.saturating_sub(1))
+    };
+    let cols: Vec<usize> = (0..width).map(|x| map(x, width, src_w)).collect();
+    let mut out = Vec::with_capacity(height * width);
+    for y in 0..height {
+        let row = &src[map(y, height, src_h) * src_w..][..src_w];
+        out.extend(cols.iter().map(|&x| row[x]));
+    }
+    out
+}
+
+/// Checks a decoded mask's values and resizes it (nearest) to `height`x`width`; returns 0/1.
+pub fn mask_to_binary(
+    path: &Path,
+    img: &DynamicImage,
+    height: usize,
+    width: usize,
+) -> Result<Vec<u8>> {
+    check_target(height, width)?;
+    let bin = binarize_mask(path, img)?;
+    Ok(resize_nearest(
+        &bin,
+        img.height() as usize,
+        img.width() as usize,
+        height,
+        width,
+    ))
+}
+
+/// Decodes the mask at `path`, checks its values, resizes it (nearest) to `height`x`width` and
+/// returns it as 0/1.
+pub fn load_mask(path: &Path, height: usize, width: usize) -> Result<Vec<u8>> {
+    mask_to_binary(path, &decode(path)?, height, width)
+}
+
+/// The error for an image and its mask of different sizes (naming both files).
+pub fn size_mismatch(
+    image: &Path,
+    image_size: (u32, u32),
+    mask: &Path,
+    mask_size: (u32, u32),
+) -> DataError {
+    DataError::bad(
+        image,
+        format!(
+            "image/mask size mismatch: the image is {}x{} (WxH) but its mask {} is {}x{}",
+            image_size.0,
+            image_size.1,
+            mask.display(),
+            mask_size.0,
+            mask_size.1
+        ),
+    )
+}
+
+/// Decodes an image and its mask, checks that they have the same size (before resizing) and
+/// returns `(planar image, 0/1 mask)` at `height`x`width`.
+pub fn load_pair(
+    image: &Path,
+    mask: &Path,
+    channels: usize,
+    height: usize,
+    width: usize,
+) -> Result<(Vec<u8>, Vec<u8>)> {
+    let img = decode(image)?;
+    let msk = decode(mask)?;
+    if img.dimensions_wh() != msk.dimensions_wh() {
+        return Err(size_mismatch(
+            image,
+            img.dimensions_wh(),
+            mask,
+            msk.dimensions_wh(),
+        ));
+    }
+    Ok((
+        image_to_planar(&img, channels, height, width)?,
+        mask_to_binary(mask, &msk, height, width)?,
+    ))
+}
+
+trait Dims {
+    fn dimensions_wh(&self) -> (u32, u32);
+}
+
+impl Dims for DynamicImage {
+    fn dimensions_wh(&self) -> (u32, u32) {
+        (self.width(), self.height())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::{GrayImage, Luma, Rgb, RgbImage};
+
+    fn gray_mask(w: u32, h: u32, on: u8, off: u8) -> GrayImage {
+        GrayImage::from_fn(w, h, |x, _| Luma([if x < w / 2 { on } else { off }]))
+    }
+
+    #[test]
+    fn mask_0_255_and_0_1_accepted_128_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, on) in [("a.png", 255u8), ("b.png", 1u8)] {
+            let p = dir.path().join(name);
+            gray_mask(20, 16, on, 0).save(&p).unwrap();
+            let m = load_mask(&p, 8, 10).unwrap();
+            assert_eq!(m.len(), 80);
+            assert!(m.iter().all(|&v| v <= 1));
+            // left half set
+            assert_eq!(m[0], 1);
+            assert_eq!(m[9], 0);
+            assert_eq!(m.iter().filter(|&&v| v == 1).count(), 40);
+        }
+        let p = dir.path().join("c.png");
+        let mut bad = gray_mask(20, 16, 255, 0);
+        bad.put_pixel(3, 3, Luma([128]));
+        bad.put_pixel(4, 3, Luma([128]));
+        bad.save(&p).unwrap();
+        let err = load_mask(&p, 8, 10).unwrap_err().to_string();
+        assert!(err.contains("c.png"), "{err}");
+        assert!(err.contains("value 128 in 2 pixels"), "{err}");
+
+        let p = dir.path().join("d.png");
+        let mut mixed = gray_mask(20, 16, 255, 0);
+        mixed.put_pixel(15, 3, Luma([1]));
+        mixed.save(&p).unwrap();
+        let err = load_mask(&p, 8, 10).unwrap_err().to_string();
+        assert!(err.contains("d.png") && err.contains("mixes"), "{err}");
+    }
+
+    #[test]
+    fn rgb_and_16bit_masks() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("rgb.png");
+        RgbImage::from_fn(4, 2, |x, _| {
+            if x == 0 {
+                Rgb([0, 255, 0])
+            } else {
+                Rgb([0, 0, 0])
+            }
+        })
+        .save(&p)
+        .unwrap();
+        assert_eq!(load_mask(&p, 2, 4).unwrap(), vec![1, 0, 0, 0, 1, 0, 0, 0]);
+
+        let p = dir.path().join("m16.png");
+        image::ImageBuffer::<Luma<u16>, Vec<u16>>::from_fn(2, 1, |x, _| {
+            Luma([if x == 0 { 65535 } else { 0 }])
+        })
+        .save(&p)
+        .unwrap();
+        assert_eq!(load_mask(&p, 1, 2).unwrap(), vec![1, 0]);
+    }
+
+    #[test]
+    fn image_planar_gray_and_rgb() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.png");
+        RgbImage::from_fn(3, 2, |x, y| Rgb([x as u8, y as u8, 200]))
+            .save(&p)
+            .unwrap();
+        let rgb = load_image(&p, 3, 2, 3).unwrap();
+        assert_eq!(
+            rgb,
+            vec![0, 1, 2, 0, 1, 2, 0, 0, 0, 1, 1, 1, 200, 200, 200, 200, 200, 200]
+        );
+        let gray = load_image(&p, 1, 4, 6).unwrap();
+        assert_eq!(gray.len(), 24);
+        let err = load_image(&p, 2, 4, 6).unwrap_err().to_string();
+        assert!(err.contains("channels"), "{err}");
+    }
+
+    #[test]
+    fn unreadable_and_mismatched() {
+        let dir = tempfile::tempdir().unwrap();
+        let junk = dir.path().join("junk.png");
+        std::fs::write(&junk, b"not an image").unwrap();
+        let err = load_image(&junk, 1, 4, 4).unwrap_err().to_string();
+        assert!(err.contains("junk.png"), "{err}");
+
+        let a = dir.path().join("a.png");
+        let b = dir.path().join("b.png");
+        gray_mask(20, 16, 255, 0).save(&a).unwrap();
+        gray_mask(18, 16, 255, 0).save(&b).unwrap();
+        let err = load_pair(&a, &b, 1, 8, 8).unwrap_err().to_string();
+        assert!(
+            err.contains("a.png") && err.contains("b.png") && err.contains("mismatch"),
+            "{err}"
+        );
+        assert_eq!(image_size(&a).unwrap(), (20, 16));
+    }
+
+    #[test]
+    fn nearest_resize_is_centre_aligned() {
+        let src = [0, 1, 2, 3];
+        assert_eq!(resize_nearest(&src, 1, 4, 1, 2), vec![1, 3]);
+        assert_eq!(
+            resize_nearest(&src, 1, 4, 1, 8),
+            vec![0, 0, 1, 1, 2, 2, 3, 3]
+        );
+    }
+}

@@ -27,7 +27,11 @@ impl Stats {
         if n == 0 {
             return Self::default();
         }
-        Self { min, mean: sum / n as f64, max }
+        Self {
+            min,
+            mean: sum / n as f64,
+            max,
+        }
     }
 }
 
@@ -74,8 +78,15 @@ pub fn inspect(store: &Store, progress: &dyn Progress) -> Result<Inspection> {
             SplitSummary {
                 split,
                 samples: idx.len(),
-                distinct_reports: idx.iter().map(|&i| reports[i].as_str()).collect::<HashSet<_>>().len(),
-                report_words: Stats::of(idx.iter().map(|&i| reports[i].split_whitespace().count() as f64)),
+                distinct_reports: idx
+                    .iter()
+                    .map(|&i| reports[i].as_str())
+                    .collect::<HashSet<_>>()
+                    .len(),
+                report_words: Stats::of(
+                    idx.iter()
+                        .map(|&i| reports[i].split_whitespace().count() as f64),
+                ),
                 report_chars: Stats::of(idx.iter().map(|&i| reports[i].chars().count() as f64)),
                 mask_coverage: Stats::of(idx.iter().map(|&i| coverage[i])),
                 empty_masks: idx.iter().filter(|&&i| coverage[i] == 0.0).count(),
@@ -96,16 +107,31 @@ impl fmt::Display for Inspection {
         writeln!(f, "store        {}", self.path)?;
         writeln!(f, "dataset      {} ({})", i.name, i.modality)?;
         writeln!(f, "schema       v{}", self.schema_version)?;
-        writeln!(f, "images       {} x {} x {} (C x H x W) uint8", i.channels, i.height, i.width)?;
-        writeln!(f, "classes      {}", serde_json::Value::Object(i.class_map.clone()))?;
+        writeln!(
+            f,
+            "images       {} x {} x {} (C x H x W) uint8",
+            i.channels, i.height, i.width
+        )?;
+        writeln!(
+            f,
+            "classes      {}",
+            serde_json::Value::Object(i.class_map.clone())
+        )?;
         writeln!(f, "provenance   {}", i.provenance)?;
         writeln!(
             f,
             "\n{:<6} {:>8} {:>9} {:>18} {:>18} {:>22} {:>7}",
-            "split", "samples", "distinct", "words min/mean/max", "chars min/mean/max", "mask cover min/mean/max", "empty"
+            "split",
+            "samples",
+            "distinct",
+            "words min/mean/max",
+            "chars min/mean/max",
+            "mask cover min/mean/max",
+            "empty"
         )?;
         for s in &self.splits {
-            let st = |x: &Stats, p: usize| format!("{:.p$}/{:.p$}/{:.p$}", x.min, x.mean, x.max, p = p);
+            let st =
+                |x: &Stats, p: usize| format!("{:.p$}/{:.p$}/{:.p$}", x.min, x.mean, x.max, p = p);
             writeln!(
                 f,
                 "{:<6} {:>8} {:>9} {:>18} {:>18} {:>22} {:>7}",

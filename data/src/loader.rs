@@ -75,7 +75,9 @@ pub fn normalise_report(report: &str) -> String {
 pub fn report_group(report: &str) -> u64 {
     normalise_report(report)
         .bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+        })
 }
 
 /// Builds batches for one rank from one or more stores.
@@ -103,7 +105,10 @@ impl Loader {
         }
         let inp = &cfg.input;
         if inp.mean.len() != inp.channels || inp.std.len() != inp.channels {
-            return Err(cfgerr("data.mean/std", format!("need {} values each", inp.channels)));
+            return Err(cfgerr(
+                "data.mean/std",
+                format!("need {} values each", inp.channels),
+            ));
         }
         if inp.std.iter().any(|&s| s <= 0.0) {
             return Err(cfgerr("data.std", "must be > 0".into()));
@@ -114,7 +119,10 @@ impl Loader {
         for s in &stores {
             let c = s.info().channels;
             if c != inp.channels && c != 1 && c != 3 {
-                return Err(DataError::bad(s.path(), format!("{c} channels cannot feed a {}-channel model", inp.channels)));
+                return Err(DataError::bad(
+                    s.path(),
+                    format!("{c} channels cannot feed a {}-channel model", inp.channels),
+                ));
             }
         }
         Ok(Self {
@@ -154,7 +162,14 @@ impl Loader {
             rank: self.sampler.rank(),
             world: self.sampler.world(),
         });
-        let gate = Arc::new((Mutex::new(Gate { next: start, consumed: start, stop: false }), Condvar::new()));
+        let gate = Arc::new((
+            Mutex::new(Gate {
+                next: start,
+                consumed: start,
+                stop: false,
+            }),
+            Condvar::new(),
+        ));
         let (tx, rx) = unbounded();
         let workers = (0..self.cfg.workers.max(1))
             .map(|_| {
@@ -214,7 +229,12 @@ struct Job {
 impl Job {
     fn build(&self, lo: usize, hi: usize) -> Result<Batch> {
         let inp = &self.cfg.input;
-        let (c, h, w, l) = (inp.channels, inp.height, inp.width, self.tokenizer.max_len());
+        let (c, h, w, l) = (
+            inp.channels,
+            inp.height,
+            inp.width,
+            self.tokenizer.max_len(),
+        );
         let b = hi - lo;
         let mut batch = Batch {
             size: b,
@@ -238,7 +258,8 @@ impl Job {
             let mask = store.mask(item.index)?;
             let report = &store.reports()[item.index];
             let global_pos = (k * self.world + self.rank) as u64;
-            let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(&[self.cfg.seed, self.epoch, global_pos]));
+            let mut rng =
+                ChaCha8Rng::seed_from_u64(derive_seed(&[self.cfg.seed, self.epoch, global_pos]));
             let src = Planar {
                 data: &image,
                 channels: info.channels,
@@ -298,7 +319,10 @@ impl Iterator for BatchIter {
                     self.pending.insert(i, b);
                 }
                 Err(_) => {
-                    break Err(DataError::bad("loader", "worker threads stopped unexpectedly"));
+                    break Err(DataError::bad(
+                        "loader",
+                        "worker threads stopped unexpectedly",
+                    ));
                 }
             }
         };
@@ -341,7 +365,11 @@ mod tests {
         let (h, w) = (12, 10);
         let info = StoreInfo {
             name: "t".into(),
-            modality: if channels == 1 { Modality::Xray } else { Modality::Endoscopy },
+            modality: if channels == 1 {
+                Modality::Xray
+            } else {
+                Modality::Endoscopy
+            },
             channels,
             height: h,
             width: w,
@@ -353,7 +381,9 @@ mod tests {
             wr.push(Sample {
                 name: format!("{i}"),
                 split: Split::Train,
-                image: (0..channels * h * w).map(|k| ((k * 31 + i * 17) % 256) as u8).collect(),
+                image: (0..channels * h * w)
+                    .map(|k| ((k * 31 + i * 17) % 256) as u8)
+                    .collect(),
                 mask: (0..h * w).map(|k| (k % w < w / 2) as u8).collect(),
                 report: format!("target in the left lung, case {}", i % 4),
             })
@@ -363,7 +393,13 @@ mod tests {
         Arc::new(Store::open(path).unwrap())
     }
 
-    fn loader(stores: &[Arc<Store>], batch: usize, workers: usize, rank: usize, world: usize) -> Loader {
+    fn loader(
+        stores: &[Arc<Store>],
+        batch: usize,
+        workers: usize,
+        rank: usize,
+        world: usize,
+    ) -> Loader {
         let sources = stores.iter().map(|s| (0..s.len()).collect()).collect();
         let sampler = ShardedSampler::new(sources, None, 3, true, true, rank, world).unwrap();
         let reports: Vec<String> = stores.iter().flat_map(|s| s.reports().to_vec()).collect();
@@ -373,7 +409,13 @@ mod tests {
             drop_last: true,
             workers,
             prefetch: 2,
-            input: InputSpec { channels: 3, height: 8, width: 8, mean: vec![0.5; 3], std: vec![0.25; 3] },
+            input: InputSpec {
+                channels: 3,
+                height: 8,
+                width: 8,
+                mean: vec![0.5; 3],
+                std: vec![0.25; 3],
+            },
             augment: Some(AugmentConfig::default()),
             seed: 11,
         };
@@ -381,21 +423,36 @@ mod tests {
     }
 
     fn stores(dir: &Path) -> Vec<Arc<Store>> {
-        vec![make_store(&dir.join("a"), 13, 1), make_store(&dir.join("b"), 9, 3)]
+        vec![
+            make_store(&dir.join("a"), 13, 1),
+            make_store(&dir.join("b"), 9, 3),
+        ]
     }
 
     #[test]
     fn order_and_content_do_not_depend_on_threads() {
         let dir = tempfile::tempdir().unwrap();
         let s = stores(dir.path());
-        let one: Vec<Batch> = loader(&s, 4, 1, 0, 1).epoch(2, 0).map(|b| b.unwrap()).collect();
-        let three: Vec<Batch> = loader(&s, 4, 3, 0, 1).epoch(2, 0).map(|b| b.unwrap()).collect();
+        let one: Vec<Batch> = loader(&s, 4, 1, 0, 1)
+            .epoch(2, 0)
+            .map(|b| b.unwrap())
+            .collect();
+        let three: Vec<Batch> = loader(&s, 4, 3, 0, 1)
+            .epoch(2, 0)
+            .map(|b| b.unwrap())
+            .collect();
         assert_eq!(one.len(), 22 / 4);
         assert_eq!(one, three);
-        let other_epoch: Vec<Batch> = loader(&s, 4, 2, 0, 1).epoch(3, 0).map(|b| b.unwrap()).collect();
+        let other_epoch: Vec<Batch> = loader(&s, 4, 2, 0, 1)
+            .epoch(3, 0)
+            .map(|b| b.unwrap())
+            .collect();
         assert_ne!(one, other_epoch);
         let b = &one[0];
-        assert_eq!((b.images.len(), b.masks.len(), b.token_ids.len()), (4 * 3 * 64, 4 * 64, 4 * 10));
+        assert_eq!(
+            (b.images.len(), b.masks.len(), b.token_ids.len()),
+            (4 * 3 * 64, 4 * 64, 4 * 10)
+        );
     }
 
     #[test]
@@ -412,16 +469,33 @@ mod tests {
     fn two_ranks_see_what_one_process_sees_with_double_batch() {
         let dir = tempfile::tempdir().unwrap();
         let s = stores(dir.path());
-        let single: Vec<Batch> = loader(&s, 4, 2, 0, 1).epoch(5, 0).map(|b| b.unwrap()).collect();
-        let r0: Vec<Batch> = loader(&s, 2, 2, 0, 2).epoch(5, 0).map(|b| b.unwrap()).collect();
-        let r1: Vec<Batch> = loader(&s, 2, 2, 1, 2).epoch(5, 0).map(|b| b.unwrap()).collect();
+        let single: Vec<Batch> = loader(&s, 4, 2, 0, 1)
+            .epoch(5, 0)
+            .map(|b| b.unwrap())
+            .collect();
+        let r0: Vec<Batch> = loader(&s, 2, 2, 0, 2)
+            .epoch(5, 0)
+            .map(|b| b.unwrap())
+            .collect();
+        let r1: Vec<Batch> = loader(&s, 2, 2, 1, 2)
+            .epoch(5, 0)
+            .map(|b| b.unwrap())
+            .collect();
         assert_eq!(single.len(), r0.len());
         let px = 3 * 64;
         for (j, sb) in single.iter().enumerate() {
             for (row, item) in sb.items.iter().enumerate() {
-                let (rb, rrow) = if row % 2 == 0 { (&r0[j], row / 2) } else { (&r1[j], row / 2) };
+                let (rb, rrow) = if row % 2 == 0 {
+                    (&r0[j], row / 2)
+                } else {
+                    (&r1[j], row / 2)
+                };
                 assert_eq!(rb.items[rrow], *item);
-                assert_eq!(rb.images[rrow * px..(rrow + 1) * px], sb.images[row * px..(row + 1) * px], "identical augmentation");
+                assert_eq!(
+                    rb.images[rrow * px..(rrow + 1) * px],
+                    sb.images[row * px..(row + 1) * px],
+                    "identical augmentation"
+                );
                 assert_eq!(rb.reports[rrow], sb.reports[row]);
             }
         }

@@ -19,7 +19,11 @@ pub struct PreviewOptions {
 
 impl Default for PreviewOptions {
     fn default() -> Self {
-        Self { tile: 192, columns: 4, text_lines: 6 }
+        Self {
+            tile: 192,
+            columns: 4,
+            text_lines: 6,
+        }
     }
 }
 
@@ -51,7 +55,10 @@ impl Canvas {
 
     fn text(&mut self, x0: usize, y0: usize, s: &str, color: [u8; 3]) {
         for (k, ch) in s.chars().enumerate() {
-            let glyph = BASIC_FONTS.get(ch).or_else(|| BASIC_FONTS.get('?')).unwrap_or([0; 8]);
+            let glyph = BASIC_FONTS
+                .get(ch)
+                .or_else(|| BASIC_FONTS.get('?'))
+                .unwrap_or([0; 8]);
             for (gy, row) in glyph.iter().enumerate() {
                 for gx in 0..GLYPH {
                     if row >> gx & 1 == 1 {
@@ -93,7 +100,10 @@ pub fn wrap(text: &str, width: usize, lines: usize) -> Vec<String> {
 /// Renders samples `indices` of `store` into a PNG at `out`.
 pub fn preview(store: &Store, indices: &[usize], out: &Path, opts: &PreviewOptions) -> Result<()> {
     if indices.is_empty() {
-        return Err(DataError::bad(store.path(), "nothing to preview: no samples selected"));
+        return Err(DataError::bad(
+            store.path(),
+            "nothing to preview: no samples selected",
+        ));
     }
     let info = store.info();
     let tile = opts.tile.max(32);
@@ -104,14 +114,20 @@ pub fn preview(store: &Store, indices: &[usize], out: &Path, opts: &PreviewOptio
     let cell_h = tile + text_h + 2 * PAD;
     let mut canvas = Canvas::new(cols * cell_w, rows * cell_h, [24, 24, 28]);
     let scale = (tile as f32 / info.width.max(info.height) as f32).max(f32::MIN_POSITIVE);
-    let (tw, th) = ((info.width as f32 * scale) as usize, (info.height as f32 * scale) as usize);
+    let (tw, th) = (
+        (info.width as f32 * scale) as usize,
+        (info.height as f32 * scale) as usize,
+    );
     let plane = info.height * info.width;
     for (k, &i) in indices.iter().enumerate() {
         let (cx, cy) = ((k % cols) * cell_w + PAD, (k / cols) * cell_h + PAD);
         let img = store.image(i)?;
         let mask = store.mask(i)?;
         let at = |x: usize, y: usize| -> (usize, usize) {
-            (((x as f32 / scale) as usize).min(info.width - 1), ((y as f32 / scale) as usize).min(info.height - 1))
+            (
+                ((x as f32 / scale) as usize).min(info.width - 1),
+                ((y as f32 / scale) as usize).min(info.height - 1),
+            )
         };
         for y in 0..th {
             for x in 0..tw {
@@ -126,7 +142,10 @@ pub fn preview(store: &Store, indices: &[usize], out: &Path, opts: &PreviewOptio
                 let edge = on && {
                     let n = |dx: isize, dy: isize| {
                         let (nx, ny) = (sx as isize + dx, sy as isize + dy);
-                        nx < 0 || ny < 0 || nx >= info.width as isize || ny >= info.height as isize
+                        nx < 0
+                            || ny < 0
+                            || nx >= info.width as isize
+                            || ny >= info.height as isize
                             || mask[ny as usize * info.width + nx as usize] == 0
                     };
                     n(-1, 0) || n(1, 0) || n(0, -1) || n(0, 1)
@@ -134,7 +153,11 @@ pub fn preview(store: &Store, indices: &[usize], out: &Path, opts: &PreviewOptio
                 let c = if edge {
                     [255, 220, 0]
                 } else if on {
-                    [(rgb[0] as u16 * 6 / 10 + 102) as u8, (rgb[1] as u16 * 6 / 10) as u8, (rgb[2] as u16 * 6 / 10) as u8]
+                    [
+                        (rgb[0] as u16 * 6 / 10 + 102) as u8,
+                        (rgb[1] as u16 * 6 / 10) as u8,
+                        (rgb[2] as u16 * 6 / 10) as u8,
+                    ]
                 } else {
                     rgb
                 };
@@ -142,8 +165,15 @@ pub fn preview(store: &Store, indices: &[usize], out: &Path, opts: &PreviewOptio
             }
         }
         let ty = cy + tile + 4;
-        canvas.text(cx, ty, &format!("#{i} {}", store.names()[i]), [150, 200, 255]);
-        for (l, line) in wrap(&store.reports()[i], tile / GLYPH, opts.text_lines).iter().enumerate() {
+        let title: String = format!("#{i} {}", store.names()[i])
+            .chars()
+            .take(tile / GLYPH)
+            .collect();
+        canvas.text(cx, ty, &title, [150, 200, 255]);
+        for (l, line) in wrap(&store.reports()[i], tile / GLYPH, opts.text_lines)
+            .iter()
+            .enumerate()
+        {
             canvas.text(cx, ty + (l + 1) * (GLYPH + 2) + 2, line, [235, 235, 235]);
         }
     }
@@ -152,7 +182,10 @@ pub fn preview(store: &Store, indices: &[usize], out: &Path, opts: &PreviewOptio
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| DataError::io(parent, e))?;
     }
-    buf.save(out).map_err(|e| DataError::Image { path: out.into(), message: e.to_string() })
+    buf.save(out).map_err(|e| DataError::Image {
+        path: out.into(),
+        message: e.to_string(),
+    })
 }
 
 #[cfg(test)]

@@ -66,7 +66,10 @@ impl ShardedSampler {
             message,
         };
         if world == 0 || rank >= world {
-            return Err(cfg("rank", format!("rank {rank} is not in a world of {world}")));
+            return Err(cfg(
+                "rank",
+                format!("rank {rank} is not in a world of {world}"),
+            ));
         }
         let epoch_len: usize = sources.iter().map(Vec::len).sum();
         if epoch_len == 0 {
@@ -82,11 +85,17 @@ impl ShardedSampler {
                     ));
                 }
                 if w.iter().any(|&x| !x.is_finite() || x < 0.0) || w.iter().sum::<f64>() <= 0.0 {
-                    return Err(cfg("data.weights", format!("{w:?}: weights must be >= 0 and not all 0")));
+                    return Err(cfg(
+                        "data.weights",
+                        format!("{w:?}: weights must be >= 0 and not all 0"),
+                    ));
                 }
                 for (k, (&wk, s)) in w.iter().zip(&sources).enumerate() {
                     if wk > 0.0 && s.is_empty() {
-                        return Err(cfg("data.weights", format!("dataset {k} has weight {wk} but no samples")));
+                        return Err(cfg(
+                            "data.weights",
+                            format!("dataset {k} has weight {wk} but no samples"),
+                        ));
                     }
                 }
                 w
@@ -146,7 +155,10 @@ impl ShardedSampler {
                 perms[s].shuffle(&mut rng);
                 pos[s] = 0;
             }
-            order.push(Item { source: s, index: perms[s][pos[s]] });
+            order.push(Item {
+                source: s,
+                index: perms[s][pos[s]],
+            });
             pos[s] += 1;
         }
         order
@@ -177,7 +189,11 @@ impl ShardedSampler {
                 k += 1;
             }
         }
-        order.into_iter().skip(self.rank).step_by(self.world).collect()
+        order
+            .into_iter()
+            .skip(self.rank)
+            .step_by(self.world)
+            .collect()
     }
 
     /// Rank of this sampler.
@@ -196,7 +212,14 @@ mod tests {
     use super::*;
     use std::collections::HashSet;
 
-    fn sampler(sizes: &[usize], w: Option<Vec<f64>>, shuffle: bool, pad: bool, rank: usize, world: usize) -> ShardedSampler {
+    fn sampler(
+        sizes: &[usize],
+        w: Option<Vec<f64>>,
+        shuffle: bool,
+        pad: bool,
+        rank: usize,
+        world: usize,
+    ) -> ShardedSampler {
         let mut next = 0;
         let sources = sizes
             .iter()
@@ -212,14 +235,24 @@ mod tests {
     #[test]
     fn shards_are_disjoint_and_cover_the_epoch() {
         for world in [1, 2, 3, 4, 7] {
-            let shards: Vec<Vec<Item>> = (0..world).map(|r| sampler(&[10, 13], None, true, true, r, world).epoch(3)).collect();
+            let shards: Vec<Vec<Item>> = (0..world)
+                .map(|r| sampler(&[10, 13], None, true, true, r, world).epoch(3))
+                .collect();
             let len = shards[0].len();
             assert!(shards.iter().all(|s| s.len() == len), "equal shares");
             assert_eq!(len, 23usize.div_ceil(world));
             let all: Vec<Item> = shards.iter().flatten().copied().collect();
             let distinct: HashSet<Item> = all.iter().copied().collect();
-            assert_eq!(distinct.len(), 23, "every sample exactly covered (world {world})");
-            assert_eq!(all.len() - distinct.len(), len * world - 23, "only padding repeats");
+            assert_eq!(
+                distinct.len(),
+                23,
+                "every sample exactly covered (world {world})"
+            );
+            assert_eq!(
+                all.len() - distinct.len(),
+                len * world - 23,
+                "only padding repeats"
+            );
             // Interleaving the shards gives back the global order.
             let global = sampler(&[10, 13], None, true, true, 0, world).global_order(3);
             for (k, it) in global.iter().enumerate() {
@@ -237,12 +270,19 @@ mod tests {
         assert_ne!(a.epoch(1), b.epoch(1));
         let mut sorted = a.epoch(2);
         sorted.sort();
-        assert_eq!(sorted, (0..50).map(|index| Item { source: 0, index }).collect::<Vec<_>>());
+        assert_eq!(
+            sorted,
+            (0..50)
+                .map(|index| Item { source: 0, index })
+                .collect::<Vec<_>>()
+        );
     }
 
     #[test]
     fn unpadded_evaluation_has_no_duplicates() {
-        let all: Vec<Item> = (0..3).flat_map(|r| sampler(&[4, 3], None, false, false, r, 3).epoch(0)).collect();
+        let all: Vec<Item> = (0..3)
+            .flat_map(|r| sampler(&[4, 3], None, false, false, r, 3).epoch(0))
+            .collect();
         assert_eq!(all.len(), 7);
         assert_eq!(all.iter().copied().collect::<HashSet<_>>().len(), 7);
     }
@@ -265,7 +305,16 @@ mod tests {
     fn bad_arguments_are_named() {
         let e = ShardedSampler::new(vec![vec![1]], None, 0, true, true, 2, 2).unwrap_err();
         assert!(e.to_string().contains("rank 2"), "{e}");
-        let e = ShardedSampler::new(vec![vec![1], vec![]], Some(vec![1.0, 1.0]), 0, true, true, 0, 1).unwrap_err();
+        let e = ShardedSampler::new(
+            vec![vec![1], vec![]],
+            Some(vec![1.0, 1.0]),
+            0,
+            true,
+            true,
+            0,
+            1,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("data.weights"), "{e}");
     }
 }

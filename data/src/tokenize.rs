@@ -5,16 +5,16 @@
 //! attention mask, so batches are dense `(B, max_len)` arrays.
 
 use crate::{DataError, Result};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use tokenizers::decoders::wordpiece::WordPiece as WordPieceDecoder;
-use std::collections::HashMap;
 use tokenizers::models::wordpiece::WordPiece;
 use tokenizers::normalizers::bert::BertNormalizer;
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::processors::bert::BertProcessing;
 use tokenizers::{
-    Model, NormalizedString, Normalizer, OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer,
-    Tokenizer,
+    Model, NormalizedString, Normalizer, OffsetReferential, OffsetType, PreTokenizedString,
+    PreTokenizer, Tokenizer,
 };
 
 /// Special tokens, in the id order a learned vocabulary gives them.
@@ -67,7 +67,12 @@ fn bert_pipeline(model: WordPiece, lowercase: bool, path: &Path) -> Result<Token
                 ("[CLS]".into(), cls),
             )));
         }
-        _ => return Err(tok_err(path, "the vocabulary has no [CLS] and [SEP] tokens")),
+        _ => {
+            return Err(tok_err(
+                path,
+                "the vocabulary has no [CLS] and [SEP] tokens",
+            ))
+        }
     }
     Ok(tok)
 }
@@ -80,7 +85,9 @@ impl TextTokenizer {
         }
         let is_vocab = path.extension().is_some_and(|e| e == "txt");
         let inner = if is_vocab {
-            let p = path.to_str().ok_or_else(|| tok_err(path, "path is not UTF-8"))?;
+            let p = path
+                .to_str()
+                .ok_or_else(|| tok_err(path, "path is not UTF-8"))?;
             let model = WordPiece::from_file(p)
                 .unk_token("[UNK]".into())
                 .build()
@@ -107,9 +114,13 @@ impl TextTokenizer {
         let mut counts: HashMap<String, u64> = HashMap::new();
         for r in reports {
             let mut ns = NormalizedString::from(r.as_str());
-            normalizer.normalize(&mut ns).map_err(|e| tok_err(path, e))?;
+            normalizer
+                .normalize(&mut ns)
+                .map_err(|e| tok_err(path, e))?;
             let mut pts = PreTokenizedString::from(ns);
-            BertPreTokenizer.pre_tokenize(&mut pts).map_err(|e| tok_err(path, e))?;
+            BertPreTokenizer
+                .pre_tokenize(&mut pts)
+                .map_err(|e| tok_err(path, e))?;
             for (word, _, _) in pts.get_splits(OffsetReferential::Original, OffsetType::Byte) {
                 *counts.entry(word.to_string()).or_default() += 1;
             }
@@ -130,11 +141,18 @@ impl TextTokenizer {
                 ),
             });
         }
-        let mut words: Vec<(&String, &u64)> = counts.iter().filter(|(w, _)| w.chars().count() > 1).collect();
+        let mut words: Vec<(&String, &u64)> = counts
+            .iter()
+            .filter(|(w, _)| w.chars().count() > 1)
+            .collect();
         words.sort_unstable_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
         let room = vocab_size - vocab.len();
         vocab.extend(words.into_iter().take(room).map(|(w, _)| w.clone()));
-        let map: ahash::AHashMap<String, u32> = vocab.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+        let map: ahash::AHashMap<String, u32> = vocab
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
         let model = WordPiece::builder()
             .vocab(map)
             .unk_token("[UNK]".into())
@@ -243,11 +261,22 @@ mod tests {
         let t = TextTokenizer::learn(&reports(), 200, 12).unwrap();
         for _ in 0..5 {
             let again = TextTokenizer::learn(&reports(), 200, 12).unwrap();
-            assert_eq!(again.encode(&reports()[0]).unwrap(), t.encode(&reports()[0]).unwrap(), "deterministic");
+            assert_eq!(
+                again.encode(&reports()[0]).unwrap(),
+                t.encode(&reports()[0]).unwrap(),
+                "deterministic"
+            );
         }
         assert_eq!(t.tokens("lung").unwrap(), ["[CLS]", "lung", "[SEP]"]);
-        assert_eq!(t.tokens("lungz").unwrap(), ["[CLS]", "lung", "##z", "[SEP]"], "unseen word falls back to pieces");
-        assert!(TextTokenizer::learn(&reports(), 20, 12).unwrap_err().to_string().contains("text.vocab_size"));
+        assert_eq!(
+            t.tokens("lungz").unwrap(),
+            ["[CLS]", "lung", "##z", "[SEP]"],
+            "unseen word falls back to pieces"
+        );
+        assert!(TextTokenizer::learn(&reports(), 20, 12)
+            .unwrap_err()
+            .to_string()
+            .contains("text.vocab_size"));
         assert!(t.vocab_size() > SPECIAL_TOKENS.len() && t.vocab_size() <= 200);
         assert_eq!(t.pad_id(), 0);
         let e = t.encode("upper left lung").unwrap();
@@ -280,10 +309,15 @@ mod tests {
     fn bert_vocab_txt_is_loaded() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("vocab.txt");
-        let words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "upper", "left", "lung", "##s", "."];
+        let words = [
+            "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "upper", "left", "lung", "##s", ".",
+        ];
         std::fs::write(&p, words.join("\n")).unwrap();
         let t = TextTokenizer::from_file(&p, 8, true).unwrap();
-        assert_eq!(t.tokens("Upper LEFT lungs.").unwrap(), ["[CLS]", "upper", "left", "lung", "##s", ".", "[SEP]"]);
+        assert_eq!(
+            t.tokens("Upper LEFT lungs.").unwrap(),
+            ["[CLS]", "upper", "left", "lung", "##s", ".", "[SEP]"]
+        );
         assert_eq!(t.encode("upper zzz").unwrap().ids[..4], [2, 5, 1, 3]);
     }
 

@@ -49,7 +49,11 @@ pub fn validate(store: &Store, progress: &dyn Progress) -> Result<Validation> {
         .map(|i| {
             let mut problems = Vec::new();
             let mut p = |message: String| {
-                problems.push(Problem { index: i, name: names[i].clone(), message });
+                problems.push(Problem {
+                    index: i,
+                    name: names[i].clone(),
+                    message,
+                });
             };
             let digest = match store.image(i) {
                 Ok(img) => Some(Sha256::digest(&img).into()),
@@ -85,7 +89,11 @@ pub fn validate(store: &Store, progress: &dyn Progress) -> Result<Validation> {
     for (i, (mut ps, digest)) in per_sample.into_iter().enumerate() {
         problems.append(&mut ps);
         if let Some(&first) = by_name.get(names[i].as_str()) {
-            problems.push(Problem { index: i, name: names[i].clone(), message: format!("duplicate source name (also sample {first})") });
+            problems.push(Problem {
+                index: i,
+                name: names[i].clone(),
+                message: format!("duplicate source name (also sample {first})"),
+            });
         } else {
             by_name.insert(&names[i], i);
         }
@@ -101,5 +109,8 @@ pub fn validate(store: &Store, progress: &dyn Progress) -> Result<Validation> {
             }
         }
     }
-    Ok(Validation { checked: store.len(), problems })
+    Ok(Validation {
+        checked: store.len(),
+        problems,
+    })
 }

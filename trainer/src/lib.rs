@@ -1,1 +1,20 @@
-//! tmca-trainer (work in progress; see the issues).
+//! tmca-trainer: the TMCA model, its losses and metrics, optimisation, checkpoints, evaluation
+//! and metric sinks. No environment reads, no MPI/NCCL: gradient synchronisation comes in
+//! through a trait implemented by the worker.
+//!
+//! * [`model`]: TMCA in candle, one file per part.
+//! * [`nn`]: building blocks whose gradients candle 0.11 gets right.
+//! * [`params`]: seeded, name-ordered parameters.
+//! * [`sink`]: where training metrics go ([`sink::MetricSink`]): a self-contained TensorBoard
+//!   event writer ([`sink::EventWriter`]), plus null and in-memory sinks.
+//! * [`metrics`]: segmentation metrics (Dice, IoU) under both evaluation protocols in use:
+//!   per-image mean (LViT) and dataset-level pixel-pooled (GuideDecoder / torchmetrics).
+
+pub mod error;
+pub mod metrics;
+pub mod model;
+pub mod nn;
+pub mod params;
+pub mod sink;
+
+pub use error::{Result, TrainError};

@@ -35,7 +35,11 @@ mod tests {
     fn info(c: usize, h: usize, w: usize) -> StoreInfo {
         StoreInfo {
             name: "t".into(),
-            modality: if c == 1 { Modality::Xray } else { Modality::Endoscopy },
+            modality: if c == 1 {
+                Modality::Xray
+            } else {
+                Modality::Endoscopy
+            },
             channels: c,
             height: h,
             width: w,
@@ -48,14 +52,26 @@ mod tests {
         Sample {
             name: format!("s{i}.png"),
             split: Split::ALL[i % 3],
-            image: (0..c * h * w).map(|k| ((k * 7 + i * 13) % 251) as u8).collect(),
+            image: (0..c * h * w)
+                .map(|k| ((k * 7 + i * 13) % 251) as u8)
+                .collect(),
             mask: (0..h * w).map(|k| ((k + i) % 5 == 0) as u8).collect(),
             report: format!("Report {i}: ünïcode, lung.. {}", "x".repeat(i)),
         }
     }
 
-    fn write(path: &std::path::Path, n: usize, c: usize, h: usize, w: usize, shard: usize) -> Vec<Sample> {
-        let opts = WriteOptions { shard_samples: shard, ..Default::default() };
+    fn write(
+        path: &std::path::Path,
+        n: usize,
+        c: usize,
+        h: usize,
+        w: usize,
+        shard: usize,
+    ) -> Vec<Sample> {
+        let opts = WriteOptions {
+            shard_samples: shard,
+            ..Default::default()
+        };
         let mut wr = StoreWriter::create(path, &info(c, h, w), n, &opts).unwrap();
         let samples: Vec<_> = (0..n).map(|i| sample(i, c, h, w)).collect();
         for s in &samples {
@@ -77,7 +93,10 @@ mod tests {
             for (i, want) in samples.iter().enumerate() {
                 assert_eq!(&s.sample(i).unwrap(), want, "sample {i}");
             }
-            assert_eq!(s.split_indices(Split::Train), (0..n).step_by(3).collect::<Vec<_>>());
+            assert_eq!(
+                s.split_indices(Split::Train),
+                (0..n).step_by(3).collect::<Vec<_>>()
+            );
         }
     }
 
@@ -86,7 +105,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("s");
         write(&p, 3, 1, 4, 4, 2);
-        let err = StoreWriter::create(&p, &info(1, 4, 4), 3, &WriteOptions::default()).err().unwrap();
+        let err = StoreWriter::create(&p, &info(1, 4, 4), 3, &WriteOptions::default())
+            .err()
+            .unwrap();
         assert!(matches!(err, DataError::AlreadyExists { .. }), "{err}");
         assert_eq!(Store::open(&p).unwrap().len(), 3);
     }
@@ -96,7 +117,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("s");
         write(&p, 3, 1, 4, 4, 2);
-        let opts = WriteOptions { force: true, ..Default::default() };
+        let opts = WriteOptions {
+            force: true,
+            ..Default::default()
+        };
         let mut wr = StoreWriter::create(&p, &info(1, 4, 4), 5, &opts).unwrap();
         wr.push(sample(0, 1, 4, 4)).unwrap();
         let mut bad = sample(1, 1, 4, 4);
@@ -105,8 +129,15 @@ mod tests {
         assert!(err.to_string().contains("s1.png"), "{err}");
         drop(wr);
         assert_eq!(Store::open(&p).unwrap().len(), 3, "old store intact");
-        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
-        assert_eq!(left, vec![std::ffi::OsString::from("s")], "no temp dirs left");
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            left,
+            vec![std::ffi::OsString::from("s")],
+            "no temp dirs left"
+        );
     }
 
     #[test]
@@ -122,7 +153,13 @@ mod tests {
     #[test]
     fn rejects_bad_samples_by_name() {
         let dir = tempfile::tempdir().unwrap();
-        let mut wr = StoreWriter::create(&dir.path().join("s"), &info(1, 4, 4), 3, &WriteOptions::default()).unwrap();
+        let mut wr = StoreWriter::create(
+            &dir.path().join("s"),
+            &info(1, 4, 4),
+            3,
+            &WriteOptions::default(),
+        )
+        .unwrap();
         wr.push(sample(0, 1, 4, 4)).unwrap();
         let e = wr.push(sample(0, 1, 4, 4)).unwrap_err().to_string();
         assert!(e.contains("duplicate") && e.contains("s0.png"), "{e}");
@@ -131,14 +168,23 @@ mod tests {
         assert!(wr.push(s).unwrap_err().to_string().contains("empty report"));
         let mut s = sample(2, 1, 4, 4);
         s.image.pop();
-        assert!(wr.push(s).unwrap_err().to_string().contains("image has 15 bytes"));
+        assert!(wr
+            .push(s)
+            .unwrap_err()
+            .to_string()
+            .contains("image has 15 bytes"));
     }
 
     #[test]
     fn open_refuses_non_stores_newer_schemas_and_incomplete_writes() {
         let dir = tempfile::tempdir().unwrap();
-        let e = Store::open(&dir.path().join("missing")).unwrap_err().to_string();
-        assert!(e.contains("not a tmca dataset store") && e.contains("no such directory"), "{e}");
+        let e = Store::open(&dir.path().join("missing"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("not a tmca dataset store") && e.contains("no such directory"),
+            "{e}"
+        );
         let e = Store::open(dir.path()).unwrap_err().to_string();
         assert!(e.contains("no zarr.json"), "{e}");
 
@@ -146,13 +192,30 @@ mod tests {
         write(&p, 2, 1, 4, 4, 2);
         let meta_path = p.join("zarr.json");
         let meta = std::fs::read_to_string(&meta_path).unwrap();
-        std::fs::write(&meta_path, meta.replace("\"schema_version\": 1", "\"schema_version\": 99")).unwrap();
+        std::fs::write(
+            &meta_path,
+            meta.replace("\"schema_version\": 1", "\"schema_version\": 99"),
+        )
+        .unwrap();
         let e = Store::open(&p).unwrap_err();
-        assert!(matches!(e, DataError::SchemaTooNew { found: 99, .. }), "{e}");
-        std::fs::write(&meta_path, meta.replace("\"complete\": true", "\"complete\": false")).unwrap();
-        assert!(Store::open(&p).unwrap_err().to_string().contains("not completely written"));
+        assert!(
+            matches!(e, DataError::SchemaTooNew { found: 99, .. }),
+            "{e}"
+        );
+        std::fs::write(
+            &meta_path,
+            meta.replace("\"complete\": true", "\"complete\": false"),
+        )
+        .unwrap();
+        assert!(Store::open(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("not completely written"));
         std::fs::remove_dir_all(p.join("mask")).unwrap();
         std::fs::write(&meta_path, &meta).unwrap();
-        assert!(Store::open(&p).unwrap_err().to_string().contains("'mask' is missing"));
+        assert!(Store::open(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("'mask' is missing"));
     }
 }

@@ -43,19 +43,26 @@ impl Store {
     /// Opens the store at `path`.
     pub fn open(path: &Path) -> Result<Self> {
         if !path.is_dir() {
-            let why = if path.exists() { "not a directory" } else { "no such directory" };
+            let why = if path.exists() {
+                "not a directory"
+            } else {
+                "no such directory"
+            };
             return Err(not_a_store(path, why));
         }
         if !path.join("zarr.json").is_file() {
             return Err(not_a_store(path, "no zarr.json: not a Zarr v3 group"));
         }
         let storage = Arc::new(FilesystemStore::new(path).map_err(|e| DataError::zarr(path, e))?);
-        let group = Group::open(storage.clone(), "/").map_err(|e| not_a_store(path, e.to_string()))?;
+        let group =
+            Group::open(storage.clone(), "/").map_err(|e| not_a_store(path, e.to_string()))?;
         let attrs = group
             .attributes()
             .get(ATTR_KEY)
             .and_then(|v| v.as_object())
-            .ok_or_else(|| not_a_store(path, format!("the group has no '{ATTR_KEY}' attributes")))?;
+            .ok_or_else(|| {
+                not_a_store(path, format!("the group has no '{ATTR_KEY}' attributes"))
+            })?;
         let schema_version = attrs
             .get("schema_version")
             .and_then(|v| v.as_u64())
@@ -82,20 +89,31 @@ impl Store {
                 return Err(not_a_store(path, format!("array '{name}' is missing")));
             }
         }
-        let open = |name: &str, dtype: DataType, shape: Option<Vec<u64>>| -> Result<Array<FilesystemStore>> {
+        let open = |name: &str,
+                    dtype: DataType,
+                    shape: Option<Vec<u64>>|
+         -> Result<Array<FilesystemStore>> {
             let a = Array::open(storage.clone(), &format!("/{name}"))
                 .map_err(|e| not_a_store(path, format!("array '{name}': {e}")))?;
             if a.data_type() != &dtype {
                 return Err(not_a_store(
                     path,
-                    format!("array '{name}' has data type {}, expected {}", a.data_type(), dtype),
+                    format!(
+                        "array '{name}' has data type {}, expected {}",
+                        a.data_type(),
+                        dtype
+                    ),
                 ));
             }
             if let Some(shape) = shape {
                 if a.shape() != shape.as_slice() {
                     return Err(not_a_store(
                         path,
-                        format!("array '{name}' has shape {:?}, expected {:?}", a.shape(), shape),
+                        format!(
+                            "array '{name}' has shape {:?}, expected {:?}",
+                            a.shape(),
+                            shape
+                        ),
                     ));
                 }
             }
@@ -179,7 +197,9 @@ impl Store {
 
     /// Indices of the samples in `split`, ascending.
     pub fn split_indices(&self, split: Split) -> Vec<usize> {
-        (0..self.len()).filter(|&i| self.splits[i] == split).collect()
+        (0..self.len())
+            .filter(|&i| self.splits[i] == split)
+            .collect()
     }
 
     /// Like [`split_indices`](Self::split_indices), but an empty split is an error naming it.
@@ -207,7 +227,11 @@ impl Store {
     /// The planar `C*H*W` image of sample `i`.
     pub fn image(&self, i: usize) -> Result<Vec<u8>> {
         self.check_index(i)?;
-        let (c, h, w) = (self.info.channels as u64, self.info.height as u64, self.info.width as u64);
+        let (c, h, w) = (
+            self.info.channels as u64,
+            self.info.height as u64,
+            self.info.width as u64,
+        );
         let i = i as u64;
         self.image
             .retrieve_array_subset(&ArraySubset::new_with_ranges(&[i..i + 1, 0..c, 0..h, 0..w]))

@@ -65,10 +65,16 @@ impl StoreWriter {
     /// Starts a store of `n` samples at `path` (written to a temporary sibling first).
     pub fn create(path: &Path, info: &StoreInfo, n: usize, opts: &WriteOptions) -> Result<Self> {
         if n == 0 {
-            return Err(DataError::bad(path, "refusing to write a store with no samples"));
+            return Err(DataError::bad(
+                path,
+                "refusing to write a store with no samples",
+            ));
         }
         if info.channels == 0 || info.height == 0 || info.width == 0 {
-            return Err(DataError::bad(path, "image channels, height and width must be > 0"));
+            return Err(DataError::bad(
+                path,
+                "image channels, height and width must be > 0",
+            ));
         }
         if path.exists() && !opts.force {
             return Err(DataError::AlreadyExists { path: path.into() });
@@ -93,19 +99,29 @@ impl StoreWriter {
         let zstd = || -> Vec<Arc<dyn zarrs::array::BytesToBytesCodecTraits>> {
             vec![Arc::new(ZstdCodec::new(opts.zstd_level, false))]
         };
-        let image = ArrayBuilder::new(vec![n as u64, c, h, w], vec![shard, c, h, w], data_type::uint8(), 0u8)
-            .subchunk_shape(vec![1, c, h, w])
-            .bytes_to_bytes_codecs(zstd())
-            .dimension_names(["sample", "channel", "y", "x"].into())
-            .build(storage.clone(), "/image")
-            .map_err(|e| z(&e))?;
+        let image = ArrayBuilder::new(
+            vec![n as u64, c, h, w],
+            vec![shard, c, h, w],
+            data_type::uint8(),
+            0u8,
+        )
+        .subchunk_shape(vec![1, c, h, w])
+        .bytes_to_bytes_codecs(zstd())
+        .dimension_names(["sample", "channel", "y", "x"].into())
+        .build(storage.clone(), "/image")
+        .map_err(|e| z(&e))?;
         image.store_metadata().map_err(|e| z(&e))?;
-        let mask = ArrayBuilder::new(vec![n as u64, h, w], vec![shard, h, w], data_type::uint8(), 0u8)
-            .subchunk_shape(vec![1, h, w])
-            .bytes_to_bytes_codecs(zstd())
-            .dimension_names(["sample", "y", "x"].into())
-            .build(storage.clone(), "/mask")
-            .map_err(|e| z(&e))?;
+        let mask = ArrayBuilder::new(
+            vec![n as u64, h, w],
+            vec![shard, h, w],
+            data_type::uint8(),
+            0u8,
+        )
+        .subchunk_shape(vec![1, h, w])
+        .bytes_to_bytes_codecs(zstd())
+        .dimension_names(["sample", "y", "x"].into())
+        .build(storage.clone(), "/mask")
+        .map_err(|e| z(&e))?;
         mask.store_metadata().map_err(|e| z(&e))?;
 
         Ok(Self {
@@ -193,15 +209,25 @@ impl StoreWriter {
         if end == start {
             return Ok(());
         }
-        let (c, h, w) = (self.info.channels as u64, self.info.height as u64, self.info.width as u64);
+        let (c, h, w) = (
+            self.info.channels as u64,
+            self.info.height as u64,
+            self.info.width as u64,
+        );
         let z = |e: zarrs::array::ArrayError| DataError::zarr(&self.tmp, e);
         let img = std::mem::take(&mut self.buf_image);
         self.image
-            .store_array_subset(&ArraySubset::new_with_ranges(&[start..end, 0..c, 0..h, 0..w]), &img)
+            .store_array_subset(
+                &ArraySubset::new_with_ranges(&[start..end, 0..c, 0..h, 0..w]),
+                &img,
+            )
             .map_err(z)?;
         let msk = std::mem::take(&mut self.buf_mask);
         self.mask
-            .store_array_subset(&ArraySubset::new_with_ranges(&[start..end, 0..h, 0..w]), &msk)
+            .store_array_subset(
+                &ArraySubset::new_with_ranges(&[start..end, 0..h, 0..w]),
+                &msk,
+            )
             .map_err(z)?;
         self.buf_image = img;
         self.buf_image.clear();
@@ -232,7 +258,10 @@ impl StoreWriter {
         if self.written != self.n {
             return Err(DataError::bad(
                 &self.path,
-                format!("only {} of the {} announced samples were written", self.written, self.n),
+                format!(
+                    "only {} of the {} announced samples were written",
+                    self.written, self.n
+                ),
             ));
         }
         self.flush()?;
@@ -273,7 +302,8 @@ impl Drop for StoreWriter {
 }
 
 fn attributes(info: &StoreInfo, n: usize, complete: bool) -> Result<serde_json::Value> {
-    let mut v = serde_json::to_value(info).map_err(|e| DataError::bad("store attributes", e.to_string()))?;
+    let mut v = serde_json::to_value(info)
+        .map_err(|e| DataError::bad("store attributes", e.to_string()))?;
     if let Some(obj) = v.as_object_mut() {
         obj.insert("schema_version".into(), SCHEMA_VERSION.into());
         obj.insert("num_samples".into(), n.into());

@@ -45,7 +45,9 @@ pub fn data(a: &BenchDataArgs) -> anyhow::Result<()> {
         for i in 0..n {
             let img = store.image(i)?;
             let plane = a.size * a.size;
-            let rgb: Vec<u8> = (0..plane).flat_map(|p| [img[p], img[plane + p], img[2 * plane + p]]).collect();
+            let rgb: Vec<u8> = (0..plane)
+                .flat_map(|p| [img[p], img[plane + p], img[2 * plane + p]])
+                .collect();
             image::RgbImage::from_raw(a.size as u32, a.size as u32, rgb)
                 .context("png size")?
                 .save(png_dir.join(format!("{i}.png")))?;
@@ -77,7 +79,13 @@ pub fn data(a: &BenchDataArgs) -> anyhow::Result<()> {
         drop_last: true,
         workers: a.workers,
         prefetch: 2 * a.workers.max(1),
-        input: InputSpec { channels: 3, height: a.size, width: a.size, mean: vec![0.5; 3], std: vec![0.25; 3] },
+        input: InputSpec {
+            channels: 3,
+            height: a.size,
+            width: a.size,
+            mean: vec![0.5; 3],
+            std: vec![0.25; 3],
+        },
         augment: Some(AugmentConfig::default()),
         seed: 0,
     };

@@ -65,7 +65,11 @@ pub fn parse_modalities(s: &str) -> anyhow::Result<Vec<Modality>> {
         return Ok(Modality::ALL.to_vec());
     }
     s.split(',')
-        .map(|m| m.trim().parse::<Modality>().map_err(|e| anyhow::anyhow!("--modality: {e}")))
+        .map(|m| {
+            m.trim()
+                .parse::<Modality>()
+                .map_err(|e| anyhow::anyhow!("--modality: {e}"))
+        })
         .collect()
 }
 
@@ -74,7 +78,8 @@ fn synth_cmd(a: &SynthArgs) -> anyhow::Result<()> {
         field: "--modality".into(),
         message: e.to_string(),
     })?;
-    std::fs::create_dir_all(&a.output).with_context(|| format!("creating {}", a.output.display()))?;
+    std::fs::create_dir_all(&a.output)
+        .with_context(|| format!("creating {}", a.output.display()))?;
     for m in modalities {
         let mut cfg = SynthConfig::new(m);
         cfg.n_train = a.train;
@@ -85,9 +90,18 @@ fn synth_cmd(a: &SynthArgs) -> anyhow::Result<()> {
         cfg.seed = a.seed;
         cfg.max_distractors = a.max_distractors;
         let path = a.output.join(synth::dataset_name(m));
-        let opts = WriteOptions { force: a.force, ..Default::default() };
+        let opts = WriteOptions {
+            force: a.force,
+            ..Default::default()
+        };
         synth::write_store(&cfg, &path, &opts, &Bar::default())?;
-        println!("{}: {} samples ({}x{} {m})", path.display(), cfg.total(), cfg.height, cfg.width);
+        println!(
+            "{}: {} samples ({}x{} {m})",
+            path.display(),
+            cfg.total(),
+            cfg.height,
+            cfg.width
+        );
     }
     Ok(())
 }
@@ -96,9 +110,18 @@ fn preview_cmd(a: &PreviewArgs) -> anyhow::Result<()> {
     let s = Store::open(&a.store)?;
     let idx = s.require_split(a.split)?;
     let picks = spread(&idx, a.count);
-    let opts = preview::PreviewOptions { columns: a.columns, ..Default::default() };
+    let opts = preview::PreviewOptions {
+        columns: a.columns,
+        ..Default::default()
+    };
     preview::preview(&s, &picks, &a.output, &opts)?;
-    println!("{}: {} samples of {} ({})", a.output.display(), picks.len(), a.store.display(), a.split);
+    println!(
+        "{}: {} samples of {} ({})",
+        a.output.display(),
+        picks.len(),
+        a.store.display(),
+        a.split
+    );
     Ok(())
 }
 

@@ -21,7 +21,8 @@ use tmca_data::{preview, validate, Modality, Split};
 pub fn run(a: &QuickstartArgs) -> anyhow::Result<()> {
     let data_dir = a.workdir.join("data");
     let preview_dir = a.workdir.join("previews");
-    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
     let mut stores = Vec::new();
     println!("1. datasets ({}x{}, seed {})", a.size, a.size, a.seed);
     for m in Modality::ALL {
@@ -39,7 +40,12 @@ pub fn run(a: &QuickstartArgs) -> anyhow::Result<()> {
             return Err(ValidationFailed(v.problems.len())).context(path.display().to_string());
         }
         let png = preview_dir.join(format!("{}.png", store.info().name));
-        preview::preview(&store, &spread(&store.split_indices(Split::Train), 8), &png, &Default::default())?;
+        preview::preview(
+            &store,
+            &spread(&store.split_indices(Split::Train), 8),
+            &png,
+            &Default::default(),
+        )?;
         println!(
             "   {:<22} {} samples {} valid, preview {}",
             store.info().name,
@@ -53,22 +59,40 @@ pub fn run(a: &QuickstartArgs) -> anyhow::Result<()> {
     println!("2. tokenizer");
     let reports: Vec<String> = stores
         .iter()
-        .flat_map(|s| s.split_indices(Split::Train).into_iter().map(|i| s.reports()[i].clone()))
+        .flat_map(|s| {
+            s.split_indices(Split::Train)
+                .into_iter()
+                .map(|i| s.reports()[i].clone())
+        })
         .collect();
     let tok = TextTokenizer::learn(&reports, 1000, 24)?;
     let tok_path = a.workdir.join("tokenizer.json");
     tok.save(&tok_path)?;
-    println!("   WordPiece vocabulary of {} learned from {} reports -> {}", tok.vocab_size(), reports.len(), tok_path.display());
+    println!(
+        "   WordPiece vocabulary of {} learned from {} reports -> {}",
+        tok.vocab_size(),
+        reports.len(),
+        tok_path.display()
+    );
 
     println!("3. loader (4 datasets mixed, augmentation on, batch 8, 2 workers)");
-    let sources = stores.iter().map(|s| s.split_indices(Split::Train)).collect();
+    let sources = stores
+        .iter()
+        .map(|s| s.split_indices(Split::Train))
+        .collect();
     let sampler = ShardedSampler::new(sources, None, a.seed, true, true, 0, 1)?;
     let cfg = LoaderConfig {
         batch_size: 8,
         drop_last: true,
         workers: 2,
         prefetch: 4,
-        input: InputSpec { channels: 3, height: a.size, width: a.size, mean: vec![0.5; 3], std: vec![0.25; 3] },
+        input: InputSpec {
+            channels: 3,
+            height: a.size,
+            width: a.size,
+            mean: vec![0.5; 3],
+            std: vec![0.25; 3],
+        },
         augment: Some(AugmentConfig::default()),
         seed: a.seed,
     };
@@ -79,7 +103,12 @@ pub fn run(a: &QuickstartArgs) -> anyhow::Result<()> {
     for b in loader.epoch(0, 0) {
         let b = b?;
         n += b.size;
-        flipped += b.reports.iter().zip(&b.items).filter(|(r, it)| **r != stores[it.source].reports()[it.index]).count();
+        flipped += b
+            .reports
+            .iter()
+            .zip(&b.items)
+            .filter(|(r, it)| **r != stores[it.source].reports()[it.index])
+            .count();
     }
     let secs = t.elapsed().as_secs_f64();
     println!(
@@ -87,6 +116,10 @@ pub fn run(a: &QuickstartArgs) -> anyhow::Result<()> {
         n as f64 / secs,
         n as f64 / 8.0 / secs
     );
-    println!("\ndone. data in {}, previews in {}", data_dir.display(), preview_dir.display());
+    println!(
+        "\ndone. data in {}, previews in {}",
+        data_dir.display(),
+        preview_dir.display()
+    );
     Ok(())
 }

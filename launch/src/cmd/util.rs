@@ -15,7 +15,10 @@ pub fn ensure_synth(dir: &Path, cfg: &SynthConfig) -> anyhow::Result<(PathBuf, b
             return Ok((path, false));
         }
     }
-    let opts = WriteOptions { force: true, ..Default::default() };
+    let opts = WriteOptions {
+        force: true,
+        ..Default::default()
+    };
     synth::write_store(cfg, &path, &opts, &Bar::default())
         .with_context(|| format!("generating {}", path.display()))?;
     Ok((path, true))
@@ -32,7 +35,9 @@ pub fn machine() -> String {
                 .map(|m| m.trim().to_string())
         })
         .unwrap_or_else(|| std::env::consts::ARCH.to_string());
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     format!("{model}, {cores} cores")
 }
 
@@ -58,7 +63,10 @@ pub fn today() -> String {
 /// Replaces the text between `<!-- begin:KEY -->` and `<!-- end:KEY -->` in `file` (appending
 /// the section if absent), writing through a temporary file.
 pub fn replace_section(file: &Path, key: &str, body: &str) -> anyhow::Result<()> {
-    let (begin, end) = (format!("<!-- begin:{key} -->"), format!("<!-- end:{key} -->"));
+    let (begin, end) = (
+        format!("<!-- begin:{key} -->"),
+        format!("<!-- end:{key} -->"),
+    );
     let old = match std::fs::read_to_string(file) {
         Ok(s) => s,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => "# Benchmarks\n".to_string(),

@@ -1,0 +1,250 @@
+//! Reading the text tables (`.xlsx`/`.xls` workbooks and `.csv` files) that pair images with
+//! reports.
+//!
+//! A table needs the columns `Image` and `Description` (matched case-insensitively, surrounding
+//! whitespace ignored); other columns are ignored. The header is the first non-empty row
+//! (of the first worksheet of a workbook). Rows that are entirely empty are skipped. A row with an
+//! image name but no description, or a description but no image name, is an error naming the
+//! file and the row (1-based, as a spreadsheet numbers it). Descriptions are kept verbatim
+//! except for surrounding whitespace.
+
+use super::Problems;
+use crate::{DataError, Result};
+use std::path::{Path, PathBuf};
+
+/// Extensions (lower case) of the table files the importers read.
+pub(crate) const TABLE_EXTENSIONS: [&str; 4] = ["csv", "xlsx", "xlsm", "xls"];
+
+/// One row of a text table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TextRow {
+    /// Row number as a spreadsheet shows it (the header is usually row 1).
+    pub row: usize,
+    /// The `Image` cell, trimmed.
+    pub image: String,
+    /// The `Description` cell, with surrounding whitespace trimmed.
+    pub report: String,
+}
+
+/// A text table read from `path`.
+#[derive(Debug, Clone)]
+pub(crate) struct Table {
+    pub path: PathBuf,
+    pub rows: Vec<TextRow>,
+}
+
+impl Table {
+    /// `"<file> row <n>"`, for messages.
+    pub fn at(&self, row: usize) -> String {
+        format!("{} row {row}", self.path.display())
+    }
+}
+
+/// Reads a table (`.csv`, otherwise a workbook).
+pub(crate) fn read_table(path: &Path) -> Result<Table> {
+    let is_csv = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+    let raw = if is_csv {
+        read_csv_cells(path)?
+    } else {
+        read_workbook_cells(path)?
+    };
+    rows_from_cells(path, raw)
+}
+
+/// Cells of a table: (row number, cells).
+type Cells = Vec<(usize, Vec<String>)>;
+
+fn read_csv_cells(path: &Path) -> Result<Cells> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_path(path)
+        .map_err(|e| csv_error(path, e))?;
+    let mut out = Vec::new();
+    for (i, rec) in reader.records().enumerate() {
+        let rec = rec.map_err(|e| csv_error(path, e))?;
+        let row = rec.position().map(|p| p.line() as usize).unwrap_or(i + 1);
+        out.push((row, rec.iter().map(str::to_string).collect()));
+    }
+    Ok(out)
+}
+
+fn csv_error(path: &Path, e: csv::Error) -> DataError {
+    match e.kind() {
+        csv::ErrorKind::Io(_) if !path.exists() => DataError::bad(path, "the table does not exist"),
+        _ => DataError::bad(path, format!("cannot read the CSV table: {e}")),
+    }
+}
+
+fn read_workbook_cells(path: &Path) -> Result<Cells> {
+    use calamine::Reader;
+    let mut wb = calamine::open_workbook_auto(path)
+        .map_err(|e| DataError::bad(path, format!("cannot read the workbook: {e}")))?;
+    let range = match wb.worksheet_range_at(0) {
+        Some(r) => {
+            r.map_err(|e| DataError::bad(path, format!("cannot read the first sheet: {e}")))?
+        }
+        None => return Err(DataError::bad(path, "the workbook has no worksheet")),
+    };
+    let first_row = range.start().map(|(r, _)| r as usize).unwrap_or(0);
+    let first_col = range.start().map(|(_, c)| c as usize).unwrap_or(0);
+    Ok(range
+        .rows()
+        .enumerate()
+        .map(|(i, cells)| {
+            // Keep absolute column positions so that the header and data line up.
+            let mut v = vec![String::new(); first_col];
+            v.extend(cells.iter().map(|c| c.to_string()));
+            (first_row + i + 1, v)
+        })
+        .collect())
+}
+
+fn header_name(cell: &str) -> String {
+    cell.trim_start_matches('\u{feff}').trim().to_lowercase()
+}
+
+fn rows_from_cells(path: &Path, cells: Cells) -> Result<Table> {
+    let mut it = cells
+        .into_iter()
+        .filter(|(_, c)| c.iter().any(|s| !s.trim().is_empty()));
+    let Some((header_row, header)) = it.next() else {
+        return Err(DataError::bad(
+            path,
+            "the table is empty (expected the columns Image and Description)",
+        ));
+    };
+    let names: Vec<String> = header.iter().map(|c| header_name(c)).collect();
+    let col = |want: &str| names.iter().position(|n| n == want);
+    let (Some(img_col), Some(desc_col)) = (col("image"), col("description")) else {
+        let found: Vec<String> = header
+            .iter()
+            .map(|c| c.trim_start_matches('\u{feff}').trim())
+            .filter(|c| !c.is_empty())
+            .map(|c| format!("'{c}'"))
+            .collect();
+        return Err(DataError::bad(
+            path,
+            format!(
+                "row {header_row}: the header needs the columns 'Image' and 'Description'; found {}",
+                if found.is_empty() {
+                    "none".to_string()
+                } else {
+                    found.join(", ")
+                }
+            ),
+        ));
+    };
+    let mut problems = Problems::default();
+    let mut rows = Vec::new();
+    for (row, cells) in it {
+        let get = |i: usize| cells.get(i).map(|s| s.trim()).unwrap_or("");
+        let (image, report) = (get(img_col), get(desc_col));
+        match (image.is_empty(), report.is_empty()) {
+            (true, true) => continue,
+            (true, false) => problems.push(DataError::bad(
+                path,
+                format!("row {row}: a description without an image name in the 'Image' column"),
+            )),
+            (false, true) => problems.push(DataError::bad(
+                path,
+                format!("row {row}: image '{image}' has no text (empty 'Description')"),
+            )),
+            (false, false) => rows.push(TextRow {
+                row,
+                image: image.to_string(),
+                report: report.to_string(),
+            }),
+        }
+    }
+    problems.finish()?;
+    Ok(Table {
+        path: path.to_path_buf(),
+        rows,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::{write_csv, write_xlsx};
+    use super::*;
+
+    #[test]
+    fn csv_and_xlsx_with_extra_columns_and_case() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("t.csv");
+        std::fs::write(
+            &csv,
+            "\u{feff} IMAGE ,Extra,description\nA.png,x,  one infected areas \n,,\nb.png,y,\"all right lung..,\n left\"\n",
+        )
+        .unwrap();
+        let t = read_table(&csv).unwrap();
+        assert_eq!(
+            t.rows,
+            vec![
+                TextRow {
+                    row: 2,
+                    image: "A.png".into(),
+                    report: "one infected areas".into()
+                },
+                TextRow {
+                    row: 4,
+                    image: "b.png".into(),
+                    report: "all right lung..,\n left".into()
+                },
+            ]
+        );
+
+        let xlsx = dir.path().join("t.xlsx");
+        write_xlsx(
+            &xlsx,
+            &["Image", "Description"],
+            &[("a.png", "x "), ("b.png", "y")],
+        );
+        let t = read_table(&xlsx).unwrap();
+        assert_eq!(t.rows.len(), 2);
+        assert_eq!(
+            t.rows[0],
+            TextRow {
+                row: 2,
+                image: "a.png".into(),
+                report: "x".into()
+            }
+        );
+
+        let bad = dir.path().join("bad.csv");
+        write_csv(&bad, &["Image", "Text"], &[("a.png", "x")]);
+        let err = read_table(&bad).unwrap_err().to_string();
+        assert!(err.contains("bad.csv") && err.contains("'Text'"), "{err}");
+
+        let bad = dir.path().join("bad.xlsx");
+        write_xlsx(&bad, &["Name", "Description"], &[("a.png", "x")]);
+        let err = read_table(&bad).unwrap_err().to_string();
+        assert!(err.contains("bad.xlsx") && err.contains("'Name'"), "{err}");
+    }
+
+    #[test]
+    fn rows_without_text_or_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("t.csv");
+        write_csv(
+            &csv,
+            &["Image", "Description"],
+            &[("a.png", "  "), ("", "text"), ("c.png", "ok")],
+        );
+        let err = read_table(&csv).unwrap_err().to_string();
+        assert!(
+            err.contains("t.csv") && err.contains("row 2") && err.contains("a.png"),
+            "{err}"
+        );
+        assert!(err.contains("row 3"), "{err}");
+
+        let junk = dir.path().join("j.xlsx");
+        std::fs::write(&junk, b"not a workbook").unwrap();
+        let err = read_table(&junk).unwrap_err().to_string();
+        assert!(err.contains("j.xlsx") && err.contains("workbook"), "{err}");
+    }
+}

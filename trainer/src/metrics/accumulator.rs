@@ -1,0 +1,235 @@
+//! [`SegMetrics`]: accumulates Dice and IoU under both protocols; [`SegSummary`]: the result.
+
+use serde::{Deserialize, Serialize};
+
+use super::confusion::Confusion;
+use super::dice::dice;
+use super::error::MetricsError;
+use super::iou::iou;
+
+/// Mask values above this are foreground (masks are 0/1, possibly resampled).
+pub const MASK_THRESHOLD: f32 = 0.5;
+
+/// Largest integer an `f64` holds exactly; counts in [`SegMetrics::to_vec`] must stay below.
+const F64_EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+
+/// Running sums for segmentation metrics over any number of batches, ranks and datasets.
+///
+/// Keeps, for the **per-image** protocol (LViT: metric per image, then averaged), the sums of
+/// per-image Dice and IoU and the image count; for the **pooled** protocol (GuideDecoder /
+/// torchmetrics: TP, FP, FN summed over every pixel of every image, metric computed once),
+/// the pooled counts. Everything is a sum, so [`SegMetrics::merge`] and an element-wise sum of
+/// [`SegMetrics::to_vec`] vectors are exact.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SegMetrics {
+    dice_sum: f64,
+    iou_sum: f64,
+    images: u64,
+    pooled: Confusion,
+}
+
+/// Final metrics. All values are in `[0, 1]`; all are `NaN` when no image was seen.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SegSummary {
+    /// Mean over images of per-image Dice (empty prediction on empty mask counts 1).
+    pub dice_per_image: f64,
+    /// Mean over images of per-image IoU (empty prediction on empty mask counts 1).
+    pub iou_per_image: f64,
+    /// `2 TP / (2 TP + FP + FN)` over all pixels (1 if everything is empty).
+    pub dice_pooled: f64,
+    /// `TP / (TP + FP + FN)` over all pixels (1 if everything is empty).
+    pub iou_pooled: f64,
+    /// Number of images.
+    pub images: u64,
+}
+
+impl std::fmt::Display for SegSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "dice {:.4} / iou {:.4} per image, dice {:.4} / iou {:.4} pooled, {} images",
+            self.dice_per_image, self.iou_per_image, self.dice_pooled, self.iou_pooled, self.images
+        )
+    }
+}
+
+fn check_shape(
+    pred_len: usize,
+    mask_len: usize,
+    n_images: usize,
+    pixels_per_image: usize,
+) -> Result<(), MetricsError> {
+    let expected = n_images
+        .checked_mul(pixels_per_image)
+        .filter(|_| pixels_per_image > 0)
+        .ok_or(MetricsError::BadSize {
+            n_images,
+            pixels_per_image,
+        })?;
+    for (what, got) in [("prediction", pred_len), ("mask", mask_len)] {
+        if got != expected {
+            return Err(MetricsError::Shape {
+                what,
+                got,
+                expected,
+                n_images,
+                pixels_per_image,
+            });
+        }
+    }
+    Ok(())
+}
+
+impl SegMetrics {
+    /// Number of values in [`SegMetrics::to_vec`].
+    pub const VEC_LEN: usize = 6;
+
+    /// Adds a batch of `n_images` images of `pixels_per_image` pixels each (any layout, as
+    /// long as each image's pixels are contiguous: `[N, H, W]` or `[N, 1, H, W]`).
+    ///
+    /// `pred` holds **probabilities**: a pixel is predicted foreground when
+    /// `pred > threshold` (use `0.5` for sigmoid outputs; for raw logits, `threshold = 0.0`
+    /// is equivalent to probability `0.5`). `NaN` counts as background. `mask` pixels are
+    /// foreground when `> 0.5`.
+    pub fn update(
+        &mut self,
+        pred: &[f32],
+        mask: &[f32],
+        n_images: usize,
+        pixels_per_image: usize,
+        threshold: f32,
+    ) -> Result<(), MetricsError> {
+        check_shape(pred.len(), mask.len(), n_images, pixels_per_image)?;
+        for (p, m) in pred
+            .chunks_exact(pixels_per_image)
+            .zip(mask.chunks_exact(pixels_per_image))
+        {
+            let c = Confusion::from_pairs(
+                p.iter()
+                    .zip(m)
+                    .map(|(&p, &m)| (p > threshold, m > MASK_THRESHOLD)),
+            );
+            self.add_image(&c);
+        }
+        Ok(())
+    }
+
+    /// Like [`SegMetrics::update`] for already binary data: non-zero bytes are foreground.
+    pub fn update_binary(
+        &mut self,
+        pred: &[u8],
+        mask: &[u8],
+        n_images: usize,
+        pixels_per_image: usize,
+    ) -> Result<(), MetricsError> {
+        check_shape(pred.len(), mask.len(), n_images, pixels_per_image)?;
+        for (p, m) in pred
+            .chunks_exact(pixels_per_image)
+            .zip(mask.chunks_exact(pixels_per_image))
+        {
+            let c = Confusion::from_pairs(p.iter().zip(m).map(|(&p, &m)| (p != 0, m != 0)));
+            self.add_image(&c);
+        }
+        Ok(())
+    }
+
+    /// Adds one image given its confusion counts.
+    pub fn add_image(&mut self, c: &Confusion) {
+        self.dice_sum += dice(c);
+        self.iou_sum += iou(c);
+        self.images += 1;
+        self.pooled.add(c);
+    }
+
+    /// Adds another accumulator's sums (other ranks, other datasets). Exact.
+    pub fn merge(&mut self, other: &SegMetrics) {
+        self.dice_sum += other.dice_sum;
+        self.iou_sum += other.iou_sum;
+        self.images += other.images;
+        self.pooled.add(&other.pooled);
+    }
+
+    /// Images seen so far.
+    pub fn images(&self) -> u64 {
+        self.images
+    }
+
+    /// Pooled TP / FP / FN over every pixel seen.
+    pub fn pooled(&self) -> Confusion {
+        self.pooled
+    }
+
+    /// The metrics so far (all `NaN` before the first image).
+    pub fn summary(&self) -> SegSummary {
+        if self.images == 0 {
+            return SegSummary {
+                dice_per_image: f64::NAN,
+                iou_per_image: f64::NAN,
+                dice_pooled: f64::NAN,
+                iou_pooled: f64::NAN,
+                images: 0,
+            };
+        }
+        let n = self.images as f64;
+        SegSummary {
+            dice_per_image: self.dice_sum / n,
+            iou_per_image: self.iou_sum / n,
+            dice_pooled: dice(&self.pooled),
+            iou_pooled: iou(&self.pooled),
+            images: self.images,
+        }
+    }
+
+    /// The sums as `[dice_sum, iou_sum, images, TP, FP, FN]`, for an all-reduce (sum).
+    ///
+    /// Reduce in `f64`: counts are exact up to 2^53, but an `f32` reduction loses pixels past
+    /// 2^24 (~16.7 M, a few hundred 256x256 images).
+    pub fn to_vec(&self) -> Vec<f64> {
+        vec![
+            self.dice_sum,
+            self.iou_sum,
+            self.images as f64,
+            self.pooled.true_pos as f64,
+            self.pooled.false_pos as f64,
+            self.pooled.false_neg as f64,
+        ]
+    }
+
+    /// Inverse of [`SegMetrics::to_vec`] (also accepts an element-wise sum of such vectors).
+    pub fn from_vec(v: &[f64]) -> Result<Self, MetricsError> {
+        let [dice_sum, iou_sum, images, tp, fp, fneg] = <[f64; Self::VEC_LEN]>::try_from(v)
+            .map_err(|_| {
+                MetricsError::BadVector(format!("{} values, expected {}", v.len(), Self::VEC_LEN))
+            })?;
+        let count = |name: &str, x: f64| -> Result<u64, MetricsError> {
+            if x.is_finite() && x >= 0.0 && x.fract() == 0.0 && x <= F64_EXACT {
+                Ok(x as u64)
+            } else {
+                Err(MetricsError::BadVector(format!(
+                    "{name} = {x} is not a count"
+                )))
+            }
+        };
+        let images = count("images", images)?;
+        let pooled = Confusion {
+            true_pos: count("TP", tp)?,
+            false_pos: count("FP", fp)?,
+            false_neg: count("FN", fneg)?,
+        };
+        // Per-image metrics are in [0, 1], so their sums lie in [0, images] (up to rounding).
+        let slack = 1e-9 * (images as f64).max(1.0);
+        for (name, s) in [("dice_sum", dice_sum), ("iou_sum", iou_sum)] {
+            if !(s.is_finite() && s >= -slack && s <= images as f64 + slack) {
+                return Err(MetricsError::BadVector(format!(
+                    "{name} = {s} outside [0, {images}]"
+                )));
+            }
+        }
+        Ok(Self {
+            dice_sum,
+            iou_sum,
+            images,
+            pooled,
+        })
+    }
+}

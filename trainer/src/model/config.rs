@@ -1,0 +1,320 @@
+//! Model configuration (`[model]` and `[text]`): presets plus every switch the ablations need.
+
+use crate::{Result, TrainError};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// `[model]`: image encoder size and the three TMCA modules.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// `cpu-tiny` (tests), `cpu-small` (CPU training) or `tiny` (ConvNeXt-T, the paper setting).
+    /// Fills `dims`, `depths`, `embed_dim` and the text sizes that are left empty / 0.
+    pub preset: String,
+    /// Channels of the four encoder stages (strides 4/8/16/32).
+    pub dims: Vec<usize>,
+    /// ConvNeXt blocks per stage.
+    pub depths: Vec<usize>,
+    /// Depthwise kernel of the ConvNeXt blocks.
+    pub kernel_size: usize,
+    /// Initial ConvNeXt layer scale.
+    pub layer_scale_init: f64,
+    /// Image channels fed to the model (1 = gray; 3 = RGB, gray images are replicated).
+    pub in_channels: usize,
+    /// Width of the shared image–text space D of the contrastive and enhancement branches.
+    pub embed_dim: usize,
+    /// `false` = the image-only baseline: no text encoder, no contrastive loss, no LTE.
+    pub text_guidance: bool,
+    /// Encoder levels (1..=4) aligned by the contrastive loss; `[]` disables it.
+    pub contrastive_levels: Vec<usize>,
+    /// Weight of each contrastive level (same length as `contrastive_levels`).
+    pub contrastive_weights: Vec<f64>,
+    /// λ, the weight of the contrastive loss in the total.
+    pub lambda: f64,
+    /// Initial temperature τ of every level (learnable, clamped to [tau_min, tau_max]).
+    pub tau_init: f64,
+    pub tau_min: f64,
+    pub tau_max: f64,
+    /// Use each sample's background embedding as an extra negative for its report.
+    pub background_negatives: bool,
+    /// Decoder stages (levels 1..=4) with language-guided target enhancement; `[]` disables LTE.
+    pub lte_levels: Vec<usize>,
+    /// Temperature τ_a of the enhancement map σ((cos − b)/τ_a).
+    pub lte_tau: f64,
+    /// Add text-token cross-attention to the enhanced decoder features.
+    pub cross_attention: bool,
+    /// Heads of the cross-attention.
+    pub attn_heads: usize,
+    /// μ, weight of the auxiliary BCE between each enhancement map and the mask (0 = off).
+    pub aux_weight: f64,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            preset: "cpu-small".into(),
+            dims: vec![],
+            depths: vec![],
+            kernel_size: 7,
+            layer_scale_init: 1e-2,
+            in_channels: 3,
+            embed_dim: 0,
+            text_guidance: true,
+            contrastive_levels: vec![1, 2, 3, 4],
+            contrastive_weights: vec![1.0, 1.0, 1.0, 1.0],
+            lambda: 0.1,
+            tau_init: 0.07,
+            tau_min: 0.01,
+            tau_max: 1.0,
+            background_negatives: true,
+            lte_levels: vec![1, 2, 3, 4],
+            lte_tau: 0.1,
+            cross_attention: true,
+            attn_heads: 2,
+            aux_weight: 0.0,
+        }
+    }
+}
+
+/// `[text]`: the report encoder and tokenizer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TextConfig {
+    /// `scratch` (a small BERT trained from scratch on a learned WordPiece vocabulary) or
+    /// `bert` (a pretrained Hugging Face BERT from `bert_dir`).
+    pub encoder: String,
+    /// Folder with `config.json`, `model.safetensors` and `tokenizer.json` (or `vocab.txt`).
+    pub bert_dir: Option<PathBuf>,
+    /// Keep the pretrained BERT frozen (as GuideDecoder does).
+    pub freeze: bool,
+    /// Tokens per report (L).
+    pub max_len: usize,
+    /// Size of the learned vocabulary (scratch encoder without `tokenizer`).
+    pub vocab_size: usize,
+    /// A `tokenizer.json` or `vocab.txt` to use instead of learning one (scratch encoder).
+    pub tokenizer: Option<PathBuf>,
+    /// Scratch encoder width, layers, heads and feed-forward width (0 = from the preset).
+    pub hidden: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub intermediate: usize,
+}
+
+impl Default for TextConfig {
+    fn default() -> Self {
+        Self {
+            encoder: "scratch".into(),
+            bert_dir: None,
+            freeze: true,
+            max_len: 24,
+            vocab_size: 1000,
+            tokenizer: None,
+            hidden: 0,
+            layers: 0,
+            heads: 0,
+            intermediate: 0,
+        }
+    }
+}
+
+struct Preset {
+    dims: [usize; 4],
+    depths: [usize; 4],
+    embed: usize,
+    text: [usize; 4],
+}
+
+fn preset(name: &str) -> Option<Preset> {
+    Some(match name {
+        "cpu-tiny" => Preset {
+            dims: [8, 16, 24, 32],
+            depths: [1, 1, 1, 1],
+            embed: 16,
+            text: [16, 1, 2, 32],
+        },
+        "cpu-small" => Preset {
+            dims: [16, 32, 64, 96],
+            depths: [1, 1, 2, 1],
+            embed: 32,
+            text: [64, 2, 4, 128],
+        },
+        "tiny" => Preset {
+            dims: [96, 192, 384, 768],
+            depths: [3, 3, 9, 3],
+            embed: 256,
+            text: [256, 4, 4, 1024],
+        },
+        _ => return None,
+    })
+}
+
+fn bad(field: &str, message: String) -> TrainError {
+    TrainError::config(field, message)
+}
+
+impl ModelConfig {
+    /// Fills preset-derived fields and checks every field; errors name the field.
+    pub fn resolve(&mut self, text: &mut TextConfig) -> Result<()> {
+        let p = preset(&self.preset).ok_or_else(|| {
+            bad(
+                "model.preset",
+                format!("'{}' (expected cpu-tiny, cpu-small or tiny)", self.preset),
+            )
+        })?;
+        if self.dims.is_empty() {
+            self.dims = p.dims.to_vec();
+        }
+        if self.depths.is_empty() {
+            self.depths = p.depths.to_vec();
+        }
+        if self.embed_dim == 0 {
+            self.embed_dim = p.embed;
+        }
+        for (v, d) in [
+            (&mut text.hidden, p.text[0]),
+            (&mut text.layers, p.text[1]),
+            (&mut text.heads, p.text[2]),
+            (&mut text.intermediate, p.text[3]),
+        ] {
+            if *v == 0 {
+                *v = d;
+            }
+        }
+        if self.dims.len() != 4 || self.dims.contains(&0) {
+            return Err(bad(
+                "model.dims",
+                format!("{:?}: need 4 positive stage widths", self.dims),
+            ));
+        }
+        if self.depths.len() != 4 {
+            return Err(bad(
+                "model.depths",
+                format!("{:?}: need 4 stage depths", self.depths),
+            ));
+        }
+        if self.kernel_size % 2 == 0 {
+            return Err(bad(
+                "model.kernel_size",
+                format!("{} must be odd", self.kernel_size),
+            ));
+        }
+        if !matches!(self.in_channels, 1 | 3) {
+            return Err(bad(
+                "model.in_channels",
+                format!("{} (expected 1 or 3)", self.in_channels),
+            ));
+        }
+        let levels_ok = |v: &[usize]| {
+            let mut s = v.to_vec();
+            s.sort_unstable();
+            s.dedup();
+            s.len() == v.len() && v.iter().all(|l| (1..=4).contains(l))
+        };
+        if !levels_ok(&self.contrastive_levels) {
+            return Err(bad(
+                "model.contrastive_levels",
+                format!("{:?}: distinct levels in 1..=4", self.contrastive_levels),
+            ));
+        }
+        if self.contrastive_weights.len() != self.contrastive_levels.len() {
+            return Err(bad(
+                "model.contrastive_weights",
+                format!(
+                    "{} weights for {} levels",
+                    self.contrastive_weights.len(),
+                    self.contrastive_levels.len()
+                ),
+            ));
+        }
+        if !levels_ok(&self.lte_levels) {
+            return Err(bad(
+                "model.lte_levels",
+                format!("{:?}: distinct levels in 1..=4", self.lte_levels),
+            ));
+        }
+        if !(self.lambda >= 0.0 && self.aux_weight >= 0.0) {
+            return Err(bad(
+                "model.lambda",
+                "lambda and aux_weight must be >= 0".into(),
+            ));
+        }
+        if !(0.0 < self.tau_min && self.tau_min <= self.tau_init && self.tau_init <= self.tau_max) {
+            return Err(bad(
+                "model.tau_init",
+                format!(
+                    "need 0 < tau_min <= tau_init <= tau_max, got {} <= {} <= {}",
+                    self.tau_min, self.tau_init, self.tau_max
+                ),
+            ));
+        }
+        if self.lte_tau <= 0.0 {
+            return Err(bad("model.lte_tau", "must be > 0".into()));
+        }
+        if self.cross_attention
+            && (self.attn_heads == 0 || self.dims.iter().any(|d| d % self.attn_heads != 0))
+        {
+            return Err(bad(
+                "model.attn_heads",
+                format!(
+                    "{} must divide every stage width {:?}",
+                    self.attn_heads, self.dims
+                ),
+            ));
+        }
+        match text.encoder.as_str() {
+            "scratch" => {
+                if text.hidden % text.heads.max(1) != 0 {
+                    return Err(bad(
+                        "text.heads",
+                        format!("{} must divide text.hidden {}", text.heads, text.hidden),
+                    ));
+                }
+            }
+            "bert" => {
+                if text.bert_dir.is_none() {
+                    return Err(bad(
+                        "text.bert_dir",
+                        "required when text.encoder = \"bert\"".into(),
+                    ));
+                }
+            }
+            other => {
+                return Err(bad(
+                    "text.encoder",
+                    format!("'{other}' (expected scratch or bert)"),
+                ))
+            }
+        }
+        if text.max_len < 3 {
+            return Err(bad(
+                "text.max_len",
+                format!("{} (at least 3)", text.max_len),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether the contrastive loss is active.
+    pub fn uses_contrastive(&self) -> bool {
+        self.text_guidance && self.lambda > 0.0 && !self.contrastive_levels.is_empty()
+    }
+
+    /// Whether LTE is active.
+    pub fn uses_lte(&self) -> bool {
+        self.text_guidance && !self.lte_levels.is_empty()
+    }
+
+    /// Levels that need the image/text projections (contrastive ∪ LTE), ascending.
+    pub fn projected_levels(&self) -> Vec<usize> {
+        let mut v = Vec::new();
+        if self.uses_contrastive() {
+            v.extend(&self.contrastive_levels);
+        }
+        if self.uses_lte() {
+            v.extend(&self.lte_levels);
+        }
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+}

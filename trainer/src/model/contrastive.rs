@@ -1,0 +1,134 @@
+//! Multi-level contrastive alignment: symmetric multi-positive InfoNCE between target
+//! embeddings and report embeddings over the (gathered) global batch, with each sample's
+//! background as an extra negative for its own report, and a learnable temperature per level.
+
+use candle_core::{DType, Result, Tensor, D};
+use candle_nn::{Init, VarBuilder};
+
+/// One level's inputs over the global batch of N samples.
+#[derive(Debug, Clone)]
+pub struct LevelBatch {
+    /// v⁺ (N, D), normalised.
+    pub target: Tensor,
+    /// u (N, D), normalised.
+    pub text: Tensor,
+    /// v⁻ (N, D), normalised.
+    pub background: Tensor,
+    /// (N,) 1.0 where the sample has a target (and so a background negative).
+    pub has_target: Tensor,
+}
+
+/// Learnable log inverse temperatures, one per contrastive level.
+#[derive(Debug, Clone)]
+pub struct ContrastiveLoss {
+    logit_scale: Tensor,
+    levels: Vec<usize>,
+    weights: Vec<f64>,
+    min_scale: f64,
+    max_scale: f64,
+    background: bool,
+}
+
+/// Positive-pair matrix (N, N): 1 where the reports are identical after normalisation.
+pub fn positives(groups: &[u64], device: &candle_core::Device) -> Result<Tensor> {
+    let n = groups.len();
+    let v: Vec<f32> = (0..n * n)
+        .map(|k| (groups[k / n] == groups[k % n]) as u8 as f32)
+        .collect();
+    Tensor::from_vec(v, (n, n), device)
+}
+
+/// Mean over rows of −Σ_j P_ij log softmax(logits)_ij / Σ_j P_ij.
+fn multi_positive_nce(logits: &Tensor, pos: &Tensor) -> Result<Tensor> {
+    let logp = candle_nn::ops::log_softmax(logits, D::Minus1)?;
+    let per_row = (logp * pos)?
+        .sum(D::Minus1)?
+        .broadcast_div(&pos.sum(D::Minus1)?)?;
+    per_row.mean_all()?.neg()
+}
+
+impl ContrastiveLoss {
+    pub fn new(
+        levels: &[usize],
+        weights: &[f64],
+        tau_init: f64,
+        tau_min: f64,
+        tau_max: f64,
+        background: bool,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let logit_scale = vb.get_with_hints(
+            levels.len(),
+            "logit_scale",
+            Init::Const((1.0 / tau_init).ln()),
+        )?;
+        Ok(Self {
+            logit_scale,
+            levels: levels.to_vec(),
+            weights: weights.to_vec(),
+            min_scale: (1.0 / tau_max).ln(),
+            max_scale: (1.0 / tau_min).ln(),
+            background,
+        })
+    }
+
+    /// Levels in order of the per-level losses.
+    pub fn levels(&self) -> &[usize] {
+        &self.levels
+    }
+
+    /// Current temperatures τ_l (after clamping), in level order.
+    pub fn temperatures(&self) -> Result<Vec<f32>> {
+        let s = self
+            .logit_scale
+            .clamp(self.min_scale, self.max_scale)?
+            .to_dtype(DType::F32)?
+            .to_vec1::<f32>()?;
+        Ok(s.iter().map(|x| (-x).exp()).collect())
+    }
+
+    /// The loss of level index `k` over the global batch.
+    pub fn level_loss(&self, k: usize, b: &LevelBatch, pos: &Tensor) -> Result<Tensor> {
+        let scale = self
+            .logit_scale
+            .clamp(self.min_scale, self.max_scale)?
+            .narrow(0, k, 1)?
+            .exp()?;
+        let sim = b.target.matmul(&b.text.t()?)?; // (N, N): image i vs text j
+        let i2t = sim.broadcast_mul(&scale)?;
+        let t2i = sim.t()?.broadcast_mul(&scale)?;
+        let l_i2t = multi_positive_nce(&i2t, pos)?;
+        let l_t2i = if self.background {
+            let n = pos.dim(0)?;
+            // cos(u_i, v⁻_i), masked out (−1e4) for samples without a target.
+            let bg = (&b.text * &b.background)?
+                .sum_keepdim(1)?
+                .broadcast_mul(&scale)?;
+            let has = b.has_target.unsqueeze(1)?;
+            let bg = ((bg * &has)? + ((&has - 1.0)? * 1e4)?)?;
+            let logits = Tensor::cat(&[&t2i, &bg], 1)?;
+            let pos_ext = Tensor::cat(
+                &[pos, &Tensor::zeros((n, 1), pos.dtype(), pos.device())?],
+                1,
+            )?;
+            multi_positive_nce(&logits, &pos_ext)?
+        } else {
+            multi_positive_nce(&t2i, pos)?
+        };
+        (l_i2t + l_t2i)? * 0.5
+    }
+
+    /// Σ_l w_l L_l and the per-level losses; `batches[k]` belongs to `levels()[k]`.
+    pub fn forward(&self, batches: &[LevelBatch], groups: &[u64]) -> Result<(Tensor, Vec<Tensor>)> {
+        let dev = self.logit_scale.device();
+        let pos = positives(groups, dev)?;
+        let mut per_level = Vec::with_capacity(batches.len());
+        let mut total = Tensor::zeros((), DType::F32, dev)?;
+        for (k, b) in batches.iter().enumerate() {
+            let l = self.level_loss(k, b, &pos)?;
+            total = (total + (&l * self.weights[k])?)?;
+            per_level.push(l);
+        }
+        Ok((total, per_level))
+    }
+}

@@ -1,0 +1,107 @@
+//! ConvNeXt-style image encoder: a stride-4 stem and four stages at strides 4/8/16/32.
+//! LayerNorm only (no batch norm), so data-parallel training needs no synchronised statistics.
+
+use super::config::ModelConfig;
+use crate::nn::{conv2d, gelu, linear, LayerNorm, LayerNorm2d};
+use candle_core::{Module, Result, Tensor};
+use candle_nn::{Conv2d, Init, Linear, VarBuilder};
+
+/// One ConvNeXt block: depthwise conv, LayerNorm, MLP ×4, layer scale, residual.
+#[derive(Debug, Clone)]
+pub struct Block {
+    dwconv: Conv2d,
+    norm: LayerNorm,
+    pwconv1: Linear,
+    pwconv2: Linear,
+    gamma: Tensor,
+}
+
+impl Block {
+    pub fn new(dim: usize, cfg: &ModelConfig, vb: VarBuilder) -> Result<Self> {
+        let k = cfg.kernel_size;
+        Ok(Self {
+            dwconv: conv2d(dim, dim, k, 1, k / 2, dim, vb.pp("dwconv"))?,
+            norm: LayerNorm::new(dim, 1e-6, vb.pp("norm"))?,
+            pwconv1: linear(dim, 4 * dim, vb.pp("pwconv1"))?,
+            pwconv2: linear(4 * dim, dim, vb.pp("pwconv2"))?,
+            gamma: vb.get_with_hints(dim, "gamma", Init::Const(cfg.layer_scale_init))?,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = self.dwconv.forward(x)?.permute((0, 2, 3, 1))?;
+        let y = self.norm.forward(&y)?;
+        let y = self.pwconv2.forward(&gelu(&self.pwconv1.forward(&y)?)?)?;
+        let y = y.broadcast_mul(&self.gamma)?.permute((0, 3, 1, 2))?;
+        x + y
+    }
+}
+
+/// Downsampling between stages: LayerNorm then a 2×2 stride-2 convolution.
+#[derive(Debug, Clone)]
+pub struct Downsample {
+    norm: LayerNorm2d,
+    conv: Conv2d,
+}
+
+impl Downsample {
+    pub fn new(cin: usize, cout: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            norm: LayerNorm2d::new(cin, 1e-6, vb.pp("norm"))?,
+            conv: conv2d(cin, cout, 2, 2, 0, 1, vb.pp("conv"))?,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.conv.forward(&self.norm.forward(x)?)
+    }
+}
+
+/// The encoder; `forward` returns the four feature maps F1..F4.
+#[derive(Debug, Clone)]
+pub struct ImageEncoder {
+    stem_conv: Conv2d,
+    stem_norm: LayerNorm2d,
+    downsample: Vec<Downsample>,
+    stages: Vec<Vec<Block>>,
+}
+
+impl ImageEncoder {
+    pub fn new(cfg: &ModelConfig, vb: VarBuilder) -> Result<Self> {
+        let d = &cfg.dims;
+        let stem_conv = conv2d(cfg.in_channels, d[0], 4, 4, 0, 1, vb.pp("stem.conv"))?;
+        let stem_norm = LayerNorm2d::new(d[0], 1e-6, vb.pp("stem.norm"))?;
+        let downsample = (1..4)
+            .map(|i| Downsample::new(d[i - 1], d[i], vb.pp(format!("downsample.{}", i - 1))))
+            .collect::<Result<_>>()?;
+        let stages = (0..4)
+            .map(|i| {
+                (0..cfg.depths[i])
+                    .map(|j| Block::new(d[i], cfg, vb.pp(format!("stages.{i}.{j}"))))
+                    .collect::<Result<Vec<_>>>()
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            stem_conv,
+            stem_norm,
+            downsample,
+            stages,
+        })
+    }
+
+    /// `x` (B, C, H, W) → [F1 (B,d0,H/4,W/4), F2, F3, F4 (B,d3,H/32,W/32)].
+    pub fn forward(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+        let mut h = self.stem_norm.forward(&self.stem_conv.forward(x)?)?;
+        let mut feats = Vec::with_capacity(4);
+        for (i, stage) in self.stages.iter().enumerate() {
+            if i > 0 {
+                h = self.downsample[i - 1].forward(&h)?;
+            }
+            for block in stage {
+                h = block.forward(&h)?;
+            }
+            feats.push(h.clone());
+        }
+        Ok(feats)
+    }
+}

@@ -1,0 +1,36 @@
+//! Building blocks with gradients that are complete under candle 0.11's autograd.
+//!
+//! candle's fused `LayerNorm`, `ops::layer_norm`, `rms_norm` and `softmax_last_dim` have no
+//! backward pass, so they would silently stop training; `max_pool2d`'s backward is wrong and
+//! bilinear upsampling has none. These modules use only ops whose backward exists and is
+//! tested (see the gradient tests in `model`).
+
+mod attention;
+mod conv;
+mod norm;
+
+pub use attention::MultiHeadAttention;
+pub use conv::{conv2d, conv_transpose2d, linear};
+pub use norm::{LayerNorm, LayerNorm2d};
+
+use candle_core::{Result, Tensor, D};
+
+/// Softmax over the last dimension built from ops with a backward pass.
+pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
+    candle_nn::ops::softmax(x, D::Minus1)
+}
+
+/// GELU with the exact (erf) form, as PyTorch's `nn.GELU()`.
+pub fn gelu(x: &Tensor) -> Result<Tensor> {
+    x.gelu_erf()
+}
+
+/// L2-normalises along `dim` (with a small epsilon, as `F.normalize`).
+pub fn l2_normalize(x: &Tensor, dim: usize) -> Result<Tensor> {
+    let norm = x
+        .sqr()?
+        .sum_keepdim(dim)?
+        .sqrt()?
+        .clamp(1e-12, f64::INFINITY)?;
+    x.broadcast_div(&norm)
+}

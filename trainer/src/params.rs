@@ -1,0 +1,194 @@
+//! The trainable parameters: a name-ordered store whose initial values are a pure function of
+//! (seed, parameter name) — independent of construction order, thread count or device — and
+//! which tells the optimiser which parameters take weight decay.
+
+use candle_core::{DType, Device, Result, Shape, Tensor, Var};
+use candle_nn::init::{FanInOut, NormalOrUniform};
+use candle_nn::{Init, VarBuilder};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+/// Shared, name-ordered map of trainable variables.
+#[derive(Clone, Default)]
+pub struct ParamStore {
+    vars: Arc<Mutex<BTreeMap<String, Var>>>,
+    seed: u64,
+}
+
+impl std::fmt::Debug for ParamStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ParamStore({} tensors)", self.len())
+    }
+}
+
+fn name_seed(seed: u64, name: &str) -> u64 {
+    let h = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    });
+    tmca_data::sampler::derive_seed(&[seed, h])
+}
+
+/// Samples `init` for `shape` from a generator seeded by `seed`.
+fn sample(init: Init, shape: &Shape, seed: u64) -> Vec<f32> {
+    let n = shape.elem_count();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let normal = |rng: &mut ChaCha8Rng, mean: f64, std: f64| -> f32 {
+        // Box–Muller.
+        let u1: f64 = rng.random::<f64>().max(f64::MIN_POSITIVE);
+        let u2: f64 = rng.random();
+        (mean + std * (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
+    };
+    let uniform = |rng: &mut ChaCha8Rng, lo: f64, up: f64| -> f32 {
+        (lo + (up - lo) * rng.random::<f64>()) as f32
+    };
+    match init {
+        Init::Const(v) => vec![v as f32; n],
+        Init::Randn { mean, stdev } => (0..n).map(|_| normal(&mut rng, mean, stdev)).collect(),
+        Init::Uniform { lo, up } => (0..n).map(|_| uniform(&mut rng, lo, up)).collect(),
+        Init::Kaiming {
+            dist,
+            fan,
+            non_linearity,
+        } => {
+            let fan = match fan {
+                FanInOut::FanIn => FanInOut::FanIn.for_shape(shape),
+                FanInOut::FanOut => FanInOut::FanOut.for_shape(shape),
+            };
+            let std = non_linearity.gain() / (fan.max(1) as f64).sqrt();
+            match dist {
+                NormalOrUniform::Normal => (0..n).map(|_| normal(&mut rng, 0.0, std)).collect(),
+                NormalOrUniform::Uniform => {
+                    let b = 3f64.sqrt() * std;
+                    (0..n).map(|_| uniform(&mut rng, -b, b)).collect()
+                }
+            }
+        }
+    }
+}
+
+impl ParamStore {
+    /// An empty store whose new parameters are initialised from `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self {
+            vars: Default::default(),
+            seed,
+        }
+    }
+
+    /// A `VarBuilder` creating (or reusing) parameters in this store, in f32 on `device`.
+    pub fn var_builder(&self, device: &Device) -> VarBuilder<'static> {
+        VarBuilder::from_backend(Box::new(self.clone()), DType::F32, device.clone())
+    }
+
+    /// Number of tensors.
+    pub fn len(&self) -> usize {
+        self.vars.lock().map(|v| v.len()).unwrap_or(0)
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// All parameters, ordered by name.
+    pub fn vars(&self) -> Vec<(String, Var)> {
+        self.vars
+            .lock()
+            .map(|v| v.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default()
+    }
+
+    /// Total number of scalar parameters.
+    pub fn numel(&self) -> usize {
+        self.vars().iter().map(|(_, v)| v.elem_count()).sum()
+    }
+
+    /// Whether AdamW decays this parameter: matrices and kernels yes; biases, norms, scales,
+    /// temperatures and other vectors no.
+    pub fn decays(name: &str, var: &Var) -> bool {
+        var.rank() >= 2
+            && !name.contains("norm")
+            && !name.contains("LayerNorm")
+            && !name.ends_with("embeddings.weight")
+    }
+
+    /// Inserts an existing tensor (a pretrained weight to fine-tune) as a parameter.
+    pub fn insert(&self, name: &str, t: &Tensor) -> Result<()> {
+        let var = Var::from_tensor(t)?;
+        if let Ok(mut v) = self.vars.lock() {
+            v.insert(name.to_string(), var);
+        }
+        Ok(())
+    }
+
+    /// Overwrites every parameter with the tensor of the same name in `tensors`; all must exist
+    /// with the same shape.
+    pub fn assign_all(
+        &self,
+        tensors: &std::collections::HashMap<String, Tensor>,
+    ) -> std::result::Result<(), String> {
+        for (name, var) in self.vars() {
+            let t = tensors
+                .get(&name)
+                .ok_or_else(|| format!("missing tensor '{name}'"))?;
+            if t.dims() != var.dims() {
+                return Err(format!(
+                    "tensor '{name}' has shape {:?}, the model needs {:?}",
+                    t.dims(),
+                    var.dims()
+                ));
+            }
+            var.set(&t.to_dtype(var.dtype()).map_err(|e| e.to_string())?)
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+impl candle_nn::var_builder::SimpleBackend for ParamStore {
+    fn get(&self, s: Shape, name: &str, h: Init, dtype: DType, dev: &Device) -> Result<Tensor> {
+        let mut vars = self
+            .vars
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("parameter store poisoned".into()))?;
+        if let Some(v) = vars.get(name) {
+            if v.shape() != &s {
+                candle_core::bail!(
+                    "parameter '{name}' has shape {:?}, requested {:?}",
+                    v.shape(),
+                    s
+                );
+            }
+            return Ok(v.as_tensor().clone());
+        }
+        let data = sample(h, &s, name_seed(self.seed, name));
+        let var = Var::from_tensor(&Tensor::from_vec(data, s, dev)?.to_dtype(dtype)?)?;
+        let t = var.as_tensor().clone();
+        vars.insert(name.to_string(), var);
+        Ok(t)
+    }
+
+    fn get_unchecked(&self, name: &str, _dtype: DType, _dev: &Device) -> Result<Tensor> {
+        let vars = self
+            .vars
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("parameter store poisoned".into()))?;
+        vars.get(name)
+            .map(|v| v.as_tensor().clone())
+            .ok_or_else(|| {
+                candle_core::Error::CannotFindTensor {
+                    path: name.to_string(),
+                }
+                .bt()
+            })
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.vars
+            .lock()
+            .map(|v| v.contains_key(name))
+            .unwrap_or(false)
+    }
+}
