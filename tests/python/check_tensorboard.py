@@ -3,10 +3,12 @@
 
 Usage (from the repository root):
 
-    cargo run --release -p tmca-trainer --example tb_fixture -- /tmp/tb
-    python3 tests/python/check_tensorboard.py /tmp/tb
+    cargo test --release -p tmca-trainer --test tensorboard_python
 
-Requires `pip install tensorboard`. Expected values mirror trainer/examples/tb_fixture.rs;
+(which writes the fixture with tmca's EventWriter into a temporary directory and runs this
+script on it).
+
+Requires `pip install tensorboard`. Expected values mirror tests/tensorboard_python.rs;
 pass --expected FILE.json to check another directory (same structure as EXPECTED below).
 
 Checks, with both `event_accumulator.EventAccumulator` (the classic API) and
@@ -204,7 +206,7 @@ def check_plugin(logdir, exp):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("logdir")
-    ap.add_argument("--expected", help="JSON file with expected values (default: the tb_fixture ones)")
+    ap.add_argument("--expected", help="JSON file with expected values (default: the ones of tests/tensorboard_python.rs)")
     args = ap.parse_args()
     exp = EXPECTED
     if args.expected:

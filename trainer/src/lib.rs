@@ -14,6 +14,7 @@ pub mod error;
 pub mod metrics;
 pub mod model;
 pub mod nn;
+pub mod optim;
 pub mod params;
 pub mod sink;
 

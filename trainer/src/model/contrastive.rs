@@ -30,12 +30,12 @@ pub struct ContrastiveLoss {
 }
 
 /// Positive-pair matrix (N, N): 1 where the reports are identical after normalisation.
-pub fn positives(groups: &[u64], device: &candle_core::Device) -> Result<Tensor> {
+pub fn positives(groups: &[u64], dtype: DType, device: &candle_core::Device) -> Result<Tensor> {
     let n = groups.len();
     let v: Vec<f32> = (0..n * n)
         .map(|k| (groups[k / n] == groups[k % n]) as u8 as f32)
         .collect();
-    Tensor::from_vec(v, (n, n), device)
+    Tensor::from_vec(v, (n, n), device)?.to_dtype(dtype)
 }
 
 /// Mean over rows of −Σ_j P_ij log softmax(logits)_ij / Σ_j P_ij.
@@ -121,9 +121,9 @@ impl ContrastiveLoss {
     /// Σ_l w_l L_l and the per-level losses; `batches[k]` belongs to `levels()[k]`.
     pub fn forward(&self, batches: &[LevelBatch], groups: &[u64]) -> Result<(Tensor, Vec<Tensor>)> {
         let dev = self.logit_scale.device();
-        let pos = positives(groups, dev)?;
+        let pos = positives(groups, self.logit_scale.dtype(), dev)?;
         let mut per_level = Vec::with_capacity(batches.len());
-        let mut total = Tensor::zeros((), DType::F32, dev)?;
+        let mut total = Tensor::zeros((), self.logit_scale.dtype(), dev)?;
         for (k, b) in batches.iter().enumerate() {
             let l = self.level_loss(k, b, &pos)?;
             total = (total + (&l * self.weights[k])?)?;

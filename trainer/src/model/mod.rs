@@ -14,7 +14,7 @@ pub mod tssd;
 pub use config::{ModelConfig, TextConfig};
 pub use text_encoder::BertConfig;
 
-use candle_core::{DType, Result, Tensor};
+use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 use contrastive::{ContrastiveLoss, LevelBatch};
 use decoder::{Head, UpStage};
@@ -246,7 +246,7 @@ impl Tmca {
             }
         }
         if self.cfg.aux_weight > 0.0 && !out.maps.is_empty() {
-            let mut a = Tensor::zeros((), DType::F32, masks.device())?;
+            let mut a = Tensor::zeros((), masks.dtype(), masks.device())?;
             for (_, map) in &out.maps {
                 let (_, _, h, w) = map.dims4()?;
                 a = (a + loss::bce(map, &downsample_mask(masks, h, w)?)?)?;

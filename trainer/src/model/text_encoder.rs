@@ -186,7 +186,7 @@ impl TextEncoder {
             .add(&self.position.forward(&pos)?)?
             .add(&self.token_type.forward(&types)?)?;
         let mut x = self.norm.forward(&x)?;
-        let am = attention.to_dtype(DType::F32)?;
+        let am = attention.to_dtype(self.word.embeddings().dtype())?;
         let mask_bias = ((&am - 1.0)? * 1e4)?.unsqueeze(1)?.unsqueeze(1)?;
         for layer in &self.layers {
             x = layer.forward(&x, &mask_bias)?;

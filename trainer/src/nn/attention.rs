@@ -2,7 +2,7 @@
 //! key-padding mask.
 
 use super::{conv::linear, softmax_last};
-use candle_core::{DType, Module, Result, Tensor};
+use candle_core::{Module, Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
 
 /// `q`, `k`, `v`, `o` projections; heads split the model width.
@@ -56,7 +56,7 @@ impl MultiHeadAttention {
         let mut scores = (q.matmul(&k.transpose(2, 3)?.contiguous()?)? * scale)?;
         if let Some(m) = key_mask {
             // 0 for real tokens, -1e4 for padding, broadcast over heads and queries.
-            let bias = ((m.to_dtype(DType::F32)? - 1.0)? * 1e4)?
+            let bias = ((m.to_dtype(x.dtype())? - 1.0)? * 1e4)?
                 .unsqueeze(1)?
                 .unsqueeze(1)?;
             scores = scores.broadcast_add(&bias)?;
