@@ -79,7 +79,12 @@ impl ParamStore {
 
     /// A `VarBuilder` creating (or reusing) parameters in this store, in f32 on `device`.
     pub fn var_builder(&self, device: &Device) -> VarBuilder<'static> {
-        VarBuilder::from_backend(Box::new(self.clone()), DType::F32, device.clone())
+        self.var_builder_dtype(DType::F32, device)
+    }
+
+    /// Like [`var_builder`](Self::var_builder) in another precision (f64 for gradient checks).
+    pub fn var_builder_dtype(&self, dtype: DType, device: &Device) -> VarBuilder<'static> {
+        VarBuilder::from_backend(Box::new(self.clone()), dtype, device.clone())
     }
 
     /// Number of tensors.

@@ -14,8 +14,8 @@ pub struct LevelBatch {
     pub text: Tensor,
     /// v⁻ (N, D), normalised.
     pub background: Tensor,
-    /// (N,) 1.0 where the sample has a target (and so a background negative).
-    pub has_target: Tensor,
+    /// (N,) 1.0 where the sample's background negative is valid (target and background present).
+    pub has_background: Tensor,
 }
 
 /// Learnable log inverse temperatures, one per contrastive level.
@@ -100,11 +100,11 @@ impl ContrastiveLoss {
         let l_i2t = multi_positive_nce(&i2t, pos)?;
         let l_t2i = if self.background {
             let n = pos.dim(0)?;
-            // cos(u_i, v⁻_i), masked out (−1e4) for samples without a target.
+            // cos(u_i, v⁻_i), masked out (−1e4) where there is no target or no background.
             let bg = (&b.text * &b.background)?
                 .sum_keepdim(1)?
                 .broadcast_mul(&scale)?;
-            let has = b.has_target.unsqueeze(1)?;
+            let has = b.has_background.unsqueeze(1)?;
             let bg = ((bg * &has)? + ((&has - 1.0)? * 1e4)?)?;
             let logits = Tensor::cat(&[&t2i, &bg], 1)?;
             let pos_ext = Tensor::cat(

@@ -11,6 +11,9 @@ pub mod lte;
 pub mod text_encoder;
 pub mod tssd;
 
+#[cfg(test)]
+mod tests;
+
 pub use config::{ModelConfig, TextConfig};
 pub use text_encoder::BertConfig;
 
@@ -192,7 +195,7 @@ impl Tmca {
                         target: pooled.target,
                         text: u.clone(),
                         background: pooled.background,
-                        has_target: pooled.has_target,
+                        has_background: pooled.has_background,
                     });
                 }
             }

@@ -28,6 +28,23 @@ pub struct BertConfig {
     pub hidden_act: String,
 }
 
+impl BertConfig {
+    /// The from-scratch encoder of `[text]` over a vocabulary of `vocab_size`.
+    pub fn scratch(text: &super::TextConfig, vocab_size: usize) -> Self {
+        Self {
+            vocab_size,
+            hidden_size: text.hidden,
+            num_hidden_layers: text.layers,
+            num_attention_heads: text.heads,
+            intermediate_size: text.intermediate,
+            max_position_embeddings: text.max_len,
+            type_vocab_size: 2,
+            layer_norm_eps: 1e-12,
+            hidden_act: "gelu".into(),
+        }
+    }
+}
+
 fn default_positions() -> usize {
     512
 }

@@ -41,10 +41,11 @@ impl LevelProjection {
 pub struct Pooled {
     /// v⁺ (B, D), normalised; the global mean for samples without target.
     pub target: Tensor,
-    /// v⁻ (B, D), normalised; meaningless where `has_target` is 0.
+    /// v⁻ (B, D), normalised; meaningless where `has_background` is 0.
     pub background: Tensor,
-    /// (B,) 1.0 where the mask has foreground at this level.
-    pub has_target: Tensor,
+    /// (B,) 1.0 where the mask has both foreground and background at this level, so v⁻ is a
+    /// valid negative (empty masks have no target, full masks no background).
+    pub has_background: Tensor,
 }
 
 /// Area-downsamples `mask` (B, 1, H, W) to the level's (h, w) (soft values in [0, 1]).
@@ -79,10 +80,16 @@ pub fn masked_pool(z: &Tensor, m: &Tensor) -> Result<Pooled> {
         l2_normalize(&s.broadcast_div(&n)?, 1)
     };
     let target = pool(&m_eff)?;
-    let background = pool(&(1.0 - &m)?)?;
+    let inv = (1.0 - &m)?;
+    let background = pool(&inv)?;
+    let has_bg = inv
+        .sum(D::Minus1)?
+        .gt(0.0)?
+        .to_dtype(z.dtype())?
+        .mul(&has)?;
     Ok(Pooled {
         target,
         background,
-        has_target: has.squeeze(1)?,
+        has_background: has_bg.squeeze(1)?,
     })
 }

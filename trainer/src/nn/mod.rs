@@ -25,12 +25,9 @@ pub fn gelu(x: &Tensor) -> Result<Tensor> {
     x.gelu_erf()
 }
 
-/// L2-normalises along `dim` (with a small epsilon, as `F.normalize`).
+/// L2-normalises along `dim`: `x / sqrt(Σx² + 1e-12)`. Unlike `max(‖x‖, ε)` this is smooth at
+/// 0, so an all-zero vector gets a zero gradient instead of NaN.
 pub fn l2_normalize(x: &Tensor, dim: usize) -> Result<Tensor> {
-    let norm = x
-        .sqr()?
-        .sum_keepdim(dim)?
-        .sqrt()?
-        .clamp(1e-12, f64::INFINITY)?;
+    let norm = (x.sqr()?.sum_keepdim(dim)? + 1e-12)?.sqrt()?;
     x.broadcast_div(&norm)
 }
