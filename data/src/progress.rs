@@ -8,6 +8,8 @@ pub trait Progress: Sync {
     fn inc(&self, n: u64);
     /// The phase is over.
     fn finish(&self);
+    /// A short status shown beside the bar (e.g. the current loss).
+    fn message(&self, _msg: &str) {}
 }
 
 /// Reports nothing.

@@ -21,9 +21,19 @@ pub enum Command {
     /// Run the main job on the embedded default: generate the four synthetic datasets, validate
     /// them, render previews and measure the loader (single process, CPU).
     Quickstart(QuickstartArgs),
+    /// Train TMCA (single process here; under mpirun/srun/tmca launch one rank). Without a
+    /// CONFIG, trains the embedded default on the synthetic datasets.
+    Train(TrainArgs),
+    /// Evaluate a trained run: Dice and IoU per dataset, per-image mean and pixel-pooled.
+    Eval(EvalArgs),
+    /// Predict masks from images and reports with a trained run.
+    Predict(PredictArgs),
+    /// Print the embedded default config (a starting point for your own).
+    Config,
     /// Create, import and look at dataset stores.
     #[command(subcommand)]
     Data(DataCommand),
+
     /// Measure and record performance in BENCHMARKS.md.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -172,5 +182,66 @@ pub struct BenchDataArgs {
     pub workdir: PathBuf,
     /// Markdown file whose data-loader section is replaced with the new table.
     #[arg(long, default_value = "BENCHMARKS.md")]
+    pub output: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// TOML config (see `tmca config`); the embedded default when omitted.
+    pub config: Option<PathBuf>,
+    /// Continue from the newest valid checkpoint of the run directory.
+    #[arg(long, conflicts_with = "resume_from")]
+    pub resume: bool,
+    /// Continue from this checkpoint directory.
+    #[arg(long)]
+    pub resume_from: Option<PathBuf>,
+    /// Override `[run] dir`.
+    #[arg(long)]
+    pub run_dir: Option<PathBuf>,
+    /// Override `[run] seed`.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Stop after this many optimiser steps in total (with a checkpoint), as an interruption
+    /// would; the learning-rate schedule still follows the config.
+    #[arg(long)]
+    pub stop_after: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// The run directory (holds config.toml, tokenizer.json, checkpoints/).
+    pub run: PathBuf,
+    /// `best`, `latest` or a checkpoint directory.
+    #[arg(long, default_value = "best")]
+    pub checkpoint: String,
+    /// Split to evaluate.
+    #[arg(long, default_value = "test")]
+    pub split: tmca_data::Split,
+    /// Stores to evaluate (default: the run's).
+    #[arg(long)]
+    pub store: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// The run directory.
+    pub run: PathBuf,
+    /// `best`, `latest` or a checkpoint directory.
+    #[arg(long, default_value = "best")]
+    pub checkpoint: String,
+    /// One image file (PNG, JPEG, BMP, TIFF) …
+    #[arg(long, requires = "report", conflicts_with = "store")]
+    pub image: Option<PathBuf>,
+    /// … and its report.
+    #[arg(long)]
+    pub report: Option<String>,
+    /// Or every sample of a store split (batch mode).
+    #[arg(long)]
+    pub store: Option<PathBuf>,
+    /// Split of the store.
+    #[arg(long, default_value = "test")]
+    pub split: tmca_data::Split,
+    /// Folder for `<name>_mask.png` (0/255, the image's size) and `<name>_overlay.png`.
+    #[arg(long)]
     pub output: PathBuf,
 }

@@ -7,8 +7,11 @@
 //! | 3    | bad input data (a file, sample or store that is wrong) |
 //! | 4    | I/O error (missing file, permission, disk full) |
 //! | 5    | validation found problems |
+//! | 6    | training diverged (NaN/Inf loss) |
 
 use tmca_data::DataError;
+use tmca_trainer::TrainError;
+use tmca_worker::WorkerError;
 
 /// Raised when `tmca data validate` finds problems (they are printed before).
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +30,18 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
                 DataError::Io { .. } => 4,
                 _ => 3,
             };
+        }
+        if let Some(e) = cause.downcast_ref::<TrainError>() {
+            match e {
+                TrainError::Config { .. } => return 2,
+                TrainError::Io { .. } => return 4,
+                TrainError::NonFinite { .. } => return 6,
+                TrainError::File { .. } | TrainError::Checkpoint { .. } => return 3,
+                _ => {}
+            }
+        }
+        if let Some(WorkerError::MultiProcess { .. }) = cause.downcast_ref::<WorkerError>() {
+            return 2;
         }
         if cause.downcast_ref::<std::io::Error>().is_some() {
             return 4;

@@ -32,6 +32,14 @@ impl Progress for Bar {
         }
     }
 
+    fn message(&self, msg: &str) {
+        if let Ok(b) = self.bar.lock() {
+            if let Some(bar) = b.as_ref() {
+                bar.set_message(msg.to_string());
+            }
+        }
+    }
+
     fn finish(&self) {
         if let Ok(mut b) = self.bar.lock() {
             if let Some(bar) = b.take() {

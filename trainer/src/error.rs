@@ -26,6 +26,10 @@ pub enum TrainError {
     Data(#[from] tmca_data::DataError),
     #[error("tensor error: {0}")]
     Candle(#[from] candle_core::Error),
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
+    #[error(transparent)]
+    Sink(#[from] crate::sink::SinkError),
 }
 
 impl TrainError {

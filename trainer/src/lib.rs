@@ -10,12 +10,18 @@
 //! * [`metrics`]: segmentation metrics (Dice, IoU) under both evaluation protocols in use:
 //!   per-image mean (LViT) and dataset-level pixel-pooled (GuideDecoder / torchmetrics).
 
+pub mod checkpoint;
+pub mod config;
 pub mod error;
+pub mod inference;
+
 pub mod metrics;
 pub mod model;
 pub mod nn;
 pub mod optim;
 pub mod params;
 pub mod sink;
+pub mod sync;
+pub mod train;
 
 pub use error::{Result, TrainError};

@@ -55,6 +55,15 @@ pub struct StoreWriter {
     finished: bool,
 }
 
+/// Subchunks in C order inside each shard, so the same samples always give the same bytes
+/// (zarrs' default writes them in whatever order its threads finish).
+fn c_order() -> zarrs::array::CodecSpecificOptions {
+    use zarrs::array::codec::{ShardingCodecOptions, SubchunkWriteOrder};
+    zarrs::array::CodecSpecificOptions::default().with_option(
+        ShardingCodecOptions::default().with_subchunk_write_order(SubchunkWriteOrder::C),
+    )
+}
+
 fn tmp_path(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(format!(".tmp-{}", std::process::id()));
@@ -106,6 +115,7 @@ impl StoreWriter {
             0u8,
         )
         .subchunk_shape(vec![1, c, h, w])
+        .codec_specific_options(c_order())
         .bytes_to_bytes_codecs(zstd())
         .dimension_names(["sample", "channel", "y", "x"].into())
         .build(storage.clone(), "/image")
@@ -118,6 +128,7 @@ impl StoreWriter {
             0u8,
         )
         .subchunk_shape(vec![1, h, w])
+        .codec_specific_options(c_order())
         .bytes_to_bytes_codecs(zstd())
         .dimension_names(["sample", "y", "x"].into())
         .build(storage.clone(), "/mask")

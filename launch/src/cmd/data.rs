@@ -65,11 +65,7 @@ pub fn parse_modalities(s: &str) -> anyhow::Result<Vec<Modality>> {
         return Ok(Modality::ALL.to_vec());
     }
     s.split(',')
-        .map(|m| {
-            m.trim()
-                .parse::<Modality>()
-                .map_err(|e| anyhow::anyhow!("--modality: {e}"))
-        })
+        .map(|m| m.trim().parse::<Modality>().map_err(|e| anyhow::anyhow!(e)))
         .collect()
 }
 

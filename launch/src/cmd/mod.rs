@@ -3,7 +3,10 @@
 
 mod bench;
 mod data;
+mod predict;
 mod quickstart;
+mod train;
+
 pub mod util;
 
 use crate::cli::{BenchCommand, Cli, Command};
@@ -13,6 +16,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Quickstart(a) => quickstart::run(&a),
         Command::Data(d) => data::run(d),
+        Command::Train(a) => train::train(&a).map(|_| ()),
+        Command::Eval(a) => train::eval(&a),
+        Command::Predict(a) => predict::run(&a),
+        Command::Config => {
+            print!("{}", tmca_trainer::config::DEFAULT_CONFIG);
+            Ok(())
+        }
+
         Command::Bench(BenchCommand::Data(a)) => bench::data(&a),
     }
 }

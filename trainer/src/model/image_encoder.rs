@@ -2,14 +2,15 @@
 //! LayerNorm only (no batch norm), so data-parallel training needs no synchronised statistics.
 
 use super::config::ModelConfig;
-use crate::nn::{conv2d, gelu, linear, LayerNorm, LayerNorm2d};
+use crate::nn::{conv2d, gelu, linear, DepthwiseConv2d, LayerNorm, LayerNorm2d};
+
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Conv2d, Init, Linear, VarBuilder};
 
 /// One ConvNeXt block: depthwise conv, LayerNorm, MLP ×4, layer scale, residual.
 #[derive(Debug, Clone)]
 pub struct Block {
-    dwconv: Conv2d,
+    dwconv: DepthwiseConv2d,
     norm: LayerNorm,
     pwconv1: Linear,
     pwconv2: Linear,
@@ -20,7 +21,7 @@ impl Block {
     pub fn new(dim: usize, cfg: &ModelConfig, vb: VarBuilder) -> Result<Self> {
         let k = cfg.kernel_size;
         Ok(Self {
-            dwconv: conv2d(dim, dim, k, 1, k / 2, dim, vb.pp("dwconv"))?,
+            dwconv: DepthwiseConv2d::new(dim, k, vb.pp("dwconv"))?,
             norm: LayerNorm::new(dim, 1e-6, vb.pp("norm"))?,
             pwconv1: linear(dim, 4 * dim, vb.pp("pwconv1"))?,
             pwconv2: linear(4 * dim, dim, vb.pp("pwconv2"))?,

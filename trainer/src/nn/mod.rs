@@ -7,10 +7,13 @@
 
 mod attention;
 mod conv;
+mod depthwise;
 mod norm;
 
 pub use attention::MultiHeadAttention;
 pub use conv::{conv2d, conv_transpose2d, linear};
+pub use depthwise::DepthwiseConv2d;
+
 pub use norm::{LayerNorm, LayerNorm2d};
 
 use candle_core::{Result, Tensor, D};

@@ -1,0 +1,118 @@
+//! `tmca train` and `tmca eval`.
+
+use crate::cli::{EvalArgs, TrainArgs};
+use crate::progress::Bar;
+use anyhow::Context;
+use std::sync::Arc;
+use tmca_data::store::Store;
+use tmca_trainer::config::Config;
+use tmca_trainer::inference::Trained;
+use tmca_trainer::sink::EventWriter;
+use tmca_trainer::sync::SingleProcess;
+use tmca_trainer::train::eval::{evaluate, table, EvalSpec};
+use tmca_trainer::train::{Resume, RunOptions, TrainSummary};
+
+/// Loads the config (or the embedded default) with command-line overrides applied.
+pub fn load_config(a: &TrainArgs) -> anyhow::Result<Config> {
+    let mut cfg = match &a.config {
+        Some(p) => Config::load(p)?,
+        None => Config::default_config()?,
+    };
+    if let Some(d) = &a.run_dir {
+        cfg.run.dir = d.clone();
+    }
+    if let Some(s) = a.seed {
+        cfg.run.seed = s;
+    }
+    cfg.resolve()?;
+    Ok(cfg)
+}
+
+/// Trains and prints where everything went.
+pub fn train(a: &TrainArgs) -> anyhow::Result<TrainSummary> {
+    let cfg = load_config(a)?;
+    let resume = match (&a.resume_from, a.resume) {
+        (Some(p), _) => Resume::From(p.clone()),
+        (None, true) => Resume::Latest,
+        _ => Resume::No,
+    };
+    let tb = cfg.run.dir.join("tensorboard");
+    let mut sink =
+        EventWriter::create(&tb).with_context(|| format!("creating {}", tb.display()))?;
+    let bar = Bar::default();
+    let summary = tmca_worker::run(
+        &cfg,
+        &mut sink,
+        RunOptions {
+            resume,
+            stop_after: a.stop_after,
+            progress: &bar,
+        },
+    )?;
+    println!(
+        "trained {} steps; run directory {}",
+        summary.steps,
+        summary.run_dir.display()
+    );
+    if !summary.last_val.is_empty() {
+        print!("\nvalidation (last):\n{}", table(&summary.last_val));
+    }
+    if let Some(b) = &summary.best_checkpoint {
+        println!(
+            "\nbest checkpoint {} (val Dice {:.4})",
+            b.display(),
+            summary.best_val_dice.unwrap_or(f64::NAN)
+        );
+    }
+    println!("TensorBoard: tensorboard --logdir {}", tb.display());
+    Ok(summary)
+}
+
+/// Evaluates a run on a split and prints the table.
+pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
+    let device = candle_core::Device::Cpu;
+    let trained = Trained::load(&a.run, &a.checkpoint, &device)?;
+    let results = eval_run(&trained, &a.store, a.split)?;
+    println!(
+        "{} ({}), split {}:\n{}",
+        a.run.display(),
+        trained.checkpoint.display(),
+        a.split,
+        table(&results)
+    );
+    Ok(())
+}
+
+/// Results of `trained` on `split` of `stores` (default: the run's stores).
+pub fn eval_run(
+    trained: &Trained,
+    stores: &[std::path::PathBuf],
+    split: tmca_data::Split,
+) -> anyhow::Result<Vec<tmca_trainer::train::eval::EvalResult>> {
+    let bar = Bar::default();
+    let stores: Vec<Arc<Store>> = if stores.is_empty() {
+        tmca_trainer::train::setup::open_stores(&trained.cfg, &bar)?
+    } else {
+        stores
+            .iter()
+            .map(|p| Ok(Arc::new(Store::open(p)?)))
+            .collect::<anyhow::Result<_>>()?
+    };
+    let spec = EvalSpec {
+        input: trained.input_spec(),
+        batch_size: trained.cfg.data.batch_size,
+        workers: trained.cfg.data.workers,
+        threshold: trained.cfg.train.threshold,
+        tokenizer: trained.tokenizer.clone(),
+        progress: &bar,
+    };
+    Ok(evaluate(
+        &trained.model,
+        &stores,
+        split,
+        &spec,
+        &trained.device,
+        &mut SingleProcess,
+        &mut |_, _| Ok(()),
+    )?)
+}

@@ -1,0 +1,241 @@
+//! Checkpoints: `weights.safetensors`, `optimizer.safetensors` and a JSON manifest (step,
+//! epoch, loader position, seed, config hash, sha256 of each file), written into a temporary
+//! directory, fsynced and renamed into place; the last `keep_last` step checkpoints and `best`
+//! are kept. A checkpoint whose files do not match their hashes is refused.
+
+use crate::{Result, TrainError};
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+/// Manifest format version.
+pub const MANIFEST_VERSION: u32 = 1;
+
+/// Where training stands; everything needed to continue exactly.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub version: u32,
+    pub tmca_version: String,
+    /// Optimiser steps taken.
+    pub step: u64,
+    /// Epoch to continue in, and the index of the next batch within it.
+    pub epoch: u64,
+    pub next_batch: usize,
+    /// Seed of the run (all randomness derives from it and the loader position).
+    pub seed: u64,
+    /// Hash of the model-defining config; another model's checkpoint is refused.
+    pub model_hash: String,
+    /// The model config, to name differing fields when refusing.
+    pub model_config: serde_json::Value,
+    /// Best validation Dice so far and validations since it improved.
+    pub best_val_dice: Option<f64>,
+    pub stale_validations: u64,
+    /// sha256 of each file of the checkpoint.
+    pub files: BTreeMap<String, String>,
+}
+
+/// Saves and finds checkpoints under `<run>/checkpoints`.
+#[derive(Debug, Clone)]
+pub struct Checkpointer {
+    dir: PathBuf,
+    keep_last: usize,
+}
+
+fn sha256_file(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(|e| TrainError::io(path, e))?;
+    Ok(format!("{:x}", Sha256::digest(&bytes)))
+}
+
+fn fsync(path: &Path) -> Result<()> {
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| TrainError::io(path, e))
+}
+
+fn ck_err(path: &Path, message: impl Into<String>) -> TrainError {
+    TrainError::Checkpoint {
+        path: path.into(),
+        message: message.into(),
+    }
+}
+
+/// A loaded checkpoint.
+#[derive(Debug)]
+pub struct Loaded {
+    pub path: PathBuf,
+    pub manifest: Manifest,
+    pub weights: HashMap<String, Tensor>,
+    pub optimizer: HashMap<String, Tensor>,
+}
+
+impl Checkpointer {
+    /// Checkpoints of the run directory `run_dir`.
+    pub fn new(run_dir: &Path, keep_last: usize) -> Self {
+        Self {
+            dir: run_dir.join("checkpoints"),
+            keep_last,
+        }
+    }
+
+    /// The checkpoints directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Writes checkpoint `name` (`step-000123` or `best`) atomically.
+    pub fn save(
+        &self,
+        name: &str,
+        weights: &HashMap<String, Tensor>,
+        optimizer: &HashMap<String, Tensor>,
+        manifest: &Manifest,
+    ) -> Result<PathBuf> {
+        std::fs::create_dir_all(&self.dir).map_err(|e| TrainError::io(&self.dir, e))?;
+        let tmp = self.dir.join(format!(".tmp-{name}-{}", std::process::id()));
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
+        }
+        std::fs::create_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
+        let mut m = manifest.clone();
+        for (file, tensors) in [
+            ("weights.safetensors", weights),
+            ("optimizer.safetensors", optimizer),
+        ] {
+            let p = tmp.join(file);
+            candle_core::safetensors::save(tensors, &p).map_err(|e| ck_err(&p, e.to_string()))?;
+            fsync(&p)?;
+            m.files.insert(file.into(), sha256_file(&p)?);
+        }
+        let mp = tmp.join("manifest.json");
+        let text = serde_json::to_string_pretty(&m).map_err(|e| ck_err(&mp, e.to_string()))?;
+        std::fs::write(&mp, text).map_err(|e| TrainError::io(&mp, e))?;
+        fsync(&mp)?;
+        let dst = self.dir.join(name);
+        if dst.exists() {
+            let old = self.dir.join(format!(".old-{name}-{}", std::process::id()));
+            std::fs::rename(&dst, &old).map_err(|e| TrainError::io(&dst, e))?;
+            std::fs::rename(&tmp, &dst).map_err(|e| TrainError::io(&dst, e))?;
+            std::fs::remove_dir_all(&old).map_err(|e| TrainError::io(&old, e))?;
+        } else {
+            std::fs::rename(&tmp, &dst).map_err(|e| TrainError::io(&dst, e))?;
+        }
+        let _ = fsync(&self.dir);
+        if name.starts_with("step-") {
+            self.prune()?;
+        }
+        Ok(dst)
+    }
+
+    /// Step checkpoints, oldest first.
+    pub fn steps(&self) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(&self.dir)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| e.path())
+                    .filter(|p| {
+                        p.file_name()
+                            .and_then(|n| n.to_str())
+                            .is_some_and(|n| n.starts_with("step-"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    fn prune(&self) -> Result<()> {
+        let steps = self.steps();
+        if steps.len() > self.keep_last.max(1) {
+            for p in &steps[..steps.len() - self.keep_last.max(1)] {
+                std::fs::remove_dir_all(p).map_err(|e| TrainError::io(p, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads and verifies the checkpoint at `path`.
+    pub fn load(path: &Path, device: &Device) -> Result<Loaded> {
+        let mp = path.join("manifest.json");
+        let text = std::fs::read_to_string(&mp)
+            .map_err(|e| ck_err(path, format!("no readable manifest.json ({e})")))?;
+        let manifest: Manifest = serde_json::from_str(&text)
+            .map_err(|e| ck_err(&mp, format!("corrupted manifest: {e}")))?;
+        if manifest.version > MANIFEST_VERSION {
+            return Err(ck_err(
+                path,
+                format!(
+                    "manifest version {} is newer than this tmca understands ({MANIFEST_VERSION})",
+                    manifest.version
+                ),
+            ));
+        }
+        for file in ["weights.safetensors", "optimizer.safetensors"] {
+            let p = path.join(file);
+            let want = manifest
+                .files
+                .get(file)
+                .ok_or_else(|| ck_err(path, format!("manifest lists no hash for {file}")))?;
+            let got = sha256_file(&p)?;
+            if &got != want {
+                return Err(ck_err(
+                    &p,
+                    format!(
+                        "corrupted or truncated: sha256 {got} does not match the manifest's {want}"
+                    ),
+                ));
+            }
+        }
+        let load = |file: &str| {
+            candle_core::safetensors::load(path.join(file), device)
+                .map_err(|e| ck_err(&path.join(file), e.to_string()))
+        };
+        Ok(Loaded {
+            path: path.into(),
+            weights: load("weights.safetensors")?,
+            optimizer: load("optimizer.safetensors")?,
+            manifest,
+        })
+    }
+
+    /// The newest step checkpoint that verifies; corrupted ones are skipped with a warning.
+    pub fn latest(&self, device: &Device) -> Result<Option<Loaded>> {
+        for p in self.steps().iter().rev() {
+            match Self::load(p, device) {
+                Ok(l) => return Ok(Some(l)),
+                Err(e) => tracing::warn!("skipping checkpoint: {e}"),
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Names the model-config fields that differ between a checkpoint and the current run.
+pub fn differing_fields(a: &serde_json::Value, b: &serde_json::Value) -> Vec<String> {
+    let mut out = Vec::new();
+    diff("", a, b, &mut out);
+    out
+}
+
+fn diff(prefix: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+    match (a, b) {
+        (serde_json::Value::Object(x), serde_json::Value::Object(y)) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            for k in keys {
+                let p = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                match (x.get(k), y.get(k)) {
+                    (Some(u), Some(v)) => diff(&p, u, v, out),
+                    _ => out.push(p),
+                }
+            }
+        }
+        _ if a != b => out.push(format!("{prefix} ({a} vs {b})")),
+        _ => {}
+    }
+}

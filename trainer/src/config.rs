@@ -1,0 +1,351 @@
+//! The run configuration: one TOML file, `deny_unknown_fields` everywhere, each section
+//! validated with errors that name the field. The resolved configuration (presets expanded) is
+//! saved in the run directory.
+
+use crate::model::{ModelConfig, TextConfig};
+use crate::optim::AdamWConfig;
+use crate::{Result, TrainError};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use tmca_data::augment::AugmentConfig;
+
+/// The embedded default: single-process CPU training on the four synthetic datasets.
+pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
+
+/// Everything a run needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub run: RunConfig,
+    pub data: DataConfig,
+    #[serde(default)]
+    pub model: ModelConfig,
+    #[serde(default)]
+    pub text: TextConfig,
+    #[serde(default)]
+    pub optim: OptimConfig,
+    #[serde(default)]
+    pub train: TrainConfig,
+}
+
+/// `[run]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// Run directory: resolved config, checkpoints, TensorBoard logs, tokenizer.
+    pub dir: PathBuf,
+    /// Seed of parameter initialisation, sampling and augmentation.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+/// `[data.synth]`: generate the four synthetic datasets into `dir` when they are missing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SynthSection {
+    pub dir: PathBuf,
+    #[serde(default = "default_synth_size")]
+    pub size: usize,
+    #[serde(default = "default_synth_train")]
+    pub train: usize,
+    #[serde(default = "default_synth_eval")]
+    pub val: usize,
+    #[serde(default = "default_synth_eval")]
+    pub test: usize,
+    #[serde(default)]
+    pub seed: u64,
+    /// Modalities to generate (default: all four).
+    #[serde(default)]
+    pub modalities: Vec<String>,
+}
+
+fn default_synth_size() -> usize {
+    64
+}
+fn default_synth_train() -> usize {
+    160
+}
+fn default_synth_eval() -> usize {
+    40
+}
+
+/// `[data]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// Dataset stores to train on (mixed); may be empty when `[data.synth]` is given.
+    #[serde(default)]
+    pub stores: Vec<PathBuf>,
+    /// Relative draw weights of the stores (default: proportional to size).
+    #[serde(default)]
+    pub weights: Vec<f64>,
+    /// Model input size (square, a multiple of 32).
+    pub image_size: usize,
+    /// Samples per optimiser micro-batch on one process.
+    pub batch_size: usize,
+    /// Loader threads and batches prepared ahead.
+    #[serde(default = "default_workers")]
+    pub workers: usize,
+    #[serde(default = "default_prefetch")]
+    pub prefetch: usize,
+    /// Per-channel normalisation `(x/255 − mean) / std`.
+    #[serde(default = "default_mean")]
+    pub mean: Vec<f32>,
+    #[serde(default = "default_std")]
+    pub std: Vec<f32>,
+    #[serde(default)]
+    pub augment: AugmentConfig,
+    pub synth: Option<SynthSection>,
+}
+
+fn default_workers() -> usize {
+    2
+}
+fn default_prefetch() -> usize {
+    4
+}
+fn default_mean() -> Vec<f32> {
+    vec![0.5, 0.5, 0.5]
+}
+fn default_std() -> Vec<f32> {
+    vec![0.25, 0.25, 0.25]
+}
+
+/// `[optim]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimConfig {
+    /// Peak learning rate.
+    pub lr: f64,
+    /// AdamW moments and epsilon.
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    /// Decoupled weight decay of matrices and kernels (never biases, norms, temperatures).
+    pub weight_decay: f64,
+    /// Linear warm-up steps, then cosine decay to `lr · min_lr_ratio`.
+    pub warmup_steps: u64,
+    pub min_lr_ratio: f64,
+    /// Clip the global gradient norm to this (0 = off).
+    pub grad_clip: f64,
+    /// Micro-batches accumulated per optimiser step.
+    pub accumulate: usize,
+}
+
+impl Default for OptimConfig {
+    fn default() -> Self {
+        let a = AdamWConfig::default();
+        Self {
+            lr: 2e-3,
+            beta1: a.beta1,
+            beta2: a.beta2,
+            eps: a.eps,
+            weight_decay: a.weight_decay,
+            warmup_steps: 50,
+            min_lr_ratio: 0.05,
+            grad_clip: 1.0,
+            accumulate: 1,
+        }
+    }
+}
+
+impl OptimConfig {
+    /// The AdamW hyper-parameters.
+    pub fn adamw(&self) -> AdamWConfig {
+        AdamWConfig {
+            beta1: self.beta1,
+            beta2: self.beta2,
+            eps: self.eps,
+            weight_decay: self.weight_decay,
+        }
+    }
+}
+
+/// What to do on a NaN/Inf loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnNonFinite {
+    /// Stop with an error; the last checkpoint stays intact.
+    Stop,
+    /// Skip the step (no update) and go on.
+    Skip,
+}
+
+/// `[train]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    pub epochs: u64,
+    /// Stop after this many optimiser steps (0 = no limit).
+    pub max_steps: u64,
+    /// Validate (and checkpoint the best) every N epochs.
+    pub val_every: u64,
+    /// Also checkpoint every N optimiser steps (0 = only at validation).
+    pub checkpoint_every: u64,
+    /// Stop after this many validations without a better val Dice (0 = never).
+    pub patience: u64,
+    /// Checkpoints kept besides `best`.
+    pub keep_last: usize,
+    /// Log scalars every N optimiser steps.
+    pub log_every: u64,
+    pub on_nonfinite: OnNonFinite,
+    /// Probability threshold of a foreground pixel in evaluation.
+    pub threshold: f32,
+    /// Validation overlays written to TensorBoard per validation.
+    pub preview_images: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 20,
+            max_steps: 0,
+            val_every: 1,
+            checkpoint_every: 0,
+            patience: 0,
+            keep_last: 2,
+            log_every: 10,
+            on_nonfinite: OnNonFinite::Stop,
+            threshold: 0.5,
+            preview_images: 4,
+        }
+    }
+}
+
+fn bad(field: &str, message: impl Into<String>) -> TrainError {
+    TrainError::config(field, message)
+}
+
+impl Config {
+    /// Parses TOML text; `origin` names it in errors.
+    pub fn from_toml(text: &str, origin: &Path) -> Result<Self> {
+        let mut cfg: Config = toml::from_str(text)
+            .map_err(|e| TrainError::file(origin, format!("invalid config: {e}")))?;
+        cfg.resolve()?;
+        Ok(cfg)
+    }
+
+    /// Reads and resolves a config file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+        Self::from_toml(&text, path)
+    }
+
+    /// The embedded default, resolved.
+    pub fn default_config() -> Result<Self> {
+        Self::from_toml(DEFAULT_CONFIG, Path::new("<embedded default config>"))
+    }
+
+    /// Expands presets and validates every section.
+    pub fn resolve(&mut self) -> Result<()> {
+        self.model.resolve(&mut self.text)?;
+        let d = &self.data;
+        if d.image_size == 0 || d.image_size % 32 != 0 {
+            return Err(bad(
+                "data.image_size",
+                format!("{} must be a positive multiple of 32", d.image_size),
+            ));
+        }
+        if d.batch_size == 0 {
+            return Err(bad("data.batch_size", "must be at least 1"));
+        }
+        if d.stores.is_empty() && d.synth.is_none() {
+            return Err(bad(
+                "data.stores",
+                "no stores given (and no [data.synth] to generate them)",
+            ));
+        }
+        if !d.weights.is_empty()
+            && d.weights.len() != d.stores.len().max(self.synth_modalities().len())
+        {
+            return Err(bad(
+                "data.weights",
+                format!("{} weights for {} stores", d.weights.len(), d.stores.len()),
+            ));
+        }
+        let c = self.model.in_channels;
+        if d.mean.len() < c || d.std.len() < c {
+            return Err(bad(
+                "data.mean",
+                format!("need at least {c} values in data.mean and data.std"),
+            ));
+        }
+        if d.std.iter().any(|&s| s <= 0.0) {
+            return Err(bad("data.std", "values must be > 0"));
+        }
+        d.augment.validate()?;
+        if let Some(s) = &d.synth {
+            if s.size % 32 != 0 {
+                return Err(bad(
+                    "data.synth.size",
+                    format!("{} must be a multiple of 32", s.size),
+                ));
+            }
+            for m in &s.modalities {
+                m.parse::<tmca_data::Modality>()
+                    .map_err(|e| bad("data.synth.modalities", e))?;
+            }
+        }
+        let o = &self.optim;
+        if !(o.lr > 0.0 && o.lr.is_finite()) {
+            return Err(bad("optim.lr", format!("{} must be > 0", o.lr)));
+        }
+        if !(0.0..1.0).contains(&o.beta1) || !(0.0..1.0).contains(&o.beta2) {
+            return Err(bad("optim.beta1", "beta1 and beta2 must be in [0, 1)"));
+        }
+        if o.weight_decay < 0.0 || o.grad_clip < 0.0 || o.eps <= 0.0 {
+            return Err(bad(
+                "optim.weight_decay",
+                "weight_decay and grad_clip must be >= 0",
+            ));
+        }
+        if !(0.0..=1.0).contains(&o.min_lr_ratio) {
+            return Err(bad(
+                "optim.min_lr_ratio",
+                format!("{} must be in [0, 1]", o.min_lr_ratio),
+            ));
+        }
+        if o.accumulate == 0 {
+            return Err(bad("optim.accumulate", "must be at least 1"));
+        }
+        let t = &self.train;
+        if t.epochs == 0 && t.max_steps == 0 {
+            return Err(bad(
+                "train.epochs",
+                "epochs and max_steps are both 0: nothing to train",
+            ));
+        }
+        if t.val_every == 0 {
+            return Err(bad("train.val_every", "must be at least 1"));
+        }
+        if !(0.0..1.0).contains(&t.threshold) {
+            return Err(bad(
+                "train.threshold",
+                format!("{} must be in (0, 1)", t.threshold),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Modalities `[data.synth]` generates.
+    pub fn synth_modalities(&self) -> Vec<tmca_data::Modality> {
+        match &self.data.synth {
+            None => vec![],
+            Some(s) if s.modalities.is_empty() => tmca_data::Modality::ALL.to_vec(),
+            Some(s) => s.modalities.iter().filter_map(|m| m.parse().ok()).collect(),
+        }
+    }
+
+    /// The resolved config as TOML.
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string_pretty(self).map_err(|e| bad("config", format!("cannot serialise: {e}")))
+    }
+
+    /// A stable hash of the model-defining sections (checkpoints from another model are refused).
+    pub fn model_hash(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let text = serde_json::to_string(&(&self.model, &self.text, self.data.image_size))
+            .unwrap_or_default();
+        format!("{:x}", Sha256::digest(text.as_bytes()))[..16].to_string()
+    }
+}

@@ -1,0 +1,101 @@
+//! A trained model loaded from a run directory (`config.toml`, `tokenizer.json`,
+//! `checkpoints/`), for evaluation and prediction.
+
+use crate::checkpoint::Checkpointer;
+use crate::config::Config;
+use crate::model::{Inputs, Tmca};
+use crate::params::ParamStore;
+use crate::train::setup;
+use crate::{Result, TrainError};
+use candle_core::{Device, Tensor};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tmca_data::augment::{self, InputSpec, Planar};
+use tmca_data::tokenize::TextTokenizer;
+
+/// Model, tokenizer and config of a finished (or running) training run.
+pub struct Trained {
+    pub cfg: Config,
+    pub model: Tmca,
+    pub tokenizer: Arc<TextTokenizer>,
+    pub checkpoint: PathBuf,
+    pub device: Device,
+}
+
+impl Trained {
+    /// Loads `run_dir` with `checkpoint` (`best`, `latest`, or a checkpoint directory).
+    pub fn load(run_dir: &Path, checkpoint: &str, device: &Device) -> Result<Self> {
+        let cfg_path = run_dir.join("config.toml");
+        if !cfg_path.is_file() {
+            return Err(TrainError::file(
+                run_dir,
+                "not a tmca run directory (no config.toml)",
+            ));
+        }
+        let cfg = Config::load(&cfg_path)?;
+        let tok_path = run_dir.join("tokenizer.json");
+        let tokenizer = Arc::new(TextTokenizer::from_file(&tok_path, cfg.text.max_len, true)?);
+        let ckpt = Checkpointer::new(run_dir, cfg.train.keep_last);
+        let loaded = match checkpoint {
+            "best" => Checkpointer::load(&ckpt.dir().join("best"), device)?,
+            "latest" => ckpt
+                .latest(device)?
+                .ok_or_else(|| TrainError::file(ckpt.dir(), "no valid checkpoint"))?,
+            other => Checkpointer::load(Path::new(other), device)?,
+        };
+        if loaded.manifest.model_hash != cfg.model_hash() {
+            return Err(TrainError::Checkpoint {
+                path: loaded.path,
+                message: "does not belong to this run's model configuration".into(),
+            });
+        }
+        let params = ParamStore::new(cfg.run.seed);
+        let model = setup::build_model(&cfg, tokenizer.vocab_size(), &params, device)?;
+        params
+            .assign_all(&loaded.weights)
+            .map_err(|e| TrainError::Checkpoint {
+                path: loaded.path.clone(),
+                message: e,
+            })?;
+        Ok(Self {
+            cfg,
+            model,
+            tokenizer,
+            checkpoint: loaded.path,
+            device: device.clone(),
+        })
+    }
+
+    /// Input geometry and normalisation of the model.
+    pub fn input_spec(&self) -> InputSpec {
+        let c = self.cfg.model.in_channels;
+        InputSpec {
+            channels: c,
+            height: self.cfg.data.image_size,
+            width: self.cfg.data.image_size,
+            mean: self.cfg.data.mean[..c].to_vec(),
+            std: self.cfg.data.std[..c].to_vec(),
+        }
+    }
+
+    /// Foreground probabilities (H·W at the model size) of one planar image and its report.
+    pub fn predict(&self, image: Planar<'_>, report: &str) -> Result<Vec<f32>> {
+        let spec = self.input_spec();
+        let (h, w) = (spec.height, spec.width);
+        let mut x = vec![0f32; spec.channels * h * w];
+        let mut m = vec![0f32; h * w];
+        let dummy = vec![0u8; image.height * image.width];
+        let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
+        augment::process(image, &dummy, report, &spec, None, &mut rng, &mut x, &mut m);
+        let t = self.tokenizer.encode(report)?;
+        let l = t.ids.len();
+        let inputs = Inputs {
+            images: Tensor::from_vec(x, (1, spec.channels, h, w), &self.device)?,
+            token_ids: Tensor::from_vec(t.ids, (1, l), &self.device)?,
+            attention: Tensor::from_vec(t.attention, (1, l), &self.device)?,
+            masks: None,
+        };
+        let logits = self.model.forward(&inputs)?.logits;
+        Ok(candle_nn::ops::sigmoid(&logits)?.flatten_all()?.to_vec1()?)
+    }
+}

@@ -1,0 +1,39 @@
+//! Gradient and metric synchronisation across data-parallel ranks, as a trait: the trainer calls
+//! it, the worker implements it over MPI or NCCL. [`SingleProcess`] is the world of one.
+
+use crate::Result;
+
+/// Collective operations the training loop needs.
+pub trait GradSync {
+    /// This process's rank and the number of ranks.
+    fn rank(&self) -> usize;
+    fn world(&self) -> usize;
+    /// Replaces `buf` by the mean of every rank's `buf` (gradients).
+    fn all_reduce_mean(&mut self, buf: &mut [f32]) -> Result<()>;
+    /// Replaces `buf` by the sum of every rank's `buf` (metric sums, counts).
+    fn all_reduce_sum_f64(&mut self, buf: &mut [f64]) -> Result<()>;
+    /// Concatenates every rank's `local` in rank order (all ranks pass equal lengths).
+    fn all_gather(&mut self, local: &[f32]) -> Result<Vec<f32>>;
+}
+
+/// One process: every collective is the identity.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SingleProcess;
+
+impl GradSync for SingleProcess {
+    fn rank(&self) -> usize {
+        0
+    }
+    fn world(&self) -> usize {
+        1
+    }
+    fn all_reduce_mean(&mut self, _buf: &mut [f32]) -> Result<()> {
+        Ok(())
+    }
+    fn all_reduce_sum_f64(&mut self, _buf: &mut [f64]) -> Result<()> {
+        Ok(())
+    }
+    fn all_gather(&mut self, local: &[f32]) -> Result<Vec<f32>> {
+        Ok(local.to_vec())
+    }
+}

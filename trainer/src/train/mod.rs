@@ -1,0 +1,460 @@
+//! The training loop: AdamW with parameter groups, warm-up + cosine schedule, gradient
+//! clipping and accumulation, periodic validation, best checkpoint by val Dice, early stopping,
+//! exact resume. Rank 0 writes metrics and checkpoints.
+
+pub mod batch;
+pub mod eval;
+mod overlay;
+pub mod setup;
+
+use crate::checkpoint::{differing_fields, Checkpointer, Manifest, MANIFEST_VERSION};
+use crate::config::{Config, OnNonFinite};
+use crate::optim::{AdamW, Grads, Schedule};
+use crate::params::ParamStore;
+use crate::sink::MetricSink;
+use crate::sync::GradSync;
+use crate::{Result, TrainError};
+use batch::to_inputs;
+use candle_core::Device;
+use eval::{evaluate, mean_dice, EvalResult, EvalSpec};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+use tmca_data::augment::InputSpec;
+use tmca_data::loader::{Loader, LoaderConfig};
+use tmca_data::sampler::ShardedSampler;
+use tmca_data::{Progress, Split};
+
+/// How a run starts.
+#[derive(Debug, Clone, Default)]
+pub enum Resume {
+    /// Fresh run (the run directory must not hold checkpoints).
+    #[default]
+    No,
+    /// Continue from the newest valid checkpoint of the run directory (fresh if none).
+    Latest,
+    /// Continue from this checkpoint directory.
+    From(PathBuf),
+}
+
+/// Options that are not part of the config.
+pub struct RunOptions<'a> {
+    pub resume: Resume,
+    /// Stop (with a checkpoint) after this many optimiser steps in total, as an interruption
+    /// would; the schedule still follows the config.
+    pub stop_after: Option<u64>,
+    pub progress: &'a dyn Progress,
+}
+
+/// The outcome of a run.
+#[derive(Debug, Clone)]
+pub struct TrainSummary {
+    pub run_dir: PathBuf,
+    pub steps: u64,
+    pub best_val_dice: Option<f64>,
+    pub last_val: Vec<EvalResult>,
+    pub last_checkpoint: Option<PathBuf>,
+    pub best_checkpoint: Option<PathBuf>,
+    pub stopped_early: bool,
+}
+
+fn input_spec(cfg: &Config) -> InputSpec {
+    let c = cfg.model.in_channels;
+    InputSpec {
+        channels: c,
+        height: cfg.data.image_size,
+        width: cfg.data.image_size,
+        mean: cfg.data.mean[..c].to_vec(),
+        std: cfg.data.std[..c].to_vec(),
+    }
+}
+
+/// Trains per `cfg` on `device`, synchronising over `sync`, logging to `sink` (rank 0).
+pub fn train(
+    cfg: &Config,
+    device: &Device,
+    sync: &mut dyn GradSync,
+    sink: &mut dyn MetricSink,
+    opts: RunOptions<'_>,
+) -> Result<TrainSummary> {
+    let rank0 = sync.rank() == 0;
+    if sync.world() > 1 && cfg.model.uses_contrastive() {
+        return Err(TrainError::config("model.lambda", "data-parallel contrastive training needs the gather-with-grad of the worker crate, which is not built yet; set lambda = 0 or train on one process"));
+    }
+    let stores = setup::open_stores(cfg, opts.progress)?;
+    let tokenizer = setup::tokenizer(cfg, &stores)?;
+    let params = ParamStore::new(cfg.run.seed);
+    let model = setup::build_model(cfg, tokenizer.vocab_size(), &params, device)?;
+    let mut opt = AdamW::new(&params, cfg.optim.adamw())?;
+    let ckpt = Checkpointer::new(&cfg.run.dir, cfg.train.keep_last);
+    let model_cfg =
+        serde_json::to_value((&cfg.model, &cfg.text, cfg.data.image_size)).unwrap_or_default();
+
+    let sources = stores
+        .iter()
+        .map(|s| s.require_split(Split::Train))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let weights = (!cfg.data.weights.is_empty()).then(|| cfg.data.weights.clone());
+    let sampler = ShardedSampler::new(
+        sources,
+        weights,
+        cfg.run.seed,
+        true,
+        true,
+        sync.rank(),
+        sync.world(),
+    )?;
+    let lcfg = LoaderConfig {
+        batch_size: cfg.data.batch_size,
+        drop_last: true,
+        workers: cfg.data.workers,
+        prefetch: cfg.data.prefetch,
+        input: input_spec(cfg),
+        augment: Some(cfg.data.augment.clone()),
+        seed: cfg.run.seed,
+    };
+    let loader = Loader::new(stores.clone(), sampler, tokenizer.clone(), lcfg)?;
+    let per_epoch = loader.batches_per_epoch();
+    if per_epoch == 0 {
+        return Err(TrainError::config(
+            "data.batch_size",
+            format!(
+                "{} is larger than this rank's share of the training set",
+                cfg.data.batch_size
+            ),
+        ));
+    }
+    let acc = cfg.optim.accumulate;
+    let steps_per_epoch = per_epoch.div_ceil(acc) as u64;
+    let total = if cfg.train.max_steps > 0 {
+        cfg.train.max_steps
+    } else {
+        cfg.train.epochs * steps_per_epoch
+    };
+    let sched = Schedule {
+        base_lr: cfg.optim.lr,
+        warmup_steps: cfg.optim.warmup_steps.min(total / 2),
+        total_steps: total,
+        min_ratio: cfg.optim.min_lr_ratio,
+    };
+
+    let mut m = Manifest {
+        version: MANIFEST_VERSION,
+        tmca_version: env!("CARGO_PKG_VERSION").into(),
+        step: 0,
+        epoch: 0,
+        next_batch: 0,
+        seed: cfg.run.seed,
+        model_hash: cfg.model_hash(),
+        model_config: model_cfg.clone(),
+        best_val_dice: None,
+        stale_validations: 0,
+        files: Default::default(),
+    };
+    let loaded = match &opts.resume {
+        Resume::No => {
+            if !ckpt.steps().is_empty() {
+                return Err(TrainError::file(ckpt.dir(), "the run directory already holds checkpoints; resume with --resume or choose another run.dir"));
+            }
+            None
+        }
+        Resume::Latest => ckpt.latest(device)?,
+        Resume::From(p) => Some(Checkpointer::load(p, device)?),
+    };
+    if let Some(l) = loaded {
+        if l.manifest.model_hash != m.model_hash {
+            let fields = differing_fields(&l.manifest.model_config, &model_cfg);
+            return Err(TrainError::Checkpoint {
+                path: l.path,
+                message: format!(
+                    "was written by another model configuration; differing fields: {}",
+                    fields.join(", ")
+                ),
+            });
+        }
+        params
+            .assign_all(&l.weights)
+            .map_err(|e| TrainError::Checkpoint {
+                path: l.path.clone(),
+                message: e,
+            })?;
+        opt.load_state(&l.optimizer, l.manifest.step)
+            .map_err(|e| TrainError::Checkpoint {
+                path: l.path.clone(),
+                message: e,
+            })?;
+        tracing::info!(
+            "resumed from {} at step {}",
+            l.path.display(),
+            l.manifest.step
+        );
+        m = Manifest {
+            files: Default::default(),
+            ..l.manifest
+        };
+    }
+    if rank0 {
+        let text = cfg.to_toml()?;
+        let p = cfg.run.dir.join("config.toml");
+        std::fs::write(&p, &text).map_err(|e| TrainError::io(&p, e))?;
+        sink.text("config", &format!("```toml\n{text}\n```"), m.step);
+        tracing::info!(
+            "model: {} parameters in {} tensors; {} steps of {} images",
+            params.numel(),
+            params.len(),
+            total,
+            cfg.data.batch_size * acc * sync.world()
+        );
+    }
+
+    let spec = EvalSpec {
+        input: input_spec(cfg),
+        batch_size: cfg.data.batch_size,
+        workers: cfg.data.workers,
+        threshold: cfg.train.threshold,
+        tokenizer: tokenizer.clone(),
+        progress: opts.progress,
+    };
+    let save = |name: &str, m: &Manifest, opt: &AdamW| -> Result<PathBuf> {
+        let weights = params
+            .vars()
+            .into_iter()
+            .map(|(k, v)| (k, v.as_tensor().clone()))
+            .collect();
+        ckpt.save(name, &weights, &opt.state(), m)
+    };
+    let mut summary = TrainSummary {
+        run_dir: cfg.run.dir.clone(),
+        steps: m.step,
+        best_val_dice: m.best_val_dice,
+        last_val: vec![],
+        last_checkpoint: None,
+        best_checkpoint: None,
+        stopped_early: false,
+    };
+    let stop_at = opts.stop_after.unwrap_or(u64::MAX).min(total);
+    let (mut seen, mut t_log) = (0usize, Instant::now());
+
+    'epochs: while m.step < stop_at && (cfg.train.max_steps > 0 || m.epoch < cfg.train.epochs) {
+        let mut batches = loader.epoch(m.epoch, m.next_batch);
+        opts.progress.start(
+            &format!("epoch {}", m.epoch + 1),
+            (per_epoch - m.next_batch) as u64,
+        );
+        while m.next_batch < per_epoch {
+            // One optimiser step over up to `acc` micro-batches.
+            let mut grads = Grads::default();
+            let (mut parts, mut loss_sum, mut last) = (0usize, 0f64, None);
+            while parts < acc && m.next_batch < per_epoch {
+                let Some(b) = batches.next() else { break };
+                let b = b?;
+                let x = to_inputs(&b, device)?;
+                let out = model.forward(&x)?;
+                let masks = x
+                    .masks
+                    .as_ref()
+                    .ok_or_else(|| TrainError::config("data", "training batch without masks"))?;
+                let losses = model.loss(&out, masks, &b.report_groups, None)?;
+                let v = losses
+                    .total
+                    .to_dtype(candle_core::DType::F64)?
+                    .to_scalar::<f64>()?;
+                m.next_batch += 1;
+                opts.progress.inc(1);
+                seen += b.size;
+                if !v.is_finite() {
+                    match cfg.train.on_nonfinite {
+                        OnNonFinite::Stop => {
+                            return Err(TrainError::NonFinite {
+                                step: m.step,
+                                detail: format!(
+                                    "loss {v} in epoch {} batch {}; the last checkpoint is intact",
+                                    m.epoch + 1,
+                                    m.next_batch
+                                ),
+                            })
+                        }
+                        OnNonFinite::Skip => {
+                            tracing::warn!("skipping step {}: loss {v}", m.step);
+                            continue;
+                        }
+                    }
+                }
+                grads.accumulate(Grads::from_backward(&params, &losses.total.backward()?))?;
+                loss_sum += v;
+                parts += 1;
+                last = Some(losses);
+            }
+            if parts == 0 {
+                continue;
+            }
+            grads.scale(1.0 / parts as f64)?;
+            if sync.world() > 1 {
+                let mut buf = grads.flatten()?;
+                sync.all_reduce_mean(&mut buf)?;
+                grads.unflatten(&buf)?;
+            }
+            let grad_norm = grads.clip(cfg.optim.grad_clip)?;
+            let lr = sched.lr(m.step);
+            opt.step(&grads, lr)?;
+            m.step += 1;
+            let loss = loss_sum / parts as f64;
+            opts.progress
+                .message(&format!("step {} loss {loss:.4}", m.step));
+            if rank0 && (m.step % cfg.train.log_every.max(1) == 0 || m.step == 1) {
+                let ips = seen as f64 * sync.world() as f64 / t_log.elapsed().as_secs_f64();
+                (seen, t_log) = (0, Instant::now());
+                sink.scalar("train/loss", loss, m.step);
+                sink.scalar("train/lr", lr, m.step);
+                sink.scalar("train/grad_norm", grad_norm, m.step);
+                sink.scalar("train/images_per_s", ips, m.step);
+                if let Some(l) = &last {
+                    let s = |t: &candle_core::Tensor| {
+                        t.to_dtype(candle_core::DType::F64)
+                            .and_then(|t| t.to_scalar::<f64>())
+                            .unwrap_or(f64::NAN)
+                    };
+                    sink.scalar("train/dice_loss", s(&l.dice), m.step);
+                    sink.scalar("train/bce", s(&l.bce), m.step);
+                    if let Some(c) = &l.contrastive {
+                        sink.scalar("train/contrastive", s(c), m.step);
+                    }
+                    for (lv, t) in cfg.model.contrastive_levels.iter().zip(&l.per_level) {
+                        sink.scalar(&format!("train/contrastive_level{lv}"), s(t), m.step);
+                    }
+                    if let Some(a) = &l.aux {
+                        sink.scalar("train/aux", s(a), m.step);
+                    }
+                }
+                for (lv, tau) in cfg
+                    .model
+                    .contrastive_levels
+                    .iter()
+                    .zip(model.temperatures()?)
+                {
+                    sink.scalar(&format!("train/temperature_level{lv}"), tau as f64, m.step);
+                }
+                tracing::debug!(
+                    "step {} loss {loss:.4} lr {lr:.2e} grad norm {grad_norm:.3} {ips:.1} img/s",
+                    m.step
+                );
+            }
+            if rank0 && cfg.train.checkpoint_every > 0 && m.step % cfg.train.checkpoint_every == 0 {
+                summary.last_checkpoint = Some(save(&format!("step-{:08}", m.step), &m, &opt)?);
+            }
+            if m.step >= stop_at {
+                break 'epochs;
+            }
+        }
+        drop(batches);
+        opts.progress.finish();
+        m.epoch += 1;
+        m.next_batch = 0;
+        let last_epoch = cfg.train.max_steps == 0 && m.epoch >= cfg.train.epochs;
+        if m.epoch % cfg.train.val_every == 0 || last_epoch {
+            let results = validate(&model, &stores, &spec, cfg, device, sync, sink, m.step)?;
+            let dice = mean_dice(&results);
+            tracing::info!(
+                "epoch {} step {}: val Dice (per-image mean over datasets) {dice:.4}",
+                m.epoch,
+                m.step
+            );
+            summary.last_val = results;
+            if m.best_val_dice.is_none_or(|b| dice > b) {
+                m.best_val_dice = Some(dice);
+                m.stale_validations = 0;
+                if rank0 {
+                    summary.best_checkpoint = Some(save("best", &m, &opt)?);
+                }
+            } else {
+                m.stale_validations += 1;
+            }
+            if rank0 {
+                summary.last_checkpoint = Some(save(&format!("step-{:08}", m.step), &m, &opt)?);
+            }
+            if cfg.train.patience > 0 && m.stale_validations >= cfg.train.patience {
+                tracing::info!(
+                    "early stop: no better val Dice in {} validations",
+                    m.stale_validations
+                );
+                summary.stopped_early = true;
+                break;
+            }
+        }
+    }
+    opts.progress.finish();
+    if rank0 {
+        let name = format!("step-{:08}", m.step);
+        if summary
+            .last_checkpoint
+            .as_ref()
+            .and_then(|p| p.file_name())
+            .is_none_or(|n| n != name.as_str())
+        {
+            summary.last_checkpoint = Some(save(&name, &m, &opt)?);
+        }
+        sink.flush()?;
+    }
+    if summary.best_checkpoint.is_none() && ckpt.dir().join("best").is_dir() {
+        summary.best_checkpoint = Some(ckpt.dir().join("best"));
+    }
+    summary.steps = m.step;
+    summary.best_val_dice = m.best_val_dice;
+    Ok(summary)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn validate(
+    model: &crate::model::Tmca,
+    stores: &[Arc<tmca_data::store::Store>],
+    spec: &EvalSpec<'_>,
+    cfg: &Config,
+    device: &Device,
+    sync: &mut dyn GradSync,
+    sink: &mut dyn MetricSink,
+    step: u64,
+) -> Result<Vec<EvalResult>> {
+    let mut shown = 0usize;
+    let want = if sync.rank() == 0 {
+        cfg.train.preview_images
+    } else {
+        0
+    };
+    let (mean, std) = (spec.input.mean.clone(), spec.input.std.clone());
+    let results = evaluate(
+        model,
+        stores,
+        Split::Val,
+        spec,
+        device,
+        sync,
+        &mut |b, probs| {
+            let n = want.saturating_sub(shown).min(b.size);
+            for row in 0..n {
+                let rgb = overlay::overlay(b, probs, row, &mean, &std, cfg.train.threshold);
+                sink.image(
+                    &format!("val/overlay_{}", shown + row),
+                    &rgb,
+                    b.height as u32,
+                    b.width as u32,
+                    step,
+                );
+            }
+            shown += n;
+            Ok(())
+        },
+    )?;
+    for r in &results {
+        let s = &r.summary;
+        for (k, v) in [
+            ("dice_per_image", s.dice_per_image),
+            ("iou_per_image", s.iou_per_image),
+            ("dice_pooled", s.dice_pooled),
+            ("iou_pooled", s.iou_pooled),
+        ] {
+            sink.scalar(&format!("val/{}/{k}", r.dataset), v, step);
+        }
+    }
+    sink.scalar("val/mean_dice_per_image", mean_dice(&results), step);
+    Ok(results)
+}

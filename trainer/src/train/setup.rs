@@ -1,0 +1,161 @@
+//! Everything before the first step: datasets (generated if configured), tokenizer, model
+//! (scratch or pretrained BERT text encoder) and its parameters.
+
+use crate::config::Config;
+use crate::model::{BertConfig, Tmca};
+use crate::params::ParamStore;
+use crate::{Result, TrainError};
+use candle_core::{DType, Device};
+use candle_nn::VarBuilder;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tmca_data::store::{Store, WriteOptions};
+use tmca_data::synth::{self, SynthConfig};
+use tmca_data::tokenize::TextTokenizer;
+use tmca_data::{Progress, Split};
+
+/// The stores of a run: `[data] stores`, or the synthetic ones (generated when missing).
+pub fn open_stores(cfg: &Config, progress: &dyn Progress) -> Result<Vec<Arc<Store>>> {
+    let mut paths: Vec<PathBuf> = cfg.data.stores.clone();
+    if let Some(s) = &cfg.data.synth {
+        for m in cfg.synth_modalities() {
+            let mut sc = SynthConfig::new(m);
+            (
+                sc.height, sc.width, sc.n_train, sc.n_val, sc.n_test, sc.seed,
+            ) = (s.size, s.size, s.train, s.val, s.test, s.seed);
+            let path = s.dir.join(synth::dataset_name(m));
+            let fresh = Store::open(&path)
+                .map(|st| st.info() != &synth::store_info(&sc))
+                .unwrap_or(true);
+            if fresh {
+                tracing::info!("generating {}", path.display());
+                synth::write_store(
+                    &sc,
+                    &path,
+                    &WriteOptions {
+                        force: true,
+                        ..Default::default()
+                    },
+                    progress,
+                )?;
+            }
+            paths.push(path);
+        }
+    }
+    paths
+        .iter()
+        .map(|p| Ok(Arc::new(Store::open(p)?)))
+        .collect()
+}
+
+/// The run's tokenizer: reused from the run directory (resume), else loaded from `[text]`, else
+/// learned from the training reports; saved as `<run>/tokenizer.json`.
+pub fn tokenizer(cfg: &Config, stores: &[Arc<Store>]) -> Result<Arc<TextTokenizer>> {
+    let t = &cfg.text;
+    let saved = cfg.run.dir.join("tokenizer.json");
+    let tok = if saved.is_file() {
+        TextTokenizer::from_file(&saved, t.max_len, true)?
+    } else if t.encoder == "bert" {
+        let dir = t.bert_dir.as_deref().unwrap_or(Path::new("."));
+        let json = dir.join("tokenizer.json");
+        let path = if json.is_file() {
+            json
+        } else {
+            dir.join("vocab.txt")
+        };
+        TextTokenizer::from_file(&path, t.max_len, true)?
+    } else if let Some(p) = &t.tokenizer {
+        TextTokenizer::from_file(p, t.max_len, true)?
+    } else {
+        let reports: Vec<String> = stores
+            .iter()
+            .flat_map(|s| {
+                s.split_indices(Split::Train)
+                    .into_iter()
+                    .map(|i| s.reports()[i].clone())
+            })
+            .collect();
+        TextTokenizer::learn(&reports, t.vocab_size, t.max_len)?
+    };
+    std::fs::create_dir_all(&cfg.run.dir).map_err(|e| TrainError::io(&cfg.run.dir, e))?;
+    if !saved.is_file() {
+        tok.save(&saved)?;
+    }
+    Ok(Arc::new(tok))
+}
+
+/// Builds the model; parameters are created in `store` (seeded by `[run] seed`). A pretrained,
+/// frozen BERT is loaded as constants; an unfrozen one joins the parameters.
+pub fn build_model(
+    cfg: &Config,
+    vocab_size: usize,
+    store: &ParamStore,
+    device: &Device,
+) -> Result<Tmca> {
+    let vb = store.var_builder(device);
+    if cfg.text.encoder != "bert" || !cfg.model.text_guidance {
+        let bert = BertConfig::scratch(&cfg.text, vocab_size);
+        return Ok(Tmca::new(&cfg.model, &bert, vb.clone(), vb.pp("text"))?);
+    }
+    let dir = cfg.text.bert_dir.clone().unwrap_or_default();
+    let cfg_path = dir.join("config.json");
+    let text = std::fs::read_to_string(&cfg_path).map_err(|e| TrainError::io(&cfg_path, e))?;
+    let bert: BertConfig = serde_json::from_str(&text)
+        .map_err(|e| TrainError::file(&cfg_path, format!("not a BERT config: {e}")))?;
+    if bert.vocab_size != vocab_size {
+        return Err(TrainError::config(
+            "text.bert_dir",
+            format!("tokenizer/encoder mismatch: the tokenizer has {vocab_size} entries, {} says vocab_size = {}", cfg_path.display(), bert.vocab_size),
+        ));
+    }
+    if bert.max_position_embeddings < cfg.text.max_len {
+        return Err(TrainError::config(
+            "text.max_len",
+            format!(
+                "{} exceeds the BERT's max_position_embeddings {}",
+                cfg.text.max_len, bert.max_position_embeddings
+            ),
+        ));
+    }
+    let wpath = dir.join("model.safetensors");
+    let mut tensors = candle_core::safetensors::load(&wpath, device)
+        .map_err(|e| TrainError::file(&wpath, e.to_string()))?;
+    if tensors
+        .keys()
+        .all(|k| k.starts_with("bert.") || !k.starts_with("embeddings."))
+        && tensors.contains_key("bert.embeddings.word_embeddings.weight")
+    {
+        tensors = tensors
+            .into_iter()
+            .filter_map(|(k, v)| k.strip_prefix("bert.").map(|s| (s.to_string(), v)))
+            .collect();
+    }
+    // Older checkpoints name LayerNorm parameters gamma/beta.
+    tensors = tensors
+        .into_iter()
+        .map(|(k, v)| {
+            (
+                k.replace("LayerNorm.gamma", "LayerNorm.weight")
+                    .replace("LayerNorm.beta", "LayerNorm.bias"),
+                v,
+            )
+        })
+        .collect();
+    let text_vb = if cfg.text.freeze {
+        VarBuilder::from_tensors(
+            tensors
+                .into_iter()
+                .map(|(k, v)| (k, v.to_dtype(DType::F32).unwrap_or(v)))
+                .collect(),
+            DType::F32,
+            device,
+        )
+    } else {
+        for (k, v) in &tensors {
+            store.insert(&format!("text.{k}"), &v.to_dtype(DType::F32)?)?;
+        }
+        vb.pp("text")
+    };
+    Tmca::new(&cfg.model, &bert, vb.clone(), text_vb)
+        .map_err(|e| TrainError::file(&wpath, format!("does not fit the BERT config: {e}")))
+}
