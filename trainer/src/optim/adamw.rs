@@ -100,7 +100,10 @@ impl AdamW {
             }
             let denom = ((&s.v / bc2)?.sqrt()? + self.cfg.eps)?;
             let update = ((&s.m / bc1)? / denom)?;
-            s.var.set(&(p - (update * lr)?)?)?;
+            s.var.set(&(p - (update * lr)?)?.detach())?;
+            s.m = s.m.detach();
+            s.v = s.v.detach();
+
         }
         Ok(())
     }

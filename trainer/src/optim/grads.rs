@@ -17,7 +17,10 @@ impl Grads {
         let map = store
             .vars()
             .into_iter()
-            .filter_map(|(name, var)| g.get(var.as_tensor()).map(|t| (name, t.clone())))
+            // Detached: a gradient computed by autograd still references the graph, and the
+            // optimiser's moments would otherwise keep every past step's graph alive.
+            .filter_map(|(name, var)| g.get(var.as_tensor()).map(|t| (name, t.detach())))
+
             .collect();
         Self { map }
     }
