@@ -47,7 +47,18 @@ keep_last = 5
 }
 
 fn run(cfg: &Config, resume: Resume, stop_after: Option<u64>) -> tmca_trainer::train::TrainSummary {
-    train(cfg, &Device::Cpu, &mut SingleProcess, &mut NullSink, RunOptions { resume, stop_after, progress: &NoProgress }).unwrap()
+    train(
+        cfg,
+        &Device::Cpu,
+        &mut SingleProcess,
+        &mut NullSink,
+        RunOptions {
+            resume,
+            stop_after,
+            progress: &NoProgress,
+        },
+    )
+    .unwrap()
 }
 
 fn weights(ckpt: &Path) -> Vec<u8> {
@@ -68,11 +79,29 @@ fn resume_is_bit_exact_and_bad_checkpoints_are_refused() {
     assert_eq!(first.steps, 4);
     let second = run(&cut, Resume::Latest, None);
     assert_eq!(second.steps, 12);
-    assert_eq!(weights(s.last_checkpoint.as_ref().unwrap()), weights(second.last_checkpoint.as_ref().unwrap()), "resumed run must reach identical weights");
+    assert_eq!(
+        weights(s.last_checkpoint.as_ref().unwrap()),
+        weights(second.last_checkpoint.as_ref().unwrap()),
+        "resumed run must reach identical weights"
+    );
 
     // A fresh run refuses to overwrite a run directory with checkpoints.
-    let err = train(&cut, &Device::Cpu, &mut SingleProcess, &mut NullSink, RunOptions { resume: Resume::No, stop_after: None, progress: &NoProgress }).unwrap_err();
-    assert!(err.to_string().contains("already holds checkpoints"), "{err}");
+    let err = train(
+        &cut,
+        &Device::Cpu,
+        &mut SingleProcess,
+        &mut NullSink,
+        RunOptions {
+            resume: Resume::No,
+            stop_after: None,
+            progress: &NoProgress,
+        },
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("already holds checkpoints"),
+        "{err}"
+    );
 
     // Truncate the newest checkpoint: loading it directly is refused by hash …
     let ck = Checkpointer::new(&cut.run.dir, 5);
@@ -81,8 +110,13 @@ fn resume_is_bit_exact_and_bad_checkpoints_are_refused() {
     let w = newest.join("weights.safetensors");
     let bytes = std::fs::read(&w).unwrap();
     std::fs::write(&w, &bytes[..bytes.len() / 2]).unwrap();
-    let err = Checkpointer::load(&newest, &Device::Cpu).unwrap_err().to_string();
-    assert!(err.contains("sha256") && err.contains("weights.safetensors"), "{err}");
+    let err = Checkpointer::load(&newest, &Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("sha256") && err.contains("weights.safetensors"),
+        "{err}"
+    );
     // … and automatic resume falls back to the previous one.
     let prev = ck.latest(&Device::Cpu).unwrap().unwrap();
     assert_eq!(&prev.path, &steps[steps.len() - 2]);
@@ -91,7 +125,18 @@ fn resume_is_bit_exact_and_bad_checkpoints_are_refused() {
     let other = config(&dir.path().join("b"), &data, "");
     let mut other = other;
     other.model.embed_dim = 24;
-    let err = train(&other, &Device::Cpu, &mut SingleProcess, &mut NullSink, RunOptions { resume: Resume::From(prev.path.clone()), stop_after: None, progress: &NoProgress }).unwrap_err();
+    let err = train(
+        &other,
+        &Device::Cpu,
+        &mut SingleProcess,
+        &mut NullSink,
+        RunOptions {
+            resume: Resume::From(prev.path.clone()),
+            stop_after: None,
+            progress: &NoProgress,
+        },
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("embed_dim"), "{err}");
 }
 
@@ -100,11 +145,16 @@ fn config_errors_name_the_field() {
     let dir = tempfile::tempdir().unwrap();
     let bad = |extra: &str, field: &str| {
         let text = format!("[run]\ndir = \"{}\"\n[data]\nimage_size = 32\nbatch_size = 2\nstores = [\"x\"]\n{extra}", dir.path().display());
-        let err = Config::from_toml(&text, Path::new("t.toml")).unwrap_err().to_string();
+        let err = Config::from_toml(&text, Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(field), "{extra}: {err}");
     };
     bad("[model]\npreset = \"huge\"", "model.preset");
-    bad("[model]\ncontrastive_levels = [5]", "model.contrastive_levels");
+    bad(
+        "[model]\ncontrastive_levels = [5]",
+        "model.contrastive_levels",
+    );
     bad("[optim]\nlr = -1.0", "optim.lr");
     bad("[train]\nbogus = 1", "bogus");
     bad("[text]\nencoder = \"gpt\"", "text.encoder");
@@ -114,19 +164,19 @@ fn config_errors_name_the_field() {
 fn tiny_model_overfits_eight_samples() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let mut cfg = config(
-        &dir.path().join("o"),
-        &data,
-        "epochs = 150\nval_every = 150",
-    );
+    let mut cfg = config(&dir.path().join("o"), &data, "");
+    cfg.train.epochs = 400;
+    cfg.train.val_every = 400;
+    cfg.optim.weight_decay = 0.0;
     cfg.data.synth.as_mut().unwrap().train = 8;
     cfg.data.synth.as_mut().unwrap().modalities = vec!["endoscopy".into()];
     cfg.data.augment.enabled = false;
-    cfg.optim.lr = 3e-3;
+    cfg.optim.lr = 4e-3;
     cfg.resolve().unwrap();
     let s = run(&cfg, Resume::No, None);
     // Evaluate on the training split itself.
-    let trained = tmca_trainer::inference::Trained::load(&cfg.run.dir, "latest", &Device::Cpu).unwrap();
+    let trained =
+        tmca_trainer::inference::Trained::load(&cfg.run.dir, "latest", &Device::Cpu).unwrap();
     let stores = tmca_trainer::train::setup::open_stores(&cfg, &NoProgress).unwrap();
     let spec = tmca_trainer::train::eval::EvalSpec {
         input: trained.input_spec(),
@@ -136,6 +186,20 @@ fn tiny_model_overfits_eight_samples() {
         tokenizer: trained.tokenizer.clone(),
         progress: &NoProgress,
     };
-    let r = tmca_trainer::train::eval::evaluate(&trained.model, &stores, tmca_data::Split::Train, &spec, &Device::Cpu, &mut SingleProcess, &mut |_, _| Ok(())).unwrap();
-    assert!(r[0].summary.dice_pooled > 0.95, "after {} steps: {:?}", s.steps, r[0].summary);
+    let r = tmca_trainer::train::eval::evaluate(
+        &trained.model,
+        &stores,
+        tmca_data::Split::Train,
+        &spec,
+        &Device::Cpu,
+        &mut SingleProcess,
+        &mut |_, _| Ok(()),
+    )
+    .unwrap();
+    assert!(
+        r[0].summary.dice_pooled > 0.95,
+        "after {} steps: {:?}",
+        s.steps,
+        r[0].summary
+    );
 }

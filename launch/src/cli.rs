@@ -21,7 +21,6 @@ pub enum Command {
     /// Run the main job on the embedded default: generate the four synthetic datasets, validate
     /// them, render previews, measure the loader, train a CPU-sized TMCA and evaluate it on the
     /// test splits (single process, CPU, a few minutes).
-
     Quickstart(QuickstartArgs),
     /// Train TMCA (single process here; under mpirun/srun/tmca launch one rank). Without a
     /// CONFIG, trains the embedded default on the synthetic datasets.

@@ -22,7 +22,6 @@ use tmca_trainer::sink::EventWriter;
 use tmca_trainer::train::eval::{mean_dice, table};
 use tmca_trainer::train::{Resume, RunOptions};
 
-
 /// Runs the quickstart pipeline.
 pub fn run(a: &QuickstartArgs) -> anyhow::Result<()> {
     let data_dir = a.workdir.join("data");
@@ -122,7 +121,10 @@ pub fn run(a: &QuickstartArgs) -> anyhow::Result<()> {
         n as f64 / secs,
         n as f64 / 8.0 / secs
     );
-    println!("4. training the embedded default config (cpu-small TMCA, {}x{}, single process)", a.size, a.size);
+    println!(
+        "4. training the embedded default config (cpu-small TMCA, {}x{}, single process)",
+        a.size, a.size
+    );
     let mut cfg = Config::default_config()?;
     cfg.run.dir = a.workdir.clone();
     cfg.run.seed = a.seed;
@@ -132,9 +134,18 @@ pub fn run(a: &QuickstartArgs) -> anyhow::Result<()> {
     }
     cfg.resolve()?;
     let tb = cfg.run.dir.join("tensorboard");
-    let mut sink = EventWriter::create(&tb).with_context(|| format!("creating {}", tb.display()))?;
+    let mut sink =
+        EventWriter::create(&tb).with_context(|| format!("creating {}", tb.display()))?;
     let t = Instant::now();
-    let summary = tmca_worker::run(&cfg, &mut sink, RunOptions { resume: Resume::Latest, stop_after: None, progress: &Bar::default() })?;
+    let summary = tmca_worker::run(
+        &cfg,
+        &mut sink,
+        RunOptions {
+            resume: Resume::Latest,
+            stop_after: None,
+            progress: &Bar::default(),
+        },
+    )?;
     drop(sink);
     println!(
         "   {} steps in {:.0} s (a finished run is reused: delete {} to retrain)",
@@ -147,8 +158,15 @@ pub fn run(a: &QuickstartArgs) -> anyhow::Result<()> {
     let trained = Trained::load(&cfg.run.dir, "best", &candle_core::Device::Cpu)?;
     let results = super::train::eval_run(&trained, &[], Split::Test)?;
     print!("{}", table(&results));
-    println!("   mean per-image Dice over the four datasets: {:.3}", mean_dice(&results));
-    println!("\ndone. data in {}, previews in {}", data_dir.display(), preview_dir.display());
+    println!(
+        "   mean per-image Dice over the four datasets: {:.3}",
+        mean_dice(&results)
+    );
+    println!(
+        "\ndone. data in {}, previews in {}",
+        data_dir.display(),
+        preview_dir.display()
+    );
     println!("TensorBoard: tensorboard --logdir {}", tb.display());
     Ok(())
 }

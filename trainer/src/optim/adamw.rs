@@ -103,7 +103,6 @@ impl AdamW {
             s.var.set(&(p - (update * lr)?)?.detach())?;
             s.m = s.m.detach();
             s.v = s.v.detach();
-
         }
         Ok(())
     }

@@ -20,7 +20,6 @@ impl Grads {
             // Detached: a gradient computed by autograd still references the graph, and the
             // optimiser's moments would otherwise keep every past step's graph alive.
             .filter_map(|(name, var)| g.get(var.as_tensor()).map(|t| (name, t.detach())))
-
             .collect();
         Self { map }
     }
