@@ -25,18 +25,22 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
             return 5;
         }
         if let Some(e) = cause.downcast_ref::<DataError>() {
-            return match e {
-                DataError::Config { .. } | DataError::AlreadyExists { .. } => 2,
-                DataError::Io { .. } => 4,
-                _ => 3,
-            };
+            return data_code(e);
         }
-        if let Some(e) = cause.downcast_ref::<TrainError>() {
+        let train =
+            cause
+                .downcast_ref::<TrainError>()
+                .or(match cause.downcast_ref::<WorkerError>() {
+                    Some(WorkerError::Train(e)) => Some(e),
+                    _ => None,
+                });
+        if let Some(e) = train {
             match e {
                 TrainError::Config { .. } => return 2,
                 TrainError::Io { .. } => return 4,
                 TrainError::NonFinite { .. } => return 6,
                 TrainError::File { .. } | TrainError::Checkpoint { .. } => return 3,
+                TrainError::Data(d) => return data_code(d),
                 _ => {}
             }
         }
@@ -48,4 +52,12 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
         }
     }
     1
+}
+
+fn data_code(e: &DataError) -> u8 {
+    match e {
+        DataError::Config { .. } | DataError::AlreadyExists { .. } => 2,
+        DataError::Io { .. } => 4,
+        _ => 3,
+    }
 }

@@ -1,0 +1,181 @@
+//! A pretrained Hugging Face BERT (written here in the HF layout: `config.json`,
+//! `model.safetensors` with `bert.` keys, `vocab.txt`) is loaded by tmca's encoder with the
+//! same outputs as candle-transformers' BertModel, trains frozen and unfrozen, and a tokenizer
+//! that does not fit the encoder is refused.
+
+use candle_core::{DType, Device, Tensor};
+use std::collections::HashMap;
+use std::path::Path;
+use tmca_data::NoProgress;
+use tmca_trainer::config::Config;
+use tmca_trainer::model::text_encoder::TextEncoder;
+use tmca_trainer::model::BertConfig;
+use tmca_trainer::params::ParamStore;
+use tmca_trainer::sink::NullSink;
+use tmca_trainer::sync::SingleProcess;
+use tmca_trainer::train::{train, Resume, RunOptions};
+
+const WORDS: [&str; 18] = [
+    "[PAD]",
+    "[UNK]",
+    "[CLS]",
+    "[SEP]",
+    "[MASK]",
+    "left",
+    "right",
+    "upper",
+    "lower",
+    "middle",
+    "lung",
+    "infection",
+    "polyp",
+    "one",
+    "two",
+    ",",
+    ".",
+    "the",
+];
+
+fn write_bert(dir: &Path, vocab_words: usize) -> HashMap<String, Tensor> {
+    std::fs::create_dir_all(dir).unwrap();
+    let cfg = serde_json::json!({
+        "architectures": ["BertForMaskedLM"], "model_type": "bert", "vocab_size": WORDS.len(),
+        "hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 32,
+        "hidden_act": "gelu", "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1,
+        "max_position_embeddings": 32, "type_vocab_size": 2, "initializer_range": 0.02,
+        "layer_norm_eps": 1e-12, "pad_token_id": 0, "position_embedding_type": "absolute", "use_cache": true
+    });
+    std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+    std::fs::write(dir.join("vocab.txt"), WORDS[..vocab_words].join("\n")).unwrap();
+    let bert: BertConfig = serde_json::from_value(cfg).unwrap();
+    let store = ParamStore::new(42);
+    TextEncoder::new(&bert, store.var_builder(&Device::Cpu).pp("bert")).unwrap();
+    let tensors: HashMap<String, Tensor> = store
+        .vars()
+        .into_iter()
+        .map(|(k, v)| (k, v.as_tensor().clone()))
+        .collect();
+    candle_core::safetensors::save(&tensors, dir.join("model.safetensors")).unwrap();
+    tensors
+}
+
+#[test]
+fn same_outputs_as_candle_transformers_bert() {
+    let dir = tempfile::tempdir().unwrap();
+    write_bert(dir.path(), WORDS.len());
+    let dev = Device::Cpu;
+    let text = std::fs::read_to_string(dir.path().join("config.json")).unwrap();
+    let ours_cfg: BertConfig = serde_json::from_str(&text).unwrap();
+    let theirs_cfg: candle_transformers::models::bert::Config =
+        serde_json::from_str(&text).unwrap();
+    let weights =
+        candle_core::safetensors::load(dir.path().join("model.safetensors"), &dev).unwrap();
+    let vb = candle_nn::VarBuilder::from_tensors(weights, DType::F32, &dev);
+    let ours = TextEncoder::new(&ours_cfg, vb.pp("bert")).unwrap();
+    let theirs =
+        candle_transformers::models::bert::BertModel::load(vb.clone(), &theirs_cfg).unwrap();
+    let ids = Tensor::new(&[[2u32, 5, 10, 11, 16, 3], [2, 13, 12, 7, 6, 3]], &dev).unwrap();
+    let att = ids.ones_like().unwrap();
+    let (t_ours, _) = ours.forward(&ids, &att).unwrap();
+    let t_theirs = theirs
+        .forward(&ids, &ids.zeros_like().unwrap(), Some(&att))
+        .unwrap();
+    let diff = (t_ours - t_theirs)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(diff < 1e-4, "token features differ by {diff}");
+}
+
+fn config(run: &Path, data: &Path, bert: &Path, freeze: bool) -> Config {
+    let text = format!(
+        r#"
+[run]
+dir = "{}"
+[data]
+image_size = 32
+batch_size = 4
+[data.synth]
+dir = "{}"
+size = 32
+train = 8
+val = 4
+test = 4
+modalities = ["xray"]
+[model]
+preset = "cpu-tiny"
+[text]
+encoder = "bert"
+bert_dir = "{}"
+freeze = {freeze}
+max_len = 12
+[train]
+epochs = 1
+"#,
+        run.display(),
+        data.display(),
+        bert.display()
+    );
+    Config::from_toml(&text, Path::new("bert.toml")).unwrap()
+}
+
+fn run(cfg: &Config) -> tmca_trainer::Result<tmca_trainer::train::TrainSummary> {
+    train(
+        cfg,
+        &Device::Cpu,
+        &mut SingleProcess,
+        &mut NullSink,
+        RunOptions {
+            resume: Resume::No,
+            stop_after: None,
+            progress: &NoProgress,
+        },
+    )
+}
+
+#[test]
+fn trains_frozen_and_fine_tuned_and_refuses_a_mismatched_tokenizer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bert, data) = (dir.path().join("bert"), dir.path().join("data"));
+    let original = write_bert(&bert, WORDS.len());
+
+    let frozen = run(&config(&dir.path().join("frozen"), &data, &bert, true)).unwrap();
+    let w = candle_core::safetensors::load(
+        frozen.last_checkpoint.unwrap().join("weights.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap();
+    assert!(
+        w.keys().all(|k| !k.starts_with("text.")),
+        "a frozen BERT is not part of the trained weights"
+    );
+    assert!(w.keys().any(|k| k.starts_with("tssd.")));
+
+    let tuned = run(&config(&dir.path().join("tuned"), &data, &bert, false)).unwrap();
+    let w = candle_core::safetensors::load(
+        tuned.last_checkpoint.unwrap().join("weights.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let key = "bert.encoder.layer.0.attention.self.query.weight";
+    let after = &w[&format!("text.{}", key.trim_start_matches("bert."))];
+    let moved = (after - &original[key])
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(moved > 0.0, "an unfrozen BERT is fine-tuned");
+
+    write_bert(&bert, WORDS.len() - 3);
+    let err = run(&config(&dir.path().join("bad"), &data, &bert, true))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("tokenizer/encoder mismatch"), "{err}");
+}

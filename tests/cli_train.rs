@@ -1,0 +1,155 @@
+//! `tmca train`, `eval` and `predict` end to end on a tiny synthetic run.
+
+use std::path::Path;
+use std::process::Command;
+
+fn tmca(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_tmca"))
+        .args(args)
+        .output()
+        .expect("tmca runs")
+}
+
+fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn write_config(dir: &Path) -> std::path::PathBuf {
+    let cfg = format!(
+        r#"[run]
+dir = "{run}"
+[data]
+image_size = 32
+batch_size = 4
+[data.synth]
+dir = "{data}"
+size = 32
+train = 8
+val = 4
+test = 4
+modalities = ["endoscopy"]
+[model]
+preset = "cpu-tiny"
+[text]
+max_len = 12
+[train]
+epochs = 2
+"#,
+        run = dir.join("run").display(),
+        data = dir.join("data").display()
+    );
+    let p = dir.join("tiny.toml");
+    std::fs::write(&p, cfg).unwrap();
+    p
+}
+
+#[test]
+fn train_eval_predict_write_what_they_promise() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path());
+    let o = tmca(&["train", cfg.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let run = dir.path().join("run");
+    for f in [
+        "config.toml",
+        "tokenizer.json",
+        "checkpoints/best/manifest.json",
+    ] {
+        assert!(run.join(f).exists(), "{f} missing");
+    }
+    assert!(std::fs::read_dir(run.join("tensorboard")).unwrap().count() == 1);
+    assert!(text(&o).contains("Dice (per-image mean)"), "{}", text(&o));
+
+    let o = tmca(&["eval", run.to_str().unwrap(), "--split", "test"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = text(&o);
+    assert!(
+        out.contains("synth-endoscopy | test | 4 |") && out.contains("pixel-pooled"),
+        "{out}"
+    );
+
+    // Batch mode over a store split.
+    let pred = dir.path().join("pred");
+    let store = dir.path().join("data/synth-endoscopy");
+    let o = tmca(&[
+        "predict",
+        run.to_str().unwrap(),
+        "--store",
+        store.to_str().unwrap(),
+        "--split",
+        "test",
+        "--output",
+        pred.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let files: Vec<String> = std::fs::read_dir(&pred)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(
+        files.iter().filter(|f| f.ends_with("_mask.png")).count(),
+        4,
+        "{files:?}"
+    );
+    assert_eq!(
+        files.iter().filter(|f| f.ends_with("_overlay.png")).count(),
+        4,
+        "{files:?}"
+    );
+
+    // One image of another size, with a report.
+    let img = dir.path().join("case.png");
+    image::RgbImage::from_fn(50, 40, |x, y| {
+        image::Rgb([(x * 5) as u8, (y * 6) as u8, 90])
+    })
+    .save(&img)
+    .unwrap();
+    let one = dir.path().join("one");
+    let o = tmca(&[
+        "predict",
+        run.to_str().unwrap(),
+        "--image",
+        img.to_str().unwrap(),
+        "--report",
+        "one polyp at the upper left",
+        "--output",
+        one.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let mask = image::open(one.join("case_mask.png")).unwrap().to_luma8();
+    assert_eq!(mask.dimensions(), (50, 40), "mask at the image's size");
+    assert!(mask.pixels().all(|p| p[0] == 0 || p[0] == 255));
+    assert!(one.join("case_overlay.png").exists());
+
+    // Training again into the same run without --resume is refused; --resume continues.
+    let o = tmca(&["train", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(text(&o).contains("--resume"), "{}", text(&o));
+    let o = tmca(&["train", cfg.to_str().unwrap(), "--resume"]);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+#[test]
+fn config_errors_exit_2_and_name_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path());
+    let bad = std::fs::read_to_string(&cfg).unwrap().replace(
+        "preset = \"cpu-tiny\"",
+        "preset = \"cpu-tiny\"\nlte_levels = [0]",
+    );
+    std::fs::write(&cfg, bad).unwrap();
+    let o = tmca(&["train", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("model.lte_levels"), "{}", text(&o));
+    let o = tmca(&["eval", dir.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(
+        text(&o).contains("not a tmca run directory"),
+        "{}",
+        text(&o)
+    );
+}
