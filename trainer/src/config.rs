@@ -76,7 +76,8 @@ pub struct DataConfig {
     /// Dataset stores to train on (mixed); may be empty when `[data.synth]` is given.
     #[serde(default)]
     pub stores: Vec<PathBuf>,
-    /// Relative draw weights of the stores (default: proportional to size).
+    /// Relative draw weights of the stores, `stores` first then the `[data.synth]` ones
+    /// (default: proportional to size).
     #[serde(default)]
     pub weights: Vec<f64>,
     /// Model input size (square, a multiple of 32).
@@ -255,12 +256,11 @@ impl Config {
                 "no stores given (and no [data.synth] to generate them)",
             ));
         }
-        if !d.weights.is_empty()
-            && d.weights.len() != d.stores.len().max(self.synth_modalities().len())
-        {
+        let n_stores = d.stores.len() + self.synth_modalities().len();
+        if !d.weights.is_empty() && d.weights.len() != n_stores {
             return Err(bad(
                 "data.weights",
-                format!("{} weights for {} stores", d.weights.len(), d.stores.len()),
+                format!("{} weights for {n_stores} stores (data.stores, then the [data.synth] ones)", d.weights.len()),
             ));
         }
         let c = self.model.in_channels;
