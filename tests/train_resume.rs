@@ -203,3 +203,49 @@ fn tiny_model_overfits_eight_samples() {
         r[0].summary
     );
 }
+
+#[test]
+fn non_finite_loss_stops_with_the_last_checkpoint_intact_or_is_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // An absurd learning rate blows the weights up after the first update.
+    let mut cfg = config(&dir.path().join("nan"), &data, "checkpoint_every = 1");
+    cfg.optim.lr = 1e30;
+    cfg.optim.warmup_steps = 0;
+    cfg.optim.grad_clip = 0.0;
+    let err = train(
+        &cfg,
+        &Device::Cpu,
+        &mut SingleProcess,
+        &mut NullSink,
+        RunOptions {
+            resume: Resume::No,
+            stop_after: None,
+            progress: &NoProgress,
+        },
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, tmca_trainer::TrainError::NonFinite { .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("last checkpoint is intact"),
+        "{err}"
+    );
+    let ck = Checkpointer::new(&cfg.run.dir, 5);
+    let last = ck
+        .latest(&Device::Cpu)
+        .unwrap()
+        .expect("the checkpoints before the failure remain");
+    assert!(last.manifest.step >= 1);
+
+    cfg.run.dir = dir.path().join("skip");
+    cfg.train.on_nonfinite = tmca_trainer::config::OnNonFinite::Skip;
+    let s = run(&cfg, Resume::No, None);
+    assert!(
+        s.steps < 12,
+        "non-finite steps were skipped, not applied ({} steps)",
+        s.steps
+    );
+}

@@ -260,7 +260,10 @@ impl Config {
         if !d.weights.is_empty() && d.weights.len() != n_stores {
             return Err(bad(
                 "data.weights",
-                format!("{} weights for {n_stores} stores (data.stores, then the [data.synth] ones)", d.weights.len()),
+                format!(
+                    "{} weights for {n_stores} stores (data.stores, then the [data.synth] ones)",
+                    d.weights.len()
+                ),
             ));
         }
         let c = self.model.in_channels;
