@@ -162,6 +162,25 @@ pub struct PreviewArgs {
 pub enum BenchCommand {
     /// Random sample reads/s from a store on disk and loader batches/s with augmentation.
     Data(BenchDataArgs),
+    /// Test-split Dice of TMCA and its ablations (image-only, no contrastive, single-level,
+    /// no LTE) on the four synthetic datasets over several seeds, mean ± sd.
+    Quality(BenchQualityArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchQualityArgs {
+    /// Seeds per variant.
+    #[arg(long, default_value_t = 3)]
+    pub seeds: u64,
+    /// Optimiser steps per run (the embedded default config otherwise).
+    #[arg(long, default_value_t = 960)]
+    pub steps: u64,
+    /// Runs and data live here; finished runs are reused.
+    #[arg(long, default_value = "runs/quality")]
+    pub workdir: PathBuf,
+    /// Markdown file whose quality section is replaced with the new table.
+    #[arg(long, default_value = "BENCHMARKS.md")]
+    pub output: PathBuf,
 }
 
 #[derive(Debug, Args)]

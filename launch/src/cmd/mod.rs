@@ -4,7 +4,9 @@
 mod bench;
 mod data;
 mod predict;
+mod quality;
 mod quickstart;
+
 mod train;
 
 pub mod util;
@@ -25,5 +27,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
 
         Command::Bench(BenchCommand::Data(a)) => bench::data(&a),
+        Command::Bench(BenchCommand::Quality(a)) => quality::run(&a),
     }
 }

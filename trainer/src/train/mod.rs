@@ -350,25 +350,18 @@ pub fn train(
         opts.progress.finish();
         m.epoch += 1;
         m.next_batch = 0;
-        let last_epoch = cfg.train.max_steps == 0 && m.epoch >= cfg.train.epochs;
+        let last_epoch =
+            (cfg.train.max_steps == 0 && m.epoch >= cfg.train.epochs) || m.step >= total;
+
         if m.epoch % cfg.train.val_every == 0 || last_epoch {
             let results = validate(&model, &stores, &spec, cfg, device, sync, sink, m.step)?;
-            let dice = mean_dice(&results);
-            tracing::info!(
-                "epoch {} step {}: val Dice (per-image mean over datasets) {dice:.4}",
-                m.epoch,
-                m.step
-            );
-            summary.last_val = results;
-            if m.best_val_dice.is_none_or(|b| dice > b) {
-                m.best_val_dice = Some(dice);
-                m.stale_validations = 0;
+            record_validation(results, &mut m, &mut summary, &|m| {
                 if rank0 {
-                    summary.best_checkpoint = Some(save("best", &m, &opt)?);
+                    save("best", m, &opt).map(Some)
+                } else {
+                    Ok(None)
                 }
-            } else {
-                m.stale_validations += 1;
-            }
+            })?;
             if rank0 {
                 summary.last_checkpoint = Some(save(&format!("step-{:08}", m.step), &m, &opt)?);
             }
@@ -383,6 +376,17 @@ pub fn train(
         }
     }
     opts.progress.finish();
+    // A step budget that ends mid-epoch still gets its final validation (and `best`).
+    if m.step >= total && m.next_batch != 0 && !summary.stopped_early {
+        let results = validate(&model, &stores, &spec, cfg, device, sync, sink, m.step)?;
+        record_validation(results, &mut m, &mut summary, &|m| {
+            if rank0 {
+                save("best", m, &opt).map(Some)
+            } else {
+                Ok(None)
+            }
+        })?;
+    }
     if rank0 {
         let name = format!("step-{:08}", m.step);
         if summary
@@ -401,6 +405,32 @@ pub fn train(
     summary.steps = m.step;
     summary.best_val_dice = m.best_val_dice;
     Ok(summary)
+}
+
+/// Logs a validation, keeps the best checkpoint (via `save_best`) and the patience count.
+fn record_validation(
+    results: Vec<EvalResult>,
+    m: &mut Manifest,
+    summary: &mut TrainSummary,
+    save_best: &dyn Fn(&Manifest) -> Result<Option<PathBuf>>,
+) -> Result<()> {
+    let dice = mean_dice(&results);
+    tracing::info!(
+        "epoch {} step {}: val Dice (per-image mean over datasets) {dice:.4}",
+        m.epoch,
+        m.step
+    );
+    summary.last_val = results;
+    if m.best_val_dice.is_none_or(|b| dice > b) {
+        m.best_val_dice = Some(dice);
+        m.stale_validations = 0;
+        if let Some(p) = save_best(m)? {
+            summary.best_checkpoint = Some(p);
+        }
+    } else {
+        m.stale_validations += 1;
+    }
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
