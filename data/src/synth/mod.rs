@@ -71,7 +71,7 @@ mod store;
 mod text;
 mod xray;
 
-pub use store::write_store;
+pub use store::{ensure_store, write_store};
 
 #[cfg(test)]
 mod tests;

@@ -19,3 +19,24 @@ pub fn write_store(
     }
     writer.finish()
 }
+
+/// Makes sure `path` holds `cfg`'s dataset: an existing store generated with identical settings
+/// is kept, anything else there is replaced (once the new store is complete). Returns whether
+/// the store was generated now.
+pub fn ensure_store(cfg: &SynthConfig, path: &Path, progress: &dyn Progress) -> Result<bool> {
+    if let Ok(store) = crate::store::Store::open(path) {
+        if store.info() == &store_info(cfg) {
+            return Ok(false);
+        }
+    }
+    write_store(
+        cfg,
+        path,
+        &WriteOptions {
+            force: true,
+            ..Default::default()
+        },
+        progress,
+    )?;
+    Ok(true)
+}

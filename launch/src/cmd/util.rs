@@ -3,25 +3,15 @@
 use crate::progress::Bar;
 use anyhow::Context;
 use std::path::{Path, PathBuf};
-use tmca_data::store::{Store, WriteOptions};
 use tmca_data::synth::{self, SynthConfig};
 
-/// Opens the synthetic store for `cfg` under `dir`, generating it first unless an identical one
-/// (same generator settings) is already there.
+/// The synthetic store for `cfg` under `dir`, generated unless an identical one is there;
+/// returns its path and whether it was generated now.
 pub fn ensure_synth(dir: &Path, cfg: &SynthConfig) -> anyhow::Result<(PathBuf, bool)> {
     let path = dir.join(synth::dataset_name(cfg.modality));
-    if let Ok(store) = Store::open(&path) {
-        if store.info() == &synth::store_info(cfg) {
-            return Ok((path, false));
-        }
-    }
-    let opts = WriteOptions {
-        force: true,
-        ..Default::default()
-    };
-    synth::write_store(cfg, &path, &opts, &Bar::default())
+    let fresh = synth::ensure_store(cfg, &path, &Bar::default())
         .with_context(|| format!("generating {}", path.display()))?;
-    Ok((path, true))
+    Ok((path, fresh))
 }
 
 /// "CPU model (N cores)" from /proc/cpuinfo, best effort.

@@ -9,7 +9,7 @@ use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tmca_data::store::{Store, WriteOptions};
+use tmca_data::store::Store;
 use tmca_data::synth::{self, SynthConfig};
 use tmca_data::tokenize::TextTokenizer;
 use tmca_data::{Progress, Split};
@@ -24,20 +24,8 @@ pub fn open_stores(cfg: &Config, progress: &dyn Progress) -> Result<Vec<Arc<Stor
                 sc.height, sc.width, sc.n_train, sc.n_val, sc.n_test, sc.seed,
             ) = (s.size, s.size, s.train, s.val, s.test, s.seed);
             let path = s.dir.join(synth::dataset_name(m));
-            let fresh = Store::open(&path)
-                .map(|st| st.info() != &synth::store_info(&sc))
-                .unwrap_or(true);
-            if fresh {
-                tracing::info!("generating {}", path.display());
-                synth::write_store(
-                    &sc,
-                    &path,
-                    &WriteOptions {
-                        force: true,
-                        ..Default::default()
-                    },
-                    progress,
-                )?;
+            if synth::ensure_store(&sc, &path, progress)? {
+                tracing::info!("generated {}", path.display());
             }
             paths.push(path);
         }
