@@ -47,6 +47,25 @@ epochs = 2
     p
 }
 
+/// TensorBoard's own reader checks the run's scalars, overlays and config text against its
+/// config.toml and best manifest (tests/python/check_training_run.py); needs `python3` with
+/// `tensorboard` (installed by `.ci/run`), skipped with TMCA_SKIP_PYTHON=1.
+fn check_tensorboard_with_python(run: &Path) {
+    if std::env::var_os("TMCA_SKIP_PYTHON").is_some() {
+        eprintln!("TMCA_SKIP_PYTHON set: TensorBoard check of the training run skipped");
+        return;
+    }
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/python/check_training_run.py");
+    let o = Command::new("python3")
+        .arg(&script)
+        .arg(run)
+        .output()
+        .expect("python3 runs");
+    assert!(o.status.success(), "{}", text(&o));
+    eprint!("{}", text(&o));
+}
+
 #[test]
 fn train_eval_predict_write_what_they_promise() {
     let dir = tempfile::tempdir().unwrap();
@@ -63,6 +82,7 @@ fn train_eval_predict_write_what_they_promise() {
     }
     assert!(std::fs::read_dir(run.join("tensorboard")).unwrap().count() == 1);
     assert!(text(&o).contains("Dice (per-image mean)"), "{}", text(&o));
+    check_tensorboard_with_python(&run);
 
     let o = tmca(&["eval", run.to_str().unwrap(), "--split", "test"]);
     assert!(o.status.success(), "{}", text(&o));

@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+"""Reads a finished tmca training run with TensorBoard's own reader and checks what `tmca train`
+promises to log there.
+
+Usage: check_training_run.py RUN_DIR   (run by tests/cli_train.rs after `tmca train`)
+
+Checks, against the run's own `config.toml` and best checkpoint manifest:
+  * one events file under RUN_DIR/tensorboard;
+  * train scalars (loss, lr, grad norm, img/s, dice/bce terms, the contrastive total, one loss
+    and one temperature per contrastive level), finite, temperatures within [tau_min, tau_max];
+  * validation scalars per dataset and protocol (dice/iou, per-image and pixel-pooled) in [0, 1],
+    at the same steps as `val/mean_dice_per_image`, whose maximum is the best checkpoint's
+    `best_val_dice`;
+  * validation overlays: RGB PNGs at the training image size that are not blank;
+  * the resolved config as text, equal to config.toml.
+Exits non-zero with a message on the first failure.
+"""
+
+import json
+import math
+import os
+import sys
+import tomllib
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from check_tensorboard import CheckError, check, decode_png  # noqa: E402
+
+
+def main(run):
+    from tensorboard.backend.event_processing import event_accumulator as ea_mod
+
+    with open(os.path.join(run, "config.toml"), "rb") as f:
+        raw_config = f.read()
+    cfg = tomllib.loads(raw_config.decode("utf-8"))
+    logdir = os.path.join(run, "tensorboard")
+    files = [f for f in os.listdir(logdir) if "tfevents" in f]
+    check(len(files) == 1, "expected one events file, found %r" % files)
+
+    ea = ea_mod.EventAccumulator(logdir, size_guidance={k: 0 for k in ea_mod.DEFAULT_SIZE_GUIDANCE})
+    ea.Reload()
+    tags = ea.Tags()
+    scalars = set(tags["scalars"])
+
+    def series(tag):
+        check(tag in scalars, "scalar %r missing; have %s" % (tag, sorted(scalars)))
+        got = ea.Scalars(tag)
+        check(got, "scalar %r has no events" % tag)
+        for e in got:
+            check(math.isfinite(e.value), "%s step %d is %r" % (tag, e.step, e.value))
+        return got
+
+    model = cfg["model"]
+    train = ["loss", "lr", "grad_norm", "images_per_s", "dice_loss", "bce"]
+    levels = model["contrastive_levels"] if model["lambda"] > 0 else []
+    if levels:
+        train.append("contrastive")
+    for tag in train:
+        series("train/" + tag)
+    for lv in levels:
+        series("train/contrastive_level%d" % lv)
+        for e in series("train/temperature_level%d" % lv):
+            check(model["tau_min"] - 1e-6 <= e.value <= model["tau_max"] + 1e-6,
+                  "temperature of level %d is %r, outside [tau_min, tau_max]" % (lv, e.value))
+
+    mean = series("val/mean_dice_per_image")
+    val_steps = [e.step for e in mean]
+    datasets = sorted({t.split("/")[1] for t in scalars if t.startswith("val/") and t.count("/") == 2})
+    check(datasets, "no per-dataset validation scalars: %s" % sorted(scalars))
+    for ds in datasets:
+        for metric in ["dice_per_image", "iou_per_image", "dice_pooled", "iou_pooled"]:
+            got = series("val/%s/%s" % (ds, metric))
+            check([e.step for e in got] == val_steps, "val/%s/%s steps %r != %r"
+                  % (ds, metric, [e.step for e in got], val_steps))
+            for e in got:
+                check(0.0 <= e.value <= 1.0, "val/%s/%s = %r" % (ds, metric, e.value))
+
+    with open(os.path.join(run, "checkpoints", "best", "manifest.json")) as f:
+        best = json.load(f)["best_val_dice"]
+    check(math.isclose(max(e.value for e in mean), best, rel_tol=1e-5, abs_tol=1e-6),
+          "best val Dice in TensorBoard %r != manifest %r" % (max(e.value for e in mean), best))
+
+    overlays = sorted(t for t in tags["images"] if t.startswith("val/overlay_"))
+    want = min(cfg["train"]["preview_images"], 1)
+    check(len(overlays) >= want, "overlay images %r" % tags["images"])
+    size = cfg["data"]["image_size"]
+    for tag in overlays:
+        got = ea.Images(tag)
+        check([e.step for e in got] == val_steps, "%s steps %r" % (tag, [e.step for e in got]))
+        for img in got:
+            w, h, ch, px = decode_png(img.encoded_image_string)
+            check((w, h, ch) == (size, size, 3), "%s: %dx%dx%d, expected %dx%dx3" % (tag, w, h, ch, size, size))
+            check(len(set(px)) > 8, "%s at step %d is blank" % (tag, img.step))
+
+    check("config" in tags["tensors"], "config text missing: %r" % tags["tensors"])
+    text = ea.Tensors("config")[0].tensor_proto.string_val[0].decode("utf-8")
+    check(text == "```toml\n%s\n```" % raw_config.decode("utf-8"), "config text differs from config.toml")
+    print("training run OK: %d train scalars, %d validations, %d datasets, %d overlays"
+          % (len(train) + 2 * len(levels), len(val_steps), len(datasets), len(overlays)))
+
+
+if __name__ == "__main__":
+    try:
+        main(sys.argv[1])
+    except CheckError as e:
+        print("FAIL: %s" % e, file=sys.stderr)
+        sys.exit(1)
