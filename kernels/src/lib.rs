@@ -1,1 +1,30 @@
-//! tmca-kernels (work in progress; see the issues).
+//! Fused candle custom ops for TMCA (DESIGN §3).
+//!
+//! * [`masked_pool`]: TSSD mask-weighted pooling of raw 1×1-projection outputs into normalised
+//!   target and background embeddings (pixel normalisation fused in).
+//! * [`pixel_text_cos`]: the LTE cosine map between raw pixel projections and a text embedding.
+//! * [`multi_level_contrastive`]: every level's symmetric multi-positive InfoNCE with background
+//!   negatives in one op, without materialising the N×N logits.
+//!
+//! Every op has a multithreaded CPU implementation (the reference, always built), a CUDA
+//! implementation behind the `cuda` feature (NVRTC-compiled at first use), and a backward pass,
+//! so it stays in candle's autograd. f32 and f64 are supported.
+
+mod check;
+mod contrastive;
+mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
+mod error;
+mod float;
+mod masked_pool;
+mod similarity;
+
+pub use contrastive::{dense_groups, multi_level_contrastive};
+pub use error::KernelError;
+pub use masked_pool::{masked_pool, Pooled};
+pub use similarity::pixel_text_cos;
+
+/// The ε under the square root of every L2 normalisation: x / sqrt(Σx² + ε), as the trainer's
+/// `l2_normalize`.
+pub const NORM_EPS: f64 = 1e-12;

@@ -1,0 +1,95 @@
+//! Argument validation shared by the op wrappers and the raw ops.
+
+use crate::error::KernelError;
+use crate::float::Real;
+use candle_core::{CpuStorage, DType, Layout, Result, Tensor};
+
+/// The tensor's dtype if it is f32 or f64.
+pub fn float_dtype(op: &'static str, arg: &'static str, t: &Tensor) -> Result<DType> {
+    match t.dtype() {
+        d @ (DType::F32 | DType::F64) => Ok(d),
+        dtype => Err(KernelError::UnsupportedDType { op, arg, dtype }.into()),
+    }
+}
+
+/// `t` has the dtype and device of `first`.
+pub fn same_kind(op: &'static str, arg: &'static str, t: &Tensor, first: &Tensor) -> Result<()> {
+    if t.dtype() != first.dtype() {
+        return Err(KernelError::DTypeMismatch {
+            op,
+            arg,
+            got: t.dtype(),
+            expected: first.dtype(),
+        }
+        .into());
+    }
+    if !t.device().same_device(first.device()) {
+        return Err(KernelError::Device { op, arg }.into());
+    }
+    Ok(())
+}
+
+/// `t`'s dims, which must equal `expected` (a description such as "(B, 1, H, W) = (2, 1, 5, 7)").
+pub fn shape(
+    op: &'static str,
+    arg: &'static str,
+    t: &Tensor,
+    expected: &[usize],
+    what: &str,
+) -> Result<()> {
+    if t.dims() != expected {
+        return Err(KernelError::Shape {
+            op,
+            arg,
+            got: t.dims().to_vec(),
+            expected: format!("{what} = {expected:?}"),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// A rank-`n` shape with every dim non-zero.
+pub fn rank(
+    op: &'static str,
+    arg: &'static str,
+    t: &Tensor,
+    n: usize,
+    what: &str,
+) -> Result<Vec<usize>> {
+    let dims = t.dims();
+    if dims.len() != n || dims.contains(&0) {
+        return Err(KernelError::Shape {
+            op,
+            arg,
+            got: dims.to_vec(),
+            expected: format!("{what}, all non-zero"),
+        }
+        .into());
+    }
+    Ok(dims.to_vec())
+}
+
+/// The contiguous CPU data of a raw-op argument.
+pub fn cpu_data<'a, T: Real>(
+    op: &'static str,
+    arg: &'static str,
+    s: &'a CpuStorage,
+    l: &Layout,
+) -> Result<&'a [T]> {
+    let (start, end) = l
+        .contiguous_offsets()
+        .ok_or(KernelError::NotContiguous { op, arg })?;
+    let all = s.as_slice::<T>()?;
+    all.get(start..end).ok_or_else(|| {
+        KernelError::Invalid {
+            op,
+            arg,
+            msg: format!(
+                "storage of {} elements too short for {start}..{end}",
+                all.len()
+            ),
+        }
+        .into()
+    })
+}

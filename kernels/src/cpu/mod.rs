@@ -1,0 +1,10 @@
+//! CPU kernels on contiguous slices (the reference implementations): rayon over samples and,
+//! inside a sample, over channel rows or pixel chunks. No (B, D, H, W) temporaries: the only
+//! pixel-sized scratch is a few (H·W) vectors per sample.
+
+pub mod contrastive;
+pub mod masked_pool;
+pub mod similarity;
+
+/// Pixels per parallel chunk in per-pixel passes.
+pub(crate) const PIXEL_CHUNK: usize = 1024;
