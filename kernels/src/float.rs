@@ -1,7 +1,7 @@
 //! The two element types the kernels support, behind one small trait.
 
 use candle_core::WithDType;
-use std::ops::{Add, AddAssign, Div, Mul, Neg, Sub};
+use std::ops::{Add, AddAssign, Div, DivAssign, Mul, MulAssign, Neg, Sub};
 
 /// f32 or f64: the arithmetic the CPU kernels need.
 pub trait Real:
@@ -16,6 +16,8 @@ pub trait Real:
     + Div<Output = Self>
     + Neg<Output = Self>
     + AddAssign
+    + MulAssign
+    + DivAssign
 {
     const ZERO: Self;
     const ONE: Self;

@@ -103,16 +103,29 @@ impl<'a, T: Real> Level<'a, T> {
         let lse = log_sum_exp(&x);
         (lse, lse - self.s * pos / self.cnt[j])
     }
-    /// ∂loss/∂logit_ij, `coef` = upstream gradient · ½ / N.
+}
+
+/// The saved forward statistics of one level, for the backward.
+struct Saved<'a, T> {
+    row_lse: &'a [T],
+    col_lse: &'a [T],
+    /// upstream gradient · ½ / N
+    coef: T,
+}
+
+impl<T: Real> Saved<'_, T> {
+    /// ∂loss/∂logit_ij.
     #[inline]
-    fn grad(&self, sij: T, i: usize, j: usize, row_lse: T, col_lse: T, coef: T) -> T {
-        let x = self.s * sij;
-        let p = if self.gid[i] == self.gid[j] {
+    fn grad(&self, lev: &Level<T>, sij: T, i: usize, j: usize) -> T {
+        let x = lev.s * sij;
+        let p = if lev.gid[i] == lev.gid[j] {
             T::ONE
         } else {
             T::ZERO
         };
-        coef * (((x - row_lse).exp() - p / self.cnt[i]) + ((x - col_lse).exp() - p / self.cnt[j]))
+        self.coef
+            * (((x - self.row_lse[i]).exp() - p / lev.cnt[i])
+                + ((x - self.col_lse[j]).exp() - p / lev.cnt[j]))
     }
 }
 
@@ -159,9 +172,11 @@ pub fn backward<T: Real>(
     let scales = &pack[..lv];
     for l in 0..lv {
         let lev = Level::new(emb, scales, aux, l, lv, n, d);
-        let coef = pack[lv + l] * T::of(0.5) / T::of(n as f64);
-        let row_lse = &pack[2 * lv + l * n..2 * lv + (l + 1) * n];
-        let col_lse = &pack[2 * lv + lv * n + l * n..2 * lv + lv * n + (l + 1) * n];
+        let saved = Saved {
+            row_lse: &pack[2 * lv + l * n..2 * lv + (l + 1) * n],
+            col_lse: &pack[2 * lv + lv * n + l * n..2 * lv + lv * n + (l + 1) * n],
+            coef: pack[lv + l] * T::of(0.5) / T::of(n as f64),
+        };
         let s = lev.s;
         let level = l * n * d..(l + 1) * n * d;
         let ds_rows: T = dt_all[level.clone()]
@@ -171,7 +186,7 @@ pub fn backward<T: Real>(
                 let mut acc = T::ZERO;
                 for j in 0..n {
                     let sij = dot(lev.t(i), lev.u(j));
-                    let g = lev.grad(sij, i, j, row_lse[i], col_lse[j], coef);
+                    let g = saved.grad(&lev, sij, i, j);
                     axpy(s * g, lev.u(j), dt);
                     acc += g * sij;
                 }
@@ -185,7 +200,7 @@ pub fn backward<T: Real>(
             .map(|(j, (du, dv))| {
                 for i in 0..n {
                     let sij = dot(lev.t(i), lev.u(j));
-                    let g = lev.grad(sij, i, j, row_lse[i], col_lse[j], coef);
+                    let g = saved.grad(&lev, sij, i, j);
                     axpy(s * g, lev.t(i), du);
                 }
                 if !background {
@@ -193,7 +208,7 @@ pub fn backward<T: Real>(
                 }
                 let has = lev.has[j];
                 let c = dot(lev.u(j), lev.v(j));
-                let gb = coef * (background_logit(s, c, has) - col_lse[j]).exp();
+                let gb = saved.coef * (background_logit(s, c, has) - saved.col_lse[j]).exp();
                 axpy(s * has * gb, lev.v(j), du);
                 axpy(s * has * gb, lev.u(j), dv);
                 gb * has * c

@@ -46,12 +46,12 @@ fn pooled<T: Real>(p: &[T], w: &[T], count: T, out: &mut [T], hw: usize) -> T {
     let c = count.fmax(T::of(1e-6));
     let mut r2 = T::ZERO;
     for o in out.iter_mut() {
-        *o = *o / c;
+        *o /= c;
         r2 += *o * *o;
     }
     let r = (r2 + T::of(crate::NORM_EPS)).sqrt();
     for o in out.iter_mut() {
-        *o = *o / r;
+        *o /= r;
     }
     T::ONE / (c * r)
 }

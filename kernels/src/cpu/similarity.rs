@@ -31,7 +31,7 @@ pub fn forward<T: Real>(p: &[T], u: &[T], b: usize, d: usize, hw: usize) -> Vec<
                     }
                     for (c, n) in cq.iter_mut().zip(nq.iter_mut()) {
                         *n = T::ONE / (*n + T::of(crate::NORM_EPS)).sqrt();
-                        *c = *c * *n;
+                        *c *= *n;
                     }
                 });
         });

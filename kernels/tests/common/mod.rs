@@ -89,7 +89,8 @@ pub fn unit_rows(rng: &mut Rng, shape: &[usize], dtype: DType, dev: &Device) -> 
         .to_device(dev)
 }
 
-/// Soft masks (B, 1, H, W): sample 0 random soft, 1 empty, 2 full, 3 binary, then cycling.
+/// Soft masks (B, 1, H, W): sample 0 random soft, 1 empty, 2 full, 3 binary, 4 tiny (Σm below
+/// the 1e-6 count clamp), then cycling.
 pub fn masks(
     rng: &mut Rng,
     b: usize,
@@ -102,11 +103,12 @@ pub fn masks(
     for i in 0..b {
         for _ in 0..h * w {
             let x = rng.uniform();
-            v.push(match i % 4 {
+            v.push(match i % 5 {
                 0 => x,
                 1 => 0.0,
                 2 => 1.0,
-                _ => (x > 0.6) as u8 as f64,
+                3 => (x > 0.6) as u8 as f64,
+                _ => x * 1e-10,
             });
         }
     }
