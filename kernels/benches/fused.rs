@@ -1,1 +1,170 @@
-fn main() {}
+//! Fused ops vs the same computation composed from candle ops, at the paper setting's sizes:
+//! B = 32, D = 256, the four levels 56², 28², 14², 7² (224² input), Lv = 4, N = 32 (and a larger
+//! gathered batch N = 256). Forward, and forward + backward.
+//!
+//!     cargo bench -p tmca-kernels --bench fused [-- FILTER]
+
+#[path = "../tests/common/reference.rs"]
+mod reference;
+
+use candle_core::{DType, Device, Result, Tensor, Var};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use std::time::Duration;
+
+const B: usize = 32;
+const D: usize = 256;
+const SIDES: [usize; 4] = [56, 28, 14, 7];
+
+fn inputs(side: usize) -> Result<(Var, Tensor, Var, Tensor)> {
+    let dev = Device::Cpu;
+    let p = Var::randn(0f32, 1., (B, D, side, side), &dev)?;
+    let m = Tensor::rand(0f32, 1., (B, 1, side, side), &dev)?
+        .ge(0.7)?
+        .to_dtype(DType::F32)?;
+    let u = Var::from_tensor(&reference::l2_normalize(
+        &Tensor::randn(0f32, 1., (B, D), &dev)?,
+        1,
+    )?)?;
+    let w = Tensor::randn(0f32, 1., (B, D), &dev)?;
+    Ok((p, m, u, w))
+}
+
+fn pool_loss(t: &Tensor, g: &Tensor, w: &Tensor) -> Result<Tensor> {
+    (t * w)?.sum_all()? + (g * w)?.sum_all()?
+}
+
+fn masked_pool(c: &mut Criterion) {
+    let mut group = c.benchmark_group("masked_pool");
+    for side in SIDES {
+        let Ok((p, m, _, w)) = inputs(side) else {
+            return;
+        };
+        let id = |s: &str| BenchmarkId::new(s, format!("{side}x{side}"));
+        group.bench_function(id("fused/fwd"), |b| {
+            b.iter(|| tmca_kernels::masked_pool(&p, &m).map(|o| o.target))
+        });
+        group.bench_function(id("composed/fwd"), |b| {
+            b.iter(|| reference::masked_pool_raw(&p, &m).map(|o| o.0))
+        });
+        group.bench_function(id("fused/fwd+bwd"), |b| {
+            b.iter(|| -> Result<_> {
+                let o = tmca_kernels::masked_pool(&p, &m)?;
+                pool_loss(&o.target, &o.background, &w)?.backward()
+            })
+        });
+        group.bench_function(id("composed/fwd+bwd"), |b| {
+            b.iter(|| -> Result<_> {
+                let (t, g, _) = reference::masked_pool_raw(&p, &m)?;
+                pool_loss(&t, &g, &w)?.backward()
+            })
+        });
+    }
+    group.finish();
+}
+
+fn pixel_text_cos(c: &mut Criterion) {
+    let mut group = c.benchmark_group("pixel_text_cos");
+    for side in SIDES {
+        let Ok((p, _, u, _)) = inputs(side) else {
+            return;
+        };
+        let id = |s: &str| BenchmarkId::new(s, format!("{side}x{side}"));
+        group.bench_function(id("fused/fwd"), |b| {
+            b.iter(|| tmca_kernels::pixel_text_cos(&p, &u))
+        });
+        group.bench_function(id("composed/fwd"), |b| {
+            b.iter(|| reference::pixel_text_cos_raw(&p, &u))
+        });
+        group.bench_function(id("fused/fwd+bwd"), |b| {
+            b.iter(|| tmca_kernels::pixel_text_cos(&p, &u)?.sum_all()?.backward())
+        });
+        group.bench_function(id("composed/fwd+bwd"), |b| {
+            b.iter(|| reference::pixel_text_cos_raw(&p, &u)?.sum_all()?.backward())
+        });
+    }
+    group.finish();
+}
+
+struct Levels {
+    target: Var,
+    text: Var,
+    background: Var,
+    has: Tensor,
+    log_scale: Var,
+    groups: Vec<u64>,
+}
+
+fn levels(n: usize) -> Result<Levels> {
+    let dev = Device::Cpu;
+    let unit = || -> Result<Var> {
+        Var::from_tensor(&reference::l2_normalize(
+            &Tensor::randn(0f32, 1., (4, n, D), &dev)?,
+            2,
+        )?)
+    };
+    Ok(Levels {
+        target: unit()?,
+        text: unit()?,
+        background: unit()?,
+        has: Tensor::rand(0f32, 1., (4, n), &dev)?
+            .ge(0.2)?
+            .to_dtype(DType::F32)?,
+        log_scale: Var::from_tensor(&Tensor::full((1.0f32 / 0.07).ln(), 4, &dev)?)?,
+        groups: (0..n as u64).map(|i| i % (n as u64 / 2).max(1)).collect(),
+    })
+}
+
+fn contrastive(c: &mut Criterion) {
+    let mut group = c.benchmark_group("contrastive");
+    for n in [32, 256] {
+        let Ok(lv) = levels(n) else { return };
+        let fused = || -> Result<Tensor> {
+            let s = lv.log_scale.exp()?;
+            tmca_kernels::multi_level_contrastive(
+                &lv.target,
+                &lv.text,
+                &lv.background,
+                &lv.has,
+                &s,
+                &lv.groups,
+                true,
+            )
+        };
+        let composed = || -> Result<Tensor> {
+            let s = lv.log_scale.exp()?;
+            reference::multi_level(
+                &lv.target,
+                &lv.text,
+                &lv.background,
+                &lv.has,
+                &s,
+                &lv.groups,
+                true,
+            )
+        };
+        let id = |s: &str| BenchmarkId::new(s, format!("Lv4_N{n}"));
+        group.bench_function(id("fused/fwd"), |b| b.iter(fused));
+        group.bench_function(id("composed/fwd"), |b| b.iter(composed));
+        group.bench_function(id("fused/fwd+bwd"), |b| {
+            b.iter(|| fused()?.sum_all()?.backward())
+        });
+        group.bench_function(id("composed/fwd+bwd"), |b| {
+            b.iter(|| composed()?.sum_all()?.backward())
+        });
+    }
+    group.finish();
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = masked_pool, pixel_text_cos, contrastive
+}
+criterion_main!(benches);

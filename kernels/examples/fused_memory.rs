@@ -1,0 +1,114 @@
+//! Peak heap memory of the fused ops vs the composed candle ops (CPU), counted by a global
+//! allocator, at B = 32, D = 256, levels 56², 28², 14², 7², Lv = 4, N = 32.
+//!
+//!     cargo run --release -p tmca-kernels --example fused_memory
+//!
+//! "peak" is the largest number of bytes live at once during the call above what was live
+//! before it (inputs excluded; outputs and autograd intermediates included).
+
+#[path = "../tests/common/reference.rs"]
+mod reference;
+
+use candle_core::{DType, Device, Result, Tensor, Var};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator, only counting bytes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            let now = LIVE.fetch_add(layout.size(), Relaxed) + layout.size();
+            PEAK.fetch_max(now, Relaxed);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE.fetch_sub(layout.size(), Relaxed);
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Peak bytes above the live bytes at entry while `f` runs (its result dropped inside).
+fn peak<T>(f: impl FnOnce() -> Result<T>) -> Result<usize> {
+    let base = LIVE.load(Relaxed);
+    PEAK.store(base, Relaxed);
+    drop(f()?);
+    Ok(PEAK.load(Relaxed) - base)
+}
+
+fn mib(b: usize) -> String {
+    format!("{:8.1} MiB", b as f64 / (1024.0 * 1024.0))
+}
+
+fn row(name: &str, fused: usize, composed: usize) {
+    println!(
+        "{name:<34} fused {}  composed {}  ratio {:5.1}x",
+        mib(fused),
+        mib(composed),
+        composed as f64 / fused.max(1) as f64
+    );
+}
+
+fn main() -> Result<()> {
+    let dev = Device::Cpu;
+    let (b, d) = (32, 256);
+    println!("B = {b}, D = {d}, f32, CPU");
+    for side in [56, 28, 14, 7] {
+        let p = Var::randn(0f32, 1., (b, d, side, side), &dev)?;
+        let m = Tensor::rand(0f32, 1., (b, 1, side, side), &dev)?
+            .ge(0.7)?
+            .to_dtype(DType::F32)?;
+        let u = Var::from_tensor(&reference::l2_normalize(
+            &Tensor::randn(0f32, 1., (b, d), &dev)?,
+            1,
+        )?)?;
+        println!("level {side}x{side} (input p: {})", mib(p.elem_count() * 4));
+        let f = peak(|| tmca_kernels::masked_pool(&p, &m))?;
+        let c = peak(|| reference::masked_pool_raw(&p, &m))?;
+        row("  masked_pool fwd", f, c);
+        let f = peak(|| {
+            let o = tmca_kernels::masked_pool(&p, &m)?;
+            (o.target.sum_all()? + o.background.sum_all()?)?.backward()
+        })?;
+        let c = peak(|| {
+            let (t, g, _) = reference::masked_pool_raw(&p, &m)?;
+            (t.sum_all()? + g.sum_all()?)?.backward()
+        })?;
+        row("  masked_pool fwd+bwd", f, c);
+        let f = peak(|| tmca_kernels::pixel_text_cos(&p, &u))?;
+        let c = peak(|| reference::pixel_text_cos_raw(&p, &u))?;
+        row("  pixel_text_cos fwd", f, c);
+        let f = peak(|| tmca_kernels::pixel_text_cos(&p, &u)?.sum_all()?.backward())?;
+        let c = peak(|| reference::pixel_text_cos_raw(&p, &u)?.sum_all()?.backward())?;
+        row("  pixel_text_cos fwd+bwd", f, c);
+    }
+    for n in [32, 256, 1024] {
+        let unit = || -> Result<Var> {
+            Var::from_tensor(&reference::l2_normalize(
+                &Tensor::randn(0f32, 1., (4, n, d), &dev)?,
+                2,
+            )?)
+        };
+        let (t, x, g) = (unit()?, unit()?, unit()?);
+        let has = Tensor::ones((4, n), DType::F32, &dev)?;
+        let s = Var::from_tensor(&Tensor::full(1.0f32 / 0.07, 4, &dev)?)?;
+        let groups: Vec<u64> = (0..n as u64).collect();
+        println!("contrastive Lv = 4, N = {n}");
+        let fused = || tmca_kernels::multi_level_contrastive(&t, &x, &g, &has, &s, &groups, true);
+        let composed = || reference::multi_level(&t, &x, &g, &has, &s, &groups, true);
+        row("  contrastive fwd", peak(fused)?, peak(composed)?);
+        let f = peak(|| fused()?.sum_all()?.backward())?;
+        let c = peak(|| composed()?.sum_all()?.backward())?;
+        row("  contrastive fwd+bwd", f, c);
+    }
+    Ok(())
+}
