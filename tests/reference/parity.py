@@ -22,15 +22,15 @@ Relative error of a tensor: max|mirror − tmca| / max(max|tmca|, floor). The fl
 for gradients, where it is 1e-2 × the largest gradient in the same module (the tensors sharing
 the name up to the last dot): attention key biases get a mathematically zero gradient (softmax
 cancels them), pure f32 rounding noise on both sides (~1e-8 of their weight's gradient in tmca,
-differing by up to ~5e-7 of it from PyTorch's noise). Every other gradient is at least 1e-3 of
-its module's largest in these cases, so the floor changes nothing for them.
+differing by up to ~5e-7 of it from PyTorch's noise). A gradient under the floor is still held
+to 1e-5 of its module's largest, absolutely.
 
 End to end, weights are compared in units of the largest displacement AdamW can make,
 Σ_k lr_k: max|mirror − tmca| / Σ_k lr_k <= 0.1. Relative to the weight it would be meaningless:
 AdamW divides each gradient element by its own magnitude, so an element whose gradient is near
 zero moves by up to ±lr on rounding differences. For the same reason tensors whose gradient is
-pure noise (under 1e-5 of their module's largest) are left out of this comparison (the optimiser-alone check
-still covers them).
+pure noise (under 1e-5 of their module's largest) are left out of this comparison; the
+optimiser-alone check still covers them.
 
 Prints a table (case, worst errors and where) and exits 1 naming every failing check.
 """
@@ -43,7 +43,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
 import torch
 from safetensors.torch import load_file
