@@ -5,6 +5,7 @@
 //! * [`model`]: TMCA in candle, one file per part.
 //! * [`nn`]: building blocks whose gradients candle 0.11 gets right.
 //! * [`params`]: seeded, name-ordered parameters.
+//! * [`profile`]: a call recorder the step benchmark switches on to profile the model.
 //! * [`sink`]: where training metrics go ([`sink::MetricSink`]): a self-contained TensorBoard
 //!   event writer ([`sink::EventWriter`]), plus null and in-memory sinks.
 //! * [`metrics`]: segmentation metrics (Dice, IoU) under both evaluation protocols in use:
@@ -20,6 +21,7 @@ pub mod model;
 pub mod nn;
 pub mod optim;
 pub mod params;
+pub mod profile;
 pub mod sink;
 pub mod sync;
 pub mod train;

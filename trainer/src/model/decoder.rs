@@ -1,9 +1,9 @@
 //! U-Net decoder: from F4 up through levels 3, 2, 1 with skip connections (transposed-conv
 //! ×2 upsampling, exact and with a backward pass), then ×4 to full resolution, 1-channel logits.
 
-use crate::nn::{conv2d, conv_transpose2d, gelu, LayerNorm2d};
+use crate::nn::{conv2d, conv_transpose2d, gelu, Conv2d, ConvTranspose2d, LayerNorm2d};
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, ConvTranspose2d, VarBuilder};
+use candle_nn::VarBuilder;
 
 /// conv3×3 → LayerNorm → GELU, twice.
 #[derive(Debug, Clone)]

@@ -2,10 +2,10 @@
 //! LayerNorm only (no batch norm), so data-parallel training needs no synchronised statistics.
 
 use super::config::ModelConfig;
-use crate::nn::{conv2d, gelu, linear, DepthwiseConv2d, LayerNorm, LayerNorm2d};
+use crate::nn::{conv2d, gelu, linear, Conv2d, DepthwiseConv2d, LayerNorm, LayerNorm2d, Linear};
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, Init, Linear, VarBuilder};
+use candle_nn::{Init, VarBuilder};
 
 /// One ConvNeXt block: depthwise conv, LayerNorm, MLP ×4, layer scale, residual.
 #[derive(Debug, Clone)]

@@ -8,6 +8,7 @@ pub mod decoder;
 pub mod image_encoder;
 pub mod loss;
 pub mod lte;
+mod profiled;
 pub mod text_encoder;
 pub mod tssd;
 
@@ -24,7 +25,7 @@ use decoder::{Head, UpStage};
 use image_encoder::ImageEncoder;
 use lte::Lte;
 use text_encoder::TextEncoder;
-use tssd::{downsample_mask, masked_pool, LevelProjection};
+use tssd::{downsample_mask, LevelProjection};
 
 /// One training or inference batch as tensors.
 #[derive(Debug, Clone)]
@@ -189,8 +190,7 @@ impl Tmca {
         if let (Some(c), Some(masks)) = (&self.contrastive, &x.masks) {
             for &l in c.levels() {
                 if let Some((z, u)) = zu(l) {
-                    let (_, _, h, w) = z.dims4()?;
-                    let pooled = masked_pool(z, &downsample_mask(masks, h, w)?)?;
+                    let pooled = profiled::pool(z, masks)?;
                     contrastive.push(LevelBatch {
                         target: pooled.target,
                         text: u.clone(),
@@ -205,7 +205,7 @@ impl Tmca {
         let mut enhance = |level: usize, g: Tensor| -> Result<Tensor> {
             match (self.lte.iter().find(|(l, _)| *l == level), zu(level), &text) {
                 (Some((_, lte)), Some((z, u)), Some((tokens, _))) => {
-                    let a = lte.map(z, u)?;
+                    let a = profiled::lte_map(lte, z, u)?;
                     let g = lte.forward(&g, &a, tokens, &x.attention)?;
                     maps.push((level, a));
                     Ok(g)
@@ -235,14 +235,13 @@ impl Tmca {
         groups: &[u64],
         gathered: Option<&[LevelBatch]>,
     ) -> Result<Losses> {
-        let dice = loss::soft_dice(&out.logits, masks)?;
-        let bce = loss::bce_with_logits(&out.logits, masks)?;
+        let (dice, bce) = profiled::seg_loss(&out.logits, masks)?;
         let mut total = (&dice + &bce)?;
         let (mut contrastive, mut per_level, mut aux) = (None, vec![], None);
         if let Some(c) = &self.contrastive {
             let batches = gathered.unwrap_or(&out.contrastive);
             if !batches.is_empty() {
-                let (l, levels) = c.forward(batches, groups)?;
+                let (l, levels) = profiled::contrastive(c, batches, groups)?;
                 total = (total + (&l * self.cfg.lambda)?)?;
                 contrastive = Some(l);
                 per_level = levels;

@@ -5,9 +5,9 @@
 //! backward pass, so an unfrozen BERT would silently not train. This one is tested to produce
 //! the same outputs on a Hugging Face checkpoint (see `tests`).
 
-use crate::nn::{gelu, linear, LayerNorm};
+use crate::nn::{gelu, linear, scaled_dot_product, LayerNorm, Linear};
 use candle_core::{DType, Module, Result, Tensor, D};
-use candle_nn::{Embedding, Init, Linear, VarBuilder};
+use candle_nn::{Embedding, Init, VarBuilder};
 use serde::Deserialize;
 
 /// The fields of a Hugging Face BERT `config.json` this encoder uses.
@@ -105,10 +105,8 @@ impl SelfAttention {
         let q = split(self.query.forward(x)?)?;
         let k = split(self.key.forward(x)?)?;
         let v = split(self.value.forward(x)?)?;
-        let scores = (q.matmul(&k.transpose(2, 3)?.contiguous()?)? / (hd as f64).sqrt())?
-            .broadcast_add(mask_bias)?;
-        let ctx = crate::nn::softmax_last(&scores)?
-            .matmul(&v)?
+        // Scaling by 1/√hd is the same op candle runs for `scores / √hd` (affine(1/√hd, 0)).
+        let ctx = scaled_dot_product(&q, &k, &v, Some(mask_bias), 1.0 / (hd as f64).sqrt())?
             .transpose(1, 2)?
             .reshape((b, l, h))?;
         self.norm.forward(&(self.out.forward(&ctx)? + x)?)

@@ -1,9 +1,9 @@
 //! Target-sensitive semantic distance: per-level projections of pixels and reports into a
 //! shared space, and mask-weighted pooling into target and background embeddings.
 
-use crate::nn::{conv2d, l2_normalize, linear};
+use crate::nn::{conv2d, l2_normalize, linear, Conv2d, Linear};
 use candle_core::{Module, Result, Tensor, D};
-use candle_nn::{Conv2d, Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
 /// The projections g_l (1×1 conv on F_l) and h_l (linear on t) of one level.
 #[derive(Debug, Clone)]

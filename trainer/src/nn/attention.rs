@@ -1,9 +1,37 @@
 //! Multi-head attention (queries from one sequence, keys/values from another), with a
 //! key-padding mask.
 
-use super::{conv::linear, softmax_last};
+use super::{conv::linear, softmax_last, Linear};
+use crate::profile::{self, Part};
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
+
+/// softmax(q·kᵀ·scale + bias)·v for (B, heads, N, head_dim) `q`, `k`, `v`; `bias` broadcasts
+/// onto the (B, heads, Nq, Nk) scores (0 for real keys, a large negative for padding).
+pub fn scaled_dot_product(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    bias: Option<&Tensor>,
+    scale: f64,
+) -> Result<Tensor> {
+    let mut inputs = vec![q, k, v];
+    inputs.extend(bias);
+    profile::scope(
+        Part::Attention,
+        &inputs,
+        || Box::new(move |i: &[Tensor]| Ok(vec![attend(&i[0], &i[1], &i[2], i.get(3), scale)?])),
+        || attend(q, k, v, bias, scale),
+    )
+}
+
+fn attend(q: &Tensor, k: &Tensor, v: &Tensor, bias: Option<&Tensor>, scale: f64) -> Result<Tensor> {
+    let mut scores = (q.matmul(&k.transpose(2, 3)?.contiguous()?)? * scale)?;
+    if let Some(b) = bias {
+        scores = scores.broadcast_add(b)?;
+    }
+    softmax_last(&scores)?.matmul(v)
+}
 
 /// `q`, `k`, `v`, `o` projections; heads split the model width.
 #[derive(Debug, Clone)]
@@ -53,17 +81,15 @@ impl MultiHeadAttention {
         let k = self.split(&self.k.forward(ctx)?)?;
         let v = self.split(&self.v.forward(ctx)?)?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let mut scores = (q.matmul(&k.transpose(2, 3)?.contiguous()?)? * scale)?;
-        if let Some(m) = key_mask {
-            // 0 for real tokens, -1e4 for padding, broadcast over heads and queries.
-            let bias = ((m.to_dtype(x.dtype())? - 1.0)? * 1e4)?
-                .unsqueeze(1)?
-                .unsqueeze(1)?;
-            scores = scores.broadcast_add(&bias)?;
-        }
-        let attn = softmax_last(&scores)?;
-        let out = attn
-            .matmul(&v)?
+        // 0 for real tokens, -1e4 for padding, broadcast over heads and queries.
+        let bias = key_mask
+            .map(|m| {
+                ((m.to_dtype(x.dtype())? - 1.0)? * 1e4)?
+                    .unsqueeze(1)?
+                    .unsqueeze(1)
+            })
+            .transpose()?;
+        let out = scaled_dot_product(&q, &k, &v, bias.as_ref(), scale)?
             .transpose(1, 2)?
             .reshape((b, n, self.heads * self.head_dim))?;
         self.o.forward(&out)

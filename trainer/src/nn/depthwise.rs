@@ -5,6 +5,7 @@
 //! The shifted sum uses only `pad`, `narrow`, `mul` and `add`, whose gradients are exact, and
 //! is much faster at the small widths of the CPU presets. Key names match `nn.Conv2d(groups=C)`.
 
+use crate::profile::{self, Part};
 use candle_core::{Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
@@ -32,6 +33,18 @@ impl DepthwiseConv2d {
 
     /// `x` (B, C, H, W) → (B, C, H, W), zero padding.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        profile::scope(
+            Part::DepthwiseConv,
+            &[x],
+            || {
+                let m = self.clone();
+                Box::new(move |i: &[Tensor]| Ok(vec![m.shifted_sum(&i[0])?]))
+            },
+            || self.shifted_sum(x),
+        )
+    }
+
+    fn shifted_sum(&self, x: &Tensor) -> Result<Tensor> {
         let (_, c, h, w) = x.dims4()?;
         let p = self.k / 2;
         let xp = x.pad_with_zeros(2, p, p)?.pad_with_zeros(3, p, p)?;

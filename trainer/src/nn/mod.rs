@@ -10,12 +10,13 @@ mod conv;
 mod depthwise;
 mod norm;
 
-pub use attention::MultiHeadAttention;
-pub use conv::{conv2d, conv_transpose2d, linear};
+pub use attention::{scaled_dot_product, MultiHeadAttention};
+pub use conv::{conv2d, conv_transpose2d, linear, Conv2d, ConvTranspose2d, Linear};
 pub use depthwise::DepthwiseConv2d;
 
 pub use norm::{LayerNorm, LayerNorm2d};
 
+use crate::profile::{self, Part};
 use candle_core::{Result, Tensor, D};
 
 /// Softmax over the last dimension built from ops with a backward pass.
@@ -25,12 +26,26 @@ pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
 
 /// GELU with the exact (erf) form, as PyTorch's `nn.GELU()`.
 pub fn gelu(x: &Tensor) -> Result<Tensor> {
-    x.gelu_erf()
+    profile::scope(
+        Part::Activation,
+        &[x],
+        || Box::new(|i: &[Tensor]| Ok(vec![i[0].gelu_erf()?])),
+        || x.gelu_erf(),
+    )
 }
 
 /// L2-normalises along `dim`: `x / sqrt(Σx² + 1e-12)`. Unlike `max(‖x‖, ε)` this is smooth at
 /// 0, so an all-zero vector gets a zero gradient instead of NaN.
 pub fn l2_normalize(x: &Tensor, dim: usize) -> Result<Tensor> {
+    profile::scope(
+        Part::Contrastive,
+        &[x],
+        || Box::new(move |i: &[Tensor]| Ok(vec![l2_normalize_raw(&i[0], dim)?])),
+        || l2_normalize_raw(x, dim),
+    )
+}
+
+fn l2_normalize_raw(x: &Tensor, dim: usize) -> Result<Tensor> {
     let norm = (x.sqr()?.sum_keepdim(dim)? + 1e-12)?.sqrt()?;
     x.broadcast_div(&norm)
 }

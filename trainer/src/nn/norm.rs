@@ -1,5 +1,6 @@
 //! Layer normalisation from elementary ops (candle's fused versions have no backward).
 
+use crate::profile::{self, Part};
 use candle_core::{Result, Tensor, D};
 use candle_nn::{Init, VarBuilder};
 
@@ -21,6 +22,18 @@ impl LayerNorm {
 
     /// Normalises `x` over its last dimension.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        profile::scope(
+            Part::Norm,
+            &[x],
+            || {
+                let m = self.clone();
+                Box::new(move |i: &[Tensor]| Ok(vec![m.normalise(&i[0])?]))
+            },
+            || self.normalise(x),
+        )
+    }
+
+    fn normalise(&self, x: &Tensor) -> Result<Tensor> {
         let mean = x.mean_keepdim(D::Minus1)?;
         let xc = x.broadcast_sub(&mean)?;
         let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
@@ -41,8 +54,20 @@ impl LayerNorm2d {
 
     /// Normalises each pixel's channel vector.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        profile::scope(
+            Part::Norm,
+            &[x],
+            || {
+                let m = self.clone();
+                Box::new(move |i: &[Tensor]| Ok(vec![m.normalise(&i[0])?]))
+            },
+            || self.normalise(x),
+        )
+    }
+
+    fn normalise(&self, x: &Tensor) -> Result<Tensor> {
         self.0
-            .forward(&x.permute((0, 2, 3, 1))?)?
+            .normalise(&x.permute((0, 2, 3, 1))?)?
             .permute((0, 3, 1, 2))
     }
 }
