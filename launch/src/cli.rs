@@ -165,6 +165,94 @@ pub enum BenchCommand {
     /// Test-split Dice of TMCA and its ablations (image-only, no contrastive, single-level,
     /// no LTE) on the four synthetic datasets over several seeds, mean ± sd.
     Quality(BenchQualityArgs),
+    /// Training-step and inference throughput, peak memory and loader rate of the default
+    /// `cpu-small` TMCA at several image sizes, with a per-part profile of the step, against
+    /// the PyTorch mirror (tests/reference/tmca_ref.py) measured in the same run.
+    Step(BenchStepArgs),
+    /// One measurement of `bench step` in this process (run by `bench step`, one child process
+    /// per measurement so that peak memory is per configuration); prints one JSON line.
+    #[command(hide = true)]
+    StepProbe(StepProbeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchStepArgs {
+    /// Image sizes (square, multiples of 32), comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [128usize, 224])]
+    pub sizes: Vec<usize>,
+    /// Images per training/inference batch.
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    /// Untimed steps (and forward passes) before the timed ones.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// Timed steps (and forward passes); the rates use their median.
+    #[arg(long, default_value_t = 5)]
+    pub steps: usize,
+    /// Repetitions of each replayed call in the profile (median; 0 = no profile).
+    #[arg(long, default_value_t = 3)]
+    pub profile_reps: usize,
+    /// Seconds each loader measurement runs (at least one epoch).
+    #[arg(long, default_value_t = 3.0)]
+    pub loader_seconds: f64,
+    /// Skip the PyTorch mirror (tmca's numbers only).
+    #[arg(long)]
+    pub no_torch: bool,
+    /// Python interpreter with torch for the mirror.
+    #[arg(long, default_value = "python3")]
+    pub python: String,
+    /// The mirror's benchmark script.
+    #[arg(long, default_value = "tests/reference/bench_torch.py")]
+    pub torch_script: PathBuf,
+    /// Compute threads of both sides: tmca's probes run with RAYON_NUM_THREADS set to it
+    /// (candle's thread count), PyTorch with `torch.set_num_threads`.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// Where the loader's synthetic stores live (kept between runs).
+    #[arg(long, default_value = "runs/bench")]
+    pub workdir: PathBuf,
+    /// Markdown file whose step section is replaced with the new tables.
+    #[arg(long, default_value = "BENCHMARKS.md")]
+    pub output: PathBuf,
+}
+
+/// What one probe measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProbeMode {
+    /// Training steps (forward with masks, loss, backward, clipping, AdamW).
+    Train,
+    /// Forward passes without masks or gradients.
+    Infer,
+    /// Loader batches from a synthetic store.
+    Loader,
+}
+
+#[derive(Debug, Args)]
+pub struct StepProbeArgs {
+    /// Image size (square, a multiple of 32).
+    #[arg(long)]
+    pub size: usize,
+    /// What to measure.
+    #[arg(long, value_enum)]
+    pub mode: ProbeMode,
+    /// Images per batch.
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// Timed steps.
+    #[arg(long, default_value_t = 5)]
+    pub steps: usize,
+    /// Repetitions of each replayed call in the profile (train mode; 0 = no profile).
+    #[arg(long, default_value_t = 0)]
+    pub profile_reps: usize,
+    /// Seconds of each loader measurement (loader mode).
+    #[arg(long, default_value_t = 3.0)]
+    pub loader_seconds: f64,
+    /// Where the loader's synthetic store lives (loader mode).
+    #[arg(long, default_value = "runs/bench")]
+    pub workdir: PathBuf,
 }
 
 #[derive(Debug, Args)]

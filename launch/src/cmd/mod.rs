@@ -6,6 +6,7 @@ mod data;
 mod predict;
 mod quality;
 mod quickstart;
+mod step;
 
 mod train;
 
@@ -28,5 +29,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 
         Command::Bench(BenchCommand::Data(a)) => bench::data(&a),
         Command::Bench(BenchCommand::Quality(a)) => quality::run(&a),
+        Command::Bench(BenchCommand::Step(a)) => step::run(&a),
+        Command::Bench(BenchCommand::StepProbe(a)) => step::probe(&a),
     }
 }
