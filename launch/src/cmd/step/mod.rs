@@ -103,6 +103,16 @@ fn torch_version(a: &BenchStepArgs) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
+/// The 1-minute load average (/proc/loadavg), if known.
+fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// The command line as a reader would retype it.
 fn command_line() -> String {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -122,6 +132,13 @@ pub fn run(a: &BenchStepArgs) -> anyhow::Result<()> {
         a.steps > 0 && a.batch > 0,
         "--steps and --batch must be at least 1"
     );
+    let load = load_average();
+    if let Some(l) = load.filter(|&l| l > 0.5) {
+        eprintln!(
+            "warning: load average {l:.2} before the run: other processes compete for the cores \
+             and the timings will be too (PyTorch's spinning OpenMP threads suffer most)"
+        );
+    }
     let torch = torch_version(a);
     if let Err(why) = &torch {
         eprintln!("PyTorch mirror skipped: {why}");
@@ -151,6 +168,7 @@ pub fn run(a: &BenchStepArgs) -> anyhow::Result<()> {
         command: command_line(),
         torch,
         threads: a.threads,
+        load,
         batch: a.batch,
         warmup: a.warmup,
         steps: a.steps,

@@ -21,6 +21,8 @@ pub struct Meta {
     /// torch's version, or why PyTorch was skipped.
     pub torch: Result<String, String>,
     pub threads: usize,
+    /// 1-minute load average when the run started.
+    pub load: Option<f64>,
     pub batch: usize,
     pub warmup: usize,
     pub steps: usize,
@@ -207,7 +209,7 @@ pub fn section(runs: &[SizeRun], m: &Meta) -> String {
     let threads = runs.first().map_or(0, |r| r.train.threads);
     let mut s = format!(
         "## Training step: tmca vs PyTorch\n\n\
-         Measured {date} on {machine} by `{cmd}`: the embedded default config's model (`cpu-small`: \
+         Measured {date} on {machine} (load average {load} when it started) by `{cmd}`: the embedded default config's model (`cpu-small`: \
          ConvNeXt widths 16/32/64/96, a 2-layer BERT trained from scratch, contrastive alignment and \
          LTE at all four levels), batch {b}, synthetic batches (random images, rectangular masks, \
          random reports; no dataset), f32 on the CPU; tmca (candle) with {threads} threads (`RAYON_NUM_THREADS`), {torch}. \
@@ -221,6 +223,7 @@ pub fn section(runs: &[SizeRun], m: &Meta) -> String {
          faster (img/s) or uses more memory (RSS).\n\n",
         date = m.date,
         machine = m.machine,
+        load = m.load.map_or("unknown".into(), |l| format!("{l:.2}")),
         cmd = m.command,
         b = m.batch,
         steps = m.steps,
