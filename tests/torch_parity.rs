@@ -114,6 +114,14 @@ fn cases() -> Vec<Case> {
                 ..base.clone()
             },
         ),
+        // The composed candle ops (the fused kernels' reference) against the mirror too.
+        tiny(
+            "cpu-tiny/composed-ops",
+            ModelConfig {
+                ops: "composed".into(),
+                ..base.clone()
+            },
+        ),
         tiny(
             "cpu-tiny/no-aux",
             ModelConfig {

@@ -68,6 +68,9 @@ class ModelConfig:
     cross_attention: bool = True
     attn_heads: int = 2
     aux_weight: float = 0.0
+    # tmca's choice of implementation (fused kernels or composed candle ops) of the same maths;
+    # the mirror has one implementation, so the value only has to be a valid one.
+    ops: str = "fused"
 
     @classmethod
     def from_json(cls, d: dict) -> "ModelConfig":

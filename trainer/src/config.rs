@@ -347,8 +347,13 @@ impl Config {
     /// A stable hash of the model-defining sections (checkpoints from another model are refused).
     pub fn model_hash(&self) -> String {
         use sha2::{Digest, Sha256};
-        let text = serde_json::to_string(&(&self.model, &self.text, self.data.image_size))
-            .unwrap_or_default();
+        // `model.ops` picks an implementation of the same function, not another model.
+        let model = ModelConfig {
+            ops: String::new(),
+            ..self.model.clone()
+        };
+        let text =
+            serde_json::to_string(&(&model, &self.text, self.data.image_size)).unwrap_or_default();
         format!("{:x}", Sha256::digest(text.as_bytes()))[..16].to_string()
     }
 }

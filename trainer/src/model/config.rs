@@ -47,6 +47,12 @@ pub struct ModelConfig {
     pub attn_heads: usize,
     /// μ, weight of the auxiliary BCE between each enhancement map and the mask (0 = off).
     pub aux_weight: f64,
+    /// How TSSD pooling, the LTE map and the contrastive loss are computed: `fused` (the custom
+    /// kernels of tmca-kernels, CPU and CUDA) or `composed` (the same maths from candle ops, the
+    /// kernels' reference). Both compute the same function, so checkpoints move freely between
+    /// them (not part of the model hash, which skips it as empty).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub ops: String,
 }
 
 impl Default for ModelConfig {
@@ -72,6 +78,7 @@ impl Default for ModelConfig {
             cross_attention: true,
             attn_heads: 2,
             aux_weight: 0.0,
+            ops: "fused".into(),
         }
     }
 }
@@ -261,6 +268,12 @@ impl ModelConfig {
                 ),
             ));
         }
+        if !matches!(self.ops.as_str(), "fused" | "composed") {
+            return Err(bad(
+                "model.ops",
+                format!("'{}' (expected fused or composed)", self.ops),
+            ));
+        }
         match text.encoder.as_str() {
             "scratch" => {
                 if text.hidden % text.heads.max(1) != 0 {
@@ -297,6 +310,11 @@ impl ModelConfig {
     /// Whether the contrastive loss is active.
     pub fn uses_contrastive(&self) -> bool {
         self.text_guidance && self.lambda > 0.0 && !self.contrastive_levels.is_empty()
+    }
+
+    /// Whether the fused kernels compute pooling, the LTE map and the contrastive loss.
+    pub fn fused(&self) -> bool {
+        self.ops != "composed"
     }
 
     /// Whether LTE is active.

@@ -27,6 +27,7 @@ pub struct ContrastiveLoss {
     min_scale: f64,
     max_scale: f64,
     background: bool,
+    fused: bool,
 }
 
 /// Positive-pair matrix (N, N): 1 where the reports are identical after normalisation.
@@ -55,6 +56,7 @@ impl ContrastiveLoss {
         tau_min: f64,
         tau_max: f64,
         background: bool,
+        fused: bool,
         vb: VarBuilder,
     ) -> Result<Self> {
         let logit_scale = vb.get_with_hints(
@@ -69,6 +71,7 @@ impl ContrastiveLoss {
             min_scale: (1.0 / tau_max).ln(),
             max_scale: (1.0 / tau_min).ln(),
             background,
+            fused,
         })
     }
 
@@ -87,13 +90,17 @@ impl ContrastiveLoss {
         Ok(s.iter().map(|x| (-x).exp()).collect())
     }
 
-    /// The loss of level index `k` over the global batch.
-    pub fn level_loss(&self, k: usize, b: &LevelBatch, pos: &Tensor) -> Result<Tensor> {
-        let scale = self
-            .logit_scale
+    /// The inverse temperatures exp(clamped logit scale), one per level.
+    fn scales(&self) -> Result<Tensor> {
+        self.logit_scale
             .clamp(self.min_scale, self.max_scale)?
-            .narrow(0, k, 1)?
-            .exp()?;
+            .exp()
+    }
+
+    /// The loss of level index `k` over the global batch, from candle ops (the reference of
+    /// the fused kernel).
+    pub fn level_loss(&self, k: usize, b: &LevelBatch, pos: &Tensor) -> Result<Tensor> {
+        let scale = self.scales()?.narrow(0, k, 1)?;
         let sim = b.target.matmul(&b.text.t()?)?; // (N, N): image i vs text j
         let i2t = sim.broadcast_mul(&scale)?;
         let t2i = sim.t()?.broadcast_mul(&scale)?;
@@ -120,6 +127,9 @@ impl ContrastiveLoss {
 
     /// Σ_l w_l L_l and the per-level losses; `batches[k]` belongs to `levels()[k]`.
     pub fn forward(&self, batches: &[LevelBatch], groups: &[u64]) -> Result<(Tensor, Vec<Tensor>)> {
+        if self.fused {
+            return self.forward_fused(batches, groups);
+        }
         let dev = self.logit_scale.device();
         let pos = positives(groups, self.logit_scale.dtype(), dev)?;
         let mut per_level = Vec::with_capacity(batches.len());
@@ -129,6 +139,33 @@ impl ContrastiveLoss {
             total = (total + (&l * self.weights[k])?)?;
             per_level.push(l);
         }
+        Ok((total, per_level))
+    }
+
+    /// All levels in one launch of the fused kernel.
+    fn forward_fused(
+        &self,
+        batches: &[LevelBatch],
+        groups: &[u64],
+    ) -> Result<(Tensor, Vec<Tensor>)> {
+        let stack = |f: fn(&LevelBatch) -> &Tensor| {
+            Tensor::stack(&batches.iter().map(f).collect::<Vec<_>>(), 0)
+        };
+        let losses = tmca_kernels::multi_level_contrastive(
+            &stack(|b| &b.target)?,
+            &stack(|b| &b.text)?,
+            &stack(|b| &b.background)?,
+            &stack(|b| &b.has_background)?,
+            &self.scales()?.narrow(0, 0, batches.len())?,
+            groups,
+            self.background,
+        )?;
+        let w = Tensor::new(&self.weights[..batches.len()], losses.device())?
+            .to_dtype(losses.dtype())?;
+        let total = (&losses * &w)?.sum_all()?;
+        let per_level = (0..batches.len())
+            .map(|k| losses.get(k))
+            .collect::<Result<_>>()?;
         Ok((total, per_level))
     }
 }

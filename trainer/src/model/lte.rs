@@ -2,6 +2,7 @@
 //! A = σ((cos(z, u) − b) / τ_a) from the contrastive branch's aligned projections, then
 //! G' = G ⊙ (1 + A) + CrossAttn(G, T).
 
+use super::tssd::Pixels;
 use crate::nn::{LayerNorm, MultiHeadAttention};
 use candle_core::{Result, Tensor};
 use candle_nn::{Init, VarBuilder};
@@ -38,11 +39,15 @@ impl Lte {
         })
     }
 
-    /// The map A (B, 1, h, w) from normalised z (B, D, h, w) and u (B, D).
-    pub fn map(&self, z: &Tensor, u: &Tensor) -> Result<Tensor> {
-        let cos = z
-            .broadcast_mul(&u.unsqueeze(2)?.unsqueeze(3)?)?
-            .sum_keepdim(1)?;
+    /// The map A (B, 1, h, w) from the level's pixels (B, D, h, w) and normalised u (B, D);
+    /// cos(z, u) by the fused kernel on raw pixels, from candle ops on normalised ones.
+    pub fn map(&self, pixels: &Pixels, u: &Tensor) -> Result<Tensor> {
+        let cos = match pixels {
+            Pixels::Raw(p) => tmca_kernels::pixel_text_cos(p, u)?,
+            Pixels::Normalized(z) => z
+                .broadcast_mul(&u.unsqueeze(2)?.unsqueeze(3)?)?
+                .sum_keepdim(1)?,
+        };
         candle_nn::ops::sigmoid(&(cos.broadcast_sub(&self.bias)? / self.tau)?)
     }
 

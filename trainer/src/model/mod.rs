@@ -25,7 +25,7 @@ use decoder::{Head, UpStage};
 use image_encoder::ImageEncoder;
 use lte::Lte;
 use text_encoder::TextEncoder;
-use tssd::{downsample_mask, LevelProjection};
+use tssd::{downsample_mask, LevelProjection, Pixels};
 
 /// One training or inference batch as tensors.
 #[derive(Debug, Clone)]
@@ -113,6 +113,7 @@ impl Tmca {
                 cfg.tau_min,
                 cfg.tau_max,
                 cfg.background_negatives,
+                cfg.fused(),
                 vb.pp("contrastive"),
             )?)
         } else {
@@ -173,11 +174,12 @@ impl Tmca {
             Some(enc) => Some(enc.forward(&x.token_ids, &x.attention)?),
             None => None,
         };
-        // Aligned projections z_l, u_l of every level that needs them.
-        let mut proj: Vec<(usize, Tensor, Tensor)> = Vec::new();
+        // Aligned projections z_l (raw for the fused kernels), u_l of every level that needs them.
+        let fused = self.cfg.fused();
+        let mut proj: Vec<(usize, Pixels, Tensor)> = Vec::new();
         if let Some((_, t)) = &text {
             for (l, p) in &self.projections {
-                proj.push((*l, p.pixels(&feats[l - 1])?, p.text(t)?));
+                proj.push((*l, p.pixels(&feats[l - 1], fused)?, p.text(t)?));
             }
         }
         let zu = |l: usize| {

@@ -4,23 +4,24 @@
 use super::contrastive::{ContrastiveLoss, LevelBatch};
 use super::loss;
 use super::lte::Lte;
-use super::tssd::{downsample_mask, masked_pool, Pooled};
+use super::tssd::{self, downsample_mask, Pixels, Pooled};
 use crate::profile::{self, Part};
 use candle_core::{Result, Tensor};
 
-fn pool_raw(z: &Tensor, masks: &Tensor) -> Result<Pooled> {
-    let (_, _, h, w) = z.dims4()?;
-    masked_pool(z, &downsample_mask(masks, h, w)?)
+fn pool_raw(z: &Pixels, masks: &Tensor) -> Result<Pooled> {
+    let (_, _, h, w) = z.tensor().dims4()?;
+    tssd::pool(z, &downsample_mask(masks, h, w)?)
 }
 
-/// Target/background pooling of z (B, D, h, w) under `masks` (B, 1, H, W).
-pub fn pool(z: &Tensor, masks: &Tensor) -> Result<Pooled> {
+/// Target/background pooling of the level's pixels (B, D, h, w) under `masks` (B, 1, H, W).
+pub fn pool(z: &Pixels, masks: &Tensor) -> Result<Pooled> {
     profile::scope(
         Part::Contrastive,
-        &[z, masks],
+        &[z.tensor(), masks],
         || {
-            Box::new(|i: &[Tensor]| {
-                let p = pool_raw(&i[0], &i[1])?;
+            let z = z.clone();
+            Box::new(move |i: &[Tensor]| {
+                let p = pool_raw(&z.like(i[0].clone()), &i[1])?;
                 Ok(vec![p.target, p.background])
             })
         },
@@ -28,14 +29,14 @@ pub fn pool(z: &Tensor, masks: &Tensor) -> Result<Pooled> {
     )
 }
 
-/// The enhancement map of `lte` from z and u.
-pub fn lte_map(lte: &Lte, z: &Tensor, u: &Tensor) -> Result<Tensor> {
+/// The enhancement map of `lte` from the level's pixels and u.
+pub fn lte_map(lte: &Lte, z: &Pixels, u: &Tensor) -> Result<Tensor> {
     profile::scope(
         Part::Contrastive,
-        &[z, u],
+        &[z.tensor(), u],
         || {
-            let lte = lte.clone();
-            Box::new(move |i: &[Tensor]| Ok(vec![lte.map(&i[0], &i[1])?]))
+            let (lte, z) = (lte.clone(), z.clone());
+            Box::new(move |i: &[Tensor]| Ok(vec![lte.map(&z.like(i[0].clone()), &i[1])?]))
         },
         || lte.map(z, u),
     )

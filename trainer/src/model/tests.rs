@@ -236,6 +236,44 @@ fn check_fd(vars: &[(String, Var)], f: &dyn Fn() -> Tensor, probes: usize, tol: 
     }
 }
 
+/// The fused kernels and the composed candle ops compute the same losses and gradients.
+#[test]
+fn fused_and_composed_ops_agree() {
+    for (name, cfg) in ablations() {
+        let composed = ModelConfig {
+            ops: "composed".into(),
+            ..cfg.clone()
+        };
+        let (sf, mf, vocab) = build(cfg, DType::F32, 5);
+        let (sc, mc, _) = build(composed, DType::F32, 5);
+        let (x, groups) = batch(4, 3, 32, vocab, DType::F32, 6);
+        let (lf, gf) = grads_of(&mf, &x, &groups);
+        let (lc, gc) = grads_of(&mc, &x, &groups);
+        let (lf, lc) = (
+            lf.to_scalar::<f32>().unwrap(),
+            lc.to_scalar::<f32>().unwrap(),
+        );
+        assert!(
+            (lf - lc).abs() <= 1e-5 * lc.abs().max(1.0),
+            "{name}: loss {lf} vs {lc}"
+        );
+        for ((n, vf), (_, vc)) in sf.vars().iter().zip(sc.vars().iter()) {
+            let a = gf.get(vf.as_tensor()).unwrap();
+            let b = gc.get(vc.as_tensor()).unwrap();
+            let err = (a - b).unwrap().abs().unwrap().max_all().unwrap();
+            let scale = b.abs().unwrap().max_all().unwrap();
+            let (err, scale) = (
+                err.to_scalar::<f32>().unwrap(),
+                scale.to_scalar::<f32>().unwrap(),
+            );
+            assert!(
+                err <= 1e-4 * scale.max(1e-3),
+                "{name}: gradient of {n}: {err} (max {scale})"
+            );
+        }
+    }
+}
+
 #[test]
 fn whole_model_gradients_match_finite_differences() {
     for (name, cfg) in ablations().into_iter().take(5) {
@@ -311,7 +349,10 @@ fn module_gradients_match_finite_differences() {
     check_fd(&[("z".into(), z.clone())], &f, 12, 1e-5);
 
     // Contrastive loss with duplicate groups, an empty-mask sample and extreme temperatures.
-    for tau in [0.01, 0.07, 1.0] {
+    for (tau, fused) in [0.01, 0.07, 1.0]
+        .into_iter()
+        .flat_map(|t| [(t, false), (t, true)])
+    {
         let store = ParamStore::new(0);
         let c = contrastive::ContrastiveLoss::new(
             &[1, 3],
@@ -320,6 +361,7 @@ fn module_gradients_match_finite_differences() {
             0.01,
             1.0,
             true,
+            fused,
             store.var_builder_dtype(DType::F64, &dev),
         )
         .unwrap();

@@ -25,14 +25,62 @@ impl LevelProjection {
         })
     }
 
-    /// z_l: (B, D, h, w), L2-normalised over D.
-    pub fn pixels(&self, f: &Tensor) -> Result<Tensor> {
-        l2_normalize(&self.image.forward(f)?, 1)
+    /// The level's pixel embeddings (B, D, h, w): raw for the fused kernels (which normalise
+    /// inside, so the normalised copy is never materialised), z_l otherwise.
+    pub fn pixels(&self, f: &Tensor, fused: bool) -> Result<Pixels> {
+        let p = self.image.forward(f)?;
+        Ok(if fused {
+            Pixels::Raw(p)
+        } else {
+            Pixels::Normalized(l2_normalize(&p, 1)?)
+        })
     }
 
     /// u_l: (B, D), L2-normalised.
     pub fn text(&self, t: &Tensor) -> Result<Tensor> {
         l2_normalize(&self.text.forward(t)?, 1)
+    }
+}
+
+/// A level's pixel embeddings in the form the chosen ops take.
+#[derive(Debug, Clone)]
+pub enum Pixels {
+    /// The raw projection p_l; z_l = p_l / ‖p_l‖ is computed inside the fused kernels.
+    Raw(Tensor),
+    /// z_l, L2-normalised over D (composed candle ops).
+    Normalized(Tensor),
+}
+
+impl Pixels {
+    /// The tensor, raw or normalised.
+    pub fn tensor(&self) -> &Tensor {
+        match self {
+            Pixels::Raw(t) | Pixels::Normalized(t) => t,
+        }
+    }
+
+    /// The same variant around another tensor (replays of recorded calls).
+    pub fn like(&self, t: Tensor) -> Self {
+        match self {
+            Pixels::Raw(_) => Pixels::Raw(t),
+            Pixels::Normalized(_) => Pixels::Normalized(t),
+        }
+    }
+}
+
+/// Target/background pooling of the pixels under the level's soft mask `m` (B, 1, h, w): the
+/// fused kernel on raw pixels, [`masked_pool`] on normalised ones.
+pub fn pool(pixels: &Pixels, m: &Tensor) -> Result<Pooled> {
+    match pixels {
+        Pixels::Raw(p) => {
+            let k = tmca_kernels::masked_pool(p, m)?;
+            Ok(Pooled {
+                target: k.target,
+                background: k.background,
+                has_background: k.has_background,
+            })
+        }
+        Pixels::Normalized(z) => masked_pool(z, m),
     }
 }
 
