@@ -129,7 +129,7 @@ impl<T: Real> Saved<'_, T> {
     }
 }
 
-/// The packed forward output.
+/// The packed forward output. Rows and columns of every level run in one parallel pass.
 pub fn forward<T: Real>(
     emb: &[T],
     scales: &[T],
@@ -137,27 +137,35 @@ pub fn forward<T: Real>(
     (lv, n, d): (usize, usize, usize),
     background: bool,
 ) -> Vec<T> {
+    let levels: Vec<Level<T>> = (0..lv)
+        .map(|l| Level::new(emb, scales, aux, l, lv, n, d))
+        .collect();
+    // k < Lv·N: row k % N of level k / N; then the columns likewise.
+    let stats: Vec<(T, T)> = (0..2 * lv * n)
+        .into_par_iter()
+        .map(|k| {
+            let (l, idx) = ((k % (lv * n)) / n, k % n);
+            if k < lv * n {
+                levels[l].row(idx)
+            } else {
+                levels[l].col(idx, background)
+            }
+        })
+        .collect();
     let mut out = vec![T::ZERO; lv + 2 * lv * n];
-    for l in 0..lv {
-        let lev = Level::new(emb, scales, aux, l, lv, n, d);
-        let rows: Vec<(T, T)> = (0..n).into_par_iter().map(|i| lev.row(i)).collect();
-        let cols: Vec<(T, T)> = (0..n)
-            .into_par_iter()
-            .map(|j| lev.col(j, background))
-            .collect();
-        let mut total = T::ZERO;
-        for (k, (r, c)) in rows.iter().zip(&cols).enumerate() {
-            out[lv + l * n + k] = r.0;
-            out[lv + lv * n + l * n + k] = c.0;
-            total += r.1 + c.1;
-        }
-        out[l] = T::of(0.5) * total / T::of(n as f64);
+    for (k, (lse, term)) in stats.iter().enumerate() {
+        out[lv + k] = *lse;
+        out[(k % (lv * n)) / n] += *term;
+    }
+    for o in &mut out[..lv] {
+        *o = T::of(0.5) * *o / T::of(n as f64);
     }
     out
 }
 
 /// The packed backward output; `pack` = `[scales Lv | upstream grad Lv | row LSE Lv·N |
-/// column LSE Lv·N]`.
+/// column LSE Lv·N]`. The rows (∂target) and the columns (∂text, ∂background) of every level
+/// run in two parallel passes.
 pub fn backward<T: Real>(
     emb: &[T],
     pack: &[T],
@@ -165,56 +173,63 @@ pub fn backward<T: Real>(
     (lv, n, d): (usize, usize, usize),
     background: bool,
 ) -> Vec<T> {
+    let scales = &pack[..lv];
+    let levels: Vec<(Level<T>, Saved<T>)> = (0..lv)
+        .map(|l| {
+            let saved = Saved {
+                row_lse: &pack[2 * lv + l * n..2 * lv + (l + 1) * n],
+                col_lse: &pack[2 * lv + lv * n + l * n..2 * lv + lv * n + (l + 1) * n],
+                coef: pack[lv + l] * T::of(0.5) / T::of(n as f64),
+            };
+            (Level::new(emb, scales, aux, l, lv, n, d), saved)
+        })
+        .collect();
     let mut out = vec![T::ZERO; 3 * lv * n * d + lv];
     let (demb, dscale) = out.split_at_mut(3 * lv * n * d);
     let (dt_all, rest) = demb.split_at_mut(lv * n * d);
     let (du_all, dv_all) = rest.split_at_mut(lv * n * d);
-    let scales = &pack[..lv];
-    for l in 0..lv {
-        let lev = Level::new(emb, scales, aux, l, lv, n, d);
-        let saved = Saved {
-            row_lse: &pack[2 * lv + l * n..2 * lv + (l + 1) * n],
-            col_lse: &pack[2 * lv + lv * n + l * n..2 * lv + lv * n + (l + 1) * n],
-            coef: pack[lv + l] * T::of(0.5) / T::of(n as f64),
-        };
-        let s = lev.s;
-        let level = l * n * d..(l + 1) * n * d;
-        let ds_rows: T = dt_all[level.clone()]
-            .par_chunks_mut(d)
-            .enumerate()
-            .map(|(i, dt)| {
-                let mut acc = T::ZERO;
-                for j in 0..n {
-                    let sij = dot(lev.t(i), lev.u(j));
-                    let g = saved.grad(&lev, sij, i, j);
-                    axpy(s * g, lev.u(j), dt);
-                    acc += g * sij;
-                }
-                acc
-            })
-            .reduce(|| T::ZERO, |a, b| a + b);
-        let ds_cols: T = du_all[level.clone()]
-            .par_chunks_mut(d)
-            .zip(dv_all[level].par_chunks_mut(d))
-            .enumerate()
-            .map(|(j, (du, dv))| {
-                for i in 0..n {
-                    let sij = dot(lev.t(i), lev.u(j));
-                    let g = saved.grad(&lev, sij, i, j);
-                    axpy(s * g, lev.t(i), du);
-                }
-                if !background {
-                    return T::ZERO;
-                }
-                let has = lev.has[j];
-                let c = dot(lev.u(j), lev.v(j));
-                let gb = saved.coef * (background_logit(s, c, has) - saved.col_lse[j]).exp();
-                axpy(s * has * gb, lev.v(j), du);
-                axpy(s * has * gb, lev.u(j), dv);
-                gb * has * c
-            })
-            .reduce(|| T::ZERO, |a, b| a + b);
-        dscale[l] = ds_rows + ds_cols;
+    // ∂target rows and Σ_j G_ij S_ij, per (level, row).
+    let ds_rows: Vec<T> = dt_all
+        .par_chunks_mut(d)
+        .enumerate()
+        .map(|(k, dt)| {
+            let ((lev, saved), i) = (&levels[k / n], k % n);
+            let mut acc = T::ZERO;
+            for j in 0..n {
+                let sij = dot(lev.t(i), lev.u(j));
+                let g = saved.grad(lev, sij, i, j);
+                axpy(lev.s * g, lev.u(j), dt);
+                acc += g * sij;
+            }
+            acc
+        })
+        .collect();
+    // ∂text, ∂background columns and the background's ∂scale, per (level, column).
+    let ds_cols: Vec<T> = du_all
+        .par_chunks_mut(d)
+        .zip(dv_all.par_chunks_mut(d))
+        .enumerate()
+        .map(|(k, (du, dv))| {
+            let ((lev, saved), j) = (&levels[k / n], k % n);
+            let s = lev.s;
+            for i in 0..n {
+                let sij = dot(lev.t(i), lev.u(j));
+                let g = saved.grad(lev, sij, i, j);
+                axpy(s * g, lev.t(i), du);
+            }
+            if !background {
+                return T::ZERO;
+            }
+            let has = lev.has[j];
+            let c = dot(lev.u(j), lev.v(j));
+            let gb = saved.coef * (background_logit(s, c, has) - saved.col_lse[j]).exp();
+            axpy(s * has * gb, lev.v(j), du);
+            axpy(s * has * gb, lev.u(j), dv);
+            gb * has * c
+        })
+        .collect();
+    for (k, (r, c)) in ds_rows.iter().zip(&ds_cols).enumerate() {
+        dscale[k / n] += *r + *c;
     }
     out
 }
