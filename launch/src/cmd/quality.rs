@@ -16,6 +16,8 @@ use tmca_trainer::train::{Resume, RunOptions};
 fn variants() -> Vec<(&'static str, fn(&mut Config))> {
     vec![
         ("TMCA", |_| {}),
+        // The same model on candle ops instead of the fused kernels: should train the same.
+        ("TMCA (composed ops)", |c| c.model.ops = "composed".into()),
         ("image-only", |c| c.model.text_guidance = false),
         ("no contrastive", |c| c.model.lambda = 0.0),
         ("single-level (4)", |c| {
