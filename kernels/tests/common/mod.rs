@@ -126,7 +126,15 @@ pub fn rel_err(a: &Tensor, b: &Tensor) -> Result<f64> {
     let diff = a
         .iter()
         .zip(&b)
-        .map(|(x, y)| (x - y).abs())
+        // A NaN/Inf where the reference is finite is an infinite error (f64::max skips NaN).
+        .map(|(x, y)| {
+            let d = (x - y).abs();
+            if d.is_nan() && !(x.is_nan() && y.is_nan()) {
+                f64::INFINITY
+            } else {
+                d
+            }
+        })
         .fold(0.0, f64::max);
     let scale = b.iter().map(|y| y.abs()).fold(0.0, f64::max);
     Ok(if scale > 0.0 { diff / scale } else { diff })
