@@ -1,14 +1,46 @@
-//! Multi-level symmetric multi-positive InfoNCE with background negatives, streamed: the N×N
-//! logits are never stored, each row (image→text) and each column (text→image) recomputes its
-//! N dot products into an N-vector.
+//! Multi-level symmetric multi-positive InfoNCE with background negatives, on two paths:
+//!
+//! * dense (Lv·N² ≤ [`DENSE_MAX_ENTRIES`], the training sizes): each level's similarity matrix
+//!   S = V⁺Uᵀ is one matrix product into an N×N scratch, the row and column log-sum-exps are
+//!   single sweeps over it, and the backward turns it in place into the logit gradient G and
+//!   gets ∂target = s·G·U and ∂text = s·Gᵀ·V⁺ as two more matrix products ([`dense`]);
+//! * streamed (larger batches): the N×N logits are never stored, each row (image→text) and each
+//!   column (text→image) recomputes its N dot products into an N-vector.
 //!
 //! Inputs: `emb` (3, Lv, N, D) = [target; text; background], `scales` (Lv),
 //! `aux` (Lv + 2, N) = [dense group id; group size; has_background per level].
 //! Forward output (flat): `[loss Lv | row LSE Lv·N | column LSE Lv·N]`.
 //! Backward output (flat): `[d emb 3·Lv·N·D | d scales Lv]`.
 
+mod dense;
+
 use crate::float::{axpy, dot, Real};
 use rayon::prelude::*;
+
+/// The largest Lv·N² for the dense path: its scratch is one N×N matrix per level (16 MiB in f32
+/// at the limit, e.g. Lv = 4 and N = 1024); above it the op streams.
+pub(crate) const DENSE_MAX_ENTRIES: usize = 1 << 22;
+
+/// How the N×N similarities are computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Path {
+    /// Once per level, as a matrix product kept in an N×N scratch.
+    Dense,
+    /// Recomputed per row and per column, never stored.
+    Streamed,
+}
+
+impl Path {
+    /// Dense while Lv·N² ≤ [`DENSE_MAX_ENTRIES`] (and the problem is not empty).
+    pub(crate) fn of(lv: usize, n: usize, d: usize) -> Self {
+        let entries = lv.saturating_mul(n).saturating_mul(n);
+        if n > 0 && d > 0 && entries <= DENSE_MAX_ENTRIES {
+            Self::Dense
+        } else {
+            Self::Streamed
+        }
+    }
+}
 
 /// The logit of a background negative: s·c where valid, −1e4 where not (as the composed loss).
 #[inline]
@@ -129,19 +161,103 @@ impl<T: Real> Saved<'_, T> {
     }
 }
 
-/// The packed forward output. Rows and columns of every level run in one parallel pass.
+/// The per-level views of all levels.
+fn levels<'a, T: Real>(
+    emb: &'a [T],
+    scales: &[T],
+    aux: &'a [T],
+    (lv, n, d): (usize, usize, usize),
+) -> Vec<Level<'a, T>> {
+    (0..lv)
+        .map(|l| Level::new(emb, scales, aux, l, lv, n, d))
+        .collect()
+}
+
+/// The saved statistics of every level; `pack` = `[scales Lv | upstream grad Lv | row LSE Lv·N
+/// | column LSE Lv·N]`.
+fn saved<T: Real>(pack: &[T], lv: usize, n: usize) -> Vec<Saved<'_, T>> {
+    (0..lv)
+        .map(|l| Saved {
+            row_lse: &pack[2 * lv + l * n..2 * lv + (l + 1) * n],
+            col_lse: &pack[2 * lv + lv * n + l * n..2 * lv + lv * n + (l + 1) * n],
+            coef: pack[lv + l] * T::of(0.5) / T::of(n as f64),
+        })
+        .collect()
+}
+
+/// The background negative's share of column j's gradient: adds it to ∂text_j and sets
+/// ∂background_j; returns its ∂scale term (zero without background negatives).
+fn background_grad<T: Real>(
+    lev: &Level<T>,
+    saved: &Saved<T>,
+    j: usize,
+    du: &mut [T],
+    dv: &mut [T],
+    background: bool,
+) -> T {
+    if !background {
+        return T::ZERO;
+    }
+    let (s, has) = (lev.s, lev.has[j]);
+    let c = dot(lev.u(j), lev.v(j));
+    let gb = saved.coef * (background_logit(s, c, has) - saved.col_lse[j]).exp();
+    axpy(s * has * gb, lev.v(j), du);
+    axpy(s * has * gb, lev.u(j), dv);
+    gb * has * c
+}
+
+/// The (LSE, term) pairs of every (level, row) and of every (level, column), level-major.
+type Stats<T> = (Vec<(T, T)>, Vec<(T, T)>);
+
+/// The packed output from the per-(level, row) and per-(level, column) (LSE, term) pairs, each
+/// in level-major order.
+fn pack_forward<T: Real>(rows: &[(T, T)], cols: &[(T, T)], lv: usize, n: usize) -> Vec<T> {
+    let mut out = vec![T::ZERO; lv + 2 * lv * n];
+    for (k, (lse, term)) in rows.iter().chain(cols).enumerate() {
+        out[lv + k] = *lse;
+        out[(k % (lv * n)) / n] += *term;
+    }
+    for o in &mut out[..lv] {
+        *o = T::of(0.5) * *o / T::of(n as f64);
+    }
+    out
+}
+
+/// The packed forward output, on the path the size calls for.
 pub fn forward<T: Real>(
     emb: &[T],
     scales: &[T],
     aux: &[T],
-    (lv, n, d): (usize, usize, usize),
+    dims: (usize, usize, usize),
     background: bool,
 ) -> Vec<T> {
-    let levels: Vec<Level<T>> = (0..lv)
-        .map(|l| Level::new(emb, scales, aux, l, lv, n, d))
-        .collect();
+    let (lv, n, d) = dims;
+    forward_on(Path::of(lv, n, d), emb, scales, aux, dims, background)
+}
+
+/// The packed forward output on the given path.
+pub(crate) fn forward_on<T: Real>(
+    path: Path,
+    emb: &[T],
+    scales: &[T],
+    aux: &[T],
+    dims: (usize, usize, usize),
+    background: bool,
+) -> Vec<T> {
+    let (lv, n, _) = dims;
+    let levels = levels(emb, scales, aux, dims);
+    let (rows, cols) = match path {
+        Path::Dense => dense::forward(&levels, background),
+        Path::Streamed => streamed_forward(&levels, background),
+    };
+    pack_forward(&rows, &cols, lv, n)
+}
+
+/// Rows and columns of every level in one parallel pass.
+fn streamed_forward<T: Real>(levels: &[Level<T>], background: bool) -> Stats<T> {
+    let (lv, n) = (levels.len(), levels.first().map_or(0, Level::n));
     // k < Lv·N: row k % N of level k / N; then the columns likewise.
-    let stats: Vec<(T, T)> = (0..2 * lv * n)
+    let mut stats: Vec<(T, T)> = (0..2 * lv * n)
         .into_par_iter()
         .map(|k| {
             let (l, idx) = ((k % (lv * n)) / n, k % n);
@@ -152,48 +268,74 @@ pub fn forward<T: Real>(
             }
         })
         .collect();
-    let mut out = vec![T::ZERO; lv + 2 * lv * n];
-    for (k, (lse, term)) in stats.iter().enumerate() {
-        out[lv + k] = *lse;
-        out[(k % (lv * n)) / n] += *term;
-    }
-    for o in &mut out[..lv] {
-        *o = T::of(0.5) * *o / T::of(n as f64);
-    }
-    out
+    let cols = stats.split_off(lv * n);
+    (stats, cols)
 }
 
-/// The packed backward output; `pack` = `[scales Lv | upstream grad Lv | row LSE Lv·N |
-/// column LSE Lv·N]`. The rows (∂target) and the columns (∂text, ∂background) of every level
-/// run in two parallel passes.
+/// The packed backward output (`pack` as [`saved`]), on the path the size calls for.
 pub fn backward<T: Real>(
     emb: &[T],
     pack: &[T],
     aux: &[T],
-    (lv, n, d): (usize, usize, usize),
+    dims: (usize, usize, usize),
     background: bool,
 ) -> Vec<T> {
-    let scales = &pack[..lv];
-    let levels: Vec<(Level<T>, Saved<T>)> = (0..lv)
-        .map(|l| {
-            let saved = Saved {
-                row_lse: &pack[2 * lv + l * n..2 * lv + (l + 1) * n],
-                col_lse: &pack[2 * lv + lv * n + l * n..2 * lv + lv * n + (l + 1) * n],
-                coef: pack[lv + l] * T::of(0.5) / T::of(n as f64),
-            };
-            (Level::new(emb, scales, aux, l, lv, n, d), saved)
-        })
-        .collect();
+    let (lv, n, d) = dims;
+    backward_on(Path::of(lv, n, d), emb, pack, aux, dims, background)
+}
+
+/// The packed backward output on the given path.
+pub(crate) fn backward_on<T: Real>(
+    path: Path,
+    emb: &[T],
+    pack: &[T],
+    aux: &[T],
+    dims: (usize, usize, usize),
+    background: bool,
+) -> Vec<T> {
+    let (lv, n, d) = dims;
+    let levels = levels(emb, &pack[..lv], aux, dims);
+    let saved = saved(pack, lv, n);
     let mut out = vec![T::ZERO; 3 * lv * n * d + lv];
     let (demb, dscale) = out.split_at_mut(3 * lv * n * d);
-    let (dt_all, rest) = demb.split_at_mut(lv * n * d);
-    let (du_all, dv_all) = rest.split_at_mut(lv * n * d);
+    let (dt, rest) = demb.split_at_mut(lv * n * d);
+    let (du, dv) = rest.split_at_mut(lv * n * d);
+    let grads = Grads { dt, du, dv };
+    match path {
+        Path::Dense => dense::backward(&levels, &saved, grads, dscale, background),
+        Path::Streamed => streamed_backward(&levels, &saved, grads, dscale, background),
+    }
+    out
+}
+
+/// The (zeroed) gradients of every level's target, text and background, each (Lv, N, D).
+struct Grads<'a, T> {
+    dt: &'a mut [T],
+    du: &'a mut [T],
+    dv: &'a mut [T],
+}
+
+/// The rows (∂target) and the columns (∂text, ∂background) of every level in two parallel
+/// passes, each recomputing its N dot products.
+fn streamed_backward<T: Real>(
+    levels: &[Level<T>],
+    saved: &[Saved<T>],
+    grads: Grads<T>,
+    dscale: &mut [T],
+    background: bool,
+) {
+    let n = levels.first().map_or(0, Level::n);
+    let d = levels.first().map_or(0, |l| l.d);
+    if n == 0 || d == 0 {
+        return;
+    }
     // ∂target rows and Σ_j G_ij S_ij, per (level, row).
-    let ds_rows: Vec<T> = dt_all
+    let ds_rows: Vec<T> = grads
+        .dt
         .par_chunks_mut(d)
         .enumerate()
         .map(|(k, dt)| {
-            let ((lev, saved), i) = (&levels[k / n], k % n);
+            let (lev, saved, i) = (&levels[k / n], &saved[k / n], k % n);
             let mut acc = T::ZERO;
             for j in 0..n {
                 let sij = dot(lev.t(i), lev.u(j));
@@ -205,31 +347,155 @@ pub fn backward<T: Real>(
         })
         .collect();
     // ∂text, ∂background columns and the background's ∂scale, per (level, column).
-    let ds_cols: Vec<T> = du_all
+    let ds_cols: Vec<T> = grads
+        .du
         .par_chunks_mut(d)
-        .zip(dv_all.par_chunks_mut(d))
+        .zip(grads.dv.par_chunks_mut(d))
         .enumerate()
         .map(|(k, (du, dv))| {
-            let ((lev, saved), j) = (&levels[k / n], k % n);
-            let s = lev.s;
+            let (lev, saved, j) = (&levels[k / n], &saved[k / n], k % n);
             for i in 0..n {
                 let sij = dot(lev.t(i), lev.u(j));
                 let g = saved.grad(lev, sij, i, j);
-                axpy(s * g, lev.t(i), du);
+                axpy(lev.s * g, lev.t(i), du);
             }
-            if !background {
-                return T::ZERO;
-            }
-            let has = lev.has[j];
-            let c = dot(lev.u(j), lev.v(j));
-            let gb = saved.coef * (background_logit(s, c, has) - saved.col_lse[j]).exp();
-            axpy(s * has * gb, lev.v(j), du);
-            axpy(s * has * gb, lev.u(j), dv);
-            gb * has * c
+            background_grad(lev, saved, j, du, dv, background)
         })
         .collect();
     for (k, (r, c)) in ds_rows.iter().zip(&ds_cols).enumerate() {
         dscale[k / n] += *r + *c;
     }
-    out
+}
+
+#[cfg(test)]
+mod tests {
+    //! The dense and the streamed path on the same inputs.
+
+    use super::{backward_on, forward_on, Path, DENSE_MAX_ENTRIES};
+    use crate::float::Real;
+
+    /// A small deterministic generator (SplitMix64), uniform in [0, 1).
+    struct Rng(u64);
+
+    impl Rng {
+        fn uniform(&mut self) -> f64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+        }
+        fn normal(&mut self) -> f64 {
+            let (u1, u2) = (self.uniform().max(1e-300), self.uniform());
+            (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+        }
+    }
+
+    /// emb (3, Lv, N, D) of unit rows, scales (Lv), aux (Lv + 2, N) with duplicate groups.
+    fn problem<T: Real>(
+        rng: &mut Rng,
+        (lv, n, d): (usize, usize, usize),
+        scales: &[f64],
+    ) -> (Vec<T>, Vec<T>, Vec<T>) {
+        let mut emb = Vec::with_capacity(3 * lv * n * d);
+        for _ in 0..3 * lv * n {
+            let row: Vec<f64> = (0..d).map(|_| rng.normal()).collect();
+            let norm = row.iter().map(|x| x * x).sum::<f64>().sqrt().max(1e-12);
+            emb.extend(row.iter().map(|x| T::of(x / norm)));
+        }
+        let distinct = (n / 3).max(1);
+        let gid: Vec<usize> = (0..n)
+            .map(|_| (rng.uniform() * distinct as f64) as usize)
+            .collect();
+        let mut aux: Vec<T> = gid.iter().map(|&g| T::of(g as f64)).collect();
+        aux.extend(
+            gid.iter()
+                .map(|g| T::of(gid.iter().filter(|h| *h == g).count() as f64)),
+        );
+        aux.extend((0..lv * n).map(|_| T::of((rng.uniform() > 0.3) as u8 as f64)));
+        (emb, scales.iter().map(|&s| T::of(s)).collect(), aux)
+    }
+
+    fn rel_err<T: Real + Into<f64>>(a: &[T], b: &[T]) -> f64 {
+        assert_eq!(a.len(), b.len());
+        let diff = a
+            .iter()
+            .zip(b)
+            .map(|(&x, &y)| (x.into() - y.into()).abs())
+            .fold(0.0, f64::max);
+        let scale = b.iter().map(|&y| y.into().abs()).fold(0.0, f64::max);
+        assert!(diff.is_finite(), "non-finite values");
+        if scale > 0.0 {
+            diff / scale
+        } else {
+            diff
+        }
+    }
+
+    /// Worst (forward, backward) relative error of the dense path against the streamed one.
+    fn agree<T: Real + Into<f64>>(seed: u64, tol: (f64, f64)) -> (f64, f64) {
+        let mut rng = Rng(seed);
+        let mut worst = (0.0f64, 0.0f64);
+        for (dims, scales) in [
+            ((4, 1, 37), vec![100.0, 0.1, 14.285, 1.0]),
+            ((3, 70, 19), vec![100.0, 1.0, 0.1]),
+            ((1, 130, 64), vec![1.0 / 0.07]),
+            ((4, 32, 256), vec![1.0 / 0.07; 4]),
+            ((2, 5, 1), vec![100.0, 0.5]),
+        ] {
+            let (lv, n, d) = dims;
+            let (emb, scales, aux) = problem::<T>(&mut rng, dims, &scales);
+            for background in [true, false] {
+                let run = |path| forward_on(path, &emb, &scales, &aux, dims, background);
+                let (fd, fs) = (run(Path::Dense), run(Path::Streamed));
+                let ef = rel_err(&fd[..lv], &fs[..lv]).max(rel_err(&fd[lv..], &fs[lv..]));
+                assert!(ef <= tol.0, "{dims:?} bg {background}: forward {ef:e}");
+                // Each path's backward from its own forward's log-sum-exps, as in the op.
+                let mut pack = scales.clone();
+                pack.extend((0..lv).map(|_| T::of(rng.normal())));
+                let run = |path, fwd: &[T]| {
+                    let pack = [&pack[..], &fwd[lv..]].concat();
+                    backward_on(path, &emb, &pack, &aux, dims, background)
+                };
+                let (bd, bs) = (run(Path::Dense, &fd), run(Path::Streamed, &fs));
+                let part = 3 * lv * n * d;
+                let mut eb = rel_err(&bd[part..], &bs[part..]);
+                for k in 0..3 {
+                    let r = k * lv * n * d..(k + 1) * lv * n * d;
+                    if !background && k == 2 {
+                        assert!(bd[r.clone()].iter().all(|&x| x == T::ZERO));
+                    } else {
+                        eb = eb.max(rel_err(&bd[r.clone()], &bs[r]));
+                    }
+                }
+                assert!(eb <= tol.1, "{dims:?} bg {background}: backward {eb:e}");
+                worst = (worst.0.max(ef), worst.1.max(eb));
+            }
+        }
+        worst
+    }
+
+    #[test]
+    fn dense_and_streamed_agree_f32() {
+        let (f, b) = agree::<f32>(31, (1e-5, 1e-4));
+        println!("dense vs streamed f32: forward {f:e}, backward {b:e}");
+    }
+
+    #[test]
+    fn dense_and_streamed_agree_f64() {
+        let (f, b) = agree::<f64>(32, (1e-12, 1e-11));
+        println!("dense vs streamed f64: forward {f:e}, backward {b:e}");
+    }
+
+    #[test]
+    fn path_by_size() {
+        assert_eq!(Path::of(4, 32, 256), Path::Dense);
+        assert_eq!(Path::of(4, 1024, 256), Path::Dense);
+        assert_eq!(Path::of(4, 1025, 256), Path::Streamed);
+        assert_eq!(Path::of(2, 4096, 8), Path::Streamed);
+        assert_eq!(Path::of(1, 2048, 8), Path::Dense);
+        assert_eq!(Path::of(1, 0, 8), Path::Streamed);
+        assert_eq!(Path::of(1, 8, 0), Path::Streamed);
+        assert_eq!(4 * 1024 * 1024, DENSE_MAX_ENTRIES);
+    }
 }
