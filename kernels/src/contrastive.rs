@@ -3,6 +3,7 @@
 use crate::check;
 use crate::cpu::contrastive as cpu;
 use crate::error::KernelError;
+use crate::level_scale;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use std::collections::HashMap;
@@ -41,7 +42,9 @@ pub fn dense_groups(groups: &[u64]) -> (Vec<u32>, Vec<u32>) {
 /// loss_l = ½ (mean_i −Σ_j P_ij log softmax_j(s S)_ij / |P_i| + same over columns), S = v⁺ uᵀ.
 /// Streamed: the N×N logits are never stored. Differentiable with respect to `target`,
 /// `text`, `background` and `scales`. The op's flat output is `[loss Lv | row LSE Lv·N |
-/// column LSE Lv·N]` (the log-sum-exps are kept for the backward); the result is a narrow.
+/// column LSE Lv·N]` (the log-sum-exps are kept for the backward), on the CPU followed by the
+/// gradients for a unit upstream gradient when any input is tracked (the backward then only
+/// scales them); the result is a narrow.
 pub fn multi_level_contrastive(
     target: &Tensor,
     text: &Tensor,
@@ -82,9 +85,13 @@ pub fn multi_level_contrastive(
     head.extend(counts.iter().map(|&c| c as f64));
     let head = Tensor::from_vec(head, (2, n), target.device())?.to_dtype(dtype)?;
     let aux = Tensor::cat(&[head, has_background.detach().to_dtype(dtype)?], 0)?;
+    let grads = [target, text, background, scales]
+        .iter()
+        .any(|t| t.track_op());
     let emb = Tensor::stack(&[target, text, background], 0)?;
     let op = MultiLevelContrastive {
         background: background_negatives,
+        grads,
     };
     let out = emb.apply_op3(&scales.contiguous()?, &aux, op)?;
     out.narrow(0, 0, lv)
@@ -107,6 +114,9 @@ fn unsupported(dtype: DType) -> candle_core::Error {
 /// The forward op (emb (3, Lv, N, D), scales (Lv), aux (Lv + 2, N)) → packed output.
 struct MultiLevelContrastive {
     background: bool,
+    /// Whether a backward will follow: the CPU forward then also computes the gradients for a
+    /// unit upstream gradient (appended to its output), and the backward only scales them.
+    grads: bool,
 }
 
 impl CustomOp3 for MultiLevelContrastive {
@@ -124,13 +134,18 @@ impl CustomOp3 for MultiLevelContrastive {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (lv, n, d) = dims(l1)?;
-        let shape = Shape::from(lv + 2 * lv * n);
         macro_rules! run {
             ($t:ty, $v:ident) => {{
                 let emb = check::cpu_data::<$t>(OP, "embeddings", s1, l1)?;
                 let scales = check::cpu_data::<$t>(OP, "scales", s2, l2)?;
                 let aux = check::cpu_data::<$t>(OP, "groups", s3, l3)?;
-                let out = cpu::forward(emb, scales, aux, (lv, n, d), self.background);
+                let dims = (lv, n, d);
+                let out = if self.grads {
+                    cpu::forward_with_grads(cpu::split(emb), scales, aux, dims, self.background)
+                } else {
+                    cpu::forward(cpu::split(emb), scales, aux, dims, self.background)
+                };
+                let shape = Shape::from(out.len());
                 Ok((CpuStorage::$v(out), shape))
             }};
         }
@@ -163,14 +178,18 @@ impl CustomOp3 for MultiLevelContrastive {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (_, lv, n, d) = emb.dims4()?;
-        let pack = Tensor::cat(
-            &[
-                scales,
-                &grad.narrow(0, 0, lv)?,
-                &res.narrow(0, lv, 2 * lv * n)?,
-            ],
-            0,
-        )?;
+        let head = lv + 2 * lv * n;
+        let upstream = grad.narrow(0, 0, lv)?;
+        if res.dim(0)? == head + 3 * lv * n * d + lv {
+            // The forward computed the gradients for a unit upstream gradient: scale them.
+            let unit = res
+                .narrow(0, head, 3 * lv * n * d)?
+                .reshape((3, lv, n * d))?;
+            let demb = level_scale::scale_levels(&unit, &upstream)?.reshape((3, lv, n, d))?;
+            let dscales = (res.narrow(0, head + 3 * lv * n * d, lv)? * &upstream)?;
+            return Ok((Some(demb), Some(dscales), None));
+        }
+        let pack = Tensor::cat(&[scales, &upstream, &res.narrow(0, lv, 2 * lv * n)?], 0)?;
         let op = ContrastiveBackward {
             background: self.background,
         };
@@ -207,7 +226,7 @@ impl CustomOp3 for ContrastiveBackward {
                 let emb = check::cpu_data::<$t>(OP, "embeddings", s1, l1)?;
                 let pack = check::cpu_data::<$t>(OP, "saved", s2, l2)?;
                 let aux = check::cpu_data::<$t>(OP, "groups", s3, l3)?;
-                let out = cpu::backward(emb, pack, aux, (lv, n, d), self.background);
+                let out = cpu::backward(cpu::split(emb), pack, aux, (lv, n, d), self.background);
                 Ok((CpuStorage::$v(out), shape))
             }};
         }

@@ -7,10 +7,13 @@
 //! * streamed (larger batches): the N×N logits are never stored, each row (image→text) and each
 //!   column (text→image) recomputes its N dot products into an N-vector.
 //!
-//! Inputs: `emb` (3, Lv, N, D) = [target; text; background], `scales` (Lv),
+//! Inputs: `emb` = [target, text, background], each (Lv, N, D), `scales` (Lv),
 //! `aux` (Lv + 2, N) = [dense group id; group size; has_background per level].
 //! Forward output (flat): `[loss Lv | row LSE Lv·N | column LSE Lv·N]`.
 //! Backward output (flat): `[d emb 3·Lv·N·D | d scales Lv]`.
+//! When the loss will be differentiated, [`forward_with_grads`] returns both at once (the
+//! gradients for a unit upstream gradient; the op's backward only scales them), which on the
+//! dense path saves the backward's recomputation of S.
 
 mod dense;
 
@@ -57,6 +60,15 @@ fn log_sum_exp<T: Real>(x: &[T]) -> T {
     m + z.ln()
 }
 
+/// The target, text and background embeddings, each (Lv, N, D) contiguous.
+pub type Emb<'a, T> = [&'a [T]; 3];
+
+/// The three equal parts of a packed (3, Lv, N, D) buffer.
+pub fn split<T>(packed: &[T]) -> Emb<'_, T> {
+    let k = packed.len() / 3;
+    [&packed[..k], &packed[k..2 * k], &packed[2 * k..3 * k]]
+}
+
 /// The views of one level.
 struct Level<'a, T> {
     t: &'a [T],
@@ -70,16 +82,8 @@ struct Level<'a, T> {
 }
 
 impl<'a, T: Real> Level<'a, T> {
-    fn new(
-        emb: &'a [T],
-        scales: &[T],
-        aux: &'a [T],
-        l: usize,
-        lv: usize,
-        n: usize,
-        d: usize,
-    ) -> Self {
-        let part = |e: usize| &emb[(e * lv + l) * n * d..(e * lv + l + 1) * n * d];
+    fn new(emb: Emb<'a, T>, scales: &[T], aux: &'a [T], l: usize, n: usize, d: usize) -> Self {
+        let part = |e: usize| &emb[e][l * n * d..(l + 1) * n * d];
         Self {
             t: part(0),
             u: part(1),
@@ -163,13 +167,13 @@ impl<T: Real> Saved<'_, T> {
 
 /// The per-level views of all levels.
 fn levels<'a, T: Real>(
-    emb: &'a [T],
+    emb: Emb<'a, T>,
     scales: &[T],
     aux: &'a [T],
     (lv, n, d): (usize, usize, usize),
 ) -> Vec<Level<'a, T>> {
     (0..lv)
-        .map(|l| Level::new(emb, scales, aux, l, lv, n, d))
+        .map(|l| Level::new(emb, scales, aux, l, n, d))
         .collect()
 }
 
@@ -225,7 +229,7 @@ fn pack_forward<T: Real>(rows: &[(T, T)], cols: &[(T, T)], lv: usize, n: usize) 
 
 /// The packed forward output, on the path the size calls for.
 pub fn forward<T: Real>(
-    emb: &[T],
+    emb: Emb<T>,
     scales: &[T],
     aux: &[T],
     dims: (usize, usize, usize),
@@ -238,7 +242,7 @@ pub fn forward<T: Real>(
 /// The packed forward output on the given path.
 pub(crate) fn forward_on<T: Real>(
     path: Path,
-    emb: &[T],
+    emb: Emb<T>,
     scales: &[T],
     aux: &[T],
     dims: (usize, usize, usize),
@@ -251,6 +255,49 @@ pub(crate) fn forward_on<T: Real>(
         Path::Streamed => streamed_forward(&levels, background),
     };
     pack_forward(&rows, &cols, lv, n)
+}
+
+/// The packed forward output followed by the gradients for a unit upstream gradient of every
+/// level's loss: `[loss Lv | row LSE Lv·N | column LSE Lv·N | ∂emb 3·Lv·N·D | ∂scales Lv]`.
+/// The backward then only scales them; the dense path reuses the forward's similarities.
+pub fn forward_with_grads<T: Real>(
+    emb: Emb<T>,
+    scales: &[T],
+    aux: &[T],
+    dims: (usize, usize, usize),
+    background: bool,
+) -> Vec<T> {
+    let (lv, n, d) = dims;
+    forward_with_grads_on(Path::of(lv, n, d), emb, scales, aux, dims, background)
+}
+
+/// [`forward_with_grads`] on the given path.
+pub(crate) fn forward_with_grads_on<T: Real>(
+    path: Path,
+    emb: Emb<T>,
+    scales: &[T],
+    aux: &[T],
+    dims: (usize, usize, usize),
+    background: bool,
+) -> Vec<T> {
+    let (lv, n, d) = dims;
+    if path == Path::Streamed {
+        let mut out = forward_on(path, emb, scales, aux, dims, background);
+        let mut pack = scales.to_vec();
+        pack.extend((0..lv).map(|_| T::ONE));
+        pack.extend_from_slice(&out[lv..]);
+        out.extend(backward_on(path, emb, &pack, aux, dims, background));
+        return out;
+    }
+    let levels = levels(emb, scales, aux, dims);
+    let mut grads = vec![T::ZERO; 3 * lv * n * d + lv];
+    let (demb, dscale) = grads.split_at_mut(3 * lv * n * d);
+    let (dt, rest) = demb.split_at_mut(lv * n * d);
+    let (du, dv) = rest.split_at_mut(lv * n * d);
+    let (rows, cols) = dense::forward_backward(&levels, Grads { dt, du, dv }, dscale, background);
+    let mut out = pack_forward(&rows, &cols, lv, n);
+    out.extend(grads);
+    out
 }
 
 /// Rows and columns of every level in one parallel pass.
@@ -274,7 +321,7 @@ fn streamed_forward<T: Real>(levels: &[Level<T>], background: bool) -> Stats<T> 
 
 /// The packed backward output (`pack` as [`saved`]), on the path the size calls for.
 pub fn backward<T: Real>(
-    emb: &[T],
+    emb: Emb<T>,
     pack: &[T],
     aux: &[T],
     dims: (usize, usize, usize),
@@ -287,7 +334,7 @@ pub fn backward<T: Real>(
 /// The packed backward output on the given path.
 pub(crate) fn backward_on<T: Real>(
     path: Path,
-    emb: &[T],
+    emb: Emb<T>,
     pack: &[T],
     aux: &[T],
     dims: (usize, usize, usize),
@@ -371,7 +418,7 @@ fn streamed_backward<T: Real>(
 mod tests {
     //! The dense and the streamed path on the same inputs.
 
-    use super::{backward_on, forward_on, Path, DENSE_MAX_ENTRIES};
+    use super::{backward_on, forward_on, forward_with_grads_on, split, Path, DENSE_MAX_ENTRIES};
     use crate::float::Real;
 
     /// A small deterministic generator (SplitMix64), uniform in [0, 1).
@@ -446,7 +493,7 @@ mod tests {
             let (lv, n, d) = dims;
             let (emb, scales, aux) = problem::<T>(&mut rng, dims, &scales);
             for background in [true, false] {
-                let run = |path| forward_on(path, &emb, &scales, &aux, dims, background);
+                let run = |path| forward_on(path, split(&emb), &scales, &aux, dims, background);
                 let (fd, fs) = (run(Path::Dense), run(Path::Streamed));
                 let ef = rel_err(&fd[..lv], &fs[..lv]).max(rel_err(&fd[lv..], &fs[lv..]));
                 assert!(ef <= tol.0, "{dims:?} bg {background}: forward {ef:e}");
@@ -455,7 +502,7 @@ mod tests {
                 pack.extend((0..lv).map(|_| T::of(rng.normal())));
                 let run = |path, fwd: &[T]| {
                     let pack = [&pack[..], &fwd[lv..]].concat();
-                    backward_on(path, &emb, &pack, &aux, dims, background)
+                    backward_on(path, split(&emb), &pack, &aux, dims, background)
                 };
                 let (bd, bs) = (run(Path::Dense, &fd), run(Path::Streamed, &fs));
                 let part = 3 * lv * n * d;
@@ -485,6 +532,40 @@ mod tests {
     fn dense_and_streamed_agree_f64() {
         let (f, b) = agree::<f64>(32, (1e-12, 1e-11));
         println!("dense vs streamed f64: forward {f:e}, backward {b:e}");
+    }
+
+    /// The fused forward-with-gradients equals the forward then the backward with a unit
+    /// upstream gradient, on both paths.
+    #[test]
+    fn forward_with_grads_is_forward_then_unit_backward() {
+        let mut rng = Rng(33);
+        for (dims, scales) in [
+            ((4, 32, 40), vec![1.0 / 0.07; 4]),
+            ((2, 7, 3), vec![100.0, 0.1]),
+            ((1, 1, 5), vec![2.0]),
+        ] {
+            let (lv, n, d) = dims;
+            let (emb, scales, aux) = problem::<f64>(&mut rng, dims, &scales);
+            for (path, background) in [
+                (Path::Dense, true),
+                (Path::Streamed, true),
+                (Path::Dense, false),
+            ] {
+                let fused =
+                    forward_with_grads_on(path, split(&emb), &scales, &aux, dims, background);
+                let fwd = forward_on(path, split(&emb), &scales, &aux, dims, background);
+                let pack = [&scales[..], &vec![1.0; lv], &fwd[lv..]].concat();
+                let bwd = backward_on(path, split(&emb), &pack, &aux, dims, background);
+                assert_eq!(fused.len(), fwd.len() + bwd.len());
+                assert_eq!(fused.len(), lv + 2 * lv * n + 3 * lv * n * d + lv);
+                let ef = rel_err(&fused[..fwd.len()], &fwd);
+                let eb = rel_err(&fused[fwd.len()..], &bwd);
+                assert!(
+                    ef <= 1e-13 && eb <= 1e-12,
+                    "{dims:?} {path:?}: {ef:e} {eb:e}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -181,17 +181,62 @@ pub(super) fn forward<T: Real>(levels: &[Level<T>], background: bool) -> Stats<T
     (rows.concat(), cols.concat())
 }
 
-/// One level's gradients into `dt`, `du`, `dv` (each N×D); returns its ∂scale.
+/// The forward statistics and, from the same similarity scratch, every level's gradients for
+/// a unit upstream gradient (into `grads` and `dscale`): one matrix product fewer than
+/// [`forward`] then [`backward`], and one pass over the levels.
+pub(super) fn forward_backward<T: Real>(
+    levels: &[Level<T>],
+    grads: Grads<T>,
+    dscale: &mut [T],
+    background: bool,
+) -> Stats<T> {
+    let n = levels.first().map_or(0, Level::n);
+    let nd = levels.first().map_or(0, |l| l.n() * l.d);
+    let par = parallelism(levels.len());
+    let coef = T::of(0.5) / T::of(n as f64);
+    let out: Vec<(Stats<T>, T)> = grads
+        .dt
+        .par_chunks_mut(nd.max(1))
+        .zip(grads.du.par_chunks_mut(nd.max(1)))
+        .zip(grads.dv.par_chunks_mut(nd.max(1)))
+        .zip(levels.par_iter())
+        .map(|(((dt, du), dv), lev)| {
+            let mut sm = vec![T::ZERO; n * n];
+            similarities(lev, &mut sm, par);
+            let rows = row_stats(lev, &sm);
+            let cols = col_stats(lev, &sm, background);
+            let row_lse: Vec<T> = rows.iter().map(|r| r.0).collect();
+            let col_lse: Vec<T> = cols.iter().map(|c| c.0).collect();
+            let saved = Saved {
+                row_lse: &row_lse,
+                col_lse: &col_lse,
+                coef,
+            };
+            let ds = level_backward(lev, &saved, sm, (dt, du, dv), background, par);
+            ((rows, cols), ds)
+        })
+        .collect();
+    let mut rows = Vec::with_capacity(levels.len() * n);
+    let mut cols = Vec::with_capacity(levels.len() * n);
+    for (l, ((r, c), ds)) in out.into_iter().enumerate() {
+        rows.extend(r);
+        cols.extend(c);
+        dscale[l] = ds;
+    }
+    (rows, cols)
+}
+
+/// One level's gradients into `dt`, `du`, `dv` (each N×D) from its similarities `g` (N×N,
+/// overwritten); returns its ∂scale.
 fn level_backward<T: Real>(
     lev: &Level<T>,
     saved: &Saved<T>,
+    mut g: Vec<T>,
     (dt, du, dv): (&mut [T], &mut [T], &mut [T]),
     background: bool,
     par: Parallelism,
 ) -> T {
     let (n, d, s) = (lev.n(), lev.d, lev.s);
-    let mut g = vec![T::ZERO; n * n];
-    similarities(lev, &mut g, par);
     // S → s·G in place, and Σ_j G_ij S_ij per row.
     let ds_rows: Vec<T> = g
         .par_chunks_mut(n)
@@ -250,7 +295,10 @@ pub(super) fn backward<T: Real>(
         .zip(grads.dv.par_chunks_mut(nd))
         .enumerate()
         .map(|(l, ((dt, du), dv))| {
-            level_backward(&levels[l], &saved[l], (dt, du, dv), background, par)
+            let lev = &levels[l];
+            let mut g = vec![T::ZERO; lev.n() * lev.n()];
+            similarities(lev, &mut g, par);
+            level_backward(lev, &saved[l], g, (dt, du, dv), background, par)
         })
         .collect();
     dscale.copy_from_slice(&ds);
