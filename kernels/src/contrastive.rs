@@ -3,10 +3,12 @@
 use crate::check;
 use crate::cpu::contrastive as cpu;
 use crate::error::KernelError;
-use crate::level_scale;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use std::collections::HashMap;
+
+mod host;
+mod level_scale;
 
 const OP: &str = "multi_level_contrastive";
 
@@ -41,10 +43,10 @@ pub fn dense_groups(groups: &[u64]) -> (Vec<u32>, Vec<u32>) {
 ///
 /// loss_l = ½ (mean_i −Σ_j P_ij log softmax_j(s S)_ij / |P_i| + same over columns), S = v⁺ uᵀ.
 /// Streamed: the N×N logits are never stored. Differentiable with respect to `target`,
-/// `text`, `background` and `scales`. The op's flat output is `[loss Lv | row LSE Lv·N |
-/// column LSE Lv·N]` (the log-sum-exps are kept for the backward), on the CPU followed by the
-/// gradients for a unit upstream gradient when any input is tracked (the backward then only
-/// scales them); the result is a narrow.
+/// `text`, `background` and `scales`. On the CPU the op works on the three tensors in place and
+/// computes the gradients in its forward when any input is tracked ([`host`]); on a device it
+/// works on their stack and its flat output is `[loss Lv | row LSE Lv·N | column LSE Lv·N]`
+/// (the log-sum-exps are kept for the backward op); the result is a narrow.
 pub fn multi_level_contrastive(
     target: &Tensor,
     text: &Tensor,
@@ -54,7 +56,7 @@ pub fn multi_level_contrastive(
     groups: &[u64],
     background_negatives: bool,
 ) -> Result<Tensor> {
-    let dtype = check::float_dtype(OP, "target", target)?;
+    check::float_dtype(OP, "target", target)?;
     let dims = check::rank(OP, "target", target, 3, "(Lv, N, D)")?;
     let (lv, n) = (dims[0], dims[1]);
     for (arg, t) in [("text", text), ("background", background)] {
@@ -81,17 +83,38 @@ pub fn multi_level_contrastive(
         .into());
     }
     let (ids, counts) = dense_groups(groups);
-    let mut head: Vec<f64> = ids.iter().map(|&g| g as f64).collect();
-    head.extend(counts.iter().map(|&c| c as f64));
-    let head = Tensor::from_vec(head, (2, n), target.device())?.to_dtype(dtype)?;
+    let mut aux: Vec<f64> = ids.iter().map(|&g| g as f64).collect();
+    aux.extend(counts.iter().map(|&c| c as f64));
+    let emb = (target, text, background);
+    if target.device().is_cpu() {
+        aux.extend(
+            has_background
+                .to_dtype(DType::F64)?
+                .flatten_all()?
+                .to_vec1::<f64>()?,
+        );
+        return host::multi_level_contrastive(emb, scales, aux, background_negatives);
+    }
+    packed(emb, has_background, scales, aux, background_negatives)
+}
+
+/// The device path (and its CPU twin, tested beside the host path): one op over the stacked
+/// (3, Lv, N, D) embeddings, scales and `aux` (Lv + 2, N) = [`aux`; has_background] as
+/// tensors; its backward is a second op from the saved log-sum-exps.
+fn packed(
+    (target, text, background): (&Tensor, &Tensor, &Tensor),
+    has_background: &Tensor,
+    scales: &Tensor,
+    aux: Vec<f64>,
+    background_negatives: bool,
+) -> Result<Tensor> {
+    let (lv, n) = has_background.dims2()?;
+    let dtype = target.dtype();
+    let head = Tensor::from_vec(aux, (2, n), target.device())?.to_dtype(dtype)?;
     let aux = Tensor::cat(&[head, has_background.detach().to_dtype(dtype)?], 0)?;
-    let grads = [target, text, background, scales]
-        .iter()
-        .any(|t| t.track_op());
     let emb = Tensor::stack(&[target, text, background], 0)?;
     let op = MultiLevelContrastive {
         background: background_negatives,
-        grads,
     };
     let out = emb.apply_op3(&scales.contiguous()?, &aux, op)?;
     out.narrow(0, 0, lv)
@@ -114,9 +137,6 @@ fn unsupported(dtype: DType) -> candle_core::Error {
 /// The forward op (emb (3, Lv, N, D), scales (Lv), aux (Lv + 2, N)) → packed output.
 struct MultiLevelContrastive {
     background: bool,
-    /// Whether a backward will follow: the CPU forward then also computes the gradients for a
-    /// unit upstream gradient (appended to its output), and the backward only scales them.
-    grads: bool,
 }
 
 impl CustomOp3 for MultiLevelContrastive {
@@ -139,12 +159,7 @@ impl CustomOp3 for MultiLevelContrastive {
                 let emb = check::cpu_data::<$t>(OP, "embeddings", s1, l1)?;
                 let scales = check::cpu_data::<$t>(OP, "scales", s2, l2)?;
                 let aux = check::cpu_data::<$t>(OP, "groups", s3, l3)?;
-                let dims = (lv, n, d);
-                let out = if self.grads {
-                    cpu::forward_with_grads(cpu::split(emb), scales, aux, dims, self.background)
-                } else {
-                    cpu::forward(cpu::split(emb), scales, aux, dims, self.background)
-                };
+                let out = cpu::forward(cpu::split(emb), scales, aux, (lv, n, d), self.background);
                 let shape = Shape::from(out.len());
                 Ok((CpuStorage::$v(out), shape))
             }};
@@ -178,17 +193,7 @@ impl CustomOp3 for MultiLevelContrastive {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (_, lv, n, d) = emb.dims4()?;
-        let head = lv + 2 * lv * n;
         let upstream = grad.narrow(0, 0, lv)?;
-        if res.dim(0)? == head + 3 * lv * n * d + lv {
-            // The forward computed the gradients for a unit upstream gradient: scale them.
-            let unit = res
-                .narrow(0, head, 3 * lv * n * d)?
-                .reshape((3, lv, n * d))?;
-            let demb = level_scale::scale_levels(&unit, &upstream)?.reshape((3, lv, n, d))?;
-            let dscales = (res.narrow(0, head + 3 * lv * n * d, lv)? * &upstream)?;
-            return Ok((Some(demb), Some(dscales), None));
-        }
         let pack = Tensor::cat(&[scales, &upstream, &res.narrow(0, lv, 2 * lv * n)?], 0)?;
         let op = ContrastiveBackward {
             background: self.background,
@@ -248,5 +253,60 @@ impl CustomOp3 for ContrastiveBackward {
         l3: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
         crate::cuda::contrastive::backward(s1, l1, s2, l2, s3, l3, self.background)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The host path against the packed (device) path run on the CPU: same losses, same
+    //! gradients for every input, with and without background negatives.
+
+    use super::{dense_groups, host, packed};
+    use candle_core::{DType, Device, Result, Tensor, Var};
+
+    fn unit(dims: (usize, usize, usize)) -> Result<Var> {
+        let x = Tensor::randn(0f64, 1., dims, &Device::Cpu)?;
+        Var::from_tensor(&x.broadcast_div(&x.sqr()?.sum_keepdim(2)?.sqrt()?)?)
+    }
+
+    fn rel_err(a: &Tensor, b: &Tensor) -> Result<f64> {
+        let diff = (a - b)?.abs()?.max_all()?.to_scalar::<f64>()?;
+        let scale = b.abs()?.max_all()?.to_scalar::<f64>()?.max(1e-300);
+        Ok(diff / scale)
+    }
+
+    #[test]
+    fn host_and_packed_paths_agree() -> Result<()> {
+        let (lv, n, d) = (3, 9, 17);
+        let dev = Device::Cpu;
+        let (t, u, v) = (unit((lv, n, d))?, unit((lv, n, d))?, unit((lv, n, d))?);
+        let has = Tensor::rand(0f64, 1., (lv, n), &dev)?
+            .ge(0.3)?
+            .to_dtype(DType::F64)?;
+        let log_s = Var::from_tensor(&Tensor::new(&[0.5f64, 2.6, 4.6], &dev)?)?;
+        let w = Tensor::new(&[0.7f64, -1.3, 2.0], &dev)?;
+        let groups: Vec<u64> = (0..n as u64).map(|i| i % 4).collect();
+        let (ids, counts) = dense_groups(&groups);
+        let mut aux: Vec<f64> = ids.iter().map(|&g| g as f64).collect();
+        aux.extend(counts.iter().map(|&c| c as f64));
+        let mut host_aux = aux.clone();
+        host_aux.extend(has.flatten_all()?.to_vec1::<f64>()?);
+        for background in [true, false] {
+            let emb = (t.as_tensor(), u.as_tensor(), v.as_tensor());
+            let s = log_s.exp()?;
+            let a = host::multi_level_contrastive(emb, &s, host_aux.clone(), background)?;
+            let b = packed(emb, &has, &s, aux.clone(), background)?;
+            assert!(rel_err(&a, &b)? < 1e-12, "losses differ");
+            let ga = (&a * &w)?.sum_all()?.backward()?;
+            let gb = (&b * &w)?.sum_all()?.backward()?;
+            for (name, x) in [("target", &t), ("text", &u), ("bg", &v), ("scales", &log_s)] {
+                let (Some(ga), Some(gb)) = (ga.get(x), gb.get(x)) else {
+                    panic!("no gradient for {name}")
+                };
+                let e = rel_err(ga, gb)?;
+                assert!(e < 1e-11, "{name} (background {background}): {e:e}");
+            }
+        }
+        Ok(())
     }
 }

@@ -17,7 +17,6 @@ mod cpu;
 mod cuda;
 mod error;
 mod float;
-mod level_scale;
 mod masked_pool;
 mod similarity;
 

@@ -1,5 +1,5 @@
-//! Per-level scaling of precomputed unit gradients: the CPU contrastive backward's only work
-//! when its forward already computed the gradients for a unit upstream gradient.
+//! Per-level scaling of precomputed unit gradients: the host contrastive op's whole backward
+//! (its forward already computed the gradients for a unit upstream gradient).
 
 use crate::check;
 use crate::error::KernelError;
