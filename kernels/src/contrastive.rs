@@ -299,6 +299,14 @@ mod tests {
             assert!(rel_err(&a, &b)? < 1e-12, "losses differ");
             let ga = (&a * &w)?.sum_all()?.backward()?;
             let gb = (&b * &w)?.sum_all()?.backward()?;
+            // A second backward through the same host op recomputes what the first took.
+            let again = (&a * &w)?.sum_all()?.backward()?;
+            for x in [&t, &u, &v, &log_s] {
+                let (Some(g1), Some(g2)) = (ga.get(x), again.get(x)) else {
+                    panic!("no gradient on the second backward")
+                };
+                assert!(rel_err(g2, g1)? < 1e-14, "second backward differs");
+            }
             for (name, x) in [("target", &t), ("text", &u), ("bg", &v), ("scales", &log_s)] {
                 let (Some(ga), Some(gb)) = (ga.get(x), gb.get(x)) else {
                     panic!("no gradient for {name}")

@@ -24,6 +24,10 @@ pub trait Real:
     fn of(x: f64) -> Self;
     fn sqrt(self) -> Self;
     fn exp(self) -> Self;
+    /// e^x inlined and branch-free, so loops over it vectorise: for f32 a Cephes-style
+    /// polynomial (≤ 2 ulp; inputs are clamped to [−87.3, 88], so e^−∞ is 2^−126, not 0), for
+    /// f64 the library exp.
+    fn fast_exp(self) -> Self;
     fn ln(self) -> Self;
     fn fmax(self, other: Self) -> Self;
 }
@@ -46,6 +50,10 @@ macro_rules! real {
                 <$t>::exp(self)
             }
             #[inline(always)]
+            fn fast_exp(self) -> Self {
+                fast_exp_impl(self)
+            }
+            #[inline(always)]
             fn ln(self) -> Self {
                 <$t>::ln(self)
             }
@@ -59,6 +67,101 @@ macro_rules! real {
 
 real!(f32);
 real!(f64);
+
+trait FastExp {
+    fn fast_exp_impl(self) -> Self;
+}
+
+#[inline(always)]
+fn fast_exp_impl<T: FastExp>(x: T) -> T {
+    x.fast_exp_impl()
+}
+
+impl FastExp for f64 {
+    #[inline(always)]
+    fn fast_exp_impl(self) -> Self {
+        self.exp()
+    }
+}
+
+impl FastExp for f32 {
+    /// e^x = 2^n · e^r with n = round(x / ln 2), |r| ≤ ln 2 / 2, e^r by Cephes' expf polynomial.
+    #[inline(always)]
+    fn fast_exp_impl(self) -> Self {
+        const LOG2E: f32 = std::f32::consts::LOG2_E;
+        const LN2_HI: f32 = 0.693_359_4;
+        const LN2_LO: f32 = -2.121_944_4e-4;
+        // Round to nearest by the 1.5·2²³ trick (no libm call, SSE2 only).
+        const ROUND: f32 = 12_582_912.0;
+        let x = self.clamp(-87.336_55, 88.0);
+        let n = (x * LOG2E + ROUND) - ROUND;
+        let r = x - n * LN2_HI - n * LN2_LO;
+        let mut p = 1.987_569_1e-4_f32;
+        p = p * r + 1.398_199_9e-3;
+        p = p * r + 8.333_452e-3;
+        p = p * r + 4.166_579_6e-2;
+        p = p * r + 1.666_666_5e-1;
+        p = p * r + 5.000_000_1e-1;
+        let er = p * r * r + r + 1.0;
+        er * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    }
+}
+
+/// Lanes of the multi-accumulator reductions below (independent sums, so they vectorise).
+pub const LANES: usize = 8;
+
+/// max_j s·x_j (x non-empty).
+#[inline]
+pub fn max_scaled<T: Real>(x: &[T], s: T) -> T {
+    let mut acc = [s * x[0]; LANES];
+    let mut chunks = x.chunks_exact(LANES);
+    for c in &mut chunks {
+        for k in 0..LANES {
+            acc[k] = acc[k].fmax(s * c[k]);
+        }
+    }
+    let mut m = acc.iter().fold(acc[0], |a, &b| a.fmax(b));
+    for &v in chunks.remainder() {
+        m = m.fmax(s * v);
+    }
+    m
+}
+
+/// Σ_j e^(s·x_j − m).
+#[inline]
+pub fn sum_exp<T: Real>(x: &[T], s: T, m: T) -> T {
+    let mut acc = [T::ZERO; LANES];
+    let mut chunks = x.chunks_exact(LANES);
+    for c in &mut chunks {
+        for k in 0..LANES {
+            acc[k] += (s * c[k] - m).fast_exp();
+        }
+    }
+    let mut z = acc.iter().fold(T::ZERO, |a, &b| a + b);
+    for &v in chunks.remainder() {
+        z += (s * v - m).fast_exp();
+    }
+    z
+}
+
+/// Σ_{j: keys_j = key} x_j.
+#[inline]
+pub fn masked_sum<T: Real>(x: &[T], keys: &[T], key: T) -> T {
+    let pick = |v: T, k: T| if k == key { v } else { T::ZERO };
+    let mut acc = [T::ZERO; LANES];
+    let mut cx = x.chunks_exact(LANES);
+    let mut ck = keys.chunks_exact(LANES);
+    for (c, g) in (&mut cx).zip(&mut ck) {
+        for k in 0..LANES {
+            acc[k] += pick(c[k], g[k]);
+        }
+    }
+    let mut z = acc.iter().fold(T::ZERO, |a, &b| a + b);
+    for (&v, &k) in cx.remainder().iter().zip(ck.remainder()) {
+        z += pick(v, k);
+    }
+    z
+}
 
 /// Σ a_i b_i, with four independent accumulators so the loop vectorises.
 #[inline]
@@ -85,5 +188,51 @@ pub fn dot<T: Real>(a: &[T], b: &[T]) -> T {
 pub fn axpy<T: Real>(a: T, x: &[T], y: &mut [T]) {
     for (yi, xi) in y.iter_mut().zip(x) {
         *yi += a * *xi;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{masked_sum, max_scaled, sum_exp, Real};
+
+    #[test]
+    fn fast_exp_f32_is_within_two_ulp() {
+        let mut worst = 0.0f64;
+        let mut x = -87.0f32;
+        while x < 88.0 {
+            let want = (x as f64).exp();
+            let got = x.fast_exp() as f64;
+            worst = worst.max(((got - want) / want).abs());
+            x += 0.000_731;
+        }
+        assert!(worst < 2.5e-7, "worst relative error {worst:e}");
+        assert_eq!(0f32.fast_exp(), 1.0);
+        assert!((-1e4f32).fast_exp() < 1.2e-38 && (-1e4f32).fast_exp() >= 0.0);
+        assert!(f32::NEG_INFINITY.fast_exp() < 1.2e-38);
+        assert_eq!(1.5f64.fast_exp(), 1.5f64.exp());
+    }
+
+    #[test]
+    fn reductions_match_sequential_sums() {
+        let x: Vec<f64> = (0..37)
+            .map(|i| ((i * 7919) % 23) as f64 / 11.0 - 1.0)
+            .collect();
+        let keys: Vec<f64> = (0..37).map(|i| (i % 3) as f64).collect();
+        let s = 3.5;
+        let m = x.iter().map(|&v| s * v).fold(f64::MIN, f64::max);
+        assert_eq!(max_scaled(&x, s), m);
+        let z: f64 = x.iter().map(|&v| (s * v - m).exp()).sum();
+        assert!((sum_exp(&x, s, m) - z).abs() < 1e-12 * z);
+        let p: f64 = x
+            .iter()
+            .zip(&keys)
+            .filter(|(_, &k)| k == 1.0)
+            .map(|(v, _)| v)
+            .sum();
+        assert!((masked_sum(&x, &keys, 1.0) - p).abs() < 1e-12);
+        assert_eq!(
+            max_scaled(&x[..3], -1.0),
+            -x[..3].iter().fold(f64::MAX, |a, &b| a.min(b))
+        );
     }
 }

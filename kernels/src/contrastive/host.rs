@@ -51,8 +51,9 @@ struct HostContrastive {
     background: bool,
     /// Whether to compute the unit-upstream gradients (a backward will follow).
     grads: bool,
-    /// ∂loss_l/∂(target, text, background) for a unit upstream gradient, (3, Lv, N·D).
-    saved: Mutex<Option<Tensor>>,
+    /// ∂loss_l/∂(target, text, background) for a unit upstream gradient, (3, Lv, N·D); the
+    /// backward takes it and scales it in place (a second backward recomputes it).
+    saved: Mutex<Option<CpuStorage>>,
 }
 
 impl HostContrastive {
@@ -72,8 +73,7 @@ impl HostContrastive {
         let mut out = fwd[..lv].to_vec();
         out.extend_from_slice(&grads[3 * lv * n * d..]);
         grads.truncate(3 * lv * n * d);
-        let unit = Tensor::from_vec(grads, (3, lv, n * d), &Device::Cpu)?;
-        *self.saved.lock().map_err(|_| poisoned())? = Some(unit);
+        *self.saved.lock().map_err(|_| poisoned())? = Some(T::to_cpu_storage_owned(grads));
         Ok(out)
     }
 }
@@ -108,37 +108,65 @@ impl CustomOp3 for HostContrastive {
         match s1 {
             CpuStorage::F32(_) => run!(f32, F32),
             CpuStorage::F64(_) => run!(f64, F64),
-            _ => Err(KernelError::UnsupportedDType {
-                op: OP,
-                arg: "target",
-                dtype: s1.dtype(),
-            }
-            .into()),
+            _ => Err(unsupported(s1.dtype())),
         }
     }
 
     fn bwd(
         &self,
         target: &Tensor,
-        _text: &Tensor,
-        _background: &Tensor,
+        text: &Tensor,
+        background: &Tensor,
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (lv, n, d) = target.dims3()?;
-        let saved = self.saved.lock().map_err(|_| poisoned())?.clone();
-        let Some(unit) = saved else {
-            return Err(KernelError::Invalid {
-                op: OP,
-                arg: "target",
-                msg: "backward through a forward that computed no gradients".into(),
+        let taken = self.saved.lock().map_err(|_| poisoned())?.take();
+        let unit = match taken {
+            Some(unit) => unit,
+            None => {
+                // Taken by an earlier backward through the same graph: recompute.
+                let again = HostContrastive {
+                    scales: self.scales.clone(),
+                    aux: self.aux.clone(),
+                    background: self.background,
+                    grads: true,
+                    saved: Mutex::new(None),
+                };
+                target.apply_op3_no_bwd(text, background, &again)?;
+                let saved = again.saved.lock().map_err(|_| poisoned())?.take();
+                saved.ok_or_else(|| KernelError::Invalid {
+                    op: OP,
+                    arg: "target",
+                    msg: "the forward saved no gradients".into(),
+                })?
             }
-            .into());
         };
-        let demb = scale_levels(&unit, &grad.narrow(0, 0, lv)?)?;
+        let upstream = grad.narrow(0, 0, lv)?;
+        let shape = (3, lv, n * d);
+        let demb = match unit {
+            CpuStorage::F32(mut v) => {
+                scale_levels(&mut v, &upstream.to_vec1::<f32>()?, n * d);
+                Tensor::from_vec(v, shape, &Device::Cpu)?
+            }
+            CpuStorage::F64(mut v) => {
+                scale_levels(&mut v, &upstream.to_vec1::<f64>()?, n * d);
+                Tensor::from_vec(v, shape, &Device::Cpu)?
+            }
+            other => return Err(unsupported(other.dtype())),
+        };
         let part = |k: usize| demb.get(k)?.reshape((lv, n, d)).map(Some);
         Ok((part(0)?, part(1)?, part(2)?))
     }
+}
+
+fn unsupported(dtype: DType) -> candle_core::Error {
+    KernelError::UnsupportedDType {
+        op: OP,
+        arg: "target",
+        dtype,
+    }
+    .into()
 }
 
 fn poisoned() -> candle_core::Error {

@@ -6,7 +6,7 @@
 //! the column blocks and the products.
 
 use super::{background_grad, background_logit, Grads, Level, Saved, Stats};
-use crate::float::{dot, Real};
+use crate::float::{dot, masked_sum, max_scaled, sum_exp, Real, LANES};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
@@ -97,14 +97,9 @@ fn row_stats<T: Real>(lev: &Level<T>, sm: &[T]) -> Vec<(T, T)> {
         .with_min_len(rows_per_job(n))
         .enumerate()
         .map(|(i, row)| {
-            let m = row.iter().fold(s * row[0], |a, &x| a.fmax(s * x));
-            let (mut z, mut pos) = (T::ZERO, T::ZERO);
-            for (j, &x) in row.iter().enumerate() {
-                z += (s * x - m).exp();
-                if lev.gid[j] == lev.gid[i] {
-                    pos += x;
-                }
-            }
+            let m = max_scaled(row, s);
+            let z = sum_exp(row, s, m);
+            let pos = masked_sum(row, lev.gid, lev.gid[i]);
             let lse = m + z.ln();
             (lse, lse - s * pos / lev.cnt[i])
         })
@@ -139,18 +134,25 @@ fn col_stats<T: Real>(lev: &Level<T>, sm: &[T], background: bool) -> Vec<(T, T)>
                 }
             }
             let mut z: Vec<T> = if background {
-                bg.iter().zip(&m).map(|(&b, &mj)| (b - mj).exp()).collect()
+                bg.iter()
+                    .zip(&m)
+                    .map(|(&b, &mj)| (b - mj).fast_exp())
+                    .collect()
             } else {
                 vec![T::ZERO; cols.len()]
             };
             let mut pos = vec![T::ZERO; cols.len()];
+            let keys = &lev.gid[cols.clone()];
             for i in 0..n {
                 let gi = lev.gid[i];
-                for (k, &x) in block(i).iter().enumerate() {
-                    z[k] += (s * x - m[k]).exp();
-                    if lev.gid[cols.start + k] == gi {
-                        pos[k] += x;
-                    }
+                for (((zk, pk), (&x, &mk)), &g) in z
+                    .iter_mut()
+                    .zip(&mut pos)
+                    .zip(block(i).iter().zip(&m))
+                    .zip(keys)
+                {
+                    *zk += (s * x - mk).fast_exp();
+                    *pk += if g == gi { x } else { T::ZERO };
                 }
             }
             cols.clone()
@@ -244,18 +246,35 @@ fn level_backward<T: Real>(
         .enumerate()
         .map(|(i, row)| {
             let (ri, ci, gi) = (saved.row_lse[i], lev.cnt[i], lev.gid[i]);
-            let mut acc = T::ZERO;
-            for (j, x) in row.iter_mut().enumerate() {
-                let sij = *x;
+            // G_ij from S_ij; returns G_ij·S_ij and leaves s·G_ij in place.
+            let grad = |x: &mut T, g: T, c: T, cl: T| {
+                let (sij, p) = (*x, if g == gi { T::ONE } else { T::ZERO });
                 let logit = s * sij;
-                let p = if lev.gid[j] == gi { T::ONE } else { T::ZERO };
                 let gij = saved.coef
-                    * (((logit - ri).exp() - p / ci)
-                        + ((logit - saved.col_lse[j]).exp() - p / lev.cnt[j]));
-                acc += gij * sij;
+                    * (((logit - ri).fast_exp() - p / ci) + ((logit - cl).fast_exp() - p / c));
                 *x = s * gij;
+                gij * sij
+            };
+            let mut acc = [T::ZERO; LANES];
+            let mut xs = row.chunks_exact_mut(LANES);
+            let mut gs = lev.gid.chunks_exact(LANES);
+            let mut cs = lev.cnt.chunks_exact(LANES);
+            let mut ls = saved.col_lse.chunks_exact(LANES);
+            for (((x, g), c), cl) in (&mut xs).zip(&mut gs).zip(&mut cs).zip(&mut ls) {
+                for k in 0..LANES {
+                    acc[k] += grad(&mut x[k], g[k], c[k], cl[k]);
+                }
             }
-            acc
+            let mut total = acc.iter().fold(T::ZERO, |a, &b| a + b);
+            let rest = gs
+                .remainder()
+                .iter()
+                .zip(cs.remainder())
+                .zip(ls.remainder());
+            for (x, ((&g, &c), &cl)) in xs.into_remainder().iter_mut().zip(rest) {
+                total += grad(x, g, c, cl);
+            }
+            total
         })
         .collect();
     // ∂target = s·G·U, ∂text = s·Gᵀ·V⁺.
