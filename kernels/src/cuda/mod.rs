@@ -1,21 +1,24 @@
 //! CUDA implementations. The kernels live in `*.cu` (templates instantiated as `<name>_f32` and
-//! `<name>_f64`), are embedded with `include_str!`, prefixed with `common.cuh`, compiled to PTX
-//! with NVRTC once per process at first use, and loaded per device through candle's
-//! custom-module cache (`CudaDevice::get_or_load_custom_func`, keyed by module name). Every
+//! `<name>_f64`), are embedded with `include_str!`, prefixed with `common.cuh`, and compiled by
+//! NVRTC once per process and compute capability at first use ([`nvrtc`]): to a CUBIN for the
+//! device's own architecture, so no PTX JIT is involved and an NVRTC newer than the driver
+//! still works, and to PTX only if that fails. Modules are loaded once per device. Every
 //! launch goes on candle's stream for the device, so ordering with candle's own ops holds.
 
 pub mod contrastive;
 pub mod masked_pool;
+mod nvrtc;
 pub mod similarity;
 
 use crate::error::KernelError;
 use candle_core::cuda_backend::cudarc::driver::{
-    CudaFunction, CudaSlice, CudaView, DeviceRepr, LaunchConfig, ValidAsZeroBits,
+    CudaFunction, CudaModule, CudaSlice, CudaView, DeviceRepr, LaunchConfig, ValidAsZeroBits,
 };
-use candle_core::cuda_backend::cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
-use candle_core::cuda_backend::CudaDType;
+use candle_core::cuda_backend::cudarc::nvrtc::Ptx;
+use candle_core::cuda_backend::{CudaDType, WrapErr};
 use candle_core::{CudaDevice, CudaStorage, Layout, Result};
-use std::sync::OnceLock;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 /// Threads per block (BLOCK in common.cuh).
 pub(crate) const BLOCK: u32 = 256;
@@ -38,11 +41,17 @@ impl CudaReal for f64 {
     const SUFFIX: &'static str = "f64";
 }
 
-/// One `.cu` file: compiled once, loaded once per device.
+/// Compute capability (major, minor).
+type Arch = (i32, i32);
+
+/// One `.cu` file: compiled once per compute capability, loaded once per device.
 pub(crate) struct Module {
     name: &'static str,
     src: &'static str,
-    ptx: OnceLock<std::result::Result<String, String>>,
+    /// The compiled image per compute capability (or why it could not be compiled).
+    images: Mutex<BTreeMap<Arch, std::result::Result<Arc<nvrtc::Image>, String>>>,
+    /// The loaded module per device ordinal (candle's devices share the primary context).
+    loaded: Mutex<BTreeMap<usize, Arc<CudaModule>>>,
 }
 
 impl Module {
@@ -50,31 +59,55 @@ impl Module {
         Self {
             name,
             src,
-            ptx: OnceLock::new(),
+            images: Mutex::new(BTreeMap::new()),
+            loaded: Mutex::new(BTreeMap::new()),
         }
     }
 
-    fn ptx(&self) -> Result<&str> {
-        let compiled = self.ptx.get_or_init(|| {
-            let opts = CompileOptions {
-                name: Some(format!("{}.cu", self.name)),
-                ..Default::default()
-            };
-            compile_ptx_with_opts(format!("{COMMON}\n{}", self.src), opts)
-                .map(|ptx| ptx.to_src())
-                .map_err(|e| e.to_string())
+    fn image(&self, arch: Arch) -> Result<Arc<nvrtc::Image>> {
+        let mut images = self.images.lock().map_err(|_| poisoned(self.name))?;
+        let image = images.entry(arch).or_insert_with(|| {
+            let src = format!("{COMMON}\n{}", self.src);
+            nvrtc::compile(&src, &format!("{}.cu", self.name), arch).map(Arc::new)
         });
-        compiled.as_deref().map_err(|e| {
+        image.clone().map_err(|e| {
             candle_core::Error::Msg(format!("NVRTC could not compile {}.cu: {e}", self.name))
         })
+    }
+
+    /// This module on `dev`'s context, compiled and loaded at the first call per device.
+    fn module(&self, dev: &CudaDevice) -> Result<Arc<CudaModule>> {
+        let stream = dev.cuda_stream();
+        let ctx = stream.context();
+        let mut loaded = self.loaded.lock().map_err(|_| poisoned(self.name))?;
+        if let Some(m) = loaded.get(&ctx.ordinal()) {
+            return Ok(m.clone());
+        }
+        let image = self.image(ctx.compute_capability().w()?)?;
+        let module = match image.as_ref() {
+            nvrtc::Image::Cubin(bin) => ctx.load_module(Ptx::from_binary(bin.clone())),
+            nvrtc::Image::Ptx(src) => ctx.load_module(Ptx::from_src(src.clone())),
+        }
+        .map_err(|e| {
+            candle_core::Error::Msg(format!(
+                "the CUDA driver could not load {}.cu ({}): {e}",
+                self.name,
+                image.kind()
+            ))
+        })?;
+        loaded.insert(ctx.ordinal(), module.clone());
+        Ok(module)
     }
 
     /// The `<kernel>_<suffix>` function of this module on `dev`.
     pub(crate) fn func<T: CudaReal>(&self, dev: &CudaDevice, kernel: &str) -> Result<CudaFunction> {
         let name = format!("{kernel}_{}", T::SUFFIX);
-        let func = dev.get_or_load_custom_func(&name, self.name, self.ptx()?)?;
-        Ok(func.into_cuda_function())
+        self.module(dev)?.load_function(&name).w()
     }
+}
+
+fn poisoned(module: &str) -> candle_core::Error {
+    candle_core::Error::Msg(format!("{module}.cu: module cache poisoned by a panic"))
 }
 
 /// The contiguous device data of a raw-op argument.
