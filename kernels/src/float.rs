@@ -94,7 +94,11 @@ impl FastExp for f32 {
         // Round to nearest by the 1.5·2²³ trick (no libm call, SSE2 only).
         const ROUND: f32 = 12_582_912.0;
         let x = self.clamp(-87.336_55, 88.0);
-        let n = (x * LOG2E + ROUND) - ROUND;
+        let t = x * LOG2E + ROUND;
+        // t's low mantissa bits hold n as an integer: no float → int conversion (Rust's
+        // saturating `as` does not vectorise).
+        let ni = t.to_bits().wrapping_sub(ROUND.to_bits());
+        let n = t - ROUND;
         let r = x - n * LN2_HI - n * LN2_LO;
         let mut p = 1.987_569_1e-4_f32;
         p = p * r + 1.398_199_9e-3;
@@ -103,7 +107,7 @@ impl FastExp for f32 {
         p = p * r + 1.666_666_5e-1;
         p = p * r + 0.5;
         let er = p * r * r + r + 1.0;
-        er * f32::from_bits(((n as i32 + 127) as u32) << 23)
+        er * f32::from_bits(ni.wrapping_add(127) << 23)
     }
 }
 
