@@ -1,6 +1,7 @@
 //! Fused ops vs the same computation composed from candle ops, at the paper setting's sizes:
 //! B = 32, D = 256, the four levels 56², 28², 14², 7² (224² input), Lv = 4, N = 32 (and a larger
-//! gathered batch N = 256). Forward, and forward + backward.
+//! gathered batch N = 256). Forward, and forward + backward; the contrastive forward from detached
+//! inputs (inference: with tracked inputs its fused forward also computes the gradients).
 //!
 //!     cargo bench -p tmca-kernels --bench fused [-- FILTER]
 
@@ -118,38 +119,32 @@ fn contrastive(c: &mut Criterion) {
     let mut group = c.benchmark_group("contrastive");
     for n in [32, 256] {
         let Ok(lv) = levels(n) else { return };
-        let fused = || -> Result<Tensor> {
-            let s = lv.log_scale.exp()?;
-            tmca_kernels::multi_level_contrastive(
-                &lv.target,
-                &lv.text,
-                &lv.background,
-                &lv.has,
-                &s,
-                &lv.groups,
-                true,
-            )
-        };
-        let composed = || -> Result<Tensor> {
-            let s = lv.log_scale.exp()?;
-            reference::multi_level(
-                &lv.target,
-                &lv.text,
-                &lv.background,
-                &lv.has,
-                &s,
-                &lv.groups,
-                true,
-            )
+        // `track`: from the variables (training: the fused op then computes its gradients in
+        // the forward), or from detached copies (inference: the forward alone).
+        let run = |fused: bool, track: bool| -> Result<Tensor> {
+            let inputs = [&lv.target, &lv.text, &lv.background, &lv.log_scale];
+            let [t, x, g, ls] = inputs.map(|v| {
+                if track {
+                    v.as_tensor().clone()
+                } else {
+                    v.as_tensor().detach()
+                }
+            });
+            let s = ls.exp()?;
+            if fused {
+                tmca_kernels::multi_level_contrastive(&t, &x, &g, &lv.has, &s, &lv.groups, true)
+            } else {
+                reference::multi_level(&t, &x, &g, &lv.has, &s, &lv.groups, true)
+            }
         };
         let id = |s: &str| BenchmarkId::new(s, format!("Lv4_N{n}"));
-        group.bench_function(id("fused/fwd"), |b| b.iter(fused));
-        group.bench_function(id("composed/fwd"), |b| b.iter(composed));
+        group.bench_function(id("fused/fwd"), |b| b.iter(|| run(true, false)));
+        group.bench_function(id("composed/fwd"), |b| b.iter(|| run(false, false)));
         group.bench_function(id("fused/fwd+bwd"), |b| {
-            b.iter(|| fused()?.sum_all()?.backward())
+            b.iter(|| run(true, true)?.sum_all()?.backward())
         });
         group.bench_function(id("composed/fwd+bwd"), |b| {
-            b.iter(|| composed()?.sum_all()?.backward())
+            b.iter(|| run(false, true)?.sum_all()?.backward())
         });
     }
     group.finish();

@@ -115,7 +115,7 @@ impl FastExp for f32 {
 pub const LANES: usize = 8;
 
 /// max_j s·x_j (x non-empty).
-#[inline]
+#[inline(always)]
 pub fn max_scaled<T: Real>(x: &[T], s: T) -> T {
     let mut acc = [s * x[0]; LANES];
     let mut chunks = x.chunks_exact(LANES);
@@ -132,7 +132,7 @@ pub fn max_scaled<T: Real>(x: &[T], s: T) -> T {
 }
 
 /// Σ_j e^(s·x_j − m).
-#[inline]
+#[inline(always)]
 pub fn sum_exp<T: Real>(x: &[T], s: T, m: T) -> T {
     let mut acc = [T::ZERO; LANES];
     let mut chunks = x.chunks_exact(LANES);
@@ -149,7 +149,7 @@ pub fn sum_exp<T: Real>(x: &[T], s: T, m: T) -> T {
 }
 
 /// Σ_{j: keys_j = key} x_j.
-#[inline]
+#[inline(always)]
 pub fn masked_sum<T: Real>(x: &[T], keys: &[T], key: T) -> T {
     let pick = |v: T, k: T| if k == key { v } else { T::ZERO };
     let mut acc = [T::ZERO; LANES];

@@ -18,6 +18,7 @@ mod cuda;
 mod error;
 mod float;
 mod masked_pool;
+mod simd;
 mod similarity;
 
 pub use contrastive::{dense_groups, multi_level_contrastive};

@@ -7,8 +7,10 @@
 
 use super::{background_grad, background_logit, Grads, Level, Saved, Stats};
 use crate::float::{dot, masked_sum, max_scaled, sum_exp, Real, LANES};
+use crate::simd::avx2_dispatch;
 use gemm::Parallelism;
 use rayon::prelude::*;
+use std::ops::Range;
 
 /// Columns per block of the column sweep (a few cache lines of each row).
 const COL_BLOCK: usize = 64;
@@ -92,79 +94,113 @@ fn rows_per_job(n: usize) -> usize {
 
 /// (LSE, term) of every row of one level's S: image i against all texts.
 fn row_stats<T: Real>(lev: &Level<T>, sm: &[T]) -> Vec<(T, T)> {
-    let (n, s) = (lev.n(), lev.s);
+    let n = lev.n();
     sm.par_chunks(n)
         .with_min_len(rows_per_job(n))
         .enumerate()
-        .map(|(i, row)| {
-            let m = max_scaled(row, s);
-            let z = sum_exp(row, s, m);
-            let pos = masked_sum(row, lev.gid, lev.gid[i]);
-            let lse = m + z.ln();
-            (lse, lse - s * pos / lev.cnt[i])
-        })
+        .map(|(i, row)| row_stat(lev, row, i))
         .collect()
+}
+
+avx2_dispatch! {
+    /// (LSE, term) of row i.
+    fn row_stat<T: Real>(lev: &Level<T>, row: &[T], i: usize) -> (T, T) = row_stat_impl;
+}
+
+#[inline(always)]
+fn row_stat_impl<T: Real>(lev: &Level<T>, row: &[T], i: usize) -> (T, T) {
+    let s = lev.s;
+    let m = max_scaled(row, s);
+    let z = sum_exp(row, s, m);
+    let pos = masked_sum(row, lev.gid, lev.gid[i]);
+    let lse = m + z.ln();
+    (lse, lse - s * pos / lev.cnt[i])
 }
 
 /// (LSE, term) of every column of one level's S: text j against all images and its background.
 fn col_stats<T: Real>(lev: &Level<T>, sm: &[T], background: bool) -> Vec<(T, T)> {
-    let (n, s) = (lev.n(), lev.s);
+    let n = lev.n();
     let blocks = n.div_ceil(COL_BLOCK);
     let per_block: Vec<Vec<(T, T)>> = (0..blocks)
         .into_par_iter()
         .with_min_len((MIN_JOB / (COL_BLOCK * n)).max(1))
         .map(|b| {
-            let cols = b * COL_BLOCK..((b + 1) * COL_BLOCK).min(n);
-            let block = |i: usize| &sm[i * n + cols.start..i * n + cols.end];
-            let bg: Vec<T> = if background {
-                cols.clone()
-                    .map(|j| background_logit(s, dot(lev.u(j), lev.v(j)), lev.has[j]))
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            let mut m: Vec<T> = if background {
-                bg.clone()
-            } else {
-                block(0).iter().map(|&x| s * x).collect()
-            };
-            for i in 0..n {
-                for (mj, &x) in m.iter_mut().zip(block(i)) {
-                    *mj = mj.fmax(s * x);
-                }
-            }
-            let mut z: Vec<T> = if background {
-                bg.iter()
-                    .zip(&m)
-                    .map(|(&b, &mj)| (b - mj).fast_exp())
-                    .collect()
-            } else {
-                vec![T::ZERO; cols.len()]
-            };
-            let mut pos = vec![T::ZERO; cols.len()];
-            let keys = &lev.gid[cols.clone()];
-            for i in 0..n {
-                let gi = lev.gid[i];
-                for (((zk, pk), (&x, &mk)), &g) in z
-                    .iter_mut()
-                    .zip(&mut pos)
-                    .zip(block(i).iter().zip(&m))
-                    .zip(keys)
-                {
-                    *zk += (s * x - mk).fast_exp();
-                    *pk += if g == gi { x } else { T::ZERO };
-                }
-            }
-            cols.clone()
-                .enumerate()
-                .map(|(k, j)| {
-                    let lse = m[k] + z[k].ln();
-                    (lse, lse - s * pos[k] / lev.cnt[j])
-                })
-                .collect()
+            col_block(
+                lev,
+                sm,
+                b * COL_BLOCK..((b + 1) * COL_BLOCK).min(n),
+                background,
+            )
         })
         .collect();
     per_block.into_iter().flatten().collect()
+}
+
+avx2_dispatch! {
+    /// (LSE, term) of the columns `cols`.
+    fn col_block<T: Real>(
+        lev: &Level<T>,
+        sm: &[T],
+        cols: Range<usize>,
+        background: bool,
+    ) -> Vec<(T, T)> = col_block_impl;
+}
+
+#[inline(always)]
+fn col_block_impl<T: Real>(
+    lev: &Level<T>,
+    sm: &[T],
+    cols: Range<usize>,
+    background: bool,
+) -> Vec<(T, T)> {
+    let (n, s) = (lev.n(), lev.s);
+    let block = |i: usize| &sm[i * n + cols.start..i * n + cols.end];
+    let bg: Vec<T> = if background {
+        cols.clone()
+            .map(|j| background_logit(s, dot(lev.u(j), lev.v(j)), lev.has[j]))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut m: Vec<T> = if background {
+        bg.clone()
+    } else {
+        block(0).iter().map(|&x| s * x).collect()
+    };
+    for i in 0..n {
+        for (mj, &x) in m.iter_mut().zip(block(i)) {
+            *mj = mj.fmax(s * x);
+        }
+    }
+    let mut z: Vec<T> = if background {
+        bg.iter()
+            .zip(&m)
+            .map(|(&b, &mj)| (b - mj).fast_exp())
+            .collect()
+    } else {
+        vec![T::ZERO; cols.len()]
+    };
+    let mut pos = vec![T::ZERO; cols.len()];
+    let keys = &lev.gid[cols.clone()];
+    for i in 0..n {
+        let gi = lev.gid[i];
+        for (((zk, pk), (&x, &mk)), &g) in z
+            .iter_mut()
+            .zip(&mut pos)
+            .zip(block(i).iter().zip(&m))
+            .zip(keys)
+        {
+            *zk += (s * x - mk).fast_exp();
+            *pk += if g == gi { x } else { T::ZERO };
+        }
+    }
+    cols.clone()
+        .enumerate()
+        .map(|(k, j)| {
+            let lse = m[k] + z[k].ln();
+            (lse, lse - s * pos[k] / lev.cnt[j])
+        })
+        .collect()
 }
 
 /// The per-(level, row) and per-(level, column) (LSE, term) pairs, level-major.
@@ -228,6 +264,47 @@ pub(super) fn forward_backward<T: Real>(
     (rows, cols)
 }
 
+avx2_dispatch! {
+    /// Row i of S → s·G in place; returns Σ_j G_ij S_ij.
+    fn grad_row<T: Real>(lev: &Level<T>, saved: &Saved<T>, row: &mut [T], i: usize) -> T =
+        grad_row_impl;
+}
+
+#[inline(always)]
+fn grad_row_impl<T: Real>(lev: &Level<T>, saved: &Saved<T>, row: &mut [T], i: usize) -> T {
+    let s = lev.s;
+    let (ri, ci, gi) = (saved.row_lse[i], lev.cnt[i], lev.gid[i]);
+    // G_ij from S_ij; returns G_ij·S_ij and leaves s·G_ij in place.
+    let grad = |x: &mut T, g: T, c: T, cl: T| {
+        let (sij, p) = (*x, if g == gi { T::ONE } else { T::ZERO });
+        let logit = s * sij;
+        let gij =
+            saved.coef * (((logit - ri).fast_exp() - p / ci) + ((logit - cl).fast_exp() - p / c));
+        *x = s * gij;
+        gij * sij
+    };
+    let mut acc = [T::ZERO; LANES];
+    let mut xs = row.chunks_exact_mut(LANES);
+    let mut gs = lev.gid.chunks_exact(LANES);
+    let mut cs = lev.cnt.chunks_exact(LANES);
+    let mut ls = saved.col_lse.chunks_exact(LANES);
+    for (((x, g), c), cl) in (&mut xs).zip(&mut gs).zip(&mut cs).zip(&mut ls) {
+        for k in 0..LANES {
+            acc[k] += grad(&mut x[k], g[k], c[k], cl[k]);
+        }
+    }
+    let mut total = acc.iter().fold(T::ZERO, |a, &b| a + b);
+    let rest = gs
+        .remainder()
+        .iter()
+        .zip(cs.remainder())
+        .zip(ls.remainder());
+    for (x, ((&g, &c), &cl)) in xs.into_remainder().iter_mut().zip(rest) {
+        total += grad(x, g, c, cl);
+    }
+    total
+}
+
 /// One level's gradients into `dt`, `du`, `dv` (each N×D) from its similarities `g` (N×N,
 /// overwritten); returns its ∂scale.
 fn level_backward<T: Real>(
@@ -238,44 +315,13 @@ fn level_backward<T: Real>(
     background: bool,
     par: Parallelism,
 ) -> T {
-    let (n, d, s) = (lev.n(), lev.d, lev.s);
+    let (n, d) = (lev.n(), lev.d);
     // S → s·G in place, and Σ_j G_ij S_ij per row.
     let ds_rows: Vec<T> = g
         .par_chunks_mut(n)
         .with_min_len(rows_per_job(n))
         .enumerate()
-        .map(|(i, row)| {
-            let (ri, ci, gi) = (saved.row_lse[i], lev.cnt[i], lev.gid[i]);
-            // G_ij from S_ij; returns G_ij·S_ij and leaves s·G_ij in place.
-            let grad = |x: &mut T, g: T, c: T, cl: T| {
-                let (sij, p) = (*x, if g == gi { T::ONE } else { T::ZERO });
-                let logit = s * sij;
-                let gij = saved.coef
-                    * (((logit - ri).fast_exp() - p / ci) + ((logit - cl).fast_exp() - p / c));
-                *x = s * gij;
-                gij * sij
-            };
-            let mut acc = [T::ZERO; LANES];
-            let mut xs = row.chunks_exact_mut(LANES);
-            let mut gs = lev.gid.chunks_exact(LANES);
-            let mut cs = lev.cnt.chunks_exact(LANES);
-            let mut ls = saved.col_lse.chunks_exact(LANES);
-            for (((x, g), c), cl) in (&mut xs).zip(&mut gs).zip(&mut cs).zip(&mut ls) {
-                for k in 0..LANES {
-                    acc[k] += grad(&mut x[k], g[k], c[k], cl[k]);
-                }
-            }
-            let mut total = acc.iter().fold(T::ZERO, |a, &b| a + b);
-            let rest = gs
-                .remainder()
-                .iter()
-                .zip(cs.remainder())
-                .zip(ls.remainder());
-            for (x, ((&g, &c), &cl)) in xs.into_remainder().iter_mut().zip(rest) {
-                total += grad(x, g, c, cl);
-            }
-            total
-        })
+        .map(|(i, row)| grad_row(lev, saved, row, i))
         .collect();
     // ∂target = s·G·U, ∂text = s·Gᵀ·V⁺.
     matmul(dt, (n, d, n), &g, (n, 1), lev.u, (d, 1), T::ONE, par);
