@@ -42,9 +42,11 @@ pub fn dense_groups(groups: &[u64]) -> (Vec<u32>, Vec<u32>) {
 ///   `has_background` is 0), as the composed loss with `background = true`.
 ///
 /// loss_l = ½ (mean_i −Σ_j P_ij log softmax_j(s S)_ij / |P_i| + same over columns), S = v⁺ uᵀ.
-/// Streamed: the N×N logits are never stored. Differentiable with respect to `target`,
-/// `text`, `background` and `scales`. On the CPU the op works on the three tensors in place and
-/// computes the gradients in its forward when any input is tracked ([`host`]); on a device it
+/// No logit, softmax or mask tensors: at most one N×N similarity scratch per level inside the
+/// op (none past Lv·N² = 4M entries on the CPU, never on a device). Differentiable with respect
+/// to `target`, `text`, `background` and `scales`. On the CPU the op works on the three tensors
+/// in place and computes the gradients in its forward when any input is tracked (module
+/// `host`); on a device it
 /// works on their stack and its flat output is `[loss Lv | row LSE Lv·N | column LSE Lv·N]`
 /// (the log-sum-exps are kept for the backward op); the result is a narrow.
 pub fn multi_level_contrastive(
