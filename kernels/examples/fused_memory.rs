@@ -1,5 +1,6 @@
 //! Peak heap memory of the fused ops vs the composed candle ops (CPU), counted by a global
-//! allocator, at B = 32, D = 256, levels 56², 28², 14², 7², Lv = 4, N = 32.
+//! allocator, at B = 32, D = 256, levels 56², 28², 14², 7², Lv = 4, N = 32, 256, 1024 (and the
+//! fused loss alone at N = 4096).
 //!
 //!     cargo run --release -p tmca-kernels --example fused_memory
 //!
@@ -114,5 +115,27 @@ fn main() -> Result<()> {
         let c = peak(|| composed()?.sum_all()?.backward())?;
         row("  contrastive fwd+bwd", f, c);
     }
+    // The largest gathered batch, fused only (the composed loss would hold several GiB of
+    // N×N tensors): the op's scratch stays one tile of 1M entries per level.
+    let n = 4096;
+    let unit = || -> Result<Var> {
+        Var::from_tensor(&reference::l2_normalize(
+            &Tensor::randn(0f32, 1., (4, n, d), &dev)?,
+            2,
+        )?)
+    };
+    let (t, x, g) = (unit()?, unit()?, unit()?);
+    let has = Tensor::ones((4, n), DType::F32, &dev)?;
+    let s = Var::from_tensor(&Tensor::full(1.0f32 / 0.07, 4, &dev)?)?;
+    let groups: Vec<u64> = (0..n as u64).collect();
+    let fused = || tmca_kernels::multi_level_contrastive(&t, &x, &g, &has, &s, &groups, true);
+    println!(
+        "contrastive Lv = 4, N = {n} (inputs 3 × {})",
+        mib(t.elem_count() * 4)
+    );
+    println!(
+        "  contrastive fwd+bwd              fused {}",
+        mib(peak(|| fused()?.sum_all()?.backward())?)
+    );
     Ok(())
 }

@@ -42,8 +42,8 @@ pub fn dense_groups(groups: &[u64]) -> (Vec<u32>, Vec<u32>) {
 ///   `has_background` is 0), as the composed loss with `background = true`.
 ///
 /// loss_l = ½ (mean_i −Σ_j P_ij log softmax_j(s S)_ij / |P_i| + same over columns), S = v⁺ uᵀ.
-/// No logit, softmax or mask tensors: at most one N×N similarity scratch per level inside the
-/// op (none past Lv·N² = 4M entries on the CPU, never on a device). Differentiable with respect
+/// No logit, softmax or mask tensors: on the CPU at most 1M entries of the similarities per
+/// level at once (a tile of rows; N ≤ 1024 is one tile), on a device none. Differentiable with respect
 /// to `target`, `text`, `background` and `scales`. On the CPU the op works on the three tensors
 /// in place and computes the gradients in its forward when any input is tracked (module
 /// `host`); on a device it

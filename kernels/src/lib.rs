@@ -4,8 +4,8 @@
 //!   target and background embeddings (pixel normalisation fused in).
 //! * [`pixel_text_cos`]: the LTE cosine map between raw pixel projections and a text embedding.
 //! * [`multi_level_contrastive`]: every level's symmetric multi-positive InfoNCE with background
-//!   negatives in one op: one N×N similarity scratch per level (no logit, softmax or mask
-//!   tensors), streamed without it for large gathered batches.
+//!   negatives in one op: similarities by matrix products in bounded tiles (no logit, softmax
+//!   or mask tensors), whatever the gathered batch.
 //!
 //! Every op has a multithreaded CPU implementation (the reference, always built), a CUDA
 //! implementation behind the `cuda` feature (NVRTC-compiled at first use), and a backward pass,
