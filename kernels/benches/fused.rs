@@ -1,7 +1,8 @@
 //! Fused ops vs the same computation composed from candle ops, at the paper setting's sizes:
 //! B = 32, D = 256, the four levels 56², 28², 14², 7² (224² input), Lv = 4, N = 32 (and a larger
-//! gathered batch N = 256). Forward, and forward + backward; the contrastive forward from detached
-//! inputs (inference: with tracked inputs its fused forward also computes the gradients).
+//! gathered batch N = 256; the fused loss alone up to N = 4096). Forward, and forward +
+//! backward; the contrastive forward from detached inputs (inference: with tracked inputs its
+//! fused forward also computes the gradients).
 //!
 //!     cargo bench -p tmca-kernels --bench fused [-- FILTER]
 
@@ -150,6 +151,26 @@ fn contrastive(c: &mut Criterion) {
     group.finish();
 }
 
+/// Large gathered batches, fused only (the composed loss would hold GiBs of N×N tensors): the
+/// tiled path's time as N grows.
+fn contrastive_large(c: &mut Criterion) {
+    let mut group = c.benchmark_group("contrastive_large");
+    for n in [1024, 2048, 4096] {
+        let Ok(lv) = levels(n) else { return };
+        let id = BenchmarkId::new("fused/fwd+bwd", format!("Lv4_N{n}"));
+        group.bench_function(id, |b| {
+            b.iter(|| -> Result<_> {
+                let s = lv.log_scale.exp()?;
+                let (t, x, g) = (&lv.target, &lv.text, &lv.background);
+                tmca_kernels::multi_level_contrastive(t, x, g, &lv.has, &s, &lv.groups, true)?
+                    .sum_all()?
+                    .backward()
+            })
+        });
+    }
+    group.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .sample_size(10)
@@ -160,6 +181,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = masked_pool, pixel_text_cos, contrastive
+    targets = masked_pool, pixel_text_cos, contrastive, contrastive_large
 }
 criterion_main!(benches);
