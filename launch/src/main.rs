@@ -1,6 +1,7 @@
 //! `tmca`: the command-line entry point. Parses arguments, installs logging, runs the command
 //! and maps every error to an exit code in one place ([`exit::code_for`]).
 
+mod alloc;
 mod cli;
 mod cmd;
 mod exit;
@@ -9,6 +10,7 @@ mod progress;
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    let tuning = alloc::tune();
     let cli = cli::Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("TMCA_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(if cli.verbose { "debug" } else { "info" })
@@ -18,6 +20,7 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
+    tracing::debug!("{tuning}");
     match cmd::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
