@@ -63,6 +63,36 @@ fn row(name: &str, fused: usize, composed: usize) {
     );
 }
 
+/// The contrastive loss's inputs at Lv = 4: unit embeddings, every background valid,
+/// temperature 0.07, distinct groups.
+struct Contrastive {
+    t: Var,
+    x: Var,
+    g: Var,
+    has: Tensor,
+    s: Var,
+    groups: Vec<u64>,
+}
+
+impl Contrastive {
+    fn new(n: usize, d: usize, dev: &Device) -> Result<Self> {
+        let unit = || -> Result<Var> {
+            Var::from_tensor(&reference::l2_normalize(
+                &Tensor::randn(0f32, 1., (4, n, d), dev)?,
+                2,
+            )?)
+        };
+        Ok(Self {
+            t: unit()?,
+            x: unit()?,
+            g: unit()?,
+            has: Tensor::ones((4, n), DType::F32, dev)?,
+            s: Var::from_tensor(&Tensor::full(1.0f32 / 0.07, 4, dev)?)?,
+            groups: (0..n as u64).collect(),
+        })
+    }
+}
+
 fn main() -> Result<()> {
     let dev = Device::Cpu;
     let (b, d) = (32, 256);
@@ -97,16 +127,14 @@ fn main() -> Result<()> {
         row("  pixel_text_cos fwd+bwd", f, c);
     }
     for n in [32, 256, 1024] {
-        let unit = || -> Result<Var> {
-            Var::from_tensor(&reference::l2_normalize(
-                &Tensor::randn(0f32, 1., (4, n, d), &dev)?,
-                2,
-            )?)
-        };
-        let (t, x, g) = (unit()?, unit()?, unit()?);
-        let has = Tensor::ones((4, n), DType::F32, &dev)?;
-        let s = Var::from_tensor(&Tensor::full(1.0f32 / 0.07, 4, &dev)?)?;
-        let groups: Vec<u64> = (0..n as u64).collect();
+        let Contrastive {
+            t,
+            x,
+            g,
+            has,
+            s,
+            groups,
+        } = Contrastive::new(n, d, &dev)?;
         println!("contrastive Lv = 4, N = {n}");
         let fused = || tmca_kernels::multi_level_contrastive(&t, &x, &g, &has, &s, &groups, true);
         let composed = || reference::multi_level(&t, &x, &g, &has, &s, &groups, true);
@@ -118,16 +146,14 @@ fn main() -> Result<()> {
     // The largest gathered batch, fused only (the composed loss would hold several GiB of
     // N×N tensors): the op's scratch stays one tile of 1M entries per level.
     let n = 4096;
-    let unit = || -> Result<Var> {
-        Var::from_tensor(&reference::l2_normalize(
-            &Tensor::randn(0f32, 1., (4, n, d), &dev)?,
-            2,
-        )?)
-    };
-    let (t, x, g) = (unit()?, unit()?, unit()?);
-    let has = Tensor::ones((4, n), DType::F32, &dev)?;
-    let s = Var::from_tensor(&Tensor::full(1.0f32 / 0.07, 4, &dev)?)?;
-    let groups: Vec<u64> = (0..n as u64).collect();
+    let Contrastive {
+        t,
+        x,
+        g,
+        has,
+        s,
+        groups,
+    } = Contrastive::new(n, d, &dev)?;
     let fused = || tmca_kernels::multi_level_contrastive(&t, &x, &g, &has, &s, &groups, true);
     println!(
         "contrastive Lv = 4, N = {n} (inputs 3 × {})",
