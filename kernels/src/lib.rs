@@ -16,6 +16,7 @@ mod contrastive;
 mod cpu;
 #[cfg(feature = "cuda")]
 mod cuda;
+mod depthwise;
 mod error;
 mod float;
 mod masked_pool;
@@ -23,6 +24,7 @@ mod simd;
 mod similarity;
 
 pub use contrastive::{dense_groups, multi_level_contrastive};
+pub use depthwise::depthwise_conv2d;
 pub use error::KernelError;
 pub use masked_pool::{masked_pool, Pooled};
 pub use similarity::pixel_text_cos;

@@ -3,6 +3,7 @@
 //! pixel-sized scratch is a few (H·W) vectors per sample.
 
 pub mod contrastive;
+pub mod depthwise;
 pub(crate) mod gemm;
 pub mod masked_pool;
 pub mod similarity;

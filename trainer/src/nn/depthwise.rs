@@ -1,9 +1,11 @@
-//! Depthwise k×k convolution as a sum of k² shifted, per-channel-scaled copies.
+//! Depthwise k×k convolution.
 //!
 //! candle runs a grouped convolution as one convolution per group (`chunk` + `cat`), which
 //! for ConvNeXt's depthwise 7×7 means C tiny im2col convolutions forward and more backward.
-//! The shifted sum uses only `pad`, `narrow`, `mul` and `add`, whose gradients are exact, and
-//! is much faster at the small widths of the CPU presets. Key names match `nn.Conv2d(groups=C)`.
+//! On the CPU it is tmca-kernels' `depthwise_conv2d` (one pass per tap over each plane, forward
+//! and backward); elsewhere a sum of k² shifted, per-channel-scaled copies, which uses only
+//! `pad`, `narrow`, `mul` and `add`, whose gradients are exact. Key names match
+//! `nn.Conv2d(groups=C)`.
 
 use crate::profile::{self, Part};
 use candle_core::{Result, Tensor};
@@ -38,10 +40,18 @@ impl DepthwiseConv2d {
             &[x],
             || {
                 let m = self.clone();
-                Box::new(move |i: &[Tensor]| Ok(vec![m.shifted_sum(&i[0])?]))
+                Box::new(move |i: &[Tensor]| Ok(vec![m.conv(&i[0])?]))
             },
-            || self.shifted_sum(x),
+            || self.conv(x),
         )
+    }
+
+    fn conv(&self, x: &Tensor) -> Result<Tensor> {
+        if x.device().is_cpu() {
+            tmca_kernels::depthwise_conv2d(x, &self.weight, &self.bias)
+        } else {
+            self.shifted_sum(x)
+        }
     }
 
     fn shifted_sum(&self, x: &Tensor) -> Result<Tensor> {
@@ -71,8 +81,15 @@ mod tests {
     use crate::params::ParamStore;
     use candle_core::{DType, Device, Module};
 
+    /// Both implementations (the CPU kernel, and the shifted sum used on other devices).
     #[test]
     fn equals_grouped_convolution_forward_and_backward() {
+        for kernel in [true, false] {
+            equals_grouped_convolution(kernel);
+        }
+    }
+
+    fn equals_grouped_convolution(kernel: bool) {
         let dev = Device::Cpu;
         let store = ParamStore::new(3);
         let vb = store.var_builder_dtype(DType::F64, &dev);
@@ -81,7 +98,11 @@ mod tests {
         let x =
             candle_core::Var::from_tensor(&Tensor::randn(0f64, 1.0, (2, 5, 9, 6), &dev).unwrap())
                 .unwrap();
-        let a = dw.forward(x.as_tensor()).unwrap();
+        let a = if kernel {
+            dw.forward(x.as_tensor()).unwrap()
+        } else {
+            dw.shifted_sum(x.as_tensor()).unwrap()
+        };
         let b = reference.forward(x.as_tensor()).unwrap();
         let diff = (&a - &b)
             .unwrap()
