@@ -171,6 +171,49 @@ fn contrastive_large(c: &mut Criterion) {
     group.finish();
 }
 
+/// Depthwise 7×7 convolution: the CPU op vs the shifted sum (the composed form) and candle's
+/// grouped convolution, at the default `cpu-small` model's first stage (B = 8, C = 16, 32², a
+/// 128² input) and ConvNeXt-T's (B = 32, C = 96, 56²), forward + backward.
+fn depthwise(c: &mut Criterion) {
+    let mut group = c.benchmark_group("depthwise");
+    for (b, ch, side) in [(8, 16, 32), (32, 96, 56)] {
+        let dev = Device::Cpu;
+        let Ok(x) = Var::randn(0f32, 1., (b, ch, side, side), &dev) else {
+            return;
+        };
+        let Ok(w) = Var::randn(0f32, 0.1, (ch, 1, 7, 7), &dev) else {
+            return;
+        };
+        let Ok(bias) = Var::randn(0f32, 0.1, ch, &dev) else {
+            return;
+        };
+        let id = |s: &str| BenchmarkId::new(s, format!("B{b}_C{ch}_{side}x{side}"));
+        group.bench_function(id("fused/fwd+bwd"), |bn| {
+            bn.iter(|| {
+                tmca_kernels::depthwise_conv2d(&x, &w, &bias)?
+                    .sum_all()?
+                    .backward()
+            })
+        });
+        group.bench_function(id("composed/fwd+bwd"), |bn| {
+            bn.iter(|| {
+                reference::depthwise_shifted(&x, &w, &bias)?
+                    .sum_all()?
+                    .backward()
+            })
+        });
+        group.bench_function(id("grouped_conv/fwd+bwd"), |bn| {
+            bn.iter(|| -> Result<_> {
+                let y = x.conv2d(&w, 3, 1, 1, ch)?;
+                y.broadcast_add(&bias.reshape((1, ch, 1, 1))?)?
+                    .sum_all()?
+                    .backward()
+            })
+        });
+    }
+    group.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .sample_size(10)
@@ -181,6 +224,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = masked_pool, pixel_text_cos, contrastive, contrastive_large
+    targets = masked_pool, pixel_text_cos, contrastive, contrastive_large, depthwise
 }
 criterion_main!(benches);

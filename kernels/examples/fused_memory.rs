@@ -1,6 +1,6 @@
 //! Peak heap memory of the fused ops vs the composed candle ops (CPU), counted by a global
 //! allocator, at B = 32, D = 256, levels 56², 28², 14², 7², Lv = 4, N = 32, 256, 1024 (and the
-//! fused loss alone at N = 4096).
+//! fused loss alone at N = 4096), and the depthwise 7×7 convolution.
 //!
 //!     cargo run --release -p tmca-kernels --example fused_memory
 //!
@@ -142,6 +142,26 @@ fn main() -> Result<()> {
         let f = peak(|| fused()?.sum_all()?.backward())?;
         let c = peak(|| composed()?.sum_all()?.backward())?;
         row("  contrastive fwd+bwd", f, c);
+    }
+    for (b, ch, side) in [(8, 16, 32), (32, 96, 56)] {
+        let x = Var::randn(0f32, 1., (b, ch, side, side), &dev)?;
+        let w = Var::randn(0f32, 0.1, (ch, 1, 7, 7), &dev)?;
+        let bias = Var::randn(0f32, 0.1, ch, &dev)?;
+        println!(
+            "depthwise 7x7 B = {b}, C = {ch}, {side}x{side} (input {})",
+            mib(x.elem_count() * 4)
+        );
+        let f = peak(|| {
+            tmca_kernels::depthwise_conv2d(&x, &w, &bias)?
+                .sum_all()?
+                .backward()
+        })?;
+        let c = peak(|| {
+            reference::depthwise_shifted(&x, &w, &bias)?
+                .sum_all()?
+                .backward()
+        })?;
+        row("  depthwise fwd+bwd", f, c);
     }
     // The largest gathered batch, fused only (the composed loss would hold several GiB of
     // N×N tensors): the op's scratch stays one tile of 1M entries per level.

@@ -136,3 +136,25 @@ pub fn multi_level(
         .collect::<Result<Vec<_>>>()?;
     Tensor::stack(&losses, 0)
 }
+
+/// Depthwise k×k convolution (zero padding k/2) as the sum of k² shifted, per-channel-scaled
+/// copies — the composed form the trainer uses off the CPU.
+pub fn depthwise_shifted(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let (_, c, h, wd) = x.dims4()?;
+    let k = w.dim(2)?;
+    let p = k / 2;
+    let xp = x.pad_with_zeros(2, p, p)?.pad_with_zeros(3, p, p)?;
+    let wt = w.reshape((c, k * k))?;
+    let mut out = b
+        .reshape((1, c, 1, 1))?
+        .broadcast_as(x.shape())?
+        .contiguous()?;
+    for i in 0..k {
+        let rows = xp.narrow(2, i, h)?;
+        for j in 0..k {
+            let tap = wt.narrow(1, i * k + j, 1)?.reshape((1, c, 1, 1))?;
+            out = (out + rows.narrow(3, j, wd)?.broadcast_mul(&tap)?)?;
+        }
+    }
+    Ok(out)
+}
