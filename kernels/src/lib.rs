@@ -19,6 +19,7 @@ mod cuda;
 mod depthwise;
 mod error;
 mod float;
+mod layer_norm;
 mod masked_pool;
 mod simd;
 mod similarity;
@@ -26,6 +27,7 @@ mod similarity;
 pub use contrastive::{dense_groups, multi_level_contrastive};
 pub use depthwise::depthwise_conv2d;
 pub use error::KernelError;
+pub use layer_norm::layer_norm;
 pub use masked_pool::{masked_pool, Pooled};
 pub use similarity::pixel_text_cos;
 

@@ -5,6 +5,7 @@
 pub mod contrastive;
 pub mod depthwise;
 pub(crate) mod gemm;
+pub mod layer_norm;
 pub mod masked_pool;
 pub mod similarity;
 
