@@ -93,3 +93,32 @@ pub fn cpu_data<'a, T: Real>(
         .into()
     })
 }
+
+/// The error of a raw op given a dtype other than f32 and f64.
+pub fn unsupported(op: &'static str, arg: &'static str, dtype: DType) -> candle_core::Error {
+    KernelError::UnsupportedDType { op, arg, dtype }.into()
+}
+
+/// Runs `$body` (a block returning `Result<(CpuStorage, Shape)>`) with the type `$T` bound to
+/// f32 or f64 after the dtype of the CPU storage `$s`; any other dtype is an
+/// [`unsupported`] error naming `$arg`.
+macro_rules! by_dtype {
+    ($op:expr, $arg:expr, $s:expr, $T:ident => $body:block) => {
+        match $s {
+            candle_core::CpuStorage::F32(_) => {
+                type $T = f32;
+                $body
+            }
+            candle_core::CpuStorage::F64(_) => {
+                type $T = f64;
+                $body
+            }
+            other => Err($crate::check::unsupported(
+                $op,
+                $arg,
+                candle_core::backend::BackendStorage::dtype(other),
+            )),
+        }
+    };
+}
+pub(crate) use by_dtype;

@@ -3,8 +3,7 @@
 use crate::check;
 use crate::cpu::contrastive as cpu;
 use crate::error::KernelError;
-use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType};
 use std::collections::HashMap;
 
 mod host;
@@ -127,15 +126,6 @@ fn dims(l: &Layout) -> Result<(usize, usize, usize)> {
     Ok((lv, n, d))
 }
 
-fn unsupported(dtype: DType) -> candle_core::Error {
-    KernelError::UnsupportedDType {
-        op: OP,
-        arg: "target",
-        dtype,
-    }
-    .into()
-}
-
 /// The forward op (emb (3, Lv, N, D), scales (Lv), aux (Lv + 2, N)) → packed output.
 struct MultiLevelContrastive {
     background: bool,
@@ -156,21 +146,14 @@ impl CustomOp3 for MultiLevelContrastive {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (lv, n, d) = dims(l1)?;
-        macro_rules! run {
-            ($t:ty, $v:ident) => {{
-                let emb = check::cpu_data::<$t>(OP, "embeddings", s1, l1)?;
-                let scales = check::cpu_data::<$t>(OP, "scales", s2, l2)?;
-                let aux = check::cpu_data::<$t>(OP, "groups", s3, l3)?;
-                let out = cpu::forward(cpu::split(emb), scales, aux, (lv, n, d), self.background);
-                let shape = Shape::from(out.len());
-                Ok((CpuStorage::$v(out), shape))
-            }};
-        }
-        match s1 {
-            CpuStorage::F32(_) => run!(f32, F32),
-            CpuStorage::F64(_) => run!(f64, F64),
-            _ => Err(unsupported(s1.dtype())),
-        }
+        check::by_dtype!(OP, "target", s1, T => {
+            let emb = check::cpu_data::<T>(OP, "embeddings", s1, l1)?;
+            let scales = check::cpu_data::<T>(OP, "scales", s2, l2)?;
+            let aux = check::cpu_data::<T>(OP, "groups", s3, l3)?;
+            let out = cpu::forward(cpu::split(emb), scales, aux, (lv, n, d), self.background);
+            let shape = Shape::from(out.len());
+            Ok((T::to_cpu_storage_owned(out), shape))
+        })
     }
 
     #[cfg(feature = "cuda")]
@@ -228,20 +211,13 @@ impl CustomOp3 for ContrastiveBackward {
     ) -> Result<(CpuStorage, Shape)> {
         let (lv, n, d) = dims(l1)?;
         let shape = Shape::from(3 * lv * n * d + lv);
-        macro_rules! run {
-            ($t:ty, $v:ident) => {{
-                let emb = check::cpu_data::<$t>(OP, "embeddings", s1, l1)?;
-                let pack = check::cpu_data::<$t>(OP, "saved", s2, l2)?;
-                let aux = check::cpu_data::<$t>(OP, "groups", s3, l3)?;
-                let out = cpu::backward(cpu::split(emb), pack, aux, (lv, n, d), self.background);
-                Ok((CpuStorage::$v(out), shape))
-            }};
-        }
-        match s1 {
-            CpuStorage::F32(_) => run!(f32, F32),
-            CpuStorage::F64(_) => run!(f64, F64),
-            _ => Err(unsupported(s1.dtype())),
-        }
+        check::by_dtype!(OP, "target", s1, T => {
+            let emb = check::cpu_data::<T>(OP, "embeddings", s1, l1)?;
+            let pack = check::cpu_data::<T>(OP, "saved", s2, l2)?;
+            let aux = check::cpu_data::<T>(OP, "groups", s3, l3)?;
+            let out = cpu::backward(cpu::split(emb), pack, aux, (lv, n, d), self.background);
+            Ok((T::to_cpu_storage_owned(out), shape))
+        })
     }
 
     #[cfg(feature = "cuda")]

@@ -6,8 +6,7 @@
 use crate::check;
 use crate::cpu::depthwise::{self as cpu, Geometry};
 use crate::error::KernelError;
-use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, WithDType};
 
 const OP: &str = "depthwise_conv2d";
 
@@ -49,15 +48,6 @@ fn geometry(l: &Layout, k: usize) -> Result<(usize, Geometry)> {
     Ok((c, Geometry { h, w, k }))
 }
 
-fn unsupported(dtype: candle_core::DType) -> candle_core::Error {
-    KernelError::UnsupportedDType {
-        op: OP,
-        arg: "x",
-        dtype,
-    }
-    .into()
-}
-
 /// The forward op (x, weight, bias) → y.
 struct Depthwise {
     k: usize,
@@ -78,20 +68,13 @@ impl CustomOp3 for Depthwise {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (c, g) = geometry(l1, self.k)?;
-        macro_rules! run {
-            ($t:ty, $v:ident) => {{
-                let x = check::cpu_data::<$t>(OP, "x", s1, l1)?;
-                let w = check::cpu_data::<$t>(OP, "weight", s2, l2)?;
-                let b = check::cpu_data::<$t>(OP, "bias", s3, l3)?;
-                let y = cpu::forward(x, w, b, c, g);
-                Ok((CpuStorage::$v(y), l1.shape().clone()))
-            }};
-        }
-        match s1 {
-            CpuStorage::F32(_) => run!(f32, F32),
-            CpuStorage::F64(_) => run!(f64, F64),
-            _ => Err(unsupported(s1.dtype())),
-        }
+        check::by_dtype!(OP, "x", s1, T => {
+            let x = check::cpu_data::<T>(OP, "x", s1, l1)?;
+            let w = check::cpu_data::<T>(OP, "weight", s2, l2)?;
+            let b = check::cpu_data::<T>(OP, "bias", s3, l3)?;
+            let y = cpu::forward(x, w, b, c, g);
+            Ok((T::to_cpu_storage_owned(y), l1.shape().clone()))
+        })
     }
 
     fn bwd(
@@ -137,20 +120,13 @@ impl CustomOp3 for DepthwiseBackward {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (c, g) = geometry(l1, self.k)?;
-        macro_rules! run {
-            ($t:ty, $v:ident) => {{
-                let x = check::cpu_data::<$t>(OP, "x", s1, l1)?;
-                let w = check::cpu_data::<$t>(OP, "weight", s2, l2)?;
-                let dy = check::cpu_data::<$t>(OP, "grad", s3, l3)?;
-                let out = cpu::backward(x, w, dy, c, g);
-                let shape = Shape::from(out.len());
-                Ok((CpuStorage::$v(out), shape))
-            }};
-        }
-        match s1 {
-            CpuStorage::F32(_) => run!(f32, F32),
-            CpuStorage::F64(_) => run!(f64, F64),
-            _ => Err(unsupported(s1.dtype())),
-        }
+        check::by_dtype!(OP, "x", s1, T => {
+            let x = check::cpu_data::<T>(OP, "x", s1, l1)?;
+            let w = check::cpu_data::<T>(OP, "weight", s2, l2)?;
+            let dy = check::cpu_data::<T>(OP, "grad", s3, l3)?;
+            let out = cpu::backward(x, w, dy, c, g);
+            let shape = Shape::from(out.len());
+            Ok((T::to_cpu_storage_owned(out), shape))
+        })
     }
 }

@@ -5,8 +5,7 @@
 use crate::check;
 use crate::cpu::layer_norm::{self as cpu, Dims};
 use crate::error::KernelError;
-use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, WithDType};
 
 const OP: &str = "layer_norm";
 
@@ -63,15 +62,6 @@ pub fn layer_norm(
         .apply_op3(&weight.contiguous()?, &bias.contiguous()?, op)
 }
 
-fn unsupported(dtype: candle_core::DType) -> candle_core::Error {
-    KernelError::UnsupportedDType {
-        op: OP,
-        arg: "x",
-        dtype,
-    }
-    .into()
-}
-
 /// The forward op (x, weight, bias) → y.
 struct LayerNorm {
     dims: Dims,
@@ -92,20 +82,13 @@ impl CustomOp3 for LayerNorm {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        macro_rules! run {
-            ($t:ty, $v:ident) => {{
-                let x = check::cpu_data::<$t>(OP, "x", s1, l1)?;
-                let w = check::cpu_data::<$t>(OP, "weight", s2, l2)?;
-                let b = check::cpu_data::<$t>(OP, "bias", s3, l3)?;
-                let y = cpu::forward(x, w, b, self.dims, self.eps as $t);
-                Ok((CpuStorage::$v(y), l1.shape().clone()))
-            }};
-        }
-        match s1 {
-            CpuStorage::F32(_) => run!(f32, F32),
-            CpuStorage::F64(_) => run!(f64, F64),
-            _ => Err(unsupported(s1.dtype())),
-        }
+        check::by_dtype!(OP, "x", s1, T => {
+            let x = check::cpu_data::<T>(OP, "x", s1, l1)?;
+            let w = check::cpu_data::<T>(OP, "weight", s2, l2)?;
+            let b = check::cpu_data::<T>(OP, "bias", s3, l3)?;
+            let y = cpu::forward(x, w, b, self.dims, self.eps as T);
+            Ok((T::to_cpu_storage_owned(y), l1.shape().clone()))
+        })
     }
 
     fn bwd(
@@ -149,20 +132,13 @@ impl CustomOp3 for LayerNormBackward {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        macro_rules! run {
-            ($t:ty, $v:ident) => {{
-                let x = check::cpu_data::<$t>(OP, "x", s1, l1)?;
-                let w = check::cpu_data::<$t>(OP, "weight", s2, l2)?;
-                let dy = check::cpu_data::<$t>(OP, "grad", s3, l3)?;
-                let out = cpu::backward(x, w, dy, self.dims, self.eps as $t);
-                let shape = Shape::from(out.len());
-                Ok((CpuStorage::$v(out), shape))
-            }};
-        }
-        match s1 {
-            CpuStorage::F32(_) => run!(f32, F32),
-            CpuStorage::F64(_) => run!(f64, F64),
-            _ => Err(unsupported(s1.dtype())),
-        }
+        check::by_dtype!(OP, "x", s1, T => {
+            let x = check::cpu_data::<T>(OP, "x", s1, l1)?;
+            let w = check::cpu_data::<T>(OP, "weight", s2, l2)?;
+            let dy = check::cpu_data::<T>(OP, "grad", s3, l3)?;
+            let out = cpu::backward(x, w, dy, self.dims, self.eps as T);
+            let shape = Shape::from(out.len());
+            Ok((T::to_cpu_storage_owned(out), shape))
+        })
     }
 }

@@ -3,9 +3,7 @@
 
 use crate::check;
 use crate::cpu::masked_pool as cpu;
-use crate::error::KernelError;
-use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, D};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, WithDType, D};
 
 const OP: &str = "masked_pool";
 
@@ -70,18 +68,11 @@ impl CustomOp2 for MaskedPool {
     ) -> Result<(CpuStorage, Shape)> {
         let (b, d, hw) = dims(l1)?;
         let shape = Shape::from(2 * b * d + 4 * b);
-        macro_rules! run {
-            ($t:ty, $v:ident) => {{
-                let p = check::cpu_data::<$t>(OP, "p", s1, l1)?;
-                let m = check::cpu_data::<$t>(OP, "m", s2, l2)?;
-                Ok((CpuStorage::$v(cpu::forward(p, m, b, d, hw)), shape))
-            }};
-        }
-        match s1 {
-            CpuStorage::F32(_) => run!(f32, F32),
-            CpuStorage::F64(_) => run!(f64, F64),
-            _ => Err(unsupported(s1.dtype())),
-        }
+        check::by_dtype!(OP, "p", s1, T => {
+            let p = check::cpu_data::<T>(OP, "p", s1, l1)?;
+            let m = check::cpu_data::<T>(OP, "m", s2, l2)?;
+            Ok((T::to_cpu_storage_owned(cpu::forward(p, m, b, d, hw)), shape))
+        })
     }
 
     #[cfg(feature = "cuda")]
@@ -143,19 +134,12 @@ impl CustomOp3 for MaskedPoolBackward {
     ) -> Result<(CpuStorage, Shape)> {
         let (b, d, hw) = dims(l1)?;
         let shape = l1.shape().clone();
-        macro_rules! run {
-            ($t:ty, $v:ident) => {{
-                let p = check::cpu_data::<$t>(OP, "p", s1, l1)?;
-                let m = check::cpu_data::<$t>(OP, "m", s2, l2)?;
-                let ds = check::cpu_data::<$t>(OP, "ds", s3, l3)?;
-                Ok((CpuStorage::$v(cpu::backward(p, m, ds, b, d, hw)), shape))
-            }};
-        }
-        match s1 {
-            CpuStorage::F32(_) => run!(f32, F32),
-            CpuStorage::F64(_) => run!(f64, F64),
-            _ => Err(unsupported(s1.dtype())),
-        }
+        check::by_dtype!(OP, "p", s1, T => {
+            let p = check::cpu_data::<T>(OP, "p", s1, l1)?;
+            let m = check::cpu_data::<T>(OP, "m", s2, l2)?;
+            let ds = check::cpu_data::<T>(OP, "ds", s3, l3)?;
+            Ok((T::to_cpu_storage_owned(cpu::backward(p, m, ds, b, d, hw)), shape))
+        })
     }
 
     #[cfg(feature = "cuda")]
@@ -170,13 +154,4 @@ impl CustomOp3 for MaskedPoolBackward {
     ) -> Result<(candle_core::CudaStorage, Shape)> {
         crate::cuda::masked_pool::backward(s1, l1, s2, l2, s3, l3)
     }
-}
-
-fn unsupported(dtype: candle_core::DType) -> candle_core::Error {
-    KernelError::UnsupportedDType {
-        op: OP,
-        arg: "p",
-        dtype,
-    }
-    .into()
 }

@@ -3,9 +3,7 @@
 
 use crate::check;
 use crate::cpu::similarity as cpu;
-use crate::error::KernelError;
-use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, WithDType};
 
 const OP: &str = "pixel_text_cos";
 
@@ -48,18 +46,11 @@ impl CustomOp2 for PixelTextCos {
     ) -> Result<(CpuStorage, Shape)> {
         let (b, d, hw) = dims(l1)?;
         let shape = Shape::from(2 * b * hw);
-        macro_rules! run {
-            ($t:ty, $v:ident) => {{
-                let p = check::cpu_data::<$t>(OP, "p", s1, l1)?;
-                let u = check::cpu_data::<$t>(OP, "u", s2, l2)?;
-                Ok((CpuStorage::$v(cpu::forward(p, u, b, d, hw)), shape))
-            }};
-        }
-        match s1 {
-            CpuStorage::F32(_) => run!(f32, F32),
-            CpuStorage::F64(_) => run!(f64, F64),
-            _ => Err(unsupported(s1.dtype())),
-        }
+        check::by_dtype!(OP, "p", s1, T => {
+            let p = check::cpu_data::<T>(OP, "p", s1, l1)?;
+            let u = check::cpu_data::<T>(OP, "u", s2, l2)?;
+            Ok((T::to_cpu_storage_owned(cpu::forward(p, u, b, d, hw)), shape))
+        })
     }
 
     #[cfg(feature = "cuda")]
@@ -109,19 +100,12 @@ impl CustomOp3 for PixelTextCosBackward {
     ) -> Result<(CpuStorage, Shape)> {
         let (b, d, hw) = dims(l1)?;
         let shape = Shape::from(b * d * hw + b * d);
-        macro_rules! run {
-            ($t:ty, $v:ident) => {{
-                let p = check::cpu_data::<$t>(OP, "p", s1, l1)?;
-                let u = check::cpu_data::<$t>(OP, "u", s2, l2)?;
-                let pack = check::cpu_data::<$t>(OP, "grad", s3, l3)?;
-                Ok((CpuStorage::$v(cpu::backward(p, u, pack, b, d, hw)), shape))
-            }};
-        }
-        match s1 {
-            CpuStorage::F32(_) => run!(f32, F32),
-            CpuStorage::F64(_) => run!(f64, F64),
-            _ => Err(unsupported(s1.dtype())),
-        }
+        check::by_dtype!(OP, "p", s1, T => {
+            let p = check::cpu_data::<T>(OP, "p", s1, l1)?;
+            let u = check::cpu_data::<T>(OP, "u", s2, l2)?;
+            let pack = check::cpu_data::<T>(OP, "grad", s3, l3)?;
+            Ok((T::to_cpu_storage_owned(cpu::backward(p, u, pack, b, d, hw)), shape))
+        })
     }
 
     #[cfg(feature = "cuda")]
@@ -136,13 +120,4 @@ impl CustomOp3 for PixelTextCosBackward {
     ) -> Result<(candle_core::CudaStorage, Shape)> {
         crate::cuda::similarity::backward(s1, l1, s2, l2, s3, l3)
     }
-}
-
-fn unsupported(dtype: candle_core::DType) -> candle_core::Error {
-    KernelError::UnsupportedDType {
-        op: OP,
-        arg: "p",
-        dtype,
-    }
-    .into()
 }

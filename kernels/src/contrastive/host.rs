@@ -12,7 +12,7 @@ use crate::cpu::contrastive as cpu;
 use crate::error::KernelError;
 use crate::float::Real;
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Result, Shape, Tensor, WithDType};
 use std::sync::Mutex;
 
 /// Per-level losses (Lv) from CPU tensors already checked by the caller; `aux` is
@@ -93,23 +93,16 @@ impl CustomOp3 for HostContrastive {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let dims = l1.shape().dims3()?;
-        macro_rules! run {
-            ($t:ty, $v:ident) => {{
-                let emb = [
-                    check::cpu_data::<$t>(OP, "target", s1, l1)?,
-                    check::cpu_data::<$t>(OP, "text", s2, l2)?,
-                    check::cpu_data::<$t>(OP, "background", s3, l3)?,
-                ];
-                let out = self.run(emb, dims)?;
-                let shape = Shape::from(out.len());
-                Ok((CpuStorage::$v(out), shape))
-            }};
-        }
-        match s1 {
-            CpuStorage::F32(_) => run!(f32, F32),
-            CpuStorage::F64(_) => run!(f64, F64),
-            _ => Err(unsupported(s1.dtype())),
-        }
+        check::by_dtype!(OP, "target", s1, T => {
+            let emb = [
+                check::cpu_data::<T>(OP, "target", s1, l1)?,
+                check::cpu_data::<T>(OP, "text", s2, l2)?,
+                check::cpu_data::<T>(OP, "background", s3, l3)?,
+            ];
+            let out = self.run(emb, dims)?;
+            let shape = Shape::from(out.len());
+            Ok((T::to_cpu_storage_owned(out), shape))
+        })
     }
 
     fn bwd(
@@ -153,20 +146,11 @@ impl CustomOp3 for HostContrastive {
                 scale_levels(&mut v, &upstream.to_vec1::<f64>()?, n * d);
                 Tensor::from_vec(v, shape, &Device::Cpu)?
             }
-            other => return Err(unsupported(other.dtype())),
+            other => return Err(check::unsupported(OP, "target", other.dtype())),
         };
         let part = |k: usize| demb.get(k)?.reshape((lv, n, d)).map(Some);
         Ok((part(0)?, part(1)?, part(2)?))
     }
-}
-
-fn unsupported(dtype: DType) -> candle_core::Error {
-    KernelError::UnsupportedDType {
-        op: OP,
-        arg: "target",
-        dtype,
-    }
-    .into()
 }
 
 fn poisoned() -> candle_core::Error {
