@@ -33,7 +33,7 @@ pub trait Real:
 }
 
 macro_rules! real {
-    ($t:ty) => {
+    ($t:ty, $fast_exp:path) => {
         impl Real for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -51,7 +51,7 @@ macro_rules! real {
             }
             #[inline(always)]
             fn fast_exp(self) -> Self {
-                fast_exp_impl(self)
+                $fast_exp(self)
             }
             #[inline(always)]
             fn ln(self) -> Self {
@@ -65,50 +65,32 @@ macro_rules! real {
     };
 }
 
-real!(f32);
-real!(f64);
+real!(f32, fast_exp_f32);
+real!(f64, f64::exp);
 
-trait FastExp {
-    fn fast_exp_impl(self) -> Self;
-}
-
+/// e^x = 2^n · e^r with n = round(x / ln 2), |r| ≤ ln 2 / 2, e^r by Cephes' expf polynomial.
 #[inline(always)]
-fn fast_exp_impl<T: FastExp>(x: T) -> T {
-    x.fast_exp_impl()
-}
-
-impl FastExp for f64 {
-    #[inline(always)]
-    fn fast_exp_impl(self) -> Self {
-        self.exp()
-    }
-}
-
-impl FastExp for f32 {
-    /// e^x = 2^n · e^r with n = round(x / ln 2), |r| ≤ ln 2 / 2, e^r by Cephes' expf polynomial.
-    #[inline(always)]
-    fn fast_exp_impl(self) -> Self {
-        const LOG2E: f32 = std::f32::consts::LOG2_E;
-        const LN2_HI: f32 = 0.693_359_4;
-        const LN2_LO: f32 = -2.121_944_4e-4;
-        // Round to nearest by the 1.5·2²³ trick (no libm call, SSE2 only).
-        const ROUND: f32 = 12_582_912.0;
-        let x = self.clamp(-87.336_55, 88.0);
-        let t = x * LOG2E + ROUND;
-        // t's low mantissa bits hold n as an integer: no float → int conversion (Rust's
-        // saturating `as` does not vectorise).
-        let ni = t.to_bits().wrapping_sub(ROUND.to_bits());
-        let n = t - ROUND;
-        let r = x - n * LN2_HI - n * LN2_LO;
-        let mut p = 1.987_569_1e-4_f32;
-        p = p * r + 1.398_199_9e-3;
-        p = p * r + 8.333_452e-3;
-        p = p * r + 4.166_579_6e-2;
-        p = p * r + 1.666_666_5e-1;
-        p = p * r + 0.5;
-        let er = p * r * r + r + 1.0;
-        er * f32::from_bits(ni.wrapping_add(127) << 23)
-    }
+fn fast_exp_f32(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // Round to nearest by the 1.5·2²³ trick (no libm call, SSE2 only).
+    const ROUND: f32 = 12_582_912.0;
+    let x = x.clamp(-87.336_55, 88.0);
+    let t = x * LOG2E + ROUND;
+    // t's low mantissa bits hold n as an integer: no float → int conversion (Rust's
+    // saturating `as` does not vectorise).
+    let ni = t.to_bits().wrapping_sub(ROUND.to_bits());
+    let n = t - ROUND;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let mut p = 1.987_569_1e-4_f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 0.5;
+    let er = p * r * r + r + 1.0;
+    er * f32::from_bits(ni.wrapping_add(127) << 23)
 }
 
 /// Lanes of the multi-accumulator reductions below (independent sums, so they vectorise).

@@ -1,4 +1,4 @@
-//! Fused candle custom ops for TMCA (DESIGN §3).
+//! Fused candle custom ops for TMCA (DESIGN §3):
 //!
 //! * [`masked_pool`]: TSSD mask-weighted pooling of raw 1×1-projection outputs into normalised
 //!   target and background embeddings (pixel normalisation fused in).
@@ -10,6 +10,12 @@
 //! Every op has a multithreaded CPU implementation (the reference, always built), a CUDA
 //! implementation behind the `cuda` feature (NVRTC-compiled at first use), and a backward pass,
 //! so it stays in candle's autograd. f32 and f64 are supported.
+//!
+//! Two CPU-only ops serve the backbone, where candle's CPU path is slow (callers compose them
+//! from candle ops on other devices):
+//!
+//! * [`depthwise_conv2d`]: depthwise k×k convolution (candle runs it as one conv per channel).
+//! * [`layer_norm`]: layer norm over any axis with a closed-form backward.
 
 mod check;
 mod contrastive;
