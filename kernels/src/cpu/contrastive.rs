@@ -4,7 +4,7 @@
 //! the tiles, and the gradients turn each tile in place into the logit gradient G and get
 //! ∂target = s·G·U and ∂text = s·Gᵀ·V⁺ as two more products per tile. Memory is bounded by the
 //! tile whatever N (up to the 4096 of a large gathered batch). The tests check it against a
-//! streamed per-pair computation ([`streamed`], test-only: each row and column recomputes its
+//! streamed per-pair computation (`streamed`, test-only: each row and column recomputes its
 //! N dot products, obviously right and slow).
 //!
 //! Inputs: `emb` = [target, text, background], each (Lv, N, D), `scales` (Lv),
