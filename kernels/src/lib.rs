@@ -11,14 +11,17 @@
 //! implementation behind the `cuda` feature (NVRTC-compiled at first use), and a backward pass,
 //! so it stays in candle's autograd. f32 and f64 are supported.
 //!
-//! Two CPU-only ops serve the backbone, where candle's CPU path is slow (callers compose them
+//! Three CPU-only ops serve the backbone, where candle's CPU path is slow (callers compose them
 //! from candle ops on other devices):
 //!
+//! * [`conv2d`]: dense convolution on matrix products, forward and backward (candle's CPU
+//!   backward is a direct transposed convolution).
 //! * [`depthwise_conv2d`]: depthwise k×k convolution (candle runs it as one conv per channel).
 //! * [`layer_norm`]: layer norm over any axis with a closed-form backward.
 
 mod check;
 mod contrastive;
+mod conv;
 mod cpu;
 #[cfg(feature = "cuda")]
 mod cuda;
@@ -31,6 +34,7 @@ mod simd;
 mod similarity;
 
 pub use contrastive::{dense_groups, multi_level_contrastive};
+pub use conv::conv2d;
 pub use depthwise::depthwise_conv2d;
 pub use error::KernelError;
 pub use layer_norm::layer_norm;

@@ -3,6 +3,7 @@
 //! pixel-sized scratch is a few (H·W) vectors per sample.
 
 pub mod contrastive;
+pub mod conv;
 pub mod depthwise;
 pub(crate) mod gemm;
 pub mod layer_norm;

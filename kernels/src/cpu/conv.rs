@@ -1,0 +1,421 @@
+//! Dense 2-D convolution (groups 1, dilation 1) on `gemm`, on contiguous slices.
+//!
+//! Per sample, the input's k×k windows are unfolded into a (Cin·k², Ho·Wo) column matrix
+//! (im2col; a 1×1 stride-1 convolution uses the input itself), and the output is one product
+//! W (Cout, Cin·k²) · cols. The backward recomputes the columns instead of keeping them:
+//! ∂W = Σ_b ∂Y_b · cols_bᵀ, ∂cols = Wᵀ · ∂Y_b folded back onto the input (col2im, adding where
+//! windows overlap), ∂bias = Σ ∂Y. Samples are split into one contiguous group per thread,
+//! each with its own column buffer and weight-gradient partial; with fewer samples than
+//! threads the products themselves run in parallel instead.
+
+use crate::cpu::gemm::matmul;
+use crate::float::Real;
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+/// One sample's geometry: input (Cin, H, W), weight (Cout, Cin, k, k), stride, zero padding.
+#[derive(Clone, Copy, Debug)]
+pub struct Geometry {
+    pub cin: usize,
+    pub h: usize,
+    pub w: usize,
+    pub cout: usize,
+    pub k: usize,
+    pub stride: usize,
+    pub pad: usize,
+}
+
+impl Geometry {
+    /// Output (Ho, Wo); `None` when the padded input is smaller than the kernel.
+    pub fn output(&self) -> Option<(usize, usize)> {
+        let side = |n: usize| {
+            (n + 2 * self.pad)
+                .checked_sub(self.k)
+                .map(|s| s / self.stride + 1)
+        };
+        Some((side(self.h)?, side(self.w)?))
+    }
+
+    fn ho_wo(&self) -> (usize, usize) {
+        self.output().unwrap_or((0, 0))
+    }
+
+    /// Rows of the column matrix (Cin·k²).
+    fn rows(&self) -> usize {
+        self.cin * self.k * self.k
+    }
+
+    /// Output pixels per channel (Ho·Wo).
+    fn pixels(&self) -> usize {
+        let (ho, wo) = self.ho_wo();
+        ho * wo
+    }
+
+    fn input_len(&self) -> usize {
+        self.cin * self.h * self.w
+    }
+
+    fn output_len(&self) -> usize {
+        self.cout * self.pixels()
+    }
+
+    /// The input is its own column matrix.
+    fn is_pointwise(&self) -> bool {
+        self.k == 1 && self.stride == 1 && self.pad == 0
+    }
+
+    /// The outputs o in 0..n whose input coordinate o·stride + tap − pad lies in 0..len.
+    fn valid(&self, tap: usize, len: usize, n: usize) -> std::ops::Range<usize> {
+        let (s, p) = (self.stride, self.pad);
+        let lo = p.saturating_sub(tap).div_ceil(s).min(n);
+        let hi = if len + p > tap {
+            ((len + p - tap - 1) / s + 1).min(n)
+        } else {
+            0
+        };
+        lo..hi.max(lo)
+    }
+
+    /// Visits every (column-matrix row, output row) pair with the input row it reads, and the
+    /// output columns that read inside the input (`cols`) at input column `cols.start·stride +
+    /// kj − pad` onwards: `f(r, c, iy, oy, kj, cols)`; `f` handles the rest of the row as padding.
+    fn for_each_window_row(
+        &self,
+        mut f: impl FnMut(usize, usize, Option<usize>, usize, std::ops::Range<usize>),
+    ) {
+        let (ho, wo) = self.ho_wo();
+        let k = self.k;
+        for c in 0..self.cin {
+            for ki in 0..k {
+                let rows = self.valid(ki, self.h, ho);
+                for kj in 0..k {
+                    let r = (c * k + ki) * k + kj;
+                    let cols = self.valid(kj, self.w, wo);
+                    for oy in 0..ho {
+                        let iy = rows
+                            .contains(&oy)
+                            .then(|| c * self.h + oy * self.stride + ki - self.pad);
+                        f(r, oy, iy, kj, cols.clone());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Unfolds one sample `x` (Cin·H·W) into `cols` (Cin·k² × Ho·Wo).
+fn im2col<T: Real>(x: &[T], g: &Geometry, cols: &mut [T]) {
+    let (_, wo) = g.ho_wo();
+    let p = g.pixels();
+    g.for_each_window_row(|r, oy, iy, kj, valid| {
+        let dst = &mut cols[r * p + oy * wo..r * p + (oy + 1) * wo];
+        let Some(iy) = iy.filter(|_| !valid.is_empty()) else {
+            dst.fill(T::ZERO);
+            return;
+        };
+        dst[..valid.start].fill(T::ZERO);
+        dst[valid.end..].fill(T::ZERO);
+        let row = &x[iy * g.w..(iy + 1) * g.w];
+        let x0 = valid.start * g.stride + kj - g.pad;
+        if g.stride == 1 {
+            dst[valid.clone()].copy_from_slice(&row[x0..x0 + valid.len()]);
+        } else {
+            for (d, s) in dst[valid]
+                .iter_mut()
+                .zip(row[x0..].iter().step_by(g.stride))
+            {
+                *d = *s;
+            }
+        }
+    });
+}
+
+/// Folds `cols` (Cin·k² × Ho·Wo) back onto one sample's input gradient `dx` (Cin·H·W), adding.
+fn col2im<T: Real>(cols: &[T], g: &Geometry, dx: &mut [T]) {
+    let (_, wo) = g.ho_wo();
+    let p = g.pixels();
+    dx.fill(T::ZERO);
+    g.for_each_window_row(|r, oy, iy, kj, valid| {
+        let Some(iy) = iy.filter(|_| !valid.is_empty()) else {
+            return;
+        };
+        let src = &cols[r * p + oy * wo + valid.start..r * p + oy * wo + valid.end];
+        let row = &mut dx[iy * g.w..(iy + 1) * g.w];
+        let x0 = valid.start * g.stride + kj - g.pad;
+        for (d, s) in row[x0..].iter_mut().step_by(g.stride).zip(src) {
+            *d += *s;
+        }
+    });
+}
+
+/// Samples per parallel group and the products' own parallelism.
+fn plan(batch: usize) -> (usize, Parallelism) {
+    let threads = rayon::current_num_threads().max(1);
+    if batch >= threads {
+        (batch.div_ceil(threads), Parallelism::None)
+    } else {
+        (1, Parallelism::Rayon(0))
+    }
+}
+
+/// y (B·Cout·Ho·Wo) = conv(x (B·Cin·H·W), weight (Cout·Cin·k·k)) + bias (Cout).
+pub fn forward<T: Real>(x: &[T], weight: &[T], bias: &[T], g: Geometry) -> Vec<T> {
+    let (n_in, n_out, p, rows) = (g.input_len(), g.output_len(), g.pixels(), g.rows());
+    let batch = x.len().checked_div(n_in).unwrap_or(0);
+    let mut y = vec![T::ZERO; batch * n_out];
+    if n_out == 0 || n_in == 0 || batch == 0 {
+        return y;
+    }
+    let (group, par) = plan(batch);
+    y.par_chunks_mut(group * n_out)
+        .zip(x.par_chunks(group * n_in))
+        .for_each(|(yg, xg)| {
+            let mut buf = Vec::new();
+            for (ys, xs) in yg.chunks_mut(n_out).zip(xg.chunks(n_in)) {
+                for (row, b) in ys.chunks_mut(p).zip(bias) {
+                    row.fill(*b);
+                }
+                let cols = columns(xs, &g, &mut buf);
+                matmul(
+                    ys,
+                    (g.cout, p, rows),
+                    weight,
+                    (rows, 1),
+                    cols,
+                    (p, 1),
+                    T::ONE,
+                    true,
+                    par,
+                );
+            }
+        });
+    y
+}
+
+/// The column matrix of sample `xs`: the sample itself when pointwise, else unfolded into `buf`.
+fn columns<'a, T: Real>(xs: &'a [T], g: &Geometry, buf: &'a mut Vec<T>) -> &'a [T] {
+    if g.is_pointwise() {
+        return xs;
+    }
+    buf.resize(g.rows() * g.pixels(), T::ZERO);
+    im2col(xs, g, buf);
+    buf
+}
+
+/// `[∂x (B·Cin·H·W, when `need_dx`, else empty) | ∂weight (Cout·Cin·k·k) | ∂bias (Cout)]`.
+pub fn backward<T: Real>(x: &[T], weight: &[T], dy: &[T], g: Geometry, need_dx: bool) -> Vec<T> {
+    let (n_in, n_out, p, rows) = (g.input_len(), g.output_len(), g.pixels(), g.rows());
+    let batch = x.len().checked_div(n_in).unwrap_or(0);
+    let n_dx = if need_dx { batch * n_in } else { 0 };
+    let n_dw = g.cout * rows;
+    let mut out = vec![T::ZERO; n_dx + n_dw + g.cout];
+    if n_out == 0 || n_in == 0 || batch == 0 {
+        return out;
+    }
+    let (dx, params) = out.split_at_mut(n_dx);
+    let (group, par) = plan(batch);
+    let groups = batch.div_ceil(group);
+    // Each group's ∂x slice (empty when not needed) and its ∂weight, ∂bias partial.
+    let mut dx_groups: Vec<&mut [T]> = if need_dx {
+        dx.chunks_mut(group * n_in).collect()
+    } else {
+        (0..groups).map(|_| <&mut [T]>::default()).collect()
+    };
+    let partials: Vec<Vec<T>> = dx_groups
+        .par_iter_mut()
+        .zip(x.par_chunks(group * n_in))
+        .zip(dy.par_chunks(group * n_out))
+        .map(|((dxg, xg), dyg)| {
+            let mut part = vec![T::ZERO; n_dw + g.cout];
+            let (dw, db) = part.split_at_mut(n_dw);
+            let (mut buf, mut dcols) = (Vec::new(), Vec::new());
+            for (s, (xs, dys)) in xg.chunks(n_in).zip(dyg.chunks(n_out)).enumerate() {
+                for (b, row) in db.iter_mut().zip(dys.chunks(p)) {
+                    *b += row.iter().fold(T::ZERO, |a, v| a + *v);
+                }
+                let cols = columns(xs, &g, &mut buf);
+                // ∂W (Cout × rows) += ∂Y (Cout × P) · colsᵀ.
+                matmul(
+                    dw,
+                    (g.cout, rows, p),
+                    dys,
+                    (p, 1),
+                    cols,
+                    (1, p),
+                    T::ONE,
+                    true,
+                    par,
+                );
+                if !need_dx {
+                    continue;
+                }
+                let dxs = &mut dxg[s * n_in..(s + 1) * n_in];
+                // ∂cols (rows × P) = Wᵀ · ∂Y, straight into ∂x when pointwise.
+                let wt = (1, rows);
+                if g.is_pointwise() {
+                    matmul(
+                        dxs,
+                        (rows, p, g.cout),
+                        weight,
+                        wt,
+                        dys,
+                        (p, 1),
+                        T::ONE,
+                        false,
+                        par,
+                    );
+                } else {
+                    dcols.resize(rows * p, T::ZERO);
+                    matmul(
+                        &mut dcols,
+                        (rows, p, g.cout),
+                        weight,
+                        wt,
+                        dys,
+                        (p, 1),
+                        T::ONE,
+                        false,
+                        par,
+                    );
+                    col2im(&dcols, &g, dxs);
+                }
+            }
+            part
+        })
+        .collect();
+    for part in partials {
+        for (o, v) in params.iter_mut().zip(part) {
+            *o += v;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The definition, one output at a time.
+    fn direct(x: &[f64], w: &[f64], b: &[f64], g: Geometry) -> Vec<f64> {
+        let (ho, wo) = g.output().unwrap();
+        let batch = x.len() / g.input_len();
+        let mut y = vec![0.0; batch * g.output_len()];
+        for n in 0..batch {
+            for o in 0..g.cout {
+                for oy in 0..ho {
+                    for ox in 0..wo {
+                        let mut acc = b[o];
+                        for c in 0..g.cin {
+                            for ki in 0..g.k {
+                                for kj in 0..g.k {
+                                    let iy = (oy * g.stride + ki) as isize - g.pad as isize;
+                                    let ix = (ox * g.stride + kj) as isize - g.pad as isize;
+                                    if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize
+                                    {
+                                        continue;
+                                    }
+                                    let xi =
+                                        ((n * g.cin + c) * g.h + iy as usize) * g.w + ix as usize;
+                                    acc += x[xi] * w[((o * g.cin + c) * g.k + ki) * g.k + kj];
+                                }
+                            }
+                        }
+                        y[((n * g.cout + o) * ho + oy) * wo + ox] = acc;
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    fn noise(n: usize, seed: u64) -> Vec<f64> {
+        let mut s = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    fn geometries() -> Vec<(usize, Geometry)> {
+        let g = |cin, h, w, cout, k, stride, pad| Geometry {
+            cin,
+            h,
+            w,
+            cout,
+            k,
+            stride,
+            pad,
+        };
+        vec![
+            (3, g(2, 5, 7, 3, 3, 1, 1)),  // the decoder's 3×3, H ≠ W
+            (2, g(3, 8, 12, 5, 4, 4, 0)), // the stem's patchify
+            (5, g(4, 6, 6, 2, 2, 2, 0)),  // downsampling
+            (1, g(3, 4, 5, 4, 1, 1, 0)),  // pointwise (no unfolding)
+            (4, g(2, 7, 6, 3, 3, 2, 2)),  // stride with padding wider than the kernel's reach
+            (2, g(1, 2, 3, 2, 5, 1, 2)),  // kernel larger than the input
+            (3, g(2, 9, 4, 1, 3, 3, 1)),  // odd remainder rows/cols dropped
+        ]
+    }
+
+    #[test]
+    fn forward_equals_the_definition() {
+        for (seed, (batch, g)) in geometries().into_iter().enumerate() {
+            let x = noise(batch * g.input_len(), seed as u64);
+            let w = noise(g.cout * g.rows(), 100 + seed as u64);
+            let b = noise(g.cout, 200 + seed as u64);
+            let got = forward(&x, &w, &b, g);
+            let want = direct(&x, &w, &b, g);
+            assert_eq!(got.len(), want.len(), "{g:?}");
+            for (a, e) in got.iter().zip(&want) {
+                assert!((a - e).abs() < 1e-12, "{g:?}: {a} vs {e}");
+            }
+        }
+    }
+
+    /// The convolution is bilinear, so each gradient entry is an exact difference of forwards
+    /// (up to rounding): ⟨∂y, conv(x + e_i) − conv(x)⟩ with a unit step.
+    #[test]
+    fn backward_equals_exact_differences() {
+        for (seed, (batch, g)) in geometries().into_iter().enumerate() {
+            let s = seed as u64;
+            let x = noise(batch * g.input_len(), s);
+            let w = noise(g.cout * g.rows(), 100 + s);
+            let b = noise(g.cout, 200 + s);
+            let dy = noise(batch * g.output_len(), 300 + s);
+            let loss = |x: &[f64], w: &[f64], b: &[f64]| -> f64 {
+                forward(x, w, b, g)
+                    .iter()
+                    .zip(&dy)
+                    .map(|(y, d)| y * d)
+                    .sum()
+            };
+            let base = loss(&x, &w, &b);
+            let grads = backward(&x, &w, &dy, g, true);
+            let (dx, rest) = grads.split_at(x.len());
+            let (dw, db) = rest.split_at(w.len());
+            let mut check = |name: &str, got: &[f64], v: &[f64], f: &dyn Fn(&[f64]) -> f64| {
+                for i in 0..v.len() {
+                    let mut e = v.to_vec();
+                    e[i] += 1.0;
+                    let want = f(&e) - base;
+                    assert!(
+                        (got[i] - want).abs() < 1e-9,
+                        "{g:?} ∂{name}[{i}]: {} vs {want}",
+                        got[i]
+                    );
+                }
+            };
+            check("x", dx, &x, &|e| loss(e, &w, &b));
+            check("w", dw, &w, &|e| loss(&x, e, &b));
+            check("b", db, &b, &|e| loss(&x, &w, e));
+            let no_dx = backward(&x, &w, &dy, g, false);
+            assert_eq!(no_dx, rest, "{g:?}: parameter gradients without ∂x");
+        }
+    }
+}
