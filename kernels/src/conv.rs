@@ -91,7 +91,7 @@ impl CustomOp3 for Conv {
             let x = check::cpu_data::<T>(OP, "x", s1, l1)?;
             let w = check::cpu_data::<T>(OP, "weight", s2, l2)?;
             let b = check::cpu_data::<T>(OP, "bias", s3, l3)?;
-            let y = cpu::forward(x, w, b, self.g);
+            let y = cpu::forward(x, w, Some(b), self.g);
             Ok((T::to_cpu_storage_owned(y), Shape::from((batch, self.g.cout, ho, wo))))
         })
     }

@@ -11,17 +11,19 @@
 //! implementation behind the `cuda` feature (NVRTC-compiled at first use), and a backward pass,
 //! so it stays in candle's autograd. f32 and f64 are supported.
 //!
-//! Three CPU-only ops serve the backbone, where candle's CPU path is slow (callers compose them
+//! Four CPU-only ops serve the backbone, where candle's CPU path is slow (callers compose them
 //! from candle ops on other devices):
 //!
 //! * [`conv2d`]: dense convolution on matrix products, forward and backward (candle's CPU
 //!   backward is a direct transposed convolution).
+//! * [`conv_transpose2d`]: its adjoint, on the same kernels (candle's CPU one is a direct loop).
 //! * [`depthwise_conv2d`]: depthwise k×k convolution (candle runs it as one conv per channel).
 //! * [`layer_norm`]: layer norm over any axis with a closed-form backward.
 
 mod check;
 mod contrastive;
 mod conv;
+mod conv_transpose;
 mod cpu;
 #[cfg(feature = "cuda")]
 mod cuda;
@@ -35,6 +37,7 @@ mod similarity;
 
 pub use contrastive::{dense_groups, multi_level_contrastive};
 pub use conv::conv2d;
+pub use conv_transpose::conv_transpose2d;
 pub use depthwise::depthwise_conv2d;
 pub use error::KernelError;
 pub use layer_norm::layer_norm;

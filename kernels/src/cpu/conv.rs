@@ -158,10 +158,15 @@ fn plan(batch: usize) -> (usize, Parallelism) {
     }
 }
 
-/// y (B·Cout·Ho·Wo) = conv(x (B·Cin·H·W), weight (Cout·Cin·k·k)) + bias (Cout).
-pub fn forward<T: Real>(x: &[T], weight: &[T], bias: &[T], g: Geometry) -> Vec<T> {
+/// Samples in `x` of `per` elements each (0 for an empty geometry).
+fn samples<T>(x: &[T], per: usize) -> usize {
+    x.len().checked_div(per).unwrap_or(0)
+}
+
+/// y (B·Cout·Ho·Wo) = conv(x (B·Cin·H·W), weight (Cout·Cin·k·k)) + bias (Cout, when given).
+pub fn forward<T: Real>(x: &[T], weight: &[T], bias: Option<&[T]>, g: Geometry) -> Vec<T> {
     let (n_in, n_out, p, rows) = (g.input_len(), g.output_len(), g.pixels(), g.rows());
-    let batch = x.len().checked_div(n_in).unwrap_or(0);
+    let batch = samples(x, n_in);
     let mut y = vec![T::ZERO; batch * n_out];
     if n_out == 0 || n_in == 0 || batch == 0 {
         return y;
@@ -172,13 +177,16 @@ pub fn forward<T: Real>(x: &[T], weight: &[T], bias: &[T], g: Geometry) -> Vec<T
         .for_each(|(yg, xg)| {
             let mut buf = Vec::new();
             for (ys, xs) in yg.chunks_mut(n_out).zip(xg.chunks(n_in)) {
-                for (row, b) in ys.chunks_mut(p).zip(bias) {
-                    row.fill(*b);
+                if let Some(bias) = bias {
+                    for (row, b) in ys.chunks_mut(p).zip(bias) {
+                        row.fill(*b);
+                    }
                 }
                 let cols = columns(xs, &g, &mut buf);
+                let shape = (g.cout, p, rows);
                 matmul(
                     ys,
-                    (g.cout, p, rows),
+                    shape,
                     weight,
                     (rows, 1),
                     cols,
@@ -202,73 +210,30 @@ fn columns<'a, T: Real>(xs: &'a [T], g: &Geometry, buf: &'a mut Vec<T>) -> &'a [
     buf
 }
 
-/// `[∂x (B·Cin·H·W, when `need_dx`, else empty) | ∂weight (Cout·Cin·k·k) | ∂bias (Cout)]`.
-pub fn backward<T: Real>(x: &[T], weight: &[T], dy: &[T], g: Geometry, need_dx: bool) -> Vec<T> {
+/// ∂x (B·Cin·H·W) = col2im(Wᵀ · ∂Y) per sample, for ∂y (B·Cout·Ho·Wo). Also the forward of the
+/// transposed convolution whose weight is `weight` read as (Cin_t = Cout, Cout_t = Cin, k, k).
+pub fn input_grad<T: Real>(weight: &[T], dy: &[T], g: Geometry) -> Vec<T> {
     let (n_in, n_out, p, rows) = (g.input_len(), g.output_len(), g.pixels(), g.rows());
-    let batch = x.len().checked_div(n_in).unwrap_or(0);
-    let n_dx = if need_dx { batch * n_in } else { 0 };
-    let n_dw = g.cout * rows;
-    let mut out = vec![T::ZERO; n_dx + n_dw + g.cout];
+    let batch = samples(dy, n_out);
+    let mut dx = vec![T::ZERO; batch * n_in];
     if n_out == 0 || n_in == 0 || batch == 0 {
-        return out;
+        return dx;
     }
-    let (dx, params) = out.split_at_mut(n_dx);
     let (group, par) = plan(batch);
-    let groups = batch.div_ceil(group);
-    // Each group's ∂x slice (empty when not needed) and its ∂weight, ∂bias partial.
-    let mut dx_groups: Vec<&mut [T]> = if need_dx {
-        dx.chunks_mut(group * n_in).collect()
-    } else {
-        (0..groups).map(|_| <&mut [T]>::default()).collect()
-    };
-    let partials: Vec<Vec<T>> = dx_groups
-        .par_iter_mut()
-        .zip(x.par_chunks(group * n_in))
+    dx.par_chunks_mut(group * n_in)
         .zip(dy.par_chunks(group * n_out))
-        .map(|((dxg, xg), dyg)| {
-            let mut part = vec![T::ZERO; n_dw + g.cout];
-            let (dw, db) = part.split_at_mut(n_dw);
-            let (mut buf, mut dcols) = (Vec::new(), Vec::new());
-            for (s, (xs, dys)) in xg.chunks(n_in).zip(dyg.chunks(n_out)).enumerate() {
-                for (b, row) in db.iter_mut().zip(dys.chunks(p)) {
-                    *b += row.iter().fold(T::ZERO, |a, v| a + *v);
-                }
-                let cols = columns(xs, &g, &mut buf);
-                // ∂W (Cout × rows) += ∂Y (Cout × P) · colsᵀ.
-                matmul(
-                    dw,
-                    (g.cout, rows, p),
-                    dys,
-                    (p, 1),
-                    cols,
-                    (1, p),
-                    T::ONE,
-                    true,
-                    par,
-                );
-                if !need_dx {
-                    continue;
-                }
-                let dxs = &mut dxg[s * n_in..(s + 1) * n_in];
+        .for_each(|(dxg, dyg)| {
+            let mut dcols = Vec::new();
+            for (dxs, dys) in dxg.chunks_mut(n_in).zip(dyg.chunks(n_out)) {
                 // ∂cols (rows × P) = Wᵀ · ∂Y, straight into ∂x when pointwise.
-                let wt = (1, rows);
+                let (shape, wt) = ((rows, p, g.cout), (1, rows));
                 if g.is_pointwise() {
-                    matmul(
-                        dxs,
-                        (rows, p, g.cout),
-                        weight,
-                        wt,
-                        dys,
-                        (p, 1),
-                        T::ONE,
-                        false,
-                        par,
-                    );
+                    matmul(dxs, shape, weight, wt, dys, (p, 1), T::ONE, false, par);
                 } else {
                     dcols.resize(rows * p, T::ZERO);
                     matmul(
                         &mut dcols,
-                        (rows, p, g.cout),
+                        shape,
                         weight,
                         wt,
                         dys,
@@ -280,14 +245,73 @@ pub fn backward<T: Real>(x: &[T], weight: &[T], dy: &[T], g: Geometry, need_dx: 
                     col2im(&dcols, &g, dxs);
                 }
             }
-            part
+        });
+    dx
+}
+
+/// ∂weight (Cout·Cin·k·k) = Σ_b ∂Y_b · cols_bᵀ for input x and output gradient ∂y.
+pub fn weight_grad<T: Real>(x: &[T], dy: &[T], g: Geometry) -> Vec<T> {
+    let (n_in, n_out, p, rows) = (g.input_len(), g.output_len(), g.pixels(), g.rows());
+    let batch = samples(x, n_in);
+    let n_dw = g.cout * rows;
+    if n_out == 0 || n_in == 0 || batch == 0 {
+        return vec![T::ZERO; n_dw];
+    }
+    let (group, par) = plan(batch);
+    let partials: Vec<Vec<T>> = x
+        .par_chunks(group * n_in)
+        .zip(dy.par_chunks(group * n_out))
+        .map(|(xg, dyg)| {
+            let mut dw = vec![T::ZERO; n_dw];
+            let mut buf = Vec::new();
+            for (xs, dys) in xg.chunks(n_in).zip(dyg.chunks(n_out)) {
+                let cols = columns(xs, &g, &mut buf);
+                let shape = (g.cout, rows, p);
+                matmul(&mut dw, shape, dys, (p, 1), cols, (1, p), T::ONE, true, par);
+            }
+            dw
         })
         .collect();
-    for part in partials {
-        for (o, v) in params.iter_mut().zip(part) {
+    sum(partials, n_dw)
+}
+
+/// Per-channel sums of `y` (B·C·P): the bias gradient.
+pub fn channel_sums<T: Real>(y: &[T], c: usize, p: usize) -> Vec<T> {
+    if c * p == 0 {
+        return vec![T::ZERO; c];
+    }
+    let partials: Vec<Vec<T>> = y
+        .par_chunks(c * p)
+        .map(|ys| {
+            ys.chunks(p)
+                .map(|row| row.iter().fold(T::ZERO, |a, v| a + *v))
+                .collect()
+        })
+        .collect();
+    sum(partials, c)
+}
+
+/// The elementwise sum of per-thread partials of length n.
+fn sum<T: Real>(parts: Vec<Vec<T>>, n: usize) -> Vec<T> {
+    let mut parts = parts.into_iter();
+    let mut out = parts.next().unwrap_or_else(|| vec![T::ZERO; n]);
+    for part in parts {
+        for (o, v) in out.iter_mut().zip(part) {
             *o += v;
         }
     }
+    out
+}
+
+/// `[∂x (B·Cin·H·W, when `need_dx`, else empty) | ∂weight (Cout·Cin·k·k) | ∂bias (Cout)]`.
+pub fn backward<T: Real>(x: &[T], weight: &[T], dy: &[T], g: Geometry, need_dx: bool) -> Vec<T> {
+    let mut out = if need_dx {
+        input_grad(weight, dy, g)
+    } else {
+        Vec::new()
+    };
+    out.extend(weight_grad(x, dy, g));
+    out.extend(channel_sums(dy, g.cout, g.pixels()));
     out
 }
 
@@ -369,7 +393,7 @@ mod tests {
             let x = noise(batch * g.input_len(), seed as u64);
             let w = noise(g.cout * g.rows(), 100 + seed as u64);
             let b = noise(g.cout, 200 + seed as u64);
-            let got = forward(&x, &w, &b, g);
+            let got = forward(&x, &w, Some(&b), g);
             let want = direct(&x, &w, &b, g);
             assert_eq!(got.len(), want.len(), "{g:?}");
             for (a, e) in got.iter().zip(&want) {
@@ -389,7 +413,7 @@ mod tests {
             let b = noise(g.cout, 200 + s);
             let dy = noise(batch * g.output_len(), 300 + s);
             let loss = |x: &[f64], w: &[f64], b: &[f64]| -> f64 {
-                forward(x, w, b, g)
+                forward(x, w, Some(b), g)
                     .iter()
                     .zip(&dy)
                     .map(|(y, d)| y * d)
@@ -399,7 +423,7 @@ mod tests {
             let grads = backward(&x, &w, &dy, g, true);
             let (dx, rest) = grads.split_at(x.len());
             let (dw, db) = rest.split_at(w.len());
-            let mut check = |name: &str, got: &[f64], v: &[f64], f: &dyn Fn(&[f64]) -> f64| {
+            let check = |name: &str, got: &[f64], v: &[f64], f: &dyn Fn(&[f64]) -> f64| {
                 for i in 0..v.len() {
                     let mut e = v.to_vec();
                     e[i] += 1.0;
