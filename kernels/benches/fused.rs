@@ -214,6 +214,60 @@ fn depthwise(c: &mut Criterion) {
     group.finish();
 }
 
+/// Dense and transposed convolutions at the 128² model's shapes (batch 8): the head's 3×3 at
+/// 64², the last decoder stage's 3×3 at 32², the stem's 4×4/4 patchify and the head's ×2
+/// upsampling to 128². tmca's CPU ops vs candle's.
+fn conv(c: &mut Criterion) {
+    let mut group = c.benchmark_group("conv");
+    // (name, cin, cout, side, k, stride, padding, transposed)
+    let cases = [
+        ("3x3_8to8_64", 8, 8, 64, 3, 1, 1, false),
+        ("3x3_32to16_32", 32, 16, 32, 3, 1, 1, false),
+        ("4x4s4_3to16_128", 3, 16, 128, 4, 4, 0, false),
+        ("up2x2_8to8_64", 8, 8, 64, 2, 2, 0, true),
+    ];
+    for (name, cin, cout, side, k, s, p, transposed) in cases {
+        let dev = Device::Cpu;
+        let wshape = if transposed {
+            (cin, cout, k, k)
+        } else {
+            (cout, cin, k, k)
+        };
+        let (Ok(x), Ok(w), Ok(bias)) = (
+            Var::randn(0f32, 1., (8, cin, side, side), &dev),
+            Var::randn(0f32, 0.1, wshape, &dev),
+            Var::randn(0f32, 0.1, cout, &dev),
+        ) else {
+            return;
+        };
+        let ours = || -> Result<Tensor> {
+            if transposed {
+                tmca_kernels::conv_transpose2d(&x, &w, &bias, s, p, 0)
+            } else {
+                tmca_kernels::conv2d(&x, &w, &bias, s, p)
+            }
+        };
+        let candle = || -> Result<Tensor> {
+            let y = if transposed {
+                x.conv_transpose2d(&w, p, 0, s, 1)?
+            } else {
+                x.conv2d(&w, p, s, 1, 1)?
+            };
+            y.broadcast_add(&bias.reshape((1, cout, 1, 1))?)
+        };
+        let id = |s: &str| BenchmarkId::new(s, format!("B8_{name}"));
+        group.bench_function(id("tmca/fwd"), |bn| bn.iter(ours));
+        group.bench_function(id("candle/fwd"), |bn| bn.iter(candle));
+        group.bench_function(id("tmca/fwd+bwd"), |bn| {
+            bn.iter(|| ours()?.sum_all()?.backward())
+        });
+        group.bench_function(id("candle/fwd+bwd"), |bn| {
+            bn.iter(|| candle()?.sum_all()?.backward())
+        });
+    }
+    group.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .sample_size(10)
@@ -224,6 +278,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = masked_pool, pixel_text_cos, contrastive, contrastive_large, depthwise
+    targets = masked_pool, pixel_text_cos, contrastive, contrastive_large, depthwise, conv
 }
 criterion_main!(benches);
