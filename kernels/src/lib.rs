@@ -11,13 +11,15 @@
 //! implementation behind the `cuda` feature (NVRTC-compiled at first use), and a backward pass,
 //! so it stays in candle's autograd. f32 and f64 are supported.
 //!
-//! Four CPU-only ops serve the backbone, where candle's CPU path is slow (callers compose them
+//! Five CPU-only ops serve the backbone, where candle's CPU path is slow (callers compose them
 //! from candle ops on other devices):
 //!
 //! * [`conv2d`]: dense convolution on matrix products, forward and backward (candle's CPU
 //!   backward is a direct transposed convolution).
 //! * [`conv_transpose2d`]: its adjoint, on the same kernels (candle's CPU one is a direct loop).
 //! * [`depthwise_conv2d`]: depthwise k×k convolution (candle runs it as one conv per channel).
+//! * [`linear`]: x·Wᵀ + b over all leading axes as one product (candle_nn's broadcasts W
+//!   over them, so its weight gradient is a sum of per-index products).
 //! * [`layer_norm`]: layer norm over any axis with a closed-form backward.
 
 mod check;
@@ -31,6 +33,7 @@ mod depthwise;
 mod error;
 mod float;
 mod layer_norm;
+mod linear;
 mod masked_pool;
 mod simd;
 mod similarity;
@@ -41,6 +44,7 @@ pub use conv_transpose::conv_transpose2d;
 pub use depthwise::depthwise_conv2d;
 pub use error::KernelError;
 pub use layer_norm::layer_norm;
+pub use linear::linear;
 pub use masked_pool::{masked_pool, Pooled};
 pub use similarity::pixel_text_cos;
 

@@ -7,6 +7,7 @@ pub mod conv;
 pub mod depthwise;
 pub(crate) mod gemm;
 pub mod layer_norm;
+pub mod linear;
 pub mod masked_pool;
 pub mod similarity;
 

@@ -104,13 +104,23 @@ impl ConvTranspose2d {
     }
 }
 
-/// A linear layer (candle_nn's, profiled).
+/// A linear layer (profiled): on the CPU tmca-kernels' `linear` (one product over all leading
+/// axes, backward included), otherwise candle_nn's.
 #[derive(Debug, Clone)]
 pub struct Linear(candle_nn::Linear);
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        profiled(Part::Linear, &self.0, x, Module::forward)
+        profiled(Part::Linear, self, x, Self::apply)
+    }
+}
+
+impl Linear {
+    fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        match self.0.bias() {
+            Some(bias) if x.device().is_cpu() => tmca_kernels::linear(x, self.0.weight(), bias),
+            _ => self.0.forward(x),
+        }
     }
 }
 
@@ -220,6 +230,18 @@ mod tests {
             let vb = store.var_builder_dtype(DType::F64, &Device::Cpu);
             let ours = conv2d(cin, cout, k, stride, pad, 1, vb.pp("c")).unwrap();
             agree(&store, &ours, &ours.0, &x);
+        }
+    }
+
+    /// The CPU kernel against candle_nn's Linear, for the encoders' ranks (3: tokens, 4:
+    /// channels-last pixels).
+    #[test]
+    fn linear_equals_candle() {
+        for x in [[2, 3, 5].as_slice(), &[2, 3, 4, 5]] {
+            let store = ParamStore::new(5);
+            let vb = store.var_builder_dtype(DType::F64, &Device::Cpu);
+            let ours = linear(5, 6, vb.pp("fc")).unwrap();
+            agree(&store, &ours, &ours.0, x);
         }
     }
 

@@ -1,0 +1,223 @@
+//! Linear layer as a candle op (CPU): x (…, Cin), weight (Cout, Cin), bias (Cout) →
+//! (…, Cout) — `nn.Linear`. candle_nn's Linear broadcasts the weight over x's leading
+//! dimensions, so its backward computes one weight gradient per leading index and sums them,
+//! and the bias gradient is a reduction over every leading axis; here both are one product
+//! and one column sum over all rows.
+
+use crate::check;
+use crate::cpu::linear as cpu;
+use crate::error::KernelError;
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, WithDType};
+
+const OP: &str = "linear";
+
+/// `x·weightᵀ + bias` over the last axis of `x` (rank ≥ 1). Differentiable with respect to all
+/// three. CPU tensors only: on a GPU use candle_nn's `Linear`.
+pub fn linear(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    check::float_dtype(OP, "x", x)?;
+    let cin = x.dims().last().copied().unwrap_or(0);
+    if x.rank() == 0 {
+        return Err(invalid("x", "a scalar (need (…, Cin))".into()));
+    }
+    check::same_kind(OP, "weight", weight, x)?;
+    check::same_kind(OP, "bias", bias, x)?;
+    let wd = check::rank(OP, "weight", weight, 2, "(Cout, Cin)")?;
+    let cout = wd[0];
+    if wd[1] != cin {
+        return Err(KernelError::Shape {
+            op: OP,
+            arg: "weight",
+            got: wd,
+            expected: format!("(Cout, {cin})"),
+        }
+        .into());
+    }
+    check::shape(OP, "bias", bias, &[cout], "(Cout)")?;
+    if !x.device().is_cpu() {
+        return Err(invalid(
+            "x",
+            "CPU tensors only (use candle_nn's Linear on a GPU)".into(),
+        ));
+    }
+    x.contiguous()?.apply_op3(
+        &weight.contiguous()?,
+        &bias.contiguous()?,
+        Linear { cin, cout },
+    )
+}
+
+fn invalid(arg: &'static str, msg: String) -> candle_core::Error {
+    KernelError::Invalid { op: OP, arg, msg }.into()
+}
+
+/// The forward op (x, weight, bias) → y.
+struct Linear {
+    cin: usize,
+    cout: usize,
+}
+
+impl CustomOp3 for Linear {
+    fn name(&self) -> &'static str {
+        OP
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let mut dims = l1.shape().dims().to_vec();
+        if let Some(last) = dims.last_mut() {
+            *last = self.cout;
+        }
+        check::by_dtype!(OP, "x", s1, T => {
+            let x = check::cpu_data::<T>(OP, "x", s1, l1)?;
+            let w = check::cpu_data::<T>(OP, "weight", s2, l2)?;
+            let b = check::cpu_data::<T>(OP, "bias", s3, l3)?;
+            let y = cpu::forward(x, w, b, self.cin, self.cout);
+            Ok((T::to_cpu_storage_owned(y), Shape::from(dims)))
+        })
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        _bias: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let need_dx = x.track_op();
+        let op = LinearBackward {
+            cin: self.cin,
+            cout: self.cout,
+            need_dx,
+        };
+        let out = x.apply_op3_no_bwd(weight, &grad.contiguous()?, &op)?;
+        let n_dx = if need_dx { x.elem_count() } else { 0 };
+        let n_dw = weight.elem_count();
+        let dx = match need_dx {
+            true => Some(out.narrow(0, 0, n_dx)?.reshape(x.shape())?),
+            false => None,
+        };
+        let dw = out.narrow(0, n_dx, n_dw)?.reshape(weight.shape())?;
+        let db = out.narrow(0, n_dx + n_dw, self.cout)?;
+        Ok((dx, Some(dw), Some(db)))
+    }
+}
+
+/// The backward op (x, weight, ∂y) → `[∂x (when needed) | ∂weight | ∂bias]`.
+struct LinearBackward {
+    cin: usize,
+    cout: usize,
+    need_dx: bool,
+}
+
+impl CustomOp3 for LinearBackward {
+    fn name(&self) -> &'static str {
+        "linear_backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let dims = (self.cin, self.cout);
+        check::by_dtype!(OP, "x", s1, T => {
+            let x = check::cpu_data::<T>(OP, "x", s1, l1)?;
+            let w = check::cpu_data::<T>(OP, "weight", s2, l2)?;
+            let dy = check::cpu_data::<T>(OP, "grad", s3, l3)?;
+            let out = cpu::backward(x, w, dy, dims, self.need_dx);
+            let shape = Shape::from(out.len());
+            Ok((T::to_cpu_storage_owned(out), shape))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device, Var};
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+        (a - b)
+            .and_then(|d| {
+                d.abs()?
+                    .flatten_all()?
+                    .max(0)?
+                    .to_dtype(DType::F64)?
+                    .to_scalar()
+            })
+            .unwrap()
+    }
+
+    /// Forward and every gradient equal the composed x·Wᵀ + b, for inputs of rank 1 to 4.
+    #[test]
+    fn equals_composed_linear_forward_and_backward() {
+        let dev = Device::Cpu;
+        for dtype in [DType::F64, DType::F32] {
+            let tol = if dtype == DType::F64 { 1e-10 } else { 1e-4 };
+            for xs in [vec![5], vec![7, 5], vec![2, 3, 5], vec![2, 3, 4, 5]] {
+                let var = |shape: &[usize]| {
+                    let t = Tensor::randn(0f64, 1.0, shape, &dev).unwrap();
+                    Var::from_tensor(&t.to_dtype(dtype).unwrap()).unwrap()
+                };
+                let (x, w, b) = (var(&xs), var(&[6, 5]), var(&[6]));
+                let (x, w, b) = (x.as_tensor(), w.as_tensor(), b.as_tensor());
+                let ours = linear(x, w, b).unwrap();
+                let mut out_dims = xs.clone();
+                out_dims[xs.len() - 1] = 6;
+                let theirs = x
+                    .reshape((x.elem_count() / 5, 5))
+                    .and_then(|x| x.matmul(&w.t()?)?.broadcast_add(b)?.reshape(out_dims))
+                    .unwrap();
+                assert_eq!(ours.dims(), theirs.dims());
+                let case = format!("{dtype:?} {xs:?}");
+                let d = max_diff(&ours, &theirs);
+                assert!(d < tol, "{case}: forward differs by {d}");
+                let probe = Tensor::randn(0f64, 1.0, ours.shape(), &dev)
+                    .unwrap()
+                    .to_dtype(dtype)
+                    .unwrap();
+                let ga = (ours * &probe)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap();
+                let gb = (theirs * &probe)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap();
+                for (name, t) in [("x", x), ("weight", w), ("bias", b)] {
+                    let d = max_diff(ga.get(t).unwrap(), gb.get(t).unwrap());
+                    assert!(d < tol * 10.0, "{case}: ∂{name} differs by {d}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bad_arguments_are_named() {
+        let dev = Device::Cpu;
+        let x = Tensor::zeros((2, 5), DType::F32, &dev).unwrap();
+        let w = Tensor::zeros((3, 5), DType::F32, &dev).unwrap();
+        let b = Tensor::zeros(3, DType::F32, &dev).unwrap();
+        let msg = |r: Result<Tensor>| r.unwrap_err().to_string();
+        assert!(msg(linear(&x, &w.narrow(1, 0, 4).unwrap(), &b)).contains("weight"));
+        assert!(msg(linear(&x, &w, &b.narrow(0, 0, 2).unwrap())).contains("bias"));
+        let scalar = Tensor::new(1f32, &dev).unwrap();
+        assert!(msg(linear(&scalar, &w, &b)).contains("scalar"));
+    }
+}
