@@ -11,7 +11,7 @@
 //! implementation behind the `cuda` feature (NVRTC-compiled at first use), and a backward pass,
 //! so it stays in candle's autograd. f32 and f64 are supported.
 //!
-//! Five CPU-only ops serve the backbone, where candle's CPU path is slow (callers compose them
+//! Six CPU-only ops serve the backbone, where candle's CPU path is slow (callers compose them
 //! from candle ops on other devices):
 //!
 //! * [`conv2d`]: dense convolution on matrix products, forward and backward (candle's CPU
@@ -20,6 +20,7 @@
 //! * [`depthwise_conv2d`]: depthwise k×k convolution (candle runs it as one conv per channel).
 //! * [`linear`]: x·Wᵀ + b over all leading axes as one product (candle_nn's broadcasts W
 //!   over them, so its weight gradient is a sum of per-index products).
+//! * [`gelu`]: erf-form GELU, vectorised, with a one-pass backward (candle's calls a scalar erf).
 //! * [`layer_norm`]: layer norm over any axis with a closed-form backward.
 
 mod check;
@@ -32,6 +33,7 @@ mod cuda;
 mod depthwise;
 mod error;
 mod float;
+mod gelu;
 mod layer_norm;
 mod linear;
 mod masked_pool;
@@ -43,6 +45,7 @@ pub use conv::conv2d;
 pub use conv_transpose::conv_transpose2d;
 pub use depthwise::depthwise_conv2d;
 pub use error::KernelError;
+pub use gelu::gelu;
 pub use layer_norm::layer_norm;
 pub use linear::linear;
 pub use masked_pool::{masked_pool, Pooled};

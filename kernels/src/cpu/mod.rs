@@ -5,6 +5,7 @@
 pub mod contrastive;
 pub mod conv;
 pub mod depthwise;
+pub mod gelu;
 pub(crate) mod gemm;
 pub mod layer_norm;
 pub mod linear;

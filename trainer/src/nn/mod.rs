@@ -24,14 +24,23 @@ pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
     candle_nn::ops::softmax(x, D::Minus1)
 }
 
-/// GELU with the exact (erf) form, as PyTorch's `nn.GELU()`.
+/// GELU with the exact (erf) form, as PyTorch's `nn.GELU()`: tmca-kernels' vectorised op on
+/// the CPU, candle's `gelu_erf` elsewhere.
 pub fn gelu(x: &Tensor) -> Result<Tensor> {
     profile::scope(
         Part::Activation,
         &[x],
-        || Box::new(|i: &[Tensor]| Ok(vec![i[0].gelu_erf()?])),
-        || x.gelu_erf(),
+        || Box::new(|i: &[Tensor]| Ok(vec![gelu_raw(&i[0])?])),
+        || gelu_raw(x),
     )
+}
+
+fn gelu_raw(x: &Tensor) -> Result<Tensor> {
+    if x.device().is_cpu() {
+        tmca_kernels::gelu(x)
+    } else {
+        x.gelu_erf()
+    }
 }
 
 /// L2-normalises along `dim`: `x / sqrt(Σx² + 1e-12)`. Unlike `max(‖x‖, ε)` this is smooth at

@@ -99,6 +99,14 @@ pub fn profile(model: &Tmca, batch: &Batch, reps: usize) -> anyhow::Result<Vec<P
     let mut parts: BTreeMap<Part, PartTime> = BTreeMap::new();
     for call in &calls {
         let (f, b) = replay(call, reps)?;
+        let shapes: Vec<_> = call.inputs.iter().map(|t| t.dims().to_vec()).collect();
+        tracing::debug!(
+            part = call.part.name(),
+            ?shapes,
+            forward_ms = f,
+            backward_ms = b,
+            "replayed call"
+        );
         let p = parts.entry(call.part).or_insert_with(|| PartTime {
             part: call.part.name().into(),
             ..Default::default()
