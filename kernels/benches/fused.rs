@@ -214,11 +214,12 @@ fn depthwise(c: &mut Criterion) {
     group.finish();
 }
 
-/// Dense and transposed convolutions at the 128² model's shapes (batch 8): the head's 3×3 at
-/// 64², the last decoder stage's 3×3 at 32², the stem's 4×4/4 patchify and the head's ×2
-/// upsampling to 128². tmca's CPU ops vs candle's.
-fn conv(c: &mut Criterion) {
-    let mut group = c.benchmark_group("conv");
+/// The backbone's CPU ops vs candle's at the 128² `cpu-small` model's shapes (batch 8): dense
+/// and transposed convolutions (the head's 3×3 at 64², the last decoder stage's 3×3 at 32², the
+/// stem's 4×4/4 patchify, the head's ×2 upsampling to 128²), then the first ConvNeXt stage's
+/// pointwise linear layer (channels-last 32², 16 → 64) and the GELU after it.
+fn backbone(c: &mut Criterion) {
+    let mut group = c.benchmark_group("backbone");
     // (name, cin, cout, side, k, stride, padding, transposed)
     let cases = [
         ("3x3_8to8_64", 8, 8, 64, 3, 1, 1, false),
@@ -265,6 +266,33 @@ fn conv(c: &mut Criterion) {
             bn.iter(|| candle()?.sum_all()?.backward())
         });
     }
+    let dev = Device::Cpu;
+    let (Ok(x), Ok(w), Ok(bias)) = (
+        Var::randn(0f32, 1., (8, 32, 32, 16), &dev),
+        Var::randn(0f32, 0.1, (64, 16), &dev),
+        Var::randn(0f32, 0.1, 64, &dev),
+    ) else {
+        return;
+    };
+    let id = |s: &str| BenchmarkId::new(s, "B8_linear_16to64_32x32");
+    let ours = || tmca_kernels::linear(&x, &w, &bias);
+    let candle = || x.broadcast_matmul(&w.t()?)?.broadcast_add(&bias);
+    group.bench_function(id("tmca/fwd+bwd"), |bn| {
+        bn.iter(|| ours()?.sum_all()?.backward())
+    });
+    group.bench_function(id("candle/fwd+bwd"), |bn| {
+        bn.iter(|| candle()?.sum_all()?.backward())
+    });
+    let Ok(h) = Var::randn(0f32, 1., (8, 32, 32, 64), &dev) else {
+        return;
+    };
+    let id = |s: &str| BenchmarkId::new(s, "B8_gelu_32x32x64");
+    group.bench_function(id("tmca/fwd+bwd"), |bn| {
+        bn.iter(|| tmca_kernels::gelu(&h)?.sum_all()?.backward())
+    });
+    group.bench_function(id("candle/fwd+bwd"), |bn| {
+        bn.iter(|| h.gelu_erf()?.sum_all()?.backward())
+    });
     group.finish();
 }
 
@@ -278,6 +306,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = masked_pool, pixel_text_cos, contrastive, contrastive_large, depthwise, conv
+    targets = masked_pool, pixel_text_cos, contrastive, contrastive_large, depthwise, backbone
 }
 criterion_main!(benches);
