@@ -9,6 +9,7 @@
 use crate::check;
 use crate::cpu::conv::{self as cpu, Geometry};
 use crate::error::KernelError;
+use crate::grads::{self, Grads3};
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, WithDType};
 
 const OP: &str = "conv_transpose2d";
@@ -120,22 +121,14 @@ impl CustomOp3 for ConvT {
         &self,
         x: &Tensor,
         weight: &Tensor,
-        _bias: &Tensor,
+        bias: &Tensor,
         _res: &Tensor,
         grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    ) -> Result<Grads3> {
         let need_dx = x.track_op();
         let op = ConvTBackward { g: self.g, need_dx };
         let out = x.apply_op3_no_bwd(weight, &grad.contiguous()?, &op)?;
-        let n_dx = if need_dx { x.elem_count() } else { 0 };
-        let (n_dw, cout) = (weight.elem_count(), self.g.cin);
-        let dx = match need_dx {
-            true => Some(out.narrow(0, 0, n_dx)?.reshape(x.shape())?),
-            false => None,
-        };
-        let dw = out.narrow(0, n_dx, n_dw)?.reshape(weight.shape())?;
-        let db = out.narrow(0, n_dx + n_dw, cout)?;
-        Ok((dx, Some(dw), Some(db)))
+        grads::split(&out, x, weight, bias, need_dx)
     }
 }
 
@@ -176,24 +169,12 @@ impl CustomOp3 for ConvTBackward {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{DType, Device, Var};
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
-        (a - b)
-            .and_then(|d| {
-                d.abs()?
-                    .flatten_all()?
-                    .max(0)?
-                    .to_dtype(DType::F64)?
-                    .to_scalar()
-            })
-            .unwrap()
-    }
+    use crate::testing;
+    use candle_core::{DType, Device};
 
     /// Forward and every gradient equal candle's `conv_transpose2d`.
     #[test]
     fn equals_candle_conv_transpose2d_forward_and_backward() {
-        let dev = Device::Cpu;
         // (batch, cin, h, w, cout, k, stride, padding, output_padding)
         let cases = [
             (2, 4, 3, 5, 3, 2, 2, 0, 0), // the decoder's exact ×2 upsampling
@@ -204,42 +185,19 @@ mod tests {
         for dtype in [DType::F64, DType::F32] {
             let tol = if dtype == DType::F64 { 1e-10 } else { 1e-4 };
             for (b, cin, h, w, cout, k, s, p, op) in cases {
-                let var = |shape: &[usize]| {
-                    let t = Tensor::randn(0f64, 1.0, shape, &dev).unwrap();
-                    Var::from_tensor(&t.to_dtype(dtype).unwrap()).unwrap()
-                };
-                let (x, wt, bias) = (var(&[b, cin, h, w]), var(&[cin, cout, k, k]), var(&[cout]));
-                let (x, wt, bias) = (x.as_tensor(), wt.as_tensor(), bias.as_tensor());
-                let ours = conv_transpose2d(x, wt, bias, s, p, op).unwrap();
-                let theirs = x
-                    .conv_transpose2d(wt, p, op, s, 1)
-                    .unwrap()
-                    .broadcast_add(&bias.reshape((1, cout, 1, 1)).unwrap())
-                    .unwrap();
-                assert_eq!(ours.dims(), theirs.dims());
-                let case = format!("{dtype:?} {:?} k{k} s{s} p{p} op{op}", x.dims());
-                let d = max_diff(&ours, &theirs);
-                assert!(d < tol, "{case}: forward differs by {d}");
-                let probe = Tensor::randn(0f64, 1.0, ours.shape(), &dev)
-                    .unwrap()
-                    .to_dtype(dtype)
-                    .unwrap();
-                let ga = (ours * &probe)
-                    .unwrap()
-                    .sum_all()
-                    .unwrap()
-                    .backward()
-                    .unwrap();
-                let gb = (theirs * &probe)
-                    .unwrap()
-                    .sum_all()
-                    .unwrap()
-                    .backward()
-                    .unwrap();
-                for (name, t) in [("x", x), ("weight", wt), ("bias", bias)] {
-                    let d = max_diff(ga.get(t).unwrap(), gb.get(t).unwrap());
-                    assert!(d < tol * 10.0, "{case}: ∂{name} differs by {d}");
-                }
+                let case = format!("{dtype:?} ({b}, {cin}, {h}, {w}) k{k} s{s} p{p} op{op}");
+                let shapes: [&[usize]; 3] = [&[b, cin, h, w], &[cin, cout, k, k], &[cout]];
+                testing::assert_agree(
+                    &case,
+                    dtype,
+                    &shapes,
+                    (tol, 10.0 * tol),
+                    |t| conv_transpose2d(t[0], t[1], t[2], s, p, op),
+                    |t| {
+                        let y = t[0].conv_transpose2d(t[1], p, op, s, 1)?;
+                        y.broadcast_add(&t[2].reshape((1, cout, 1, 1))?)
+                    },
+                );
             }
         }
     }

@@ -6,6 +6,7 @@
 use crate::check;
 use crate::cpu::depthwise::{self as cpu, Geometry};
 use crate::error::KernelError;
+use crate::grads::{self, Grads3};
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, WithDType};
 
 const OP: &str = "depthwise_conv2d";
@@ -81,22 +82,13 @@ impl CustomOp3 for Depthwise {
         &self,
         x: &Tensor,
         weight: &Tensor,
-        _bias: &Tensor,
+        bias: &Tensor,
         _res: &Tensor,
         grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (_, c, _, _) = x.dims4()?;
-        let kk = self.k * self.k;
-        let out = x.apply_op3_no_bwd(
-            weight,
-            &grad.contiguous()?,
-            &DepthwiseBackward { k: self.k },
-        )?;
-        let n = x.elem_count();
-        let dx = out.narrow(0, 0, n)?.reshape(x.shape())?;
-        let dw = out.narrow(0, n, c * kk)?.reshape(weight.shape())?;
-        let db = out.narrow(0, n + c * kk, c)?;
-        Ok((Some(dx), Some(dw), Some(db)))
+    ) -> Result<Grads3> {
+        let op = DepthwiseBackward { k: self.k };
+        let out = x.apply_op3_no_bwd(weight, &grad.contiguous()?, &op)?;
+        grads::split(&out, x, weight, bias, true)
     }
 }
 

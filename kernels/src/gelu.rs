@@ -71,52 +71,22 @@ impl CustomOp2 for GeluBackward {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{DType, Device, Var};
+    use crate::testing;
+    use candle_core::DType;
 
     /// Forward and gradient equal candle's gelu_erf (whose backward uses 1/√(2π) ≈ 0.398942,
     /// hence the gradient tolerance), on a non-contiguous input.
     #[test]
     fn equals_candle_gelu_erf() {
-        let dev = Device::Cpu;
-        for dtype in [DType::F64, DType::F32] {
-            let t = (Tensor::randn(0f64, 3.0, (3, 5, 7), &dev).unwrap())
-                .to_dtype(dtype)
-                .unwrap();
-            let x = Var::from_tensor(&t).unwrap();
-            let xt = x.as_tensor().transpose(1, 2).unwrap();
-            let ours = gelu(&xt).unwrap();
-            let theirs = xt.gelu_erf().unwrap();
-            let diff = |a: &Tensor, b: &Tensor| -> f64 {
-                (a - b)
-                    .and_then(|d| {
-                        d.abs()?
-                            .flatten_all()?
-                            .max(0)?
-                            .to_dtype(DType::F64)?
-                            .to_scalar()
-                    })
-                    .unwrap()
-            };
-            let tol = if dtype == DType::F64 { 1e-12 } else { 2e-6 };
-            assert!(diff(&ours, &theirs) < tol, "{dtype:?} forward");
-            let probe = Tensor::randn(0f64, 1.0, ours.shape(), &dev)
-                .unwrap()
-                .to_dtype(dtype)
-                .unwrap();
-            let ga = (ours * &probe)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
-            let gb = (theirs * &probe)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
-            let d = diff(ga.get(&x).unwrap(), gb.get(&x).unwrap());
-            assert!(d < 1e-5, "{dtype:?} gradient differs by {d}");
+        for (dtype, tol) in [(DType::F64, 1e-12), (DType::F32, 2e-6)] {
+            testing::assert_agree(
+                &format!("{dtype:?}"),
+                dtype,
+                &[&[3, 5, 7]],
+                (tol, 1e-5),
+                |t| gelu(&(t[0] * 3.0)?.transpose(1, 2)?),
+                |t| (t[0] * 3.0)?.transpose(1, 2)?.gelu_erf(),
+            );
         }
     }
 }

@@ -34,11 +34,14 @@ mod depthwise;
 mod error;
 mod float;
 mod gelu;
+mod grads;
 mod layer_norm;
 mod linear;
 mod masked_pool;
 mod simd;
 mod similarity;
+#[cfg(test)]
+mod testing;
 
 pub use contrastive::{dense_groups, multi_level_contrastive};
 pub use conv::conv2d;

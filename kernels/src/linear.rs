@@ -7,6 +7,7 @@
 use crate::check;
 use crate::cpu::linear as cpu;
 use crate::error::KernelError;
+use crate::grads::{self, Grads3};
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, WithDType};
 
 const OP: &str = "linear";
@@ -87,10 +88,10 @@ impl CustomOp3 for Linear {
         &self,
         x: &Tensor,
         weight: &Tensor,
-        _bias: &Tensor,
+        bias: &Tensor,
         _res: &Tensor,
         grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    ) -> Result<Grads3> {
         let need_dx = x.track_op();
         let op = LinearBackward {
             cin: self.cin,
@@ -98,15 +99,7 @@ impl CustomOp3 for Linear {
             need_dx,
         };
         let out = x.apply_op3_no_bwd(weight, &grad.contiguous()?, &op)?;
-        let n_dx = if need_dx { x.elem_count() } else { 0 };
-        let n_dw = weight.elem_count();
-        let dx = match need_dx {
-            true => Some(out.narrow(0, 0, n_dx)?.reshape(x.shape())?),
-            false => None,
-        };
-        let dw = out.narrow(0, n_dx, n_dw)?.reshape(weight.shape())?;
-        let db = out.narrow(0, n_dx + n_dw, self.cout)?;
-        Ok((dx, Some(dw), Some(db)))
+        grads::split(&out, x, weight, bias, need_dx)
     }
 }
 
@@ -146,64 +139,30 @@ impl CustomOp3 for LinearBackward {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{DType, Device, Var};
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
-        (a - b)
-            .and_then(|d| {
-                d.abs()?
-                    .flatten_all()?
-                    .max(0)?
-                    .to_dtype(DType::F64)?
-                    .to_scalar()
-            })
-            .unwrap()
-    }
+    use crate::testing;
+    use candle_core::{DType, Device};
 
     /// Forward and every gradient equal the composed x·Wᵀ + b, for inputs of rank 1 to 4.
     #[test]
     fn equals_composed_linear_forward_and_backward() {
-        let dev = Device::Cpu;
         for dtype in [DType::F64, DType::F32] {
             let tol = if dtype == DType::F64 { 1e-10 } else { 1e-4 };
             for xs in [vec![5], vec![7, 5], vec![2, 3, 5], vec![2, 3, 4, 5]] {
-                let var = |shape: &[usize]| {
-                    let t = Tensor::randn(0f64, 1.0, shape, &dev).unwrap();
-                    Var::from_tensor(&t.to_dtype(dtype).unwrap()).unwrap()
-                };
-                let (x, w, b) = (var(&xs), var(&[6, 5]), var(&[6]));
-                let (x, w, b) = (x.as_tensor(), w.as_tensor(), b.as_tensor());
-                let ours = linear(x, w, b).unwrap();
                 let mut out_dims = xs.clone();
                 out_dims[xs.len() - 1] = 6;
-                let theirs = x
-                    .reshape((x.elem_count() / 5, 5))
-                    .and_then(|x| x.matmul(&w.t()?)?.broadcast_add(b)?.reshape(out_dims))
-                    .unwrap();
-                assert_eq!(ours.dims(), theirs.dims());
-                let case = format!("{dtype:?} {xs:?}");
-                let d = max_diff(&ours, &theirs);
-                assert!(d < tol, "{case}: forward differs by {d}");
-                let probe = Tensor::randn(0f64, 1.0, ours.shape(), &dev)
-                    .unwrap()
-                    .to_dtype(dtype)
-                    .unwrap();
-                let ga = (ours * &probe)
-                    .unwrap()
-                    .sum_all()
-                    .unwrap()
-                    .backward()
-                    .unwrap();
-                let gb = (theirs * &probe)
-                    .unwrap()
-                    .sum_all()
-                    .unwrap()
-                    .backward()
-                    .unwrap();
-                for (name, t) in [("x", x), ("weight", w), ("bias", b)] {
-                    let d = max_diff(ga.get(t).unwrap(), gb.get(t).unwrap());
-                    assert!(d < tol * 10.0, "{case}: ∂{name} differs by {d}");
-                }
+                testing::assert_agree(
+                    &format!("{dtype:?} {xs:?}"),
+                    dtype,
+                    &[&xs, &[6, 5], &[6]],
+                    (tol, 10.0 * tol),
+                    |t| linear(t[0], t[1], t[2]),
+                    |t| {
+                        let rows = t[0].reshape((t[0].elem_count() / 5, 5))?;
+                        rows.matmul(&t[1].t()?)?
+                            .broadcast_add(t[2])?
+                            .reshape(out_dims.clone())
+                    },
+                );
             }
         }
     }
