@@ -122,3 +122,23 @@ macro_rules! by_dtype {
     };
 }
 pub(crate) use by_dtype;
+
+/// Runs `f` on the contiguous CPU data of a tensor an op holds besides its arguments (read
+/// under the tensor's storage lock).
+pub fn with_cpu_data<T: Real, R>(
+    op: &'static str,
+    arg: &'static str,
+    t: &Tensor,
+    f: impl FnOnce(&[T]) -> Result<R>,
+) -> Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        candle_core::Storage::Cpu(s) => f(cpu_data::<T>(op, arg, s, layout)?),
+        _ => Err(KernelError::Invalid {
+            op,
+            arg,
+            msg: "not on the CPU".into(),
+        }
+        .into()),
+    }
+}

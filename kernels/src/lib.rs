@@ -11,7 +11,7 @@
 //! implementation behind the `cuda` feature (NVRTC-compiled at first use), and a backward pass,
 //! so it stays in candle's autograd. f32 and f64 are supported.
 //!
-//! Six CPU-only ops serve the backbone, where candle's CPU path is slow (callers compose them
+//! Seven CPU-only ops serve the backbone, where candle's CPU path is slow (callers compose them
 //! from candle ops on other devices):
 //!
 //! * [`conv2d`]: dense convolution on matrix products, forward and backward (candle's CPU
@@ -20,9 +20,11 @@
 //! * [`depthwise_conv2d`]: depthwise k×k convolution (candle runs it as one conv per channel).
 //! * [`linear`]: x·Wᵀ + b over all leading axes as one product (candle_nn's broadcasts W
 //!   over them, so its weight gradient is a sum of per-index products).
+//! * [`attention`]: softmax(q·kᵀ·scale + bias)·v, one job per (sample, head), both ways.
 //! * [`gelu`]: erf-form GELU, vectorised, with a one-pass backward (candle's calls a scalar erf).
 //! * [`layer_norm`]: layer norm over any axis with a closed-form backward.
 
+mod attention;
 mod check;
 mod contrastive;
 mod conv;
@@ -43,6 +45,7 @@ mod similarity;
 #[cfg(test)]
 mod testing;
 
+pub use attention::attention;
 pub use contrastive::{dense_groups, multi_level_contrastive};
 pub use conv::conv2d;
 pub use conv_transpose::conv_transpose2d;

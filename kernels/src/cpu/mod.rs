@@ -2,6 +2,7 @@
 //! inside a sample, over channel rows or pixel chunks. No (B, D, H, W) temporaries: the only
 //! pixel-sized scratch is a few (H·W) vectors per sample.
 
+pub mod attention;
 pub mod contrastive;
 pub mod conv;
 pub mod depthwise;

@@ -25,7 +25,29 @@ pub fn scaled_dot_product(
     )
 }
 
+/// On the CPU tmca-kernels' `attention` (the bias, a constant key mask, as (B, Nk)); elsewhere
+/// composed from candle ops.
 fn attend(q: &Tensor, k: &Tensor, v: &Tensor, bias: Option<&Tensor>, scale: f64) -> Result<Tensor> {
+    let key_bias = match bias {
+        Some(b) if b.dims4()?.1 == 1 && b.dims4()?.2 == 1 && !b.track_op() => {
+            Some(b.squeeze(2)?.squeeze(1)?)
+        }
+        Some(_) => None,
+        None => None,
+    };
+    if q.device().is_cpu() && (bias.is_none() || key_bias.is_some()) {
+        return tmca_kernels::attention(q, k, v, key_bias.as_ref(), scale);
+    }
+    composed(q, k, v, bias, scale)
+}
+
+fn composed(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    bias: Option<&Tensor>,
+    scale: f64,
+) -> Result<Tensor> {
     let mut scores = (q.matmul(&k.transpose(2, 3)?.contiguous()?)? * scale)?;
     if let Some(b) = bias {
         scores = scores.broadcast_add(b)?;
@@ -93,5 +115,50 @@ impl MultiHeadAttention {
             .transpose(1, 2)?
             .reshape((b, n, self.heads * self.head_dim))?;
         self.o.forward(&out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    /// The CPU kernel path equals the composed one, forward and the gradients of q, k, v, with
+    /// the (B, 1, 1, Nk) key-padding bias the model builds.
+    #[test]
+    fn kernel_equals_composed() {
+        let dev = Device::Cpu;
+        let var =
+            |s: &[usize]| Var::from_tensor(&Tensor::randn(0f64, 1.0, s, &dev).unwrap()).unwrap();
+        let (q, k, v) = (var(&[2, 2, 6, 4]), var(&[2, 2, 5, 4]), var(&[2, 2, 5, 4]));
+        let mask = Tensor::new(&[[1f64, 1., 1., 0., 0.], [1., 1., 1., 1., 1.]], &dev).unwrap();
+        let bias = ((mask - 1.0).unwrap() * 1e4)
+            .unwrap()
+            .unsqueeze(1)
+            .unwrap()
+            .unsqueeze(1)
+            .unwrap();
+        let (q, k, v) = (q.as_tensor(), k.as_tensor(), v.as_tensor());
+        let a = attend(q, k, v, Some(&bias), 0.5).unwrap();
+        let b = composed(q, k, v, Some(&bias), 0.5).unwrap();
+        let diff = |x: &Tensor, y: &Tensor| -> f64 {
+            (x - y)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar()
+                .unwrap()
+        };
+        assert!(diff(&a, &b) < 1e-10);
+        let probe = Tensor::randn(0f64, 1.0, a.shape(), &dev).unwrap();
+        let ga = (a * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+        let gb = (b * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+        for t in [q, k, v] {
+            assert!(diff(ga.get(t).unwrap(), gb.get(t).unwrap()) < 1e-9);
+        }
     }
 }
