@@ -18,6 +18,8 @@ pub struct Dims {
 }
 
 /// P = softmax(q·kᵀ·scale + bias) of one pair into `p` (Lq × Lk); `bias` is the sample's (Lk).
+/// The exponential is the library one: the training trajectory of the small overfitting test
+/// (tests/train_resume.rs) moved from Dice 0.97 to 0.93 with the 2-ulp `fast_exp` here.
 fn probabilities<T: Real>(q: &[T], k: &[T], bias: Option<&[T]>, scale: T, n: Dims, p: &mut [T]) {
     let Dims { lq, lk, d, .. } = n;
     let par = Parallelism::None;
@@ -29,7 +31,7 @@ fn probabilities<T: Real>(q: &[T], k: &[T], bias: Option<&[T]>, scale: T, n: Dim
         let m = row.iter().fold(row[0], |m, &s| m.fmax(s));
         let mut sum = T::ZERO;
         for s in row.iter_mut() {
-            *s = (*s - m).fast_exp();
+            *s = (*s - m).exp();
             sum += *s;
         }
         let inv = T::ONE / sum;
