@@ -157,9 +157,7 @@ impl CustomOp3 for ConvTBackward {
             let x = check::cpu_data::<T>(OP, "x", s1, l1)?;
             let w = check::cpu_data::<T>(OP, "weight", s2, l2)?;
             let dy = check::cpu_data::<T>(OP, "grad", s3, l3)?;
-            let mut out = if self.need_dx { cpu::forward(dy, w, None, g) } else { Vec::new() };
-            out.extend(cpu::weight_grad(dy, x, g));
-            out.extend(cpu::channel_sums(dy, g.cin, g.h * g.w));
+            let out = cpu::transposed_backward(x, w, dy, g, self.need_dx);
             let shape = Shape::from(out.len());
             Ok((T::to_cpu_storage_owned(out), shape))
         })

@@ -90,59 +90,55 @@ pub fn backward<T: Real>(
 ) -> Vec<T> {
     let (sq, sk) = (n.lq * n.d, n.lk * n.d);
     let (lq, lk, d) = (n.lq, n.lk, n.d);
-    let per = sq + 2 * sk;
-    let mut grads = vec![T::ZERO; n.pairs * per];
+    let mut grads = vec![T::ZERO; n.pairs * (sq + 2 * sk)];
     if sq == 0 || lk == 0 {
         return grads;
     }
-    // Pair-major here ([∂q_i | ∂k_i | ∂v_i] per pair), regrouped into three blocks below.
-    grads.par_chunks_mut(per).enumerate().for_each(|(i, gi)| {
-        let (dq, rest) = gi.split_at_mut(sq);
-        let (dk, dv) = rest.split_at_mut(sk);
-        let (qi, ki, vi) = (&q[i * sq..][..sq], &k[i * sk..][..sk], &v[i * sk..][..sk]);
-        let doi = &dout[i * sq..][..sq];
-        let par = Parallelism::None;
-        let mut p = vec![T::ZERO; lq * lk];
-        probabilities(qi, ki, bias_of(bias, i, n), scale, n, &mut p);
-        matmul(
-            dv,
-            (lk, d, lq),
-            &p,
-            (1, lk),
-            doi,
-            (d, 1),
-            T::ONE,
-            false,
-            par,
-        );
-        let mut ds = vec![T::ZERO; lq * lk];
-        matmul(
-            &mut ds,
-            (lq, lk, d),
-            doi,
-            (d, 1),
-            vi,
-            (1, d),
-            T::ONE,
-            false,
-            par,
-        );
-        for (dsr, pr) in ds.chunks_exact_mut(lk).zip(p.chunks_exact(lk)) {
-            let dot = dsr.iter().zip(pr).fold(T::ZERO, |a, (g, p)| a + *g * *p);
-            dsr.iter_mut()
-                .zip(pr)
-                .for_each(|(g, p)| *g = *p * (*g - dot));
-        }
-        matmul(dq, (lq, d, lk), &ds, (lk, 1), ki, (d, 1), scale, false, par);
-        matmul(dk, (lk, d, lq), &ds, (1, lk), qi, (d, 1), scale, false, par);
-    });
-    let mut out = Vec::with_capacity(grads.len());
-    for (offset, len) in [(0, sq), (sq, sk), (sq + sk, sk)] {
-        for gi in grads.chunks_exact(per) {
-            out.extend_from_slice(&gi[offset..offset + len]);
-        }
-    }
-    out
+    let (dq_all, rest) = grads.split_at_mut(n.pairs * sq);
+    let (dk_all, dv_all) = rest.split_at_mut(n.pairs * sk);
+    let blocks = dq_all.par_chunks_mut(sq).zip(dk_all.par_chunks_mut(sk));
+    blocks
+        .zip(dv_all.par_chunks_mut(sk))
+        .enumerate()
+        .for_each(|(i, ((dq, dk), dv))| {
+            let (qi, ki, vi) = (&q[i * sq..][..sq], &k[i * sk..][..sk], &v[i * sk..][..sk]);
+            let doi = &dout[i * sq..][..sq];
+            let par = Parallelism::None;
+            let mut p = vec![T::ZERO; lq * lk];
+            probabilities(qi, ki, bias_of(bias, i, n), scale, n, &mut p);
+            matmul(
+                dv,
+                (lk, d, lq),
+                &p,
+                (1, lk),
+                doi,
+                (d, 1),
+                T::ONE,
+                false,
+                par,
+            );
+            let mut ds = vec![T::ZERO; lq * lk];
+            matmul(
+                &mut ds,
+                (lq, lk, d),
+                doi,
+                (d, 1),
+                vi,
+                (1, d),
+                T::ONE,
+                false,
+                par,
+            );
+            for (dsr, pr) in ds.chunks_exact_mut(lk).zip(p.chunks_exact(lk)) {
+                let dot = dsr.iter().zip(pr).fold(T::ZERO, |a, (g, p)| a + *g * *p);
+                dsr.iter_mut()
+                    .zip(pr)
+                    .for_each(|(g, p)| *g = *p * (*g - dot));
+            }
+            matmul(dq, (lq, d, lk), &ds, (lk, 1), ki, (d, 1), scale, false, par);
+            matmul(dk, (lk, d, lq), &ds, (1, lk), qi, (d, 1), scale, false, par);
+        });
+    grads
 }
 
 #[cfg(test)]

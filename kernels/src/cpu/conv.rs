@@ -8,6 +8,7 @@
 //! each with its own column buffer and weight-gradient partial; with fewer samples than
 //! threads the products themselves run in parallel instead.
 
+use crate::cpu::accumulate;
 use crate::cpu::gemm::matmul;
 use crate::float::Real;
 use gemm::Parallelism;
@@ -170,11 +171,17 @@ fn samples<T>(x: &[T], per: usize) -> usize {
 
 /// y (B·Cout·Ho·Wo) = conv(x (B·Cin·H·W), weight (Cout·Cin·k·k)) + bias (Cout, when given).
 pub fn forward<T: Real>(x: &[T], weight: &[T], bias: Option<&[T]>, g: Geometry) -> Vec<T> {
+    let mut y = vec![T::ZERO; samples(x, g.input_len()) * g.output_len()];
+    forward_into(&mut y, x, weight, bias, g);
+    y
+}
+
+/// [`forward`] into `y` (overwritten).
+fn forward_into<T: Real>(y: &mut [T], x: &[T], weight: &[T], bias: Option<&[T]>, g: Geometry) {
     let (n_in, n_out, p, rows) = (g.input_len(), g.output_len(), g.pixels(), g.rows());
     let batch = samples(x, n_in);
-    let mut y = vec![T::ZERO; batch * n_out];
     if n_out == 0 || n_in == 0 || batch == 0 {
-        return y;
+        return;
     }
     let (group, par) = plan(batch);
     y.par_chunks_mut(group * n_out)
@@ -182,10 +189,9 @@ pub fn forward<T: Real>(x: &[T], weight: &[T], bias: Option<&[T]>, g: Geometry) 
         .for_each(|(yg, xg)| {
             let mut buf = Vec::new();
             for (ys, xs) in yg.chunks_mut(n_out).zip(xg.chunks(n_in)) {
-                if let Some(bias) = bias {
-                    for (row, b) in ys.chunks_mut(p).zip(bias) {
-                        row.fill(*b);
-                    }
+                match bias {
+                    Some(bias) => ys.chunks_mut(p).zip(bias).for_each(|(r, b)| r.fill(*b)),
+                    None => ys.fill(T::ZERO),
                 }
                 let cols = columns(xs, &g, &mut buf);
                 let shape = (g.cout, p, rows);
@@ -202,7 +208,6 @@ pub fn forward<T: Real>(x: &[T], weight: &[T], bias: Option<&[T]>, g: Geometry) 
                 );
             }
         });
-    y
 }
 
 /// The column matrix of sample `xs`: the sample itself when pointwise, else unfolded into `buf`.
@@ -218,11 +223,17 @@ fn columns<'a, T: Real>(xs: &'a [T], g: &Geometry, buf: &'a mut Vec<T>) -> &'a [
 /// ∂x (B·Cin·H·W) = col2im(Wᵀ · ∂Y) per sample, for ∂y (B·Cout·Ho·Wo). Also the forward of the
 /// transposed convolution whose weight is `weight` read as (Cin_t = Cout, Cout_t = Cin, k, k).
 pub fn input_grad<T: Real>(weight: &[T], dy: &[T], g: Geometry) -> Vec<T> {
+    let mut dx = vec![T::ZERO; samples(dy, g.output_len()) * g.input_len()];
+    input_grad_into(&mut dx, weight, dy, g);
+    dx
+}
+
+/// [`input_grad`] into `dx` (overwritten).
+fn input_grad_into<T: Real>(dx: &mut [T], weight: &[T], dy: &[T], g: Geometry) {
     let (n_in, n_out, p, rows) = (g.input_len(), g.output_len(), g.pixels(), g.rows());
     let batch = samples(dy, n_out);
-    let mut dx = vec![T::ZERO; batch * n_in];
     if n_out == 0 || n_in == 0 || batch == 0 {
-        return dx;
+        return;
     }
     let (group, par) = plan(batch);
     dx.par_chunks_mut(group * n_in)
@@ -251,7 +262,6 @@ pub fn input_grad<T: Real>(weight: &[T], dy: &[T], g: Geometry) -> Vec<T> {
                 }
             }
         });
-    dx
 }
 
 /// ∂weight (Cout·Cin·k·k) = Σ_b ∂Y_b · cols_bᵀ for input x and output gradient ∂y. Computed
@@ -290,7 +300,8 @@ pub fn weight_grad<T: Real>(x: &[T], dy: &[T], g: Geometry) -> Vec<T> {
             dwt
         })
         .collect();
-    let dwt = sum(partials, n_dw);
+    let mut dwt = vec![T::ZERO; n_dw];
+    accumulate(&mut dwt, partials);
     let mut dw = vec![T::ZERO; n_dw];
     for (r, row) in dwt.chunks(g.cout).enumerate() {
         for (o, v) in row.iter().enumerate() {
@@ -313,30 +324,53 @@ pub fn channel_sums<T: Real>(y: &[T], c: usize, p: usize) -> Vec<T> {
                 .collect()
         })
         .collect();
-    sum(partials, c)
+    let mut sums = vec![T::ZERO; c];
+    accumulate(&mut sums, partials);
+    sums
 }
 
-/// The elementwise sum of per-thread partials of length n.
-fn sum<T: Real>(parts: Vec<Vec<T>>, n: usize) -> Vec<T> {
-    let mut parts = parts.into_iter();
-    let mut out = parts.next().unwrap_or_else(|| vec![T::ZERO; n]);
-    for part in parts {
-        for (o, v) in out.iter_mut().zip(part) {
-            *o += v;
-        }
-    }
+/// A zeroed buffer of `n_dx` elements with room for `n_params` more (extending it does not
+/// move the input gradient).
+fn params_after<T: Real>(n_dx: usize, n_params: usize) -> Vec<T> {
+    let mut out = Vec::with_capacity(n_dx + n_params);
+    out.resize(n_dx, T::ZERO);
     out
 }
 
 /// `[∂x (B·Cin·H·W, when `need_dx`, else empty) | ∂weight (Cout·Cin·k·k) | ∂bias (Cout)]`.
 pub fn backward<T: Real>(x: &[T], weight: &[T], dy: &[T], g: Geometry, need_dx: bool) -> Vec<T> {
-    let mut out = if need_dx {
-        input_grad(weight, dy, g)
-    } else {
-        Vec::new()
-    };
+    let mut out = params_after(
+        if need_dx { x.len() } else { 0 },
+        g.cout * g.rows() + g.cout,
+    );
+    if need_dx {
+        input_grad_into(&mut out, weight, dy, g);
+    }
     out.extend(weight_grad(x, dy, g));
     out.extend(channel_sums(dy, g.cout, g.pixels()));
+    out
+}
+
+/// The transposed convolution's backward, for the geometry `g` of the convolution it is the
+/// adjoint of (x_t is that convolution's output side, y_t its input side): `[∂x_t (when
+/// `need_dx`) = conv(∂y_t) | ∂weight = the convolution's weight gradient with input and output
+/// swapped | ∂bias (Cin of g)]`.
+pub fn transposed_backward<T: Real>(
+    x_t: &[T],
+    weight: &[T],
+    dy_t: &[T],
+    g: Geometry,
+    need_dx: bool,
+) -> Vec<T> {
+    let mut out = params_after(
+        if need_dx { x_t.len() } else { 0 },
+        g.cout * g.rows() + g.cin,
+    );
+    if need_dx {
+        forward_into(&mut out, dy_t, weight, None, g);
+    }
+    out.extend(weight_grad(dy_t, x_t, g));
+    out.extend(channel_sums(dy_t, g.cin, g.h * g.w));
     out
 }
 

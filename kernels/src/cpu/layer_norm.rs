@@ -4,6 +4,7 @@
 //! outer blocks (enough of them for ~16K elements, so short rows are not one job each); along
 //! inner the statistics of all positions are accumulated row by row, so reads are contiguous.
 
+use crate::cpu::accumulate;
 use crate::float::Real;
 use rayon::prelude::*;
 
@@ -190,11 +191,7 @@ pub fn backward<T: Real>(x: &[T], weight: &[T], dy: &[T], dims: Dims, eps: T) ->
             share
         })
         .collect();
-    for share in shares {
-        for (p, s) in params.iter_mut().zip(share) {
-            *p += s;
-        }
-    }
+    accumulate(params, shares);
     out
 }
 

@@ -2,6 +2,7 @@
 //! written first and the product accumulated onto it; the backward's three results come from
 //! two products and a column sum over the same row blocks, one block per thread.
 
+use crate::cpu::accumulate;
 use crate::cpu::gemm::matmul;
 use crate::float::Real;
 use gemm::Parallelism;
@@ -43,11 +44,14 @@ pub fn backward<T: Real>(
     need_dx: bool,
 ) -> Vec<T> {
     let n = x.len().checked_div(cin).unwrap_or(0);
-    let mut out = vec![T::ZERO; if need_dx { n * cin } else { 0 }];
+    let n_dx = if need_dx { n * cin } else { 0 };
+    let n_dw = cout * cin;
+    let mut out = vec![T::ZERO; n_dx + n_dw + cout];
+    let (dx, params) = out.split_at_mut(n_dx);
     if need_dx {
         let par = Parallelism::Rayon(0);
         matmul(
-            &mut out,
+            dx,
             (n, cin, cout),
             dy,
             (cout, 1),
@@ -58,9 +62,7 @@ pub fn backward<T: Real>(
             par,
         );
     }
-    let n_dw = cout * cin;
     if n == 0 || cin == 0 {
-        out.resize(out.len() + n_dw + cout, T::ZERO);
         return out;
     }
     let rows = block_rows(n);
@@ -90,12 +92,7 @@ pub fn backward<T: Real>(
             part
         })
         .collect();
-    let mut parts = partials.into_iter();
-    let mut params = parts.next().unwrap_or_else(|| vec![T::ZERO; n_dw + cout]);
-    for part in parts {
-        params.iter_mut().zip(part).for_each(|(o, v)| *o += v);
-    }
-    out.extend(params);
+    accumulate(params, partials);
     out
 }
 

@@ -15,3 +15,10 @@ pub mod similarity;
 
 /// Pixels per parallel chunk in per-pixel passes.
 pub(crate) const PIXEL_CHUNK: usize = 1024;
+
+/// Adds each per-thread partial (as long as `dst`) into `dst`.
+pub(crate) fn accumulate<T: crate::float::Real>(dst: &mut [T], parts: Vec<Vec<T>>) {
+    for part in parts {
+        dst.iter_mut().zip(part).for_each(|(d, v)| *d += v);
+    }
+}

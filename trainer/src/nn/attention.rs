@@ -28,17 +28,16 @@ pub fn scaled_dot_product(
 /// On the CPU tmca-kernels' `attention` (the bias, a constant key mask, as (B, Nk)); elsewhere
 /// composed from candle ops.
 fn attend(q: &Tensor, k: &Tensor, v: &Tensor, bias: Option<&Tensor>, scale: f64) -> Result<Tensor> {
-    let key_bias = match bias {
-        Some(b) if b.dims4()?.1 == 1 && b.dims4()?.2 == 1 && !b.track_op() => {
-            Some(b.squeeze(2)?.squeeze(1)?)
-        }
-        Some(_) => None,
-        None => None,
-    };
-    if q.device().is_cpu() && (bias.is_none() || key_bias.is_some()) {
-        return tmca_kernels::attention(q, k, v, key_bias.as_ref(), scale);
+    if !q.device().is_cpu() {
+        return composed(q, k, v, bias, scale);
     }
-    composed(q, k, v, bias, scale)
+    match bias.map(|b| (b, b.dims())) {
+        None => tmca_kernels::attention(q, k, v, None, scale),
+        Some((b, [_, 1, 1, _])) if !b.track_op() => {
+            tmca_kernels::attention(q, k, v, Some(&b.squeeze(2)?.squeeze(1)?), scale)
+        }
+        Some(_) => composed(q, k, v, bias, scale),
+    }
 }
 
 fn composed(
