@@ -96,11 +96,9 @@ impl CustomOp3 for Attention {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        check::by_dtype!(OP, "q", s1, T => {
-            let q = check::cpu_data::<T>(OP, "q", s1, l1)?;
-            let k = check::cpu_data::<T>(OP, "k", s2, l2)?;
-            let v = check::cpu_data::<T>(OP, "v", s3, l3)?;
-            let o = with_bias(&self.bias, |b| Ok(cpu::forward(q, k, v, b, self.scale as T, self.dims)))?;
+        check::with_slices!(OP, T, q = (s1, l1, "q"), k = (s2, l2, "k"), v = (s3, l3, "v") => {
+            let scale = self.scale as T;
+            let o = with_bias(&self.bias, |b| Ok(cpu::forward(q, k, v, b, scale, self.dims)))?;
             Ok((T::to_cpu_storage_owned(o), l1.shape().clone()))
         })
     }
@@ -150,10 +148,7 @@ impl CustomOp3 for AttentionBackward {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        check::by_dtype!(OP, "q", s1, T => {
-            let q = check::cpu_data::<T>(OP, "q", s1, l1)?;
-            let k = check::cpu_data::<T>(OP, "k", s2, l2)?;
-            let v = check::cpu_data::<T>(OP, "v", s3, l3)?;
+        check::with_slices!(OP, T, q = (s1, l1, "q"), k = (s2, l2, "k"), v = (s3, l3, "v") => {
             let out = check::with_cpu_data(OP, "grad", &self.dout, |dout| {
                 with_bias(&self.bias, |b| {
                     Ok(cpu::backward(q, k, v, b, dout, self.scale as T, self.dims))

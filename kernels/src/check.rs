@@ -123,6 +123,21 @@ macro_rules! by_dtype {
 }
 pub(crate) use by_dtype;
 
+/// [`by_dtype`] that also binds each named CPU argument's contiguous data as `&[$T]`:
+/// `with_slices!(OP, T, x = (s1, l1, "x"), w = (s2, l2, "weight") => { … })`; the first
+/// argument's storage decides the dtype.
+macro_rules! with_slices {
+    ($op:expr, $T:ident, $first:ident = ($s:expr, $l:expr, $arg:expr)
+     $(, $name:ident = ($si:expr, $li:expr, $argi:expr))* => $body:block) => {
+        $crate::check::by_dtype!($op, $arg, $s, $T => {
+            let $first = $crate::check::cpu_data::<$T>($op, $arg, $s, $l)?;
+            $(let $name = $crate::check::cpu_data::<$T>($op, $argi, $si, $li)?;)*
+            $body
+        })
+    };
+}
+pub(crate) use with_slices;
+
 /// Runs `f` on the contiguous CPU data of a tensor an op holds besides its arguments (read
 /// under the tensor's storage lock).
 pub fn with_cpu_data<T: Real, R>(

@@ -146,10 +146,11 @@ impl CustomOp3 for MultiLevelContrastive {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (lv, n, d) = dims(l1)?;
-        check::by_dtype!(OP, "target", s1, T => {
-            let emb = check::cpu_data::<T>(OP, "embeddings", s1, l1)?;
-            let scales = check::cpu_data::<T>(OP, "scales", s2, l2)?;
-            let aux = check::cpu_data::<T>(OP, "groups", s3, l3)?;
+        check::with_slices!(OP, T,
+            emb = (s1, l1, "embeddings"),
+            scales = (s2, l2, "scales"),
+            aux = (s3, l3, "groups")
+        => {
             let out = cpu::forward(cpu::split(emb), scales, aux, (lv, n, d), self.background);
             let shape = Shape::from(out.len());
             Ok((T::to_cpu_storage_owned(out), shape))
@@ -211,10 +212,11 @@ impl CustomOp3 for ContrastiveBackward {
     ) -> Result<(CpuStorage, Shape)> {
         let (lv, n, d) = dims(l1)?;
         let shape = Shape::from(3 * lv * n * d + lv);
-        check::by_dtype!(OP, "target", s1, T => {
-            let emb = check::cpu_data::<T>(OP, "embeddings", s1, l1)?;
-            let pack = check::cpu_data::<T>(OP, "saved", s2, l2)?;
-            let aux = check::cpu_data::<T>(OP, "groups", s3, l3)?;
+        check::with_slices!(OP, T,
+            emb = (s1, l1, "embeddings"),
+            pack = (s2, l2, "saved"),
+            aux = (s3, l3, "groups")
+        => {
             let out = cpu::backward(cpu::split(emb), pack, aux, (lv, n, d), self.background);
             Ok((T::to_cpu_storage_owned(out), shape))
         })

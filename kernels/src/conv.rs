@@ -88,10 +88,11 @@ impl CustomOp3 for Conv {
     ) -> Result<(CpuStorage, Shape)> {
         let batch = l1.shape().dims()[0];
         let (ho, wo) = self.g.output().unwrap_or((0, 0));
-        check::by_dtype!(OP, "x", s1, T => {
-            let x = check::cpu_data::<T>(OP, "x", s1, l1)?;
-            let w = check::cpu_data::<T>(OP, "weight", s2, l2)?;
-            let b = check::cpu_data::<T>(OP, "bias", s3, l3)?;
+        check::with_slices!(OP, T,
+            x = (s1, l1, "x"),
+            w = (s2, l2, "weight"),
+            b = (s3, l3, "bias")
+        => {
             let y = cpu::forward(x, w, Some(b), self.g);
             Ok((T::to_cpu_storage_owned(y), Shape::from((batch, self.g.cout, ho, wo))))
         })
@@ -132,10 +133,11 @@ impl CustomOp3 for ConvBackward {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        check::by_dtype!(OP, "x", s1, T => {
-            let x = check::cpu_data::<T>(OP, "x", s1, l1)?;
-            let w = check::cpu_data::<T>(OP, "weight", s2, l2)?;
-            let dy = check::cpu_data::<T>(OP, "grad", s3, l3)?;
+        check::with_slices!(OP, T,
+            x = (s1, l1, "x"),
+            w = (s2, l2, "weight"),
+            dy = (s3, l3, "grad")
+        => {
             let out = cpu::backward(x, w, dy, self.g, self.need_dx);
             let shape = Shape::from(out.len());
             Ok((T::to_cpu_storage_owned(out), shape))

@@ -104,10 +104,11 @@ impl CustomOp3 for ConvT {
     ) -> Result<(CpuStorage, Shape)> {
         let batch = l1.shape().dims()[0];
         let g = self.g;
-        check::by_dtype!(OP, "x", s1, T => {
-            let x = check::cpu_data::<T>(OP, "x", s1, l1)?;
-            let w = check::cpu_data::<T>(OP, "weight", s2, l2)?;
-            let b = check::cpu_data::<T>(OP, "bias", s3, l3)?;
+        check::with_slices!(OP, T,
+            x = (s1, l1, "x"),
+            w = (s2, l2, "weight"),
+            b = (s3, l3, "bias")
+        => {
             let mut y = cpu::input_grad(w, x, g);
             for (plane, i) in y.chunks_mut(g.h * g.w).zip(0..) {
                 let bias = b[i % g.cin];
@@ -153,10 +154,11 @@ impl CustomOp3 for ConvTBackward {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let g = self.g;
-        check::by_dtype!(OP, "x", s1, T => {
-            let x = check::cpu_data::<T>(OP, "x", s1, l1)?;
-            let w = check::cpu_data::<T>(OP, "weight", s2, l2)?;
-            let dy = check::cpu_data::<T>(OP, "grad", s3, l3)?;
+        check::with_slices!(OP, T,
+            x = (s1, l1, "x"),
+            w = (s2, l2, "weight"),
+            dy = (s3, l3, "grad")
+        => {
             let out = cpu::transposed_backward(x, w, dy, g, self.need_dx);
             let shape = Shape::from(out.len());
             Ok((T::to_cpu_storage_owned(out), shape))

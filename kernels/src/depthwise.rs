@@ -69,10 +69,11 @@ impl CustomOp3 for Depthwise {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (c, g) = geometry(l1, self.k)?;
-        check::by_dtype!(OP, "x", s1, T => {
-            let x = check::cpu_data::<T>(OP, "x", s1, l1)?;
-            let w = check::cpu_data::<T>(OP, "weight", s2, l2)?;
-            let b = check::cpu_data::<T>(OP, "bias", s3, l3)?;
+        check::with_slices!(OP, T,
+            x = (s1, l1, "x"),
+            w = (s2, l2, "weight"),
+            b = (s3, l3, "bias")
+        => {
             let y = cpu::forward(x, w, b, c, g);
             Ok((T::to_cpu_storage_owned(y), l1.shape().clone()))
         })
@@ -112,10 +113,11 @@ impl CustomOp3 for DepthwiseBackward {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (c, g) = geometry(l1, self.k)?;
-        check::by_dtype!(OP, "x", s1, T => {
-            let x = check::cpu_data::<T>(OP, "x", s1, l1)?;
-            let w = check::cpu_data::<T>(OP, "weight", s2, l2)?;
-            let dy = check::cpu_data::<T>(OP, "grad", s3, l3)?;
+        check::with_slices!(OP, T,
+            x = (s1, l1, "x"),
+            w = (s2, l2, "weight"),
+            dy = (s3, l3, "grad")
+        => {
             let out = cpu::backward(x, w, dy, c, g);
             let shape = Shape::from(out.len());
             Ok((T::to_cpu_storage_owned(out), shape))

@@ -60,9 +60,7 @@ impl CustomOp2 for GeluBackward {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        check::by_dtype!(OP, "x", s1, T => {
-            let x = check::cpu_data::<T>(OP, "x", s1, l1)?;
-            let dy = check::cpu_data::<T>(OP, "grad", s2, l2)?;
+        check::with_slices!(OP, T, x = (s1, l1, "x"), dy = (s2, l2, "grad") => {
             Ok((T::to_cpu_storage_owned(cpu::backward(x, dy)), l1.shape().clone()))
         })
     }

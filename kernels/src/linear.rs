@@ -75,10 +75,11 @@ impl CustomOp3 for Linear {
         if let Some(last) = dims.last_mut() {
             *last = self.cout;
         }
-        check::by_dtype!(OP, "x", s1, T => {
-            let x = check::cpu_data::<T>(OP, "x", s1, l1)?;
-            let w = check::cpu_data::<T>(OP, "weight", s2, l2)?;
-            let b = check::cpu_data::<T>(OP, "bias", s3, l3)?;
+        check::with_slices!(OP, T,
+            x = (s1, l1, "x"),
+            w = (s2, l2, "weight"),
+            b = (s3, l3, "bias")
+        => {
             let y = cpu::forward(x, w, b, self.cin, self.cout);
             Ok((T::to_cpu_storage_owned(y), Shape::from(dims)))
         })
@@ -125,10 +126,11 @@ impl CustomOp3 for LinearBackward {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let dims = (self.cin, self.cout);
-        check::by_dtype!(OP, "x", s1, T => {
-            let x = check::cpu_data::<T>(OP, "x", s1, l1)?;
-            let w = check::cpu_data::<T>(OP, "weight", s2, l2)?;
-            let dy = check::cpu_data::<T>(OP, "grad", s3, l3)?;
+        check::with_slices!(OP, T,
+            x = (s1, l1, "x"),
+            w = (s2, l2, "weight"),
+            dy = (s3, l3, "grad")
+        => {
             let out = cpu::backward(x, w, dy, dims, self.need_dx);
             let shape = Shape::from(out.len());
             Ok((T::to_cpu_storage_owned(out), shape))

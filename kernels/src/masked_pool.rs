@@ -68,9 +68,7 @@ impl CustomOp2 for MaskedPool {
     ) -> Result<(CpuStorage, Shape)> {
         let (b, d, hw) = dims(l1)?;
         let shape = Shape::from(2 * b * d + 4 * b);
-        check::by_dtype!(OP, "p", s1, T => {
-            let p = check::cpu_data::<T>(OP, "p", s1, l1)?;
-            let m = check::cpu_data::<T>(OP, "m", s2, l2)?;
+        check::with_slices!(OP, T, p = (s1, l1, "p"), m = (s2, l2, "m") => {
             Ok((T::to_cpu_storage_owned(cpu::forward(p, m, b, d, hw)), shape))
         })
     }
@@ -134,10 +132,7 @@ impl CustomOp3 for MaskedPoolBackward {
     ) -> Result<(CpuStorage, Shape)> {
         let (b, d, hw) = dims(l1)?;
         let shape = l1.shape().clone();
-        check::by_dtype!(OP, "p", s1, T => {
-            let p = check::cpu_data::<T>(OP, "p", s1, l1)?;
-            let m = check::cpu_data::<T>(OP, "m", s2, l2)?;
-            let ds = check::cpu_data::<T>(OP, "ds", s3, l3)?;
+        check::with_slices!(OP, T, p = (s1, l1, "p"), m = (s2, l2, "m"), ds = (s3, l3, "ds") => {
             Ok((T::to_cpu_storage_owned(cpu::backward(p, m, ds, b, d, hw)), shape))
         })
     }

@@ -46,9 +46,7 @@ impl CustomOp2 for PixelTextCos {
     ) -> Result<(CpuStorage, Shape)> {
         let (b, d, hw) = dims(l1)?;
         let shape = Shape::from(2 * b * hw);
-        check::by_dtype!(OP, "p", s1, T => {
-            let p = check::cpu_data::<T>(OP, "p", s1, l1)?;
-            let u = check::cpu_data::<T>(OP, "u", s2, l2)?;
+        check::with_slices!(OP, T, p = (s1, l1, "p"), u = (s2, l2, "u") => {
             Ok((T::to_cpu_storage_owned(cpu::forward(p, u, b, d, hw)), shape))
         })
     }
@@ -100,10 +98,11 @@ impl CustomOp3 for PixelTextCosBackward {
     ) -> Result<(CpuStorage, Shape)> {
         let (b, d, hw) = dims(l1)?;
         let shape = Shape::from(b * d * hw + b * d);
-        check::by_dtype!(OP, "p", s1, T => {
-            let p = check::cpu_data::<T>(OP, "p", s1, l1)?;
-            let u = check::cpu_data::<T>(OP, "u", s2, l2)?;
-            let pack = check::cpu_data::<T>(OP, "grad", s3, l3)?;
+        check::with_slices!(OP, T,
+            p = (s1, l1, "p"),
+            u = (s2, l2, "u"),
+            pack = (s3, l3, "grad")
+        => {
             Ok((T::to_cpu_storage_owned(cpu::backward(p, u, pack, b, d, hw)), shape))
         })
     }
