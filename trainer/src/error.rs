@@ -20,6 +20,8 @@ pub enum TrainError {
     },
     #[error("checkpoint {path}: {message}")]
     Checkpoint { path: PathBuf, message: String },
+    #[error("process group: {0}")]
+    Collective(String),
     #[error("non-finite loss at step {step} ({detail})")]
     NonFinite { step: u64, detail: String },
     #[error(transparent)]

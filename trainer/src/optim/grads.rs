@@ -24,6 +24,17 @@ impl Grads {
         Self { map }
     }
 
+    /// Adds zero gradients for the parameters of `store` that have none, so that every rank
+    /// flattens the same parameters in the same order for the all-reduce.
+    pub fn fill_missing(&mut self, store: &ParamStore) -> Result<()> {
+        for (name, var) in store.vars() {
+            if !self.map.contains_key(&name) {
+                self.map.insert(name, var.as_tensor().zeros_like()?);
+            }
+        }
+        Ok(())
+    }
+
     /// Adds another micro-batch's gradients.
     pub fn accumulate(&mut self, other: Grads) -> Result<()> {
         for (name, t) in other.map {

@@ -5,6 +5,7 @@
 pub mod batch;
 pub mod eval;
 mod overlay;
+pub mod ranks;
 pub mod setup;
 
 use crate::checkpoint::{differing_fields, Checkpointer, Manifest, MANIFEST_VERSION};
@@ -17,6 +18,7 @@ use crate::{Result, TrainError};
 use batch::to_inputs;
 use candle_core::Device;
 use eval::{evaluate, mean_dice, EvalResult, EvalSpec};
+use ranks::LossValues;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -78,9 +80,6 @@ pub fn train(
     opts: RunOptions<'_>,
 ) -> Result<TrainSummary> {
     let rank0 = sync.rank() == 0;
-    if sync.world() > 1 && cfg.model.uses_contrastive() {
-        return Err(TrainError::config("model.lambda", "data-parallel contrastive training needs the gather-with-grad of the worker crate, which is not built yet; set lambda = 0 or train on one process"));
-    }
     let stores = setup::open_stores(cfg, opts.progress)?;
     let tokenizer = setup::tokenizer(cfg, &stores)?;
     let params = ParamStore::new(cfg.run.seed);
@@ -254,11 +253,16 @@ pub fn train(
                     .masks
                     .as_ref()
                     .ok_or_else(|| TrainError::config("data", "training batch without masks"))?;
-                let losses = model.loss(&out, masks, &b.report_groups, None)?;
-                let v = losses
-                    .total
-                    .to_dtype(candle_core::DType::F64)?
-                    .to_scalar::<f64>()?;
+                let (gathered, groups) = if sync.world() > 1 && !out.contrastive.is_empty() {
+                    let (g, ids) =
+                        ranks::gather_with_grad(&out.contrastive, &b.report_groups, sync)?;
+                    (Some(g), ids)
+                } else {
+                    (None, b.report_groups.clone())
+                };
+                let losses = model.loss(&out, masks, &groups, gathered.as_deref())?;
+                let values = LossValues::of(&losses)?.mean_over_ranks(sync)?;
+                let v = values.total;
                 m.next_batch += 1;
                 opts.progress.inc(1);
                 seen += b.size;
@@ -283,13 +287,14 @@ pub fn train(
                 grads.accumulate(Grads::from_backward(&params, &losses.total.backward()?))?;
                 loss_sum += v;
                 parts += 1;
-                last = Some(losses);
+                last = Some(values);
             }
             if parts == 0 {
                 continue;
             }
             grads.scale(1.0 / parts as f64)?;
             if sync.world() > 1 {
+                grads.fill_missing(&params)?;
                 let mut buf = grads.flatten()?;
                 sync.all_reduce_mean(&mut buf)?;
                 grads.unflatten(&buf)?;
@@ -309,21 +314,16 @@ pub fn train(
                 sink.scalar("train/grad_norm", grad_norm, m.step);
                 sink.scalar("train/images_per_s", ips, m.step);
                 if let Some(l) = &last {
-                    let s = |t: &candle_core::Tensor| {
-                        t.to_dtype(candle_core::DType::F64)
-                            .and_then(|t| t.to_scalar::<f64>())
-                            .unwrap_or(f64::NAN)
-                    };
-                    sink.scalar("train/dice_loss", s(&l.dice), m.step);
-                    sink.scalar("train/bce", s(&l.bce), m.step);
-                    if let Some(c) = &l.contrastive {
-                        sink.scalar("train/contrastive", s(c), m.step);
+                    sink.scalar("train/dice_loss", l.dice, m.step);
+                    sink.scalar("train/bce", l.bce, m.step);
+                    if let Some(c) = l.contrastive {
+                        sink.scalar("train/contrastive", c, m.step);
                     }
                     for (lv, t) in cfg.model.contrastive_levels.iter().zip(&l.per_level) {
-                        sink.scalar(&format!("train/contrastive_level{lv}"), s(t), m.step);
+                        sink.scalar(&format!("train/contrastive_level{lv}"), *t, m.step);
                     }
-                    if let Some(a) = &l.aux {
-                        sink.scalar("train/aux", s(a), m.step);
+                    if let Some(a) = l.aux {
+                        sink.scalar("train/aux", a, m.step);
                     }
                 }
                 for (lv, tau) in cfg

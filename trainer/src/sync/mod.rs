@@ -3,6 +3,9 @@
 
 use crate::Result;
 
+mod threads;
+pub use threads::ThreadGroup;
+
 /// Collective operations the training loop needs.
 pub trait GradSync {
     /// This process's rank and the number of ranks.
@@ -14,6 +17,8 @@ pub trait GradSync {
     fn all_reduce_sum_f64(&mut self, buf: &mut [f64]) -> Result<()>;
     /// Concatenates every rank's `local` in rank order (all ranks pass equal lengths).
     fn all_gather(&mut self, local: &[f32]) -> Result<Vec<f32>>;
+    /// [`GradSync::all_gather`] for 64-bit ids (report groups).
+    fn all_gather_u64(&mut self, local: &[u64]) -> Result<Vec<u64>>;
 }
 
 /// One process: every collective is the identity.
@@ -34,6 +39,9 @@ impl GradSync for SingleProcess {
         Ok(())
     }
     fn all_gather(&mut self, local: &[f32]) -> Result<Vec<f32>> {
+        Ok(local.to_vec())
+    }
+    fn all_gather_u64(&mut self, local: &[u64]) -> Result<Vec<u64>> {
         Ok(local.to_vec())
     }
 }

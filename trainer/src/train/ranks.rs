@@ -1,0 +1,177 @@
+//! What a training step exchanges between data-parallel ranks besides the gradients: the
+//! contrastive embeddings of the global batch (gather-with-grad) and the loss values.
+//!
+//! With R ranks of local batch b, every rank computes the contrastive loss L over the gathered
+//! global batch of N = R·b samples, the same value on every rank. Only this rank's slice of the
+//! gathered embeddings stays in the graph, so rank r's backward yields ∂L/∂e_r·∂e_r/∂θ: its own
+//! samples' share of the gradient. The gradients are then averaged over ranks, which would
+//! divide each share by R, so the local slice's gradient is scaled by R on the way back (its
+//! value is unchanged). The temperatures reach L through every row on every rank, get the whole
+//! ∂L/∂τ on each, and the average leaves that as it is. The result is the gradient one process
+//! computes with batch R·b; the local segmentation and auxiliary losses are means over b, and
+//! their average over ranks is the mean over R·b.
+
+use crate::model::contrastive::LevelBatch;
+use crate::model::Losses;
+use crate::sync::GradSync;
+use crate::{Result, TrainError};
+use candle_core::{DType, Tensor};
+
+/// `x` with its gradient multiplied by `k` on the way back; the value is exactly `x`.
+fn scale_grad(x: &Tensor, k: f64) -> Result<Tensor> {
+    if k == 1.0 {
+        return Ok(x.clone());
+    }
+    let extra = (x * (k - 1.0))?;
+    Ok(x.add(&(&extra - extra.detach())?)?)
+}
+
+/// The four tensors of a level, in a fixed order.
+fn fields(b: &LevelBatch) -> [&Tensor; 4] {
+    [&b.target, &b.text, &b.background, &b.has_background]
+}
+
+/// The global batch's contrastive embeddings (rank order) and report groups, with this rank's
+/// slice still differentiable (gradient scaled by the world size) and the others constants.
+pub fn gather_with_grad(
+    local: &[LevelBatch],
+    groups: &[u64],
+    sync: &mut dyn GradSync,
+) -> Result<(Vec<LevelBatch>, Vec<u64>)> {
+    let (rank, world) = (sync.rank(), sync.world());
+    let mut flat = Vec::new();
+    for b in local {
+        for t in fields(b) {
+            flat.extend(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?);
+        }
+    }
+    let all = sync.all_gather(&flat)?;
+    let all_groups = sync.all_gather_u64(groups)?;
+    if all.len() != flat.len() * world || all_groups.len() != groups.len() * world {
+        return Err(TrainError::Collective(format!(
+            "gathered {} embedding values and {} report groups from {world} ranks, expected \
+             {} and {} (every rank must run the same local batch size)",
+            all.len(),
+            all_groups.len(),
+            flat.len() * world,
+            groups.len() * world
+        )));
+    }
+    let mut offset = 0;
+    let mut gathered = Vec::with_capacity(local.len());
+    for b in local {
+        let mut out: Vec<Tensor> = Vec::with_capacity(4);
+        for (f, t) in fields(b).into_iter().enumerate() {
+            let n = t.elem_count();
+            let parts = (0..world)
+                .map(|r| {
+                    if r == rank {
+                        // The constant `has_background` needs no gradient.
+                        if f == 3 {
+                            Ok(t.clone())
+                        } else {
+                            scale_grad(t, world as f64)
+                        }
+                    } else {
+                        let at = r * flat.len() + offset;
+                        Ok(Tensor::from_slice(&all[at..at + n], t.shape(), t.device())?
+                            .to_dtype(t.dtype())?)
+                    }
+                })
+                .collect::<Result<Vec<_>>>()?;
+            out.push(Tensor::cat(&parts, 0)?);
+            offset += n;
+        }
+        let [target, text, background, has_background]: [Tensor; 4] =
+            out.try_into().map_err(|_| {
+                TrainError::Collective("a contrastive level lost one of its fields".into())
+            })?;
+        gathered.push(LevelBatch {
+            target,
+            text,
+            background,
+            has_background,
+        });
+    }
+    Ok((gathered, all_groups))
+}
+
+/// A step's loss terms as numbers.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LossValues {
+    pub total: f64,
+    pub dice: f64,
+    pub bce: f64,
+    pub contrastive: Option<f64>,
+    pub per_level: Vec<f64>,
+    pub aux: Option<f64>,
+}
+
+fn scalar(t: &Tensor) -> Result<f64> {
+    Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
+}
+
+impl LossValues {
+    /// The values of `l` on this rank.
+    pub fn of(l: &Losses) -> Result<Self> {
+        Ok(Self {
+            total: scalar(&l.total)?,
+            dice: scalar(&l.dice)?,
+            bce: scalar(&l.bce)?,
+            contrastive: l.contrastive.as_ref().map(scalar).transpose()?,
+            per_level: l.per_level.iter().map(scalar).collect::<Result<_>>()?,
+            aux: l.aux.as_ref().map(scalar).transpose()?,
+        })
+    }
+
+    /// The mean of every rank's values (the global batch's losses): one small all-reduce.
+    /// Every rank gets the same numbers, so decisions taken on them (skipping a non-finite
+    /// step) agree across ranks.
+    pub fn mean_over_ranks(self, sync: &mut dyn GradSync) -> Result<Self> {
+        let world = sync.world();
+        if world == 1 {
+            return Ok(self);
+        }
+        let mut v = vec![self.total, self.dice, self.bce];
+        v.extend(self.contrastive);
+        v.extend(&self.per_level);
+        v.extend(self.aux);
+        sync.all_reduce_sum_f64(&mut v)?;
+        let mut it = v.into_iter().map(|x| x / world as f64);
+        let mut next = || it.next().unwrap_or(f64::NAN);
+        Ok(Self {
+            total: next(),
+            dice: next(),
+            bce: next(),
+            contrastive: self.contrastive.map(|_| next()),
+            per_level: self.per_level.iter().map(|_| next()).collect(),
+            aux: self.aux.map(|_| next()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    #[test]
+    fn scale_grad_keeps_the_value_and_scales_the_gradient() {
+        let x = Var::new(&[1.5f32, -2.25, 3.0e-8], &Device::Cpu).unwrap();
+        let y = scale_grad(x.as_tensor(), 3.0).unwrap();
+        assert_eq!(
+            y.to_vec1::<f32>().unwrap(),
+            x.as_tensor().to_vec1::<f32>().unwrap()
+        );
+        let g = (y.sqr().unwrap().sum_all().unwrap())
+            .backward()
+            .unwrap()
+            .get(x.as_tensor())
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        for (g, want) in g.iter().zip([9.0f32, -13.5, 1.8e-7]) {
+            assert!((g - want).abs() <= 1e-6 * want.abs(), "{g} vs {want}");
+        }
+    }
+}
