@@ -44,7 +44,9 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
                 _ => {}
             }
         }
-        if let Some(WorkerError::MultiProcess { .. }) = cause.downcast_ref::<WorkerError>() {
+        if let Some(WorkerError::Env { .. } | WorkerError::NotBuilt { .. }) =
+            cause.downcast_ref::<WorkerError>()
+        {
             return 2;
         }
         if cause.downcast_ref::<std::io::Error>().is_some() {

@@ -1,71 +1,131 @@
-//! tmca-worker: one training rank. Reads the rank environment (mpirun, srun, tmca launch),
-//! binds a device, builds the process group and runs the trainer on it.
+//! tmca-worker: one training rank. Reads the rank environment (mpirun, srun, a torchrun-like
+//! launcher), builds the process group and runs the trainer on it.
 //!
-//! This build knows one process group: the single process. Under a multi-rank launcher it
-//! refuses to start rather than train every rank alone.
+//! Process groups: the single process, and with feature `mpi` the MPI group (CPU ranks under
+//! `mpirun` or `srun --mpi=pmix`). A build without it refuses a multi-rank environment rather
+//! than train every rank alone.
+
+mod env;
+#[cfg(feature = "mpi")]
+mod mpi_group;
+
+pub use env::{rank_env, RankEnv};
+#[cfg(feature = "mpi")]
+pub use mpi_group::MpiGroup;
 
 use tmca_trainer::config::Config;
 use tmca_trainer::sink::MetricSink;
-use tmca_trainer::sync::SingleProcess;
+use tmca_trainer::sync::{GradSync, SingleProcess};
 use tmca_trainer::train::{self, RunOptions, TrainSummary};
-
-/// Rank and world size found in the environment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RankEnv {
-    pub rank: usize,
-    pub world: usize,
-}
 
 /// Errors of a rank.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
-    #[error("{var}={value}: this tmca build runs one process only; multi-process training (mpi/nccl) is not built yet")]
-    MultiProcess { var: &'static str, value: String },
+    #[error("{var}={value}: {message}")]
+    Env {
+        var: &'static str,
+        value: String,
+        message: String,
+    },
+    #[error("{launcher} started {world} ranks, but this tmca was built without multi-process support; rebuild with `cargo build --release --features mpi` (needs an MPI library such as libopenmpi-dev)")]
+    NotBuilt {
+        launcher: &'static str,
+        world: usize,
+    },
+    #[error("MPI: {0}")]
+    Mpi(String),
     #[error(transparent)]
     Train(#[from] tmca_trainer::TrainError),
 }
 
-/// Reads the world size set by mpirun (OMPI_COMM_WORLD_SIZE, PMI_SIZE), srun (SLURM_NTASKS) or
-/// `tmca launch` (WORLD_SIZE); absent means one process.
-pub fn rank_env(get: impl Fn(&str) -> Option<String>) -> Result<RankEnv, WorkerError> {
-    for var in [
-        "WORLD_SIZE",
-        "OMPI_COMM_WORLD_SIZE",
-        "PMI_SIZE",
-        "SLURM_NTASKS",
-    ] {
-        if let Some(v) = get(var) {
-            if v.trim().parse::<usize>().unwrap_or(1) > 1 {
-                return Err(WorkerError::MultiProcess { var, value: v });
-            }
+/// This process as a rank: where it stands and its process group.
+pub struct Rank {
+    pub env: RankEnv,
+    group: Box<dyn GradSync>,
+}
+
+impl Rank {
+    /// Joins the ranks the environment describes (MPI is initialised here when it is used).
+    pub fn join() -> Result<Rank, WorkerError> {
+        let env = rank_env(|k| std::env::var(k).ok())?;
+        if env.world == 1 {
+            return Ok(Rank {
+                env,
+                group: Box::new(SingleProcess),
+            });
         }
+        Self::join_many(env)
     }
-    Ok(RankEnv { rank: 0, world: 1 })
+
+    #[cfg(feature = "mpi")]
+    fn join_many(env: RankEnv) -> Result<Rank, WorkerError> {
+        let group = MpiGroup::init()?;
+        if (group.rank(), group.world()) != (env.rank, env.world) {
+            return Err(WorkerError::Mpi(format!(
+                "{} says rank {} of {}, MPI says rank {} of {}; under srun, pass --mpi=pmix \
+                 (or pmi2) so that MPI sees the tasks, or start the ranks with mpirun",
+                env.launcher.unwrap_or("the environment"),
+                env.rank,
+                env.world,
+                group.rank(),
+                group.world()
+            )));
+        }
+        tracing::info!(
+            "rank {} of {} ({}), MPI process group",
+            env.rank,
+            env.world,
+            env.launcher.unwrap_or("")
+        );
+        Ok(Rank {
+            env,
+            group: Box::new(group),
+        })
+    }
+
+    #[cfg(not(feature = "mpi"))]
+    fn join_many(env: RankEnv) -> Result<Rank, WorkerError> {
+        Err(WorkerError::NotBuilt {
+            launcher: env.launcher.unwrap_or("the environment"),
+            world: env.world,
+        })
+    }
+
+    /// Rank 0 writes checkpoints, TensorBoard and the console summary.
+    pub fn is_root(&self) -> bool {
+        self.env.rank == 0
+    }
+
+    /// The process group, for evaluation outside training.
+    pub fn group(&mut self) -> &mut dyn GradSync {
+        self.group.as_mut()
+    }
+
+    /// Runs training on this rank.
+    pub fn train(
+        &mut self,
+        cfg: &Config,
+        sink: &mut dyn MetricSink,
+        opts: RunOptions<'_>,
+    ) -> Result<TrainSummary, WorkerError> {
+        let device = candle_core::Device::Cpu;
+        Ok(train::train(cfg, &device, self.group.as_mut(), sink, opts)?)
+    }
 }
 
-/// Runs training on this rank.
-pub fn run(
-    cfg: &Config,
-    sink: &mut dyn MetricSink,
-    opts: RunOptions<'_>,
-) -> Result<TrainSummary, WorkerError> {
-    rank_env(|k| std::env::var(k).ok())?;
-    let device = candle_core::Device::Cpu;
-    Ok(train::train(cfg, &device, &mut SingleProcess, sink, opts)?)
-}
-
-#[cfg(test)]
+#[cfg(all(test, not(feature = "mpi")))]
 mod tests {
     use super::*;
 
     #[test]
-    fn single_process_unless_a_launcher_says_otherwise() {
-        assert_eq!(rank_env(|_| None).unwrap(), RankEnv { rank: 0, world: 1 });
-        assert_eq!(
-            rank_env(|k| (k == "SLURM_NTASKS").then(|| "1".into())).unwrap(),
-            RankEnv { rank: 0, world: 1 }
-        );
-        let e = rank_env(|k| (k == "OMPI_COMM_WORLD_SIZE").then(|| "4".into())).unwrap_err();
-        assert!(e.to_string().contains("OMPI_COMM_WORLD_SIZE=4"), "{e}");
+    fn a_multi_rank_environment_without_mpi_is_refused_with_the_fix() {
+        let env = rank_env(|k| match k {
+            "PMI_RANK" => Some("0".into()),
+            "PMI_SIZE" => Some("4".into()),
+            _ => None,
+        })
+        .unwrap();
+        let e = Rank::join_many(env).err().unwrap().to_string();
+        assert!(e.contains("4 ranks") && e.contains("--features mpi"), "{e}");
     }
 }

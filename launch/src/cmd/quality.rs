@@ -61,8 +61,10 @@ pub fn run(a: &BenchQualityArgs) -> anyhow::Result<()> {
             let tb = cfg.run.dir.join("tensorboard");
             let mut sink =
                 EventWriter::create(&tb).with_context(|| format!("creating {}", tb.display()))?;
-            tmca_worker::run(
+            tmca_trainer::train::train(
                 &cfg,
+                &candle_core::Device::Cpu,
+                &mut tmca_trainer::sync::SingleProcess,
                 &mut sink,
                 RunOptions {
                     resume: Resume::Latest,

@@ -24,6 +24,14 @@ use tmca_trainer::train::{Resume, RunOptions};
 
 /// Runs the quickstart pipeline.
 pub fn run(a: &QuickstartArgs) -> anyhow::Result<()> {
+    let env = tmca_worker::rank_env(|k| std::env::var(k).ok())?;
+    if env.world > 1 {
+        anyhow::bail!(
+            "quickstart is the single-process demo, but {} started {} ranks; train data-parallel with `tmca train CONFIG` instead",
+            env.launcher.unwrap_or("a launcher"),
+            env.world
+        );
+    }
     let data_dir = a.workdir.join("data");
     let preview_dir = a.workdir.join("previews");
     std::fs::create_dir_all(&data_dir)
@@ -137,8 +145,10 @@ pub fn run(a: &QuickstartArgs) -> anyhow::Result<()> {
     let mut sink =
         EventWriter::create(&tb).with_context(|| format!("creating {}", tb.display()))?;
     let t = Instant::now();
-    let summary = tmca_worker::run(
+    let summary = tmca_trainer::train::train(
         &cfg,
+        &candle_core::Device::Cpu,
+        &mut tmca_trainer::sync::SingleProcess,
         &mut sink,
         RunOptions {
             resume: Resume::Latest,

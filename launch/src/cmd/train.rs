@@ -5,9 +5,10 @@ use crate::progress::Bar;
 use anyhow::Context;
 use std::sync::Arc;
 use tmca_data::store::Store;
+use tmca_data::{NoProgress, Progress};
 use tmca_trainer::config::Config;
 use tmca_trainer::inference::Trained;
-use tmca_trainer::sink::EventWriter;
+use tmca_trainer::sink::{EventWriter, MetricSink, NullSink};
 use tmca_trainer::sync::SingleProcess;
 use tmca_trainer::train::eval::{evaluate, table, EvalSpec};
 use tmca_trainer::train::{Resume, RunOptions, TrainSummary};
@@ -28,7 +29,8 @@ pub fn load_config(a: &TrainArgs) -> anyhow::Result<Config> {
     Ok(cfg)
 }
 
-/// Trains and prints where everything went.
+/// Trains and prints where everything went. Under a multi-rank launcher every rank runs
+/// this; rank 0 alone writes TensorBoard, shows progress and prints the summary.
 pub fn train(a: &TrainArgs) -> anyhow::Result<TrainSummary> {
     let cfg = load_config(a)?;
     let resume = match (&a.resume_from, a.resume) {
@@ -36,22 +38,36 @@ pub fn train(a: &TrainArgs) -> anyhow::Result<TrainSummary> {
         (None, true) => Resume::Latest,
         _ => Resume::No,
     };
+    let mut rank = tmca_worker::Rank::join()?;
     let tb = cfg.run.dir.join("tensorboard");
-    let mut sink =
-        EventWriter::create(&tb).with_context(|| format!("creating {}", tb.display()))?;
-    let bar = Bar::default();
-    let summary = tmca_worker::run(
+    let mut sink: Box<dyn MetricSink> = if rank.is_root() {
+        Box::new(EventWriter::create(&tb).with_context(|| format!("creating {}", tb.display()))?)
+    } else {
+        Box::new(NullSink)
+    };
+    let (bar, quiet) = (Bar::default(), NoProgress);
+    let progress: &dyn Progress = if rank.is_root() { &bar } else { &quiet };
+    let summary = rank.train(
         &cfg,
-        &mut sink,
+        sink.as_mut(),
         RunOptions {
             resume,
             stop_after: a.stop_after,
-            progress: &bar,
+            progress,
         },
     )?;
+    if !rank.is_root() {
+        return Ok(summary);
+    }
+    let world = rank.env.world;
     println!(
-        "trained {} steps; run directory {}",
+        "trained {} steps{}; run directory {}",
         summary.steps,
+        if world > 1 {
+            format!(" on {world} ranks")
+        } else {
+            String::new()
+        },
         summary.run_dir.display()
     );
     if !summary.last_val.is_empty() {

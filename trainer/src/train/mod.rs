@@ -80,8 +80,11 @@ pub fn train(
     opts: RunOptions<'_>,
 ) -> Result<TrainSummary> {
     let rank0 = sync.rank() == 0;
-    let stores = setup::open_stores(cfg, opts.progress)?;
-    let tokenizer = setup::tokenizer(cfg, &stores)?;
+    let (stores, tokenizer) = ranks::prepare(sync, || {
+        let stores = setup::open_stores(cfg, opts.progress)?;
+        let tokenizer = setup::tokenizer(cfg, &stores)?;
+        Ok((stores, tokenizer))
+    })?;
     let params = ParamStore::new(cfg.run.seed);
     let model = setup::build_model(cfg, tokenizer.vocab_size(), &params, device)?;
     let mut opt = AdamW::new(&params, cfg.optim.adamw())?;

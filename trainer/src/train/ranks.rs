@@ -96,6 +96,29 @@ pub fn gather_with_grad(
     Ok((gathered, all_groups))
 }
 
+/// Runs `setup` on rank 0 first, then on the others: rank 0 writes what is missing (synthetic
+/// stores, the run's tokenizer), the others read it once it is complete. A failure on rank 0
+/// fails every rank instead of leaving them waiting.
+pub fn prepare<T>(sync: &mut dyn GradSync, setup: impl FnOnce() -> Result<T>) -> Result<T> {
+    if sync.world() == 1 {
+        return setup();
+    }
+    if sync.rank() == 0 {
+        let done = setup();
+        let mut failed = [done.is_err() as u8 as f64];
+        sync.all_reduce_sum_f64(&mut failed)?;
+        return done;
+    }
+    let mut failed = [0.0];
+    sync.all_reduce_sum_f64(&mut failed)?;
+    if failed[0] > 0.0 {
+        return Err(TrainError::Collective(
+            "rank 0 could not prepare the data and the tokenizer (its error says why)".into(),
+        ));
+    }
+    setup()
+}
+
 /// A step's loss terms as numbers.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LossValues {
@@ -153,7 +176,53 @@ impl LossValues {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sync::ThreadGroup;
     use candle_core::{Device, Var};
+
+    #[test]
+    fn rank_zero_prepares_first_and_its_failure_reaches_every_rank() {
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let run = |fail: bool| {
+            let handles: Vec<_> = ThreadGroup::new(3)
+                .into_iter()
+                .map(|mut g| {
+                    let log = log.clone();
+                    std::thread::spawn(move || {
+                        let r = g.rank();
+                        prepare(&mut g, || {
+                            log.lock().unwrap().push(r);
+                            if fail && r == 0 {
+                                return Err(TrainError::config("data", "broken"));
+                            }
+                            Ok(r)
+                        })
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .collect::<Vec<_>>()
+        };
+        let ok = run(false);
+        assert_eq!(log.lock().unwrap()[0], 0, "rank 0 runs first");
+        assert_eq!(
+            ok.into_iter().map(|r| r.unwrap()).collect::<Vec<_>>(),
+            [0, 1, 2]
+        );
+        log.lock().unwrap().clear();
+        let failed = run(true);
+        assert_eq!(*log.lock().unwrap(), [0], "the others do not start");
+        assert!(failed[0]
+            .as_ref()
+            .unwrap_err()
+            .to_string()
+            .contains("broken"));
+        for r in &failed[1..] {
+            let e = r.as_ref().unwrap_err().to_string();
+            assert!(e.contains("rank 0 could not prepare"), "{e}");
+        }
+    }
 
     #[test]
     fn scale_grad_keeps_the_value_and_scales_the_gradient() {

@@ -1,0 +1,79 @@
+//! The MPI process group (feature `mpi`): the trainer's collectives on `MPI_COMM_WORLD`.
+//! Gradients are all-reduced in buckets of [`BUCKET`] values through one staging buffer, so
+//! the extra memory stays bounded whatever the model's size.
+
+use crate::WorkerError;
+use mpi::collective::SystemOperation;
+use mpi::environment::Universe;
+use mpi::topology::SimpleCommunicator;
+use mpi::traits::{Communicator, CommunicatorCollectives};
+use mpi::Threading;
+use tmca_trainer::sync::GradSync;
+
+/// Values per all-reduce call (16 MiB of f32).
+pub const BUCKET: usize = 4 << 20;
+
+/// `MPI_COMM_WORLD`; MPI is finalised when this is dropped.
+pub struct MpiGroup {
+    world: SimpleCommunicator,
+    rank: usize,
+    size: usize,
+    staging: Vec<f32>,
+    // Declared last: dropped (MPI_Finalize) after the communicator.
+    _universe: Universe,
+}
+
+impl MpiGroup {
+    /// Initialises MPI (collectives from the main thread only: `MPI_THREAD_FUNNELED`).
+    pub fn init() -> Result<Self, WorkerError> {
+        let (universe, _) =
+            mpi::initialize_with_threading(Threading::Funneled).ok_or_else(|| {
+                WorkerError::Mpi("MPI was already initialised in this process".into())
+            })?;
+        let world = universe.world();
+        let (rank, size) = (world.rank() as usize, world.size() as usize);
+        Ok(Self {
+            world,
+            rank,
+            size,
+            staging: Vec::new(),
+            _universe: universe,
+        })
+    }
+}
+
+impl GradSync for MpiGroup {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+    fn world(&self) -> usize {
+        self.size
+    }
+    fn all_reduce_mean(&mut self, buf: &mut [f32]) -> tmca_trainer::Result<()> {
+        let n = self.size as f32;
+        for bucket in buf.chunks_mut(BUCKET) {
+            self.staging.clear();
+            self.staging.extend_from_slice(bucket);
+            self.world
+                .all_reduce_into(&self.staging[..], bucket, SystemOperation::sum());
+            bucket.iter_mut().for_each(|v| *v /= n);
+        }
+        Ok(())
+    }
+    fn all_reduce_sum_f64(&mut self, buf: &mut [f64]) -> tmca_trainer::Result<()> {
+        let send = buf.to_vec();
+        self.world
+            .all_reduce_into(&send[..], buf, SystemOperation::sum());
+        Ok(())
+    }
+    fn all_gather(&mut self, local: &[f32]) -> tmca_trainer::Result<Vec<f32>> {
+        let mut out = vec![0f32; local.len() * self.size];
+        self.world.all_gather_into(local, &mut out[..]);
+        Ok(out)
+    }
+    fn all_gather_u64(&mut self, local: &[u64]) -> tmca_trainer::Result<Vec<u64>> {
+        let mut out = vec![0u64; local.len() * self.size];
+        self.world.all_gather_into(local, &mut out[..]);
+        Ok(out)
+    }
+}
