@@ -1,6 +1,7 @@
-//! `tmca train` under `mpirun` (feature `mpi`; needs Open MPI's `mpirun`, installed by
-//! `.ci/run`): two CPU ranks of batch 2 reach the weights one process reaches with batch 4,
-//! and only rank 0 writes. The same semantics run without MPI in `tests/data_parallel.rs`.
+//! `tmca train` under `mpirun` and SLURM (feature `mpi`; needs Open MPI's `mpirun` and a SLURM
+//! cluster, which `.ci/run` installs and starts with `.ci/slurm.sh`; `TMCA_SKIP_SLURM=1` skips
+//! the SLURM test): two CPU ranks of batch 2 reach the weights one process reaches with batch
+//! 4, and only rank 0 writes. The same semantics run without MPI in `tests/data_parallel.rs`.
 #![cfg(feature = "mpi")]
 
 use std::path::{Path, PathBuf};
@@ -14,37 +15,12 @@ fn text(o: &Output) -> String {
     )
 }
 
+mod common;
+
 fn write_config(dir: &Path, name: &str, batch: usize) -> PathBuf {
-    let cfg = format!(
-        r#"[run]
-dir = "{run}"
-seed = 5
-[data]
-image_size = 32
-batch_size = {batch}
-workers = 1
-[data.synth]
-dir = "{data}"
-size = 32
-train = 16
-val = 6
-test = 2
-modalities = ["xray", "endoscopy"]
-[model]
-preset = "cpu-tiny"
-[text]
-max_len = 12
-[optim]
-warmup_steps = 1
-[train]
-epochs = 2
-val_every = 1
-"#,
-        run = dir.join(name).display(),
-        data = dir.join("data").display()
-    );
     let p = dir.join(format!("{name}.toml"));
-    std::fs::write(&p, cfg).unwrap();
+    let text = common::config_text(&dir.join(name), &dir.join("data"), batch, 2);
+    std::fs::write(&p, text).unwrap();
     p
 }
 
@@ -59,17 +35,6 @@ fn mpirun(ranks: usize, args: &[&str]) -> Output {
         .env("RAYON_NUM_THREADS", "1")
         .output()
         .expect("mpirun runs (Open MPI: apt-get install openmpi-bin)")
-}
-
-fn final_weights(run: &Path) -> Vec<(String, Vec<f32>)> {
-    let path = run.join("checkpoints/step-00000016/weights.safetensors");
-    let mut w: Vec<_> = candle_core::safetensors::load(&path, &candle_core::Device::Cpu)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .into_iter()
-        .map(|(k, t)| (k, t.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
-        .collect();
-    w.sort_by(|a, b| a.0.cmp(&b.0));
-    w
 }
 
 #[test]
@@ -97,27 +62,10 @@ fn two_mpi_ranks_train_like_one_process_with_the_global_batch() {
         .count();
     assert_eq!(events, 1, "one TensorBoard event file, rank 0's");
 
-    // As in tests/data_parallel.rs: float tolerance (summation orders differ), attention key
-    // biases left out (their true gradient is 0; AdamW normalises rounding noise).
-    let (a, b) = (
-        final_weights(&dir.path().join("one")),
-        final_weights(&dir.path().join("two")),
+    common::assert_trained_alike(
+        &dir.path().join("one/checkpoints/step-00000016"),
+        &dir.path().join("two/checkpoints/step-00000016"),
     );
-    assert_eq!(a.len(), b.len());
-    let mut worst = (0.0f32, String::new());
-    for ((name, x), (name_b, y)) in a.iter().zip(&b) {
-        assert_eq!(name, name_b);
-        if name.ends_with(".key.bias") {
-            continue;
-        }
-        for (p, q) in x.iter().zip(y) {
-            let d = (p - q).abs() / (1e-3 + p.abs());
-            if d > worst.0 {
-                worst = (d, name.clone());
-            }
-        }
-    }
-    assert!(worst.0 < 1e-3, "largest relative difference {worst:?}");
 }
 
 #[test]
@@ -129,4 +77,66 @@ fn a_bad_config_on_every_rank_fails_the_job_with_the_field_named() {
     let o = mpirun(2, &["train", p.to_str().unwrap()]);
     assert!(!o.status.success());
     assert!(text(&o).contains("optim.lr"), "{}", text(&o));
+}
+
+/// Submits `script` with `sbatch --wait` and returns its exit status and output file.
+fn sbatch(dir: &Path, name: &str, script: &str) -> (bool, String) {
+    let out = dir.join(format!("{name}.out"));
+    let job = dir.join(format!("{name}.sh"));
+    std::fs::write(
+        &job,
+        format!(
+            "#!/bin/bash\n#SBATCH --ntasks=2 --cpus-per-task=1 --output={}\n\
+             export RAYON_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1\n{script}\n",
+            out.display()
+        ),
+    )
+    .unwrap();
+    let o = Command::new("sbatch")
+        .arg("--wait")
+        .arg(&job)
+        .output()
+        .expect("sbatch runs (bash .ci/slurm.sh starts a one-node cluster)");
+    let log = std::fs::read_to_string(&out).unwrap_or_default();
+    (o.status.success(), format!("{}{log}", text(&o)))
+}
+
+#[test]
+fn sbatch_jobs_train_on_two_ranks_with_srun_and_with_mpirun() {
+    if std::env::var_os("TMCA_SKIP_SLURM").is_some() {
+        eprintln!("TMCA_SKIP_SLURM set: the SLURM test is skipped");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tmca = env!("CARGO_BIN_EXE_tmca");
+    for (name, launch) in [
+        ("srun", "srun --mpi=pmix"),
+        ("mpirun", "mpirun"), // Open MPI takes the tasks from the allocation
+    ] {
+        let cfg = write_config(dir.path(), name, 2);
+        let (ok, log) = sbatch(
+            dir.path(),
+            name,
+            &format!("{launch} {tmca} train {}", cfg.display()),
+        );
+        assert!(ok, "{name}: {log}");
+        assert!(log.contains("trained 16 steps on 2 ranks"), "{name}: {log}");
+        assert!(dir
+            .path()
+            .join(name)
+            .join("checkpoints/step-00000016")
+            .is_dir());
+    }
+    // srun without a PMI plugin: refused before MPI starts, with the fix named.
+    let cfg = write_config(dir.path(), "bare", 2);
+    let (ok, log) = sbatch(
+        dir.path(),
+        "bare",
+        &format!("srun --mpi=none {tmca} train {}", cfg.display()),
+    );
+    assert!(!ok);
+    assert!(
+        log.contains("srun started 2 ranks") && log.contains("--mpi=pmix"),
+        "{log}"
+    );
 }

@@ -22,9 +22,14 @@ pub enum Command {
     /// them, render previews, measure the loader, train a CPU-sized TMCA and evaluate it on the
     /// test splits (single process, CPU, a few minutes).
     Quickstart(QuickstartArgs),
-    /// Train TMCA (single process here; under mpirun/srun/tmca launch one rank). Without a
+    /// Train TMCA (one process; under tmca launch, mpirun or srun, one rank). Without a
     /// CONFIG, trains the embedded default on the synthetic datasets.
     Train(TrainArgs),
+    /// Train data-parallel on this node: start --nproc ranks of `tmca train` that meet through a
+    /// rendezvous store and average gradients over a TCP ring (no MPI needed); stop all on the
+    /// first failure and restart from the latest checkpoint up to --max-restarts times. Across
+    /// nodes, use mpirun or srun (README).
+    Launch(LaunchArgs),
     /// Evaluate a trained run: Dice and IoU per dataset, per-image mean and pixel-pooled.
     Eval(EvalArgs),
     /// Predict masks from images and reports with a trained run.
@@ -313,6 +318,22 @@ pub struct TrainArgs {
     /// would; the learning-rate schedule still follows the config.
     #[arg(long)]
     pub stop_after: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct LaunchArgs {
+    /// Ranks to start. `data.batch_size` is per rank: the global batch is nproc × batch_size.
+    #[arg(long, default_value_t = 2)]
+    pub nproc: usize,
+    /// Restart every rank from the latest checkpoint after a failure, up to this many times
+    /// (not after a config, data or NaN error: those would fail again).
+    #[arg(long, default_value_t = 0)]
+    pub max_restarts: u32,
+    /// Compute threads per rank (RAYON_NUM_THREADS); default: this machine's cores / nproc.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub train: TrainArgs,
 }
 
 #[derive(Debug, Args)]

@@ -24,6 +24,9 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
         if cause.downcast_ref::<ValidationFailed>().is_some() {
             return 5;
         }
+        if let Some(e) = cause.downcast_ref::<crate::cmd::LaunchError>() {
+            return e.exit_code();
+        }
         if let Some(e) = cause.downcast_ref::<DataError>() {
             return data_code(e);
         }
@@ -44,8 +47,9 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
                 _ => {}
             }
         }
-        if let Some(WorkerError::Env { .. } | WorkerError::NotBuilt { .. }) =
-            cause.downcast_ref::<WorkerError>()
+        if let Some(
+            WorkerError::Env { .. } | WorkerError::NotBuilt { .. } | WorkerError::NotWired { .. },
+        ) = cause.downcast_ref::<WorkerError>()
         {
             return 2;
         }

@@ -13,6 +13,9 @@ pub struct RankEnv {
     pub local_rank: usize,
     /// The launcher that set it (`None`: a plain single process).
     pub launcher: Option<&'static str>,
+    /// Whether the launcher wired the ranks up for MPI (mpirun, or srun with a PMI plugin):
+    /// `srun` without `--mpi=pmix`/`pmi2` starts tasks that MPI cannot connect.
+    pub mpi_wired: bool,
 }
 
 impl RankEnv {
@@ -22,19 +25,28 @@ impl RankEnv {
         world: 1,
         local_rank: 0,
         launcher: None,
+        mpi_wired: false,
     };
 }
 
+/// The launcher name of `RANK`/`WORLD_SIZE`.
+pub const TMCA_LAUNCH: &str = "tmca launch";
+
 /// (launcher, rank variable, world-size variable, local-rank variable), in the order tried.
 const SETS: [(&str, &str, &str, &str); 4] = [
-    ("tmca launch", "RANK", "WORLD_SIZE", "LOCAL_RANK"),
+    (TMCA_LAUNCH, "RANK", "WORLD_SIZE", "LOCAL_RANK"),
     (
         "mpirun (Open MPI)",
         "OMPI_COMM_WORLD_RANK",
         "OMPI_COMM_WORLD_SIZE",
         "OMPI_COMM_WORLD_LOCAL_RANK",
     ),
-    ("mpirun (PMI)", "PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID"),
+    (
+        "PMI (mpirun, srun --mpi=pmi2)",
+        "PMI_RANK",
+        "PMI_SIZE",
+        "MPI_LOCALRANKID",
+    ),
     ("srun", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"),
 ];
 
@@ -62,11 +74,15 @@ pub fn rank_env(get: impl Fn(&str) -> Option<String>) -> Result<RankEnv, WorkerE
                 message: format!("must be below {world_var}={world}"),
             });
         }
+        let mpi_wired = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "PMI_FD"]
+            .iter()
+            .any(|v| get(v).is_some());
         return Ok(RankEnv {
             rank,
             world,
             local_rank: num(local_var)?.unwrap_or(0),
             launcher: Some(launcher),
+            mpi_wired,
         });
     }
     Ok(RankEnv::SINGLE)
@@ -95,9 +111,18 @@ mod tests {
         .unwrap();
         assert_eq!((e.rank, e.world, e.local_rank), (3, 4, 1));
         assert_eq!(e.launcher, Some("mpirun (Open MPI)"));
+        assert!(e.mpi_wired);
         let e = env(&[("SLURM_PROCID", "1"), ("SLURM_NTASKS", "2")]).unwrap();
         assert_eq!((e.rank, e.world, e.local_rank), (1, 2, 0));
         assert_eq!(e.launcher, Some("srun"));
+        assert!(!e.mpi_wired, "srun without a PMI plugin");
+        let e = env(&[
+            ("SLURM_PROCID", "1"),
+            ("SLURM_NTASKS", "2"),
+            ("PMIX_RANK", "1"),
+        ])
+        .unwrap();
+        assert!(e.mpi_wired, "srun --mpi=pmix");
         // SLURM_NTASKS alone (an sbatch script before srun) is not a rank.
         assert_eq!(env(&[("SLURM_NTASKS", "8")]).unwrap(), RankEnv::SINGLE);
         // mpirun inside an allocation: the MPI variables win over SLURM's.

@@ -1,17 +1,27 @@
 //! tmca-worker: one training rank. Reads the rank environment (mpirun, srun, a torchrun-like
 //! launcher), builds the process group and runs the trainer on it.
 //!
-//! Process groups: the single process, and with feature `mpi` the MPI group (CPU ranks under
-//! `mpirun` or `srun --mpi=pmix`). A build without it refuses a multi-rank environment rather
-//! than train every rank alone.
+//! Process groups: the single process; the TCP ring of CPU ranks that `tmca launch` starts
+//! (no MPI library needed); with feature `mpi` the MPI group (CPU ranks under `mpirun` or
+//! `srun --mpi=pmix`). A build without `mpi` refuses an MPI launcher's ranks rather than train
+//! every rank alone.
 
 mod env;
 #[cfg(feature = "mpi")]
 mod mpi_group;
+pub mod store;
+mod tcp_group;
 
 pub use env::{rank_env, RankEnv};
 #[cfg(feature = "mpi")]
 pub use mpi_group::MpiGroup;
+pub use tcp_group::TcpGroup;
+
+/// Variables `tmca launch` sets besides `RANK`, `WORLD_SIZE`, `LOCAL_RANK`: the rendezvous
+/// store's address and the attempt number (keys of a restarted attempt never mix with the
+/// previous one's).
+pub const STORE_VAR: &str = "TMCA_STORE";
+pub const ATTEMPT_VAR: &str = "TMCA_ATTEMPT";
 
 use tmca_trainer::config::Config;
 use tmca_trainer::sink::MetricSink;
@@ -32,6 +42,13 @@ pub enum WorkerError {
         launcher: &'static str,
         world: usize,
     },
+    #[error("{launcher} started {world} ranks without wiring them up for MPI; under SLURM use `srun --mpi=pmix` (`srun --mpi=list` shows the plugins) or `mpirun` inside the allocation")]
+    NotWired {
+        launcher: &'static str,
+        world: usize,
+    },
+    #[error("rendezvous: {0}")]
+    Store(String),
     #[error("MPI: {0}")]
     Mpi(String),
     #[error(transparent)]
@@ -54,11 +71,43 @@ impl Rank {
                 group: Box::new(SingleProcess),
             });
         }
+        if env.launcher == Some(env::TMCA_LAUNCH) {
+            return Self::join_ring(env, |k| std::env::var(k).ok());
+        }
         Self::join_many(env)
+    }
+
+    /// The TCP ring of `tmca launch`'s ranks, through its rendezvous store.
+    fn join_ring(env: RankEnv, get: impl Fn(&str) -> Option<String>) -> Result<Rank, WorkerError> {
+        let store = get(STORE_VAR).ok_or(WorkerError::Env {
+            var: "RANK",
+            value: env.rank.to_string(),
+            message: format!("set without {STORE_VAR}: start the ranks with `tmca launch` (or mpirun/srun with a build that has the `mpi` feature)"),
+        })?;
+        let attempt = get(ATTEMPT_VAR).unwrap_or_else(|| "0".into());
+        let mut client = store::StoreClient::connect(&store, std::time::Duration::from_secs(60))?;
+        let group = TcpGroup::join(
+            &mut client,
+            &format!("attempt{attempt}"),
+            env.rank,
+            env.world,
+        )?;
+        tracing::info!("rank {} of {} (tmca launch), TCP ring", env.rank, env.world);
+        Ok(Rank {
+            env,
+            group: Box::new(group),
+        })
     }
 
     #[cfg(feature = "mpi")]
     fn join_many(env: RankEnv) -> Result<Rank, WorkerError> {
+        if !env.mpi_wired {
+            // MPI_Init would abort with a message about PMI that names no fix.
+            return Err(WorkerError::NotWired {
+                launcher: env.launcher.unwrap_or("the environment"),
+                world: env.world,
+            });
+        }
         let group = MpiGroup::init()?;
         if (group.rank(), group.world()) != (env.rank, env.world) {
             return Err(WorkerError::Mpi(format!(
@@ -127,5 +176,25 @@ mod tests {
         .unwrap();
         let e = Rank::join_many(env).err().unwrap().to_string();
         assert!(e.contains("4 ranks") && e.contains("--features mpi"), "{e}");
+    }
+}
+
+#[cfg(all(test, feature = "mpi"))]
+mod mpi_tests {
+    use super::*;
+
+    #[test]
+    fn srun_without_a_pmi_plugin_is_refused_before_mpi_init() {
+        let env = rank_env(|k| match k {
+            "SLURM_PROCID" => Some("0".into()),
+            "SLURM_NTASKS" => Some("2".into()),
+            _ => None,
+        })
+        .unwrap();
+        let e = Rank::join_many(env).err().unwrap().to_string();
+        assert!(
+            e.contains("srun started 2 ranks") && e.contains("--mpi=pmix"),
+            "{e}"
+        );
     }
 }

@@ -3,6 +3,7 @@
 
 mod bench;
 mod data;
+mod launch;
 mod predict;
 mod quality;
 mod quickstart;
@@ -12,6 +13,8 @@ mod train;
 
 pub mod util;
 
+pub use launch::LaunchError;
+
 use crate::cli::{BenchCommand, Cli, Command};
 
 /// Runs the parsed command line.
@@ -20,6 +23,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Quickstart(a) => quickstart::run(&a),
         Command::Data(d) => data::run(d),
         Command::Train(a) => train::train(&a).map(|_| ()),
+        Command::Launch(a) => launch::run(&a),
         Command::Eval(a) => train::eval(&a),
         Command::Predict(a) => predict::run(&a),
         Command::Config => {

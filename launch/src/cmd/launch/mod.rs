@@ -1,0 +1,256 @@
+//! `tmca launch`: starts the ranks of a data-parallel `tmca train` on this node, like torchrun.
+//! It runs the rendezvous store the ranks meet through (they then form a TCP ring, no MPI
+//! library needed), watches them, stops them all on the first failure and restarts them from
+//! the latest checkpoint up to `--max-restarts` times, and forwards SIGTERM / SIGINT.
+
+mod store;
+
+use crate::cli::LaunchArgs;
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::process::ExitStatus;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::process::Command;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::task::JoinSet;
+
+/// How a launch ended badly.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error("rank {rank} failed ({status}){}", restarts_note(*.restarts))]
+    RankFailed {
+        rank: usize,
+        status: ExitStatus,
+        restarts: u32,
+    },
+    #[error(
+        "stopped by signal {0}; the ranks were told to stop (resume with `tmca launch … --resume`)"
+    )]
+    Interrupted(i32),
+}
+
+fn restarts_note(restarts: u32) -> String {
+    match restarts {
+        0 => String::new(),
+        n => format!(" after {n} restart(s)"),
+    }
+}
+
+impl LaunchError {
+    /// The exit code `tmca launch` ends with: the failed rank's, or 128 + the signal.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            LaunchError::RankFailed { status, .. } => {
+                use std::os::unix::process::ExitStatusExt;
+                match (status.code(), status.signal()) {
+                    (Some(c), _) => c.clamp(1, 255) as u8,
+                    (None, Some(s)) => (128 + s).clamp(1, 255) as u8,
+                    _ => 1,
+                }
+            }
+            LaunchError::Interrupted(s) => (128 + s).clamp(1, 255) as u8,
+        }
+    }
+}
+
+/// Exit codes no restart can cure: bad command line or config (2), bad input data (3),
+/// validation problems (5), a diverged loss (6; it diverges again from the same checkpoint).
+fn restart_would_repeat(status: &ExitStatus) -> bool {
+    matches!(status.code(), Some(2 | 3 | 5 | 6))
+}
+
+enum Outcome {
+    Done,
+    Failed { rank: usize, status: ExitStatus },
+    Signal(i32),
+}
+
+pub fn run(a: &LaunchArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(a.nproc >= 1, "--nproc must be at least 1");
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(supervise(a))
+}
+
+/// The `tmca train` arguments of every rank; restarts resume from the latest checkpoint.
+fn train_args(a: &LaunchArgs, restart: bool) -> Vec<OsString> {
+    let t = &a.train;
+    let mut v: Vec<OsString> = vec!["train".into()];
+    v.extend(t.config.iter().map(|p| p.clone().into_os_string()));
+    if let Some(d) = &t.run_dir {
+        v.extend(["--run-dir".into(), d.clone().into_os_string()]);
+    }
+    if let Some(s) = t.seed {
+        v.extend(["--seed".into(), s.to_string().into()]);
+    }
+    if let Some(s) = t.stop_after {
+        v.extend(["--stop-after".into(), s.to_string().into()]);
+    }
+    match (&t.resume_from, t.resume || restart) {
+        (_, true) => v.push("--resume".into()),
+        (Some(p), false) => v.extend(["--resume-from".into(), p.clone().into_os_string()]),
+        (None, false) => {}
+    }
+    v
+}
+
+async fn supervise(a: &LaunchArgs) -> anyhow::Result<()> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let store_addr = listener.local_addr()?.to_string();
+    let store = tokio::spawn(store::serve(listener));
+    let threads = a.threads.unwrap_or_else(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (cores / a.nproc).max(1)
+    });
+    let exe = std::env::current_exe()?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut attempt = 0u32;
+    let result = loop {
+        let mut ranks = JoinSet::new();
+        let mut pids = BTreeMap::new();
+        for rank in 0..a.nproc {
+            let mut child = Command::new(&exe)
+                .args(train_args(a, attempt > 0))
+                .env("RANK", rank.to_string())
+                .env("LOCAL_RANK", rank.to_string())
+                .env("WORLD_SIZE", a.nproc.to_string())
+                .env(tmca_worker::STORE_VAR, &store_addr)
+                .env(tmca_worker::ATTEMPT_VAR, attempt.to_string())
+                .env("RAYON_NUM_THREADS", threads.to_string())
+                .kill_on_drop(true)
+                .spawn()?;
+            pids.insert(rank, child.id());
+            ranks.spawn(async move { (rank, child.wait().await) });
+        }
+        eprintln!(
+            "tmca launch: {} ranks, {threads} threads each, attempt {} of {}",
+            a.nproc,
+            attempt + 1,
+            a.max_restarts + 1
+        );
+        let outcome = loop {
+            tokio::select! {
+                done = ranks.join_next() => match done {
+                    None => break Outcome::Done,
+                    Some(Ok((rank, Ok(status)))) => {
+                        pids.remove(&rank);
+                        if !status.success() {
+                            break Outcome::Failed { rank, status };
+                        }
+                    }
+                    Some(Ok((rank, Err(e)))) => anyhow::bail!("waiting for rank {rank}: {e}"),
+                    Some(Err(e)) => anyhow::bail!("rank watcher: {e}"),
+                },
+                _ = term.recv() => break Outcome::Signal(libc::SIGTERM),
+                _ = int.recv() => break Outcome::Signal(libc::SIGINT),
+            }
+        };
+        let failed = match outcome {
+            Outcome::Done => break Ok(()),
+            Outcome::Signal(sig) => {
+                stop(&mut ranks, &pids, sig).await;
+                break Err(LaunchError::Interrupted(sig));
+            }
+            Outcome::Failed { rank, status } => {
+                stop(&mut ranks, &pids, libc::SIGTERM).await;
+                LaunchError::RankFailed {
+                    rank,
+                    status,
+                    restarts: attempt,
+                }
+            }
+        };
+        let LaunchError::RankFailed { rank, status, .. } = &failed else {
+            break Err(failed);
+        };
+        if attempt >= a.max_restarts || restart_would_repeat(status) {
+            break Err(failed);
+        }
+        attempt += 1;
+        eprintln!(
+            "tmca launch: rank {rank} failed ({status}); stopped the others, restarting all from \
+             the latest checkpoint (restart {attempt} of {})",
+            a.max_restarts
+        );
+    };
+    store.abort();
+    Ok(result?)
+}
+
+/// Sends `sig` to the ranks still running, waits up to 30 s for them, then kills the rest.
+async fn stop(
+    ranks: &mut JoinSet<(usize, std::io::Result<ExitStatus>)>,
+    pids: &BTreeMap<usize, Option<u32>>,
+    sig: i32,
+) {
+    for pid in pids.values().flatten() {
+        // SAFETY: kill(2) on a child we spawned and have not reaped yet.
+        unsafe {
+            libc::kill(*pid as libc::pid_t, sig);
+        }
+    }
+    let drained = tokio::time::timeout(Duration::from_secs(30), async {
+        while ranks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        // Dropping the tasks drops their children, which kill_on_drop SIGKILLs.
+        ranks.abort_all();
+        while ranks.join_next().await.is_some() {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::Cli;
+    use clap::Parser;
+
+    fn args(line: &str) -> LaunchArgs {
+        match Cli::try_parse_from(line.split_whitespace())
+            .unwrap()
+            .command
+        {
+            crate::cli::Command::Launch(a) => a,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn ranks_get_the_train_arguments_and_restarts_resume() {
+        let a = args("tmca launch --nproc 3 my.toml --run-dir r --seed 4 --resume-from r/checkpoints/step-00000002");
+        assert_eq!(a.nproc, 3);
+        let s = |v: Vec<OsString>| v.join(" ".as_ref()).into_string().unwrap();
+        assert_eq!(
+            s(train_args(&a, false)),
+            "train my.toml --run-dir r --seed 4 --resume-from r/checkpoints/step-00000002"
+        );
+        assert_eq!(
+            s(train_args(&a, true)),
+            "train my.toml --run-dir r --seed 4 --resume"
+        );
+        assert_eq!(s(train_args(&args("tmca launch"), false)), "train");
+    }
+
+    #[test]
+    fn only_curable_failures_restart() {
+        use std::os::unix::process::ExitStatusExt;
+        for (raw, repeat) in [(2 << 8, true), (6 << 8, true), (1 << 8, false), (9, false)] {
+            assert_eq!(
+                restart_would_repeat(&ExitStatus::from_raw(raw)),
+                repeat,
+                "{raw}"
+            );
+        }
+        let e = LaunchError::RankFailed {
+            rank: 1,
+            status: ExitStatus::from_raw(9),
+            restarts: 2,
+        };
+        assert_eq!(e.exit_code(), 137);
+        assert!(e.to_string().contains("after 2 restart(s)"), "{e}");
+    }
+}

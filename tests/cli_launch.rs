@@ -1,0 +1,166 @@
+//! `tmca launch` end to end (default build, no MPI): two ranks of batch 2 on the TCP ring train
+//! like one process of batch 4; a rank killed mid-run is restarted from the latest checkpoint
+//! and the run ends where an uninterrupted one does; failures no restart cures are not retried.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+mod common;
+
+fn tmca() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tmca"));
+    c.env("RAYON_NUM_THREADS", "1");
+    c
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn write_config(dir: &Path, name: &str, batch: usize, epochs: usize) -> PathBuf {
+    let p = dir.join(format!("{name}.toml"));
+    let text = common::config_text(&dir.join(name), &dir.join("data"), batch, epochs);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn two_launched_ranks_train_like_one_process_with_the_global_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = write_config(dir.path(), "one", 4, 2);
+    let o = tmca().arg("train").arg(&one).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+
+    let two = write_config(dir.path(), "two", 2, 2);
+    let o = tmca()
+        .args(["launch", "--nproc", "2", "--threads", "1"])
+        .arg(&two)
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert_eq!(
+        out.matches("trained 16 steps on 2 ranks").count(),
+        1,
+        "rank 0 alone reports: {out}"
+    );
+    common::assert_trained_alike(
+        &dir.path().join("one/checkpoints/step-00000016"),
+        &dir.path().join("two/checkpoints/step-00000016"),
+    );
+}
+
+/// The pids of `parent`'s children.
+fn children(parent: u32) -> Vec<u32> {
+    let mut out = vec![];
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid …: comm may hold spaces, so split after its ')'.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(parent) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+#[test]
+fn a_killed_rank_restarts_every_rank_from_the_latest_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    // Reference: the same launch, uninterrupted.
+    let cfg = |name: &str| {
+        let p = write_config(dir.path(), name, 2, 6);
+        let t = std::fs::read_to_string(&p).unwrap();
+        std::fs::write(
+            &p,
+            t.replace("val_every = 1", "val_every = 1\ncheckpoint_every = 4"),
+        )
+        .unwrap();
+        p
+    };
+    let straight = cfg("straight");
+    let o = tmca()
+        .args(["launch", "--nproc", "2", "--threads", "1"])
+        .arg(&straight)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+
+    let cut = cfg("cut");
+    let launcher = tmca()
+        .args([
+            "launch",
+            "--nproc",
+            "2",
+            "--threads",
+            "1",
+            "--max-restarts",
+            "1",
+        ])
+        .arg(&cut)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once the first checkpoint is there, kill rank 1 (the launcher's second child).
+    let first = dir.path().join("cut/checkpoints/step-00000004");
+    let start = Instant::now();
+    while !first.is_dir() {
+        assert!(start.elapsed() < Duration::from_secs(120), "no checkpoint");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut ranks = children(launcher.id());
+    ranks.sort();
+    assert_eq!(ranks.len(), 2, "{ranks:?}");
+    Command::new("kill")
+        .args(["-KILL", &ranks[1].to_string()])
+        .status()
+        .unwrap();
+    let o = launcher.wait_with_output().unwrap();
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    // Rank 1's SIGKILL, or rank 0's broken ring if the launcher sees that first.
+    assert!(
+        out.contains("failed (") && out.contains("restart 1 of 1"),
+        "{out}"
+    );
+    assert!(out.contains("attempt 2 of 2"), "{out}");
+    // Resume is exact and the ring's sums are the same in every attempt: bitwise equal.
+    let final_ckpt = |run: &str| dir.path().join(run).join("checkpoints/step-00000048");
+    assert_eq!(
+        std::fs::read(final_ckpt("straight").join("weights.safetensors")).unwrap(),
+        std::fs::read(final_ckpt("cut").join("weights.safetensors")).unwrap(),
+    );
+}
+
+#[test]
+fn a_config_error_is_not_restarted_and_keeps_its_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_config(dir.path(), "bad", 2, 2);
+    let t = std::fs::read_to_string(&p).unwrap();
+    std::fs::write(&p, t.replace("warmup_steps = 1", "lr = -1.0")).unwrap();
+    let o = tmca()
+        .args(["launch", "--nproc", "2", "--max-restarts", "3"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    assert!(
+        out.contains("optim.lr") && !out.contains("restart 1"),
+        "{out}"
+    );
+}

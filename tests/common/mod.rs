@@ -1,0 +1,74 @@
+//! Shared by the data-parallel tests (ranks as threads, `tmca launch`, mpirun, SLURM): one
+//! small training config and the comparison of two runs' weights.
+#![allow(dead_code)]
+
+use std::path::Path;
+
+/// A tiny run (cpu-tiny, 32², 2 synthetic datasets of 16 training samples, augmentation and
+/// the contrastive loss on) with per-rank batch `batch` for `epochs` epochs.
+pub fn config_text(run: &Path, data: &Path, batch: usize, epochs: usize) -> String {
+    format!(
+        r#"[run]
+dir = "{run}"
+seed = 5
+[data]
+image_size = 32
+batch_size = {batch}
+workers = 1
+[data.synth]
+dir = "{data}"
+size = 32
+train = 16
+val = 6
+test = 2
+modalities = ["xray", "endoscopy"]
+[model]
+preset = "cpu-tiny"
+[text]
+max_len = 12
+[optim]
+warmup_steps = 1
+[train]
+epochs = {epochs}
+val_every = 1
+"#,
+        run = run.display(),
+        data = data.display()
+    )
+}
+
+/// A checkpoint's weights by name.
+pub fn checkpoint_weights(ckpt: &Path) -> Vec<(String, Vec<f32>)> {
+    let path = ckpt.join("weights.safetensors");
+    let mut w: Vec<_> = candle_core::safetensors::load(&path, &candle_core::Device::Cpu)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .into_iter()
+        .map(|(k, t)| (k, t.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
+        .collect();
+    w.sort_by(|a, b| a.0.cmp(&b.0));
+    w
+}
+
+/// R ranks of batch b against one process of batch R·b: equal to float tolerance, not bitwise
+/// (two means of two vs one mean of four; the gathered batch in rank order). ~1e-4 relative
+/// here, where a missing factor R on the gathered embeddings' gradients gives differences of
+/// order 1. Attention key biases are left out: softmax is invariant to them, so their true
+/// gradient is 0 and AdamW's update of them is normalised rounding noise.
+pub fn assert_trained_alike(a: &Path, b: &Path) {
+    let (a, b) = (checkpoint_weights(a), checkpoint_weights(b));
+    assert_eq!(a.len(), b.len());
+    let mut worst = (0.0f32, String::new());
+    for ((name, x), (name_b, y)) in a.iter().zip(&b) {
+        assert_eq!(name, name_b);
+        if name.ends_with(".key.bias") {
+            continue;
+        }
+        for (p, q) in x.iter().zip(y) {
+            let d = (p - q).abs() / (1e-3 + p.abs());
+            if d > worst.0 {
+                worst = (d, name.clone());
+            }
+        }
+    }
+    assert!(worst.0 < 1e-3, "largest relative difference {worst:?}");
+}
