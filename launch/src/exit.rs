@@ -48,7 +48,11 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
             }
         }
         if let Some(
-            WorkerError::Env { .. } | WorkerError::NotBuilt { .. } | WorkerError::NotWired { .. },
+            WorkerError::Env { .. }
+            | WorkerError::NotBuilt { .. }
+            | WorkerError::NotWired { .. }
+            | WorkerError::NoNccl { .. }
+            | WorkerError::Device(_),
         ) = cause.downcast_ref::<WorkerError>()
         {
             return 2;

@@ -37,6 +37,14 @@ pub struct RunConfig {
     /// Seed of parameter initialisation, sampling and augmentation.
     #[serde(default)]
     pub seed: u64,
+    /// Where each rank computes: `auto` (its GPU, `cuda:<local rank>`, in a CUDA build that
+    /// finds one; else the CPU), `cpu` or `cuda`.
+    #[serde(default = "default_device")]
+    pub device: String,
+}
+
+fn default_device() -> String {
+    "auto".into()
 }
 
 /// `[data.synth]`: generate the four synthetic datasets into `dir` when they are missing.
@@ -239,6 +247,12 @@ impl Config {
 
     /// Expands presets and validates every section.
     pub fn resolve(&mut self) -> Result<()> {
+        if !["auto", "cpu", "cuda"].contains(&self.run.device.as_str()) {
+            return Err(bad(
+                "run.device",
+                format!("{:?}: use auto, cpu or cuda", self.run.device),
+            ));
+        }
         self.model.resolve(&mut self.text)?;
         let d = &self.data;
         if d.image_size == 0 || d.image_size % 32 != 0 {

@@ -2,11 +2,11 @@
 //! Gradients are all-reduced in buckets of [`BUCKET`] values through one staging buffer, so
 //! the extra memory stays bounded whatever the model's size.
 
-use crate::WorkerError;
+use crate::{RankEnv, WorkerError};
 use mpi::collective::SystemOperation;
 use mpi::environment::Universe;
 use mpi::topology::SimpleCommunicator;
-use mpi::traits::{Communicator, CommunicatorCollectives};
+use mpi::traits::{Communicator, CommunicatorCollectives, Root};
 use mpi::Threading;
 use tmca_trainer::sync::GradSync;
 
@@ -39,6 +39,37 @@ impl MpiGroup {
             staging: Vec::new(),
             _universe: universe,
         })
+    }
+}
+
+impl MpiGroup {
+    /// Initialises MPI for the ranks `env` describes and checks that MPI sees the same.
+    pub fn join(env: &RankEnv) -> Result<Self, WorkerError> {
+        if !env.mpi_wired {
+            // MPI_Init would abort with a message about PMI that names no fix.
+            return Err(WorkerError::NotWired {
+                launcher: env.launcher.unwrap_or("the environment"),
+                world: env.world,
+            });
+        }
+        let group = Self::init()?;
+        if (group.rank, group.size) != (env.rank, env.world) {
+            return Err(WorkerError::Mpi(format!(
+                "{} says rank {} of {}, MPI says rank {} of {}; under srun, pass --mpi=pmix \
+                 (or pmi2) so that MPI sees the tasks, or start the ranks with mpirun",
+                env.launcher.unwrap_or("the environment"),
+                env.rank,
+                env.world,
+                group.rank,
+                group.size
+            )));
+        }
+        Ok(group)
+    }
+
+    /// Overwrites `bytes` on every rank with rank 0's.
+    pub fn broadcast_from_root(&self, bytes: &mut [u8]) {
+        self.world.process_at_rank(0).broadcast_into(bytes);
     }
 }
 

@@ -55,7 +55,7 @@ fn write_outputs(
 
 /// Runs prediction for one image or a store split.
 pub fn run(a: &PredictArgs) -> anyhow::Result<()> {
-    let device = candle_core::Device::Cpu;
+    let device = tmca_worker::bind_device("auto", 0)?;
     let t = Trained::load(&a.run, &a.checkpoint, &device)?;
     std::fs::create_dir_all(&a.output)
         .with_context(|| format!("creating {}", a.output.display()))?;

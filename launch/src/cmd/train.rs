@@ -38,7 +38,7 @@ pub fn train(a: &TrainArgs) -> anyhow::Result<TrainSummary> {
         (None, true) => Resume::Latest,
         _ => Resume::No,
     };
-    let mut rank = tmca_worker::Rank::join()?;
+    let mut rank = tmca_worker::Rank::join(&cfg.run.device)?;
     let tb = cfg.run.dir.join("tensorboard");
     let mut sink: Box<dyn MetricSink> = if rank.is_root() {
         Box::new(EventWriter::create(&tb).with_context(|| format!("creating {}", tb.display()))?)
@@ -86,7 +86,7 @@ pub fn train(a: &TrainArgs) -> anyhow::Result<TrainSummary> {
 
 /// Evaluates a run on a split and prints the table.
 pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
-    let device = candle_core::Device::Cpu;
+    let device = tmca_worker::bind_device("auto", 0)?;
     let trained = Trained::load(&a.run, &a.checkpoint, &device)?;
     let results = eval_run(&trained, &a.store, a.split)?;
     println!(

@@ -1,0 +1,138 @@
+//! The NCCL process group (feature `nccl`): GPU ranks, one GPU each, on the stream candle
+//! computes on. The trainer's collectives take host buffers, so each one is a copy to the GPU,
+//! the NCCL collective there and a copy back; NCCL moves the data between GPUs (NVLink, PCIe or
+//! the network), and every rank gets the same result. Rank 0 makes the NCCL unique id; it
+//! reaches the others through `tmca launch`'s store or an MPI broadcast.
+
+use crate::WorkerError;
+use candle_core::cuda_backend::cudarc::driver::CudaStream;
+use candle_core::cuda_backend::cudarc::nccl::safe::{Comm, Id, ReduceOp};
+use std::any::Any;
+use std::sync::Arc;
+use tmca_trainer::sync::GradSync;
+use tmca_trainer::TrainError;
+
+/// The bytes of a NCCL unique id.
+pub type IdBytes = [u8; 128];
+
+/// A fresh NCCL unique id (made on rank 0).
+pub fn new_id() -> Result<IdBytes, WorkerError> {
+    let id = Id::new().map_err(|e| WorkerError::Nccl(format!("ncclGetUniqueId: {e:?}")))?;
+    Ok(id.internal().map(|c| c as u8))
+}
+
+/// One GPU rank's communicator.
+pub struct NcclGroup {
+    comm: Comm,
+    stream: Arc<CudaStream>,
+    rank: usize,
+    world: usize,
+    /// What the id exchange needs alive as long as the group (MPI, when it carried the id).
+    _keep: Option<Box<dyn Any>>,
+}
+
+fn fail(what: &str, e: impl std::fmt::Debug) -> TrainError {
+    TrainError::Collective(format!("NCCL {what}: {e:?}"))
+}
+
+impl NcclGroup {
+    /// Joins the communicator of `world` ranks identified by `id` on `device` (a GPU).
+    pub fn new(
+        device: &candle_core::Device,
+        rank: usize,
+        world: usize,
+        id: IdBytes,
+        keep: Option<Box<dyn Any>>,
+    ) -> Result<Self, WorkerError> {
+        let candle_core::Device::Cuda(dev) = device else {
+            return Err(WorkerError::Nccl(
+                "the NCCL group needs a GPU device".into(),
+            ));
+        };
+        let stream = dev.cuda_stream();
+        let comm = Comm::from_rank(stream.clone(), rank, world, Id::uninit(id.map(|b| b as _)))
+            .map_err(|e| {
+                WorkerError::Nccl(format!("ncclCommInitRank (rank {rank} of {world}): {e:?}"))
+            })?;
+        Ok(Self {
+            comm,
+            stream,
+            rank,
+            world,
+            _keep: keep,
+        })
+    }
+
+    fn reduce<T>(&mut self, buf: &mut [T], op: ReduceOp) -> Result<(), TrainError>
+    where
+        T: candle_core::cuda_backend::cudarc::driver::DeviceRepr
+            + candle_core::cuda_backend::cudarc::nccl::safe::NcclType,
+    {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let mut d = self.stream.clone_htod(buf).map_err(|e| fail("upload", e))?;
+        self.comm
+            .all_reduce_in_place(&mut d, &op)
+            .map_err(|e| fail("all-reduce", e))?;
+        self.stream
+            .memcpy_dtoh(&d, buf)
+            .map_err(|e| fail("download", e))?;
+        self.stream
+            .synchronize()
+            .map_err(|e| fail("synchronize", e))
+    }
+
+    fn gather<T>(&mut self, local: &[T]) -> Result<Vec<T>, TrainError>
+    where
+        T: candle_core::cuda_backend::cudarc::driver::DeviceRepr
+            + candle_core::cuda_backend::cudarc::driver::ValidAsZeroBits
+            + candle_core::cuda_backend::cudarc::nccl::safe::NcclType
+            + Default
+            + Clone,
+    {
+        if local.is_empty() {
+            return Ok(vec![]);
+        }
+        let send = self
+            .stream
+            .clone_htod(local)
+            .map_err(|e| fail("upload", e))?;
+        let mut recv = self
+            .stream
+            .alloc_zeros::<T>(local.len() * self.world)
+            .map_err(|e| fail("alloc", e))?;
+        self.comm
+            .all_gather(&send, &mut recv)
+            .map_err(|e| fail("all-gather", e))?;
+        let out = self
+            .stream
+            .clone_dtoh(&recv)
+            .map_err(|e| fail("download", e))?;
+        self.stream
+            .synchronize()
+            .map_err(|e| fail("synchronize", e))?;
+        Ok(out)
+    }
+}
+
+impl GradSync for NcclGroup {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+    fn world(&self) -> usize {
+        self.world
+    }
+    fn all_reduce_mean(&mut self, buf: &mut [f32]) -> tmca_trainer::Result<()> {
+        self.reduce(buf, ReduceOp::Avg)
+    }
+    fn all_reduce_sum_f64(&mut self, buf: &mut [f64]) -> tmca_trainer::Result<()> {
+        self.reduce(buf, ReduceOp::Sum)
+    }
+    fn all_gather(&mut self, local: &[f32]) -> tmca_trainer::Result<Vec<f32>> {
+        self.gather(local)
+    }
+    fn all_gather_u64(&mut self, local: &[u64]) -> tmca_trainer::Result<Vec<u64>> {
+        self.gather(local)
+    }
+}

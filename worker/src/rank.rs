@@ -1,0 +1,239 @@
+//! This process as a rank: its place, its device and its process group.
+//!
+//! | ranks | device | started by | group |
+//! |---|---|---|---|
+//! | 1 | any | — | single process |
+//! | > 1 | CPU | `tmca launch` | TCP ring through the launcher's store |
+//! | > 1 | CPU | mpirun, srun | MPI (feature `mpi`) |
+//! | > 1 | GPU | `tmca launch` | NCCL (feature `nccl`), id through the store |
+//! | > 1 | GPU | mpirun, srun | NCCL, id by MPI broadcast (features `nccl` + `mpi`) |
+
+use crate::env::{rank_env, RankEnv, TMCA_LAUNCH};
+use crate::store::StoreClient;
+use crate::{bind_device, TcpGroup, WorkerError, ATTEMPT_VAR, STORE_VAR};
+use candle_core::Device;
+use std::time::Duration;
+use tmca_trainer::config::Config;
+use tmca_trainer::sink::MetricSink;
+use tmca_trainer::sync::{GradSync, SingleProcess};
+use tmca_trainer::train::{self, RunOptions, TrainSummary};
+
+/// One rank of a (possibly single-process) training job.
+pub struct Rank {
+    pub env: RankEnv,
+    device: Device,
+    group: Box<dyn GradSync>,
+}
+
+impl Rank {
+    /// Joins the ranks the environment describes, on the device `run.device` asks for
+    /// (`auto`, `cpu`, `cuda`). MPI and NCCL are initialised here when they are used.
+    pub fn join(device: &str) -> Result<Rank, WorkerError> {
+        let get = |k: &str| std::env::var(k).ok();
+        let env = rank_env(get)?;
+        let device = bind_device(device, env.local_rank)?;
+        let group: Box<dyn GradSync> = if env.world == 1 {
+            Box::new(SingleProcess)
+        } else if device.is_cuda() {
+            nccl(&env, &device, get)?
+        } else if env.launcher == Some(TMCA_LAUNCH) {
+            let (mut store, prefix) = store(&env, get)?;
+            Box::new(TcpGroup::join(&mut store, &prefix, env.rank, env.world)?)
+        } else {
+            mpi(&env)?
+        };
+        if env.world > 1 {
+            tracing::info!(
+                "rank {} of {} ({}) on {:?}",
+                env.rank,
+                env.world,
+                env.launcher.unwrap_or(""),
+                device
+            );
+        }
+        Ok(Rank { env, device, group })
+    }
+
+    /// Rank 0 writes checkpoints, TensorBoard and the console summary.
+    pub fn is_root(&self) -> bool {
+        self.env.rank == 0
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Runs training on this rank.
+    pub fn train(
+        &mut self,
+        cfg: &Config,
+        sink: &mut dyn MetricSink,
+        opts: RunOptions<'_>,
+    ) -> Result<TrainSummary, WorkerError> {
+        Ok(train::train(
+            cfg,
+            &self.device,
+            self.group.as_mut(),
+            sink,
+            opts,
+        )?)
+    }
+}
+
+/// A connection to `tmca launch`'s store and this attempt's key prefix.
+fn store(
+    env: &RankEnv,
+    get: impl Fn(&str) -> Option<String>,
+) -> Result<(StoreClient, String), WorkerError> {
+    let addr = get(STORE_VAR).ok_or(WorkerError::Env {
+        var: "RANK",
+        value: env.rank.to_string(),
+        message: format!(
+            "set without {STORE_VAR}: start the ranks with `tmca launch` (or with mpirun/srun \
+             and a build with the `mpi` feature)"
+        ),
+    })?;
+    let attempt = get(ATTEMPT_VAR).unwrap_or_else(|| "0".into());
+    let client = StoreClient::connect(&addr, Duration::from_secs(60))?;
+    Ok((client, format!("attempt{attempt}")))
+}
+
+#[cfg(feature = "mpi")]
+fn mpi(env: &RankEnv) -> Result<Box<dyn GradSync>, WorkerError> {
+    Ok(Box::new(crate::MpiGroup::join(env)?))
+}
+
+#[cfg(not(feature = "mpi"))]
+fn mpi(env: &RankEnv) -> Result<Box<dyn GradSync>, WorkerError> {
+    Err(WorkerError::NotBuilt {
+        launcher: env.launcher.unwrap_or("the environment"),
+        world: env.world,
+    })
+}
+
+#[cfg(feature = "nccl")]
+fn nccl(
+    env: &RankEnv,
+    device: &Device,
+    get: impl Fn(&str) -> Option<String>,
+) -> Result<Box<dyn GradSync>, WorkerError> {
+    use crate::nccl_group::{new_id, IdBytes, NcclGroup};
+    let hex = |id: &IdBytes| id.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let unhex = |s: &str| -> Result<IdBytes, WorkerError> {
+        let mut id = [0u8; 128];
+        if s.len() != 256 || !s.is_ascii() {
+            return Err(WorkerError::Store(format!(
+                "bad NCCL id of {} characters",
+                s.len()
+            )));
+        }
+        for (i, b) in id.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16)
+                .map_err(|_| WorkerError::Store("bad NCCL id".into()))?;
+        }
+        Ok(id)
+    };
+    let (id, keep): (IdBytes, Option<Box<dyn std::any::Any>>) = if env.launcher == Some(TMCA_LAUNCH)
+    {
+        let (mut store, prefix) = store(env, get)?;
+        let key = format!("{prefix}/nccl-id");
+        if env.rank == 0 {
+            let id = new_id()?;
+            store.set(&key, &hex(&id))?;
+            (id, None)
+        } else {
+            (unhex(&store.get(&key)?)?, None)
+        }
+    } else {
+        mpi_id(env)?
+    };
+    Ok(Box::new(NcclGroup::new(
+        device, env.rank, env.world, id, keep,
+    )?))
+}
+
+/// The NCCL id broadcast from rank 0 over MPI; MPI stays up as long as the group.
+#[cfg(all(feature = "nccl", feature = "mpi"))]
+fn mpi_id(
+    env: &RankEnv,
+) -> Result<(crate::nccl_group::IdBytes, Option<Box<dyn std::any::Any>>), WorkerError> {
+    let group = crate::MpiGroup::join(env)?;
+    let mut id = if env.rank == 0 {
+        crate::nccl_group::new_id()?
+    } else {
+        [0u8; 128]
+    };
+    group.broadcast_from_root(&mut id);
+    Ok((id, Some(Box::new(group))))
+}
+
+#[cfg(all(feature = "nccl", not(feature = "mpi")))]
+fn mpi_id(
+    env: &RankEnv,
+) -> Result<(crate::nccl_group::IdBytes, Option<Box<dyn std::any::Any>>), WorkerError> {
+    Err(WorkerError::NotBuilt {
+        launcher: env.launcher.unwrap_or("the environment"),
+        world: env.world,
+    })
+}
+
+#[cfg(not(feature = "nccl"))]
+fn nccl(
+    env: &RankEnv,
+    _device: &Device,
+    _get: impl Fn(&str) -> Option<String>,
+) -> Result<Box<dyn GradSync>, WorkerError> {
+    Err(WorkerError::NoNccl {
+        launcher: env.launcher.unwrap_or("the environment"),
+        world: env.world,
+    })
+}
+
+#[cfg(all(test, not(feature = "mpi")))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_multi_rank_environment_without_mpi_is_refused_with_the_fix() {
+        let env = rank_env(|k| match k {
+            "PMI_RANK" => Some("0".into()),
+            "PMI_SIZE" => Some("4".into()),
+            _ => None,
+        })
+        .unwrap();
+        let e = mpi(&env).err().unwrap().to_string();
+        assert!(e.contains("4 ranks") && e.contains("--features mpi"), "{e}");
+    }
+
+    #[test]
+    fn launched_ranks_without_the_store_address_are_told_how_to_start() {
+        let env = rank_env(|k| match k {
+            "RANK" => Some("1".into()),
+            "WORLD_SIZE" => Some("2".into()),
+            _ => None,
+        })
+        .unwrap();
+        let e = store(&env, |_| None).err().unwrap().to_string();
+        assert!(e.contains("TMCA_STORE") && e.contains("tmca launch"), "{e}");
+    }
+}
+
+#[cfg(all(test, feature = "mpi"))]
+mod mpi_tests {
+    use super::*;
+
+    #[test]
+    fn srun_without_a_pmi_plugin_is_refused_before_mpi_init() {
+        let env = rank_env(|k| match k {
+            "SLURM_PROCID" => Some("0".into()),
+            "SLURM_NTASKS" => Some("2".into()),
+            _ => None,
+        })
+        .unwrap();
+        let e = mpi(&env).err().unwrap().to_string();
+        assert!(
+            e.contains("srun started 2 ranks") && e.contains("--mpi=pmix"),
+            "{e}"
+        );
+    }
+}
