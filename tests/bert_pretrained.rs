@@ -132,6 +132,7 @@ fn run(cfg: &Config) -> tmca_trainer::Result<tmca_trainer::train::TrainSummary> 
         RunOptions {
             resume: Resume::No,
             stop_after: None,
+            stop: None,
             progress: &NoProgress,
         },
     )

@@ -1,6 +1,7 @@
 //! `tmca launch` end to end (default build, no MPI): two ranks of batch 2 on the TCP ring train
 //! like one process of batch 4; a rank killed mid-run is restarted from the latest checkpoint
-//! and the run ends where an uninterrupted one does; failures no restart cures are not retried.
+//! and the run ends where an uninterrupted one does, as does one stopped by SIGTERM and
+//! resumed; failures no restart cures are not retried.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -78,7 +79,7 @@ fn children(parent: u32) -> Vec<u32> {
 }
 
 #[test]
-fn a_killed_rank_restarts_every_rank_from_the_latest_checkpoint() {
+fn a_killed_rank_restarts_all_and_sigterm_stops_all_with_a_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     // Reference: the same launch, uninterrupted.
     let cfg = |name: &str| {
@@ -139,11 +140,57 @@ fn a_killed_rank_restarts_every_rank_from_the_latest_checkpoint() {
     );
     assert!(out.contains("attempt 2 of 2"), "{out}");
     // Resume is exact and the ring's sums are the same in every attempt: bitwise equal.
-    let final_ckpt = |run: &str| dir.path().join(run).join("checkpoints/step-00000048");
-    assert_eq!(
-        std::fs::read(final_ckpt("straight").join("weights.safetensors")).unwrap(),
-        std::fs::read(final_ckpt("cut").join("weights.safetensors")).unwrap(),
-    );
+    let weights = |run: &str| {
+        std::fs::read(
+            dir.path()
+                .join(run)
+                .join("checkpoints/step-00000048/weights.safetensors"),
+        )
+        .unwrap()
+    };
+    assert_eq!(weights("straight"), weights("cut"));
+
+    // SIGTERM to the launcher (what SLURM sends before its time limit): forwarded, every rank
+    // stops after the same step with a checkpoint, exit 143; --resume finishes the run.
+    let term = cfg("term");
+    let launcher = tmca()
+        .args(["launch", "--nproc", "2", "--threads", "1"])
+        .arg(&term)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let first = dir.path().join("term/checkpoints/step-00000004");
+    let start = Instant::now();
+    while !first.is_dir() {
+        assert!(start.elapsed() < Duration::from_secs(120), "no checkpoint");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Command::new("kill")
+        .args(["-TERM", &launcher.id().to_string()])
+        .status()
+        .unwrap();
+    let o = launcher.wait_with_output().unwrap();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(143), "{out}");
+    let step: u64 = out
+        .split("stopped by signal 15 after step ")
+        .nth(1)
+        .and_then(|r| r.split(';').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no stop message: {out}"));
+    assert!(step < 48, "{out}");
+    assert!(dir
+        .path()
+        .join(format!("term/checkpoints/step-{step:08}"))
+        .is_dir());
+    let o = tmca()
+        .args(["launch", "--nproc", "2", "--threads", "1", "--resume"])
+        .arg(&term)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(weights("straight"), weights("term"));
 }
 
 #[test]

@@ -28,6 +28,7 @@ fn run(cfg: &Config, sync: &mut dyn GradSync) -> TrainSummary {
         RunOptions {
             resume: Resume::No,
             stop_after: None,
+            stop: None,
             progress: &NoProgress,
         },
     )

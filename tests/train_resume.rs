@@ -55,6 +55,7 @@ fn run(cfg: &Config, resume: Resume, stop_after: Option<u64>) -> tmca_trainer::t
         RunOptions {
             resume,
             stop_after,
+            stop: None,
             progress: &NoProgress,
         },
     )
@@ -94,6 +95,7 @@ fn resume_is_bit_exact_and_bad_checkpoints_are_refused() {
         RunOptions {
             resume: Resume::No,
             stop_after: None,
+            stop: None,
             progress: &NoProgress,
         },
     )
@@ -133,6 +135,7 @@ fn resume_is_bit_exact_and_bad_checkpoints_are_refused() {
         RunOptions {
             resume: Resume::From(prev.path.clone()),
             stop_after: None,
+            stop: None,
             progress: &NoProgress,
         },
     )
@@ -221,6 +224,7 @@ fn non_finite_loss_stops_with_the_last_checkpoint_intact_or_is_skipped() {
         RunOptions {
             resume: Resume::No,
             stop_after: None,
+            stop: None,
             progress: &NoProgress,
         },
     )

@@ -27,6 +27,9 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
         if let Some(e) = cause.downcast_ref::<crate::cmd::LaunchError>() {
             return e.exit_code();
         }
+        if let Some(e) = cause.downcast_ref::<crate::signals::Interrupted>() {
+            return e.exit_code();
+        }
         if let Some(e) = cause.downcast_ref::<DataError>() {
             return data_code(e);
         }

@@ -6,6 +6,7 @@ mod cli;
 mod cmd;
 mod exit;
 mod progress;
+mod signals;
 
 use clap::Parser;
 

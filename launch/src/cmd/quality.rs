@@ -69,6 +69,7 @@ pub fn run(a: &BenchQualityArgs) -> anyhow::Result<()> {
                 RunOptions {
                     resume: Resume::Latest,
                     stop_after: None,
+                    stop: None,
                     progress: &Bar::default(),
                 },
             )?;

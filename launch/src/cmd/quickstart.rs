@@ -153,6 +153,7 @@ pub fn run(a: &QuickstartArgs) -> anyhow::Result<()> {
         RunOptions {
             resume: Resume::Latest,
             stop_after: None,
+            stop: None,
             progress: &Bar::default(),
         },
     )?;

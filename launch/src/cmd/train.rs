@@ -38,6 +38,7 @@ pub fn train(a: &TrainArgs) -> anyhow::Result<TrainSummary> {
         (None, true) => Resume::Latest,
         _ => Resume::No,
     };
+    let stop = crate::signals::install();
     let mut rank = tmca_worker::Rank::join(&cfg.run.device)?;
     let tb = cfg.run.dir.join("tensorboard");
     let mut sink: Box<dyn MetricSink> = if rank.is_root() {
@@ -53,9 +54,21 @@ pub fn train(a: &TrainArgs) -> anyhow::Result<TrainSummary> {
         RunOptions {
             resume,
             stop_after: a.stop_after,
+            stop: Some(stop),
             progress,
         },
     )?;
+    if summary.interrupted {
+        return Err(crate::signals::Interrupted {
+            signal: crate::signals::received(),
+            step: summary.steps,
+            checkpoint: summary
+                .last_checkpoint
+                .as_ref()
+                .map_or("written by rank 0".into(), |p| p.display().to_string()),
+        }
+        .into());
+    }
     if !rank.is_root() {
         return Ok(summary);
     }

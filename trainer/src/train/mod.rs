@@ -20,6 +20,7 @@ use candle_core::Device;
 use eval::{evaluate, mean_dice, EvalResult, EvalSpec};
 use ranks::LossValues;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use tmca_data::augment::InputSpec;
@@ -45,6 +46,9 @@ pub struct RunOptions<'a> {
     /// Stop (with a checkpoint) after this many optimiser steps in total, as an interruption
     /// would; the schedule still follows the config.
     pub stop_after: Option<u64>,
+    /// Set (by a signal handler, say) to stop after the current optimiser step with a
+    /// checkpoint. Ranks agree: when it is set on any rank, every rank stops at the same step.
+    pub stop: Option<&'a AtomicBool>,
     pub progress: &'a dyn Progress,
 }
 
@@ -58,6 +62,8 @@ pub struct TrainSummary {
     pub last_checkpoint: Option<PathBuf>,
     pub best_checkpoint: Option<PathBuf>,
     pub stopped_early: bool,
+    /// Stopped by [`RunOptions::stop`] before the end (the last checkpoint is where it stopped).
+    pub interrupted: bool,
 }
 
 fn input_spec(cfg: &Config) -> InputSpec {
@@ -233,6 +239,7 @@ pub fn train(
         last_checkpoint: None,
         best_checkpoint: None,
         stopped_early: false,
+        interrupted: false,
     };
     let stop_at = opts.stop_after.unwrap_or(u64::MAX).min(total);
     let (mut seen, mut t_log) = (0usize, Instant::now());
@@ -264,7 +271,8 @@ pub fn train(
                     (None, b.report_groups.clone())
                 };
                 let losses = model.loss(&out, masks, &groups, gathered.as_deref())?;
-                let values = LossValues::of(&losses)?.mean_over_ranks(sync)?;
+                let stop = opts.stop.is_some_and(|s| s.load(Ordering::Relaxed));
+                let values = LossValues::of(&losses, stop)?.mean_over_ranks(sync)?;
                 let v = values.total;
                 m.next_batch += 1;
                 opts.progress.inc(1);
@@ -344,6 +352,11 @@ pub fn train(
             }
             if rank0 && cfg.train.checkpoint_every > 0 && m.step % cfg.train.checkpoint_every == 0 {
                 summary.last_checkpoint = Some(save(&format!("step-{:08}", m.step), &m, &opt)?);
+            }
+            if last.as_ref().is_some_and(|l| l.stop) {
+                tracing::warn!("stop requested: stopping after step {}", m.step);
+                summary.interrupted = true;
+                break 'epochs;
             }
             if m.step >= stop_at {
                 break 'epochs;

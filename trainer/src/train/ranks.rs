@@ -128,6 +128,8 @@ pub struct LossValues {
     pub contrastive: Option<f64>,
     pub per_level: Vec<f64>,
     pub aux: Option<f64>,
+    /// A stop was requested (on any rank, after [`LossValues::mean_over_ranks`]).
+    pub stop: bool,
 }
 
 fn scalar(t: &Tensor) -> Result<f64> {
@@ -135,8 +137,8 @@ fn scalar(t: &Tensor) -> Result<f64> {
 }
 
 impl LossValues {
-    /// The values of `l` on this rank.
-    pub fn of(l: &Losses) -> Result<Self> {
+    /// The values of `l` on this rank, and whether this rank was asked to stop.
+    pub fn of(l: &Losses, stop: bool) -> Result<Self> {
         Ok(Self {
             total: scalar(&l.total)?,
             dice: scalar(&l.dice)?,
@@ -144,25 +146,28 @@ impl LossValues {
             contrastive: l.contrastive.as_ref().map(scalar).transpose()?,
             per_level: l.per_level.iter().map(scalar).collect::<Result<_>>()?,
             aux: l.aux.as_ref().map(scalar).transpose()?,
+            stop,
         })
     }
 
-    /// The mean of every rank's values (the global batch's losses): one small all-reduce.
-    /// Every rank gets the same numbers, so decisions taken on them (skipping a non-finite
-    /// step) agree across ranks.
+    /// The mean of every rank's values (the global batch's losses) and whether any rank was
+    /// asked to stop: one small all-reduce. Every rank gets the same answer, so decisions taken
+    /// on it (skipping a non-finite step, stopping) agree across ranks.
     pub fn mean_over_ranks(self, sync: &mut dyn GradSync) -> Result<Self> {
         let world = sync.world();
         if world == 1 {
             return Ok(self);
         }
-        let mut v = vec![self.total, self.dice, self.bce];
+        let mut v = vec![self.stop as u8 as f64, self.total, self.dice, self.bce];
         v.extend(self.contrastive);
         v.extend(&self.per_level);
         v.extend(self.aux);
         sync.all_reduce_sum_f64(&mut v)?;
-        let mut it = v.into_iter().map(|x| x / world as f64);
+        let stop = v[0] > 0.0;
+        let mut it = v.into_iter().skip(1).map(|x| x / world as f64);
         let mut next = || it.next().unwrap_or(f64::NAN);
         Ok(Self {
+            stop,
             total: next(),
             dice: next(),
             bce: next(),

@@ -120,6 +120,9 @@ async fn supervise(a: &LaunchArgs) -> anyhow::Result<()> {
                 .env(tmca_worker::STORE_VAR, &store_addr)
                 .env(tmca_worker::ATTEMPT_VAR, attempt.to_string())
                 .env("RAYON_NUM_THREADS", threads.to_string())
+                // Their own process group: a terminal's Ctrl-C reaches the launcher only, which
+                // forwards it (the ranks stop after the current step, with a checkpoint).
+                .process_group(0)
                 .kill_on_drop(true)
                 .spawn()?;
             pids.insert(rank, child.id());

@@ -1,0 +1,70 @@
+//! SIGTERM / SIGINT while training: the first one asks the trainer to stop after the current
+//! step with a checkpoint (SLURM sends SIGTERM before its time limit's SIGKILL, `tmca launch`
+//! and mpirun forward theirs); another one, 2 s or more later, ends the process at once.
+//! Signals within those 2 s count as the same request: under SLURM a rank gets the job's
+//! SIGTERM both directly and forwarded by its launcher.
+
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
+
+static STOP: AtomicBool = AtomicBool::new(false);
+static SIGNAL: AtomicI32 = AtomicI32::new(0);
+/// CLOCK_MONOTONIC milliseconds of the first signal.
+static FIRST_MS: AtomicI64 = AtomicI64::new(0);
+
+fn now_ms() -> i64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime is async-signal-safe and writes only `t`.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+    t.tv_sec * 1000 + t.tv_nsec / 1_000_000
+}
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    // Only async-signal-safe work: atomics, clock_gettime and _exit.
+    let now = now_ms();
+    if SIGNAL.swap(sig, Ordering::SeqCst) != 0 {
+        if now - FIRST_MS.load(Ordering::SeqCst) >= 2000 {
+            // SAFETY: _exit is async-signal-safe.
+            unsafe { libc::_exit(128 + sig) };
+        }
+        return;
+    }
+    FIRST_MS.store(now, Ordering::SeqCst);
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// Installs the handler; the flag it sets is what `RunOptions::stop` takes.
+pub fn install() -> &'static AtomicBool {
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        // SAFETY: `on_signal` only touches atomics and calls _exit, as a handler must.
+        unsafe {
+            libc::signal(sig, on_signal as *const () as libc::sighandler_t);
+        }
+    }
+    &STOP
+}
+
+/// The signal that stopped training (0: none).
+pub fn received() -> i32 {
+    SIGNAL.load(Ordering::SeqCst)
+}
+
+/// Training stopped early on a signal, with a checkpoint where it stopped.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "stopped by signal {signal} after step {step}; checkpoint {checkpoint}; continue with --resume"
+)]
+pub struct Interrupted {
+    pub signal: i32,
+    pub step: u64,
+    pub checkpoint: String,
+}
+
+impl Interrupted {
+    /// 128 + the signal, as a shell reports a process the signal ended.
+    pub fn exit_code(&self) -> u8 {
+        (128 + self.signal).clamp(1, 255) as u8
+    }
+}
