@@ -78,6 +78,26 @@ fn children(parent: u32) -> Vec<u32> {
     out
 }
 
+/// Starts `tmca launch` with 2 ranks on `cfg` (whose run directory sits beside it) and returns
+/// once the run's first checkpoint (step 4) exists.
+fn launch_until_first_checkpoint(cfg: &Path, extra: &[&str]) -> std::process::Child {
+    let child = tmca()
+        .args(["launch", "--nproc", "2", "--threads", "1"])
+        .args(extra)
+        .arg(cfg)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let first = cfg.with_extension("").join("checkpoints/step-00000004");
+    let start = Instant::now();
+    while !first.is_dir() {
+        assert!(start.elapsed() < Duration::from_secs(120), "no checkpoint");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child
+}
+
 #[test]
 fn a_killed_rank_restarts_all_and_sigterm_stops_all_with_a_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
@@ -100,29 +120,8 @@ fn a_killed_rank_restarts_all_and_sigterm_stops_all_with_a_checkpoint() {
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
 
-    let cut = cfg("cut");
-    let launcher = tmca()
-        .args([
-            "launch",
-            "--nproc",
-            "2",
-            "--threads",
-            "1",
-            "--max-restarts",
-            "1",
-        ])
-        .arg(&cut)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
     // Once the first checkpoint is there, kill rank 1 (the launcher's second child).
-    let first = dir.path().join("cut/checkpoints/step-00000004");
-    let start = Instant::now();
-    while !first.is_dir() {
-        assert!(start.elapsed() < Duration::from_secs(120), "no checkpoint");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let launcher = launch_until_first_checkpoint(&cfg("cut"), &["--max-restarts", "1"]);
     let mut ranks = children(launcher.id());
     ranks.sort();
     assert_eq!(ranks.len(), 2, "{ranks:?}");
@@ -153,19 +152,7 @@ fn a_killed_rank_restarts_all_and_sigterm_stops_all_with_a_checkpoint() {
     // SIGTERM to the launcher (what SLURM sends before its time limit): forwarded, every rank
     // stops after the same step with a checkpoint, exit 143; --resume finishes the run.
     let term = cfg("term");
-    let launcher = tmca()
-        .args(["launch", "--nproc", "2", "--threads", "1"])
-        .arg(&term)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let first = dir.path().join("term/checkpoints/step-00000004");
-    let start = Instant::now();
-    while !first.is_dir() {
-        assert!(start.elapsed() < Duration::from_secs(120), "no checkpoint");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let launcher = launch_until_first_checkpoint(&term, &[]);
     Command::new("kill")
         .args(["-TERM", &launcher.id().to_string()])
         .status()

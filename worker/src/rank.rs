@@ -31,6 +31,14 @@ impl Rank {
     pub fn join(device: &str) -> Result<Rank, WorkerError> {
         let get = |k: &str| std::env::var(k).ok();
         let env = rank_env(get)?;
+        // Every rank of a job must land on the same kind of device (NCCL and the CPU groups
+        // cannot meet), so with several ranks a CUDA build's `auto` insists on the GPU.
+        let device = if env.world > 1 && device == "auto" && candle_core::utils::cuda_is_available()
+        {
+            "cuda"
+        } else {
+            device
+        };
         let device = bind_device(device, env.local_rank)?;
         let group: Box<dyn GradSync> = if env.world == 1 {
             Box::new(SingleProcess)
