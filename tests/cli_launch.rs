@@ -54,6 +54,111 @@ fn two_launched_ranks_train_like_one_process_with_the_global_batch() {
         &dir.path().join("one/checkpoints/step-00000016"),
         &dir.path().join("two/checkpoints/step-00000016"),
     );
+
+    // The same two ranks as two "nodes" of one rank each: two launchers, node 0 serving the
+    // store on --master.
+    let nodes = write_config(dir.path(), "nodes", 2, 2);
+    let master = free_port_address();
+    let (n0, n1) = (node(0, &master, &nodes, &[]), node(1, &master, &nodes, &[]));
+    let (o0, o1) = (
+        n0.wait_with_output().unwrap(),
+        n1.wait_with_output().unwrap(),
+    );
+    assert!(
+        o0.status.success() && o1.status.success(),
+        "{}\n{}",
+        text(&o0),
+        text(&o1)
+    );
+    assert!(
+        text(&o0).contains("trained 16 steps on 2 ranks"),
+        "{}",
+        text(&o0)
+    );
+    assert!(
+        text(&o1).contains("node 1 of 2 (2 in all)"),
+        "{}",
+        text(&o1)
+    );
+    common::assert_trained_alike(
+        &dir.path().join("one/checkpoints/step-00000016"),
+        &dir.path().join("nodes/checkpoints/step-00000016"),
+    );
+}
+
+/// `tmca launch` as node `n` of 2 (one rank each) on `cfg`, node 0's store on `master`.
+fn node(n: usize, master: &str, cfg: &Path, extra: &[&str]) -> std::process::Child {
+    tmca()
+        .args(["launch", "--nnodes", "2", "--nproc", "1", "--threads", "1"])
+        .args(["--node-rank", &n.to_string(), "--master", master])
+        .args(extra)
+        .arg(cfg)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn free_port_address() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("127.0.0.1:{}", l.local_addr().unwrap().port())
+}
+
+#[test]
+fn when_a_rank_dies_every_node_restarts_and_they_meet_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), "nodes", 2, 6);
+    let t = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        t.replace("val_every = 1", "val_every = 1\ncheckpoint_every = 4"),
+    )
+    .unwrap();
+    let master = free_port_address();
+    let restarts = ["--max-restarts", "1"];
+    let (n0, n1) = (
+        node(0, &master, &cfg, &restarts),
+        node(1, &master, &cfg, &restarts),
+    );
+    let first = dir.path().join("nodes/checkpoints/step-00000004");
+    let start = Instant::now();
+    while !first.is_dir() {
+        assert!(start.elapsed() < Duration::from_secs(120), "no checkpoint");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Kill node 1's rank: node 0's rank then loses the ring; both launchers restart.
+    let ranks = children(n1.id());
+    assert_eq!(ranks.len(), 1, "{ranks:?}");
+    Command::new("kill")
+        .args(["-KILL", &ranks[0].to_string()])
+        .status()
+        .unwrap();
+    let (o0, o1) = (
+        n0.wait_with_output().unwrap(),
+        n1.wait_with_output().unwrap(),
+    );
+    let (t0, t1) = (text(&o0), text(&o1));
+    assert!(o0.status.success() && o1.status.success(), "{t0}\n{t1}");
+    for t in [&t0, &t1] {
+        assert!(t.contains("attempt 2 of 2"), "{t}");
+    }
+    assert!(t0.contains("trained 48 steps on 2 ranks"), "{t0}");
+}
+
+#[test]
+fn launch_flags_that_do_not_fit_exit_2() {
+    for (args, msg) in [
+        (&["--nnodes", "2"][..], "--master"),
+        (
+            &["--nnodes", "2", "--node-rank", "2", "--master", "h:1"][..],
+            "--node-rank 2",
+        ),
+        (&["--nproc", "0"][..], "at least 1"),
+    ] {
+        let o = tmca().arg("launch").args(args).output().unwrap();
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
+        assert!(text(&o).contains(msg), "{args:?}: {}", text(&o));
+    }
 }
 
 /// The pids of `parent`'s children.

@@ -332,6 +332,17 @@ pub struct LaunchArgs {
     /// Compute threads per rank (RAYON_NUM_THREADS); default: this machine's cores / nproc.
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Machines in the job: run `tmca launch` on each with the same --nnodes, --nproc and
+    /// --master and its own --node-rank; node n runs ranks n·nproc … (n+1)·nproc − 1.
+    #[arg(long, default_value_t = 1)]
+    pub nnodes: usize,
+    /// This machine's place among the --nnodes (0 runs the rendezvous store).
+    #[arg(long, default_value_t = 0)]
+    pub node_rank: usize,
+    /// host:port of node 0's rendezvous store, reachable from every node (required with
+    /// --nnodes > 1; default for one node: a free port on 127.0.0.1).
+    #[arg(long)]
+    pub master: Option<String>,
     #[command(flatten)]
     pub train: TrainArgs,
 }
@@ -374,3 +385,8 @@ pub struct PredictArgs {
     #[arg(long)]
     pub output: PathBuf,
 }
+
+/// A command line that parses but does not make sense (exit code 2, as clap's own errors).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);

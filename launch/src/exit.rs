@@ -24,6 +24,9 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
         if cause.downcast_ref::<ValidationFailed>().is_some() {
             return 5;
         }
+        if cause.downcast_ref::<crate::cli::UsageError>().is_some() {
+            return 2;
+        }
         if let Some(e) = cause.downcast_ref::<crate::cmd::LaunchError>() {
             return e.exit_code();
         }

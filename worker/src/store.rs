@@ -8,6 +8,9 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+/// How long a `GET` waits for another rank's key.
+pub const WAIT: Duration = Duration::from_secs(600);
+
 /// A connection to the store.
 pub struct StoreClient {
     addr: String,
@@ -33,6 +36,10 @@ impl StoreClient {
             }
         };
         stream.set_nodelay(true).map_err(|e| err(addr, e))?;
+        // A rank that never arrives (its node gave up, or was never started) ends the wait.
+        stream
+            .set_read_timeout(Some(WAIT))
+            .map_err(|e| err(addr, e))?;
         let writer = stream.try_clone().map_err(|e| err(addr, e))?;
         Ok(Self {
             addr: addr.to_string(),
@@ -53,10 +60,22 @@ impl StoreClient {
     fn request(&mut self, line: &str, reply: &str) -> Result<String, WorkerError> {
         writeln!(self.writer, "{line}").map_err(|e| err(&self.addr, e))?;
         let mut answer = String::new();
-        let n = self
-            .reader
-            .read_line(&mut answer)
-            .map_err(|e| err(&self.addr, e))?;
+        let n = self.reader.read_line(&mut answer).map_err(|e| {
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) {
+                err(
+                    &self.addr,
+                    format!(
+                        "`{line}`: no answer in {} s (a rank never arrived?)",
+                        WAIT.as_secs()
+                    ),
+                )
+            } else {
+                err(&self.addr, e)
+            }
+        })?;
         if n == 0 {
             return Err(err(&self.addr, "the store closed the connection"));
         }

@@ -1,7 +1,10 @@
 //! `tmca launch`: starts the ranks of a data-parallel `tmca train` on this node, like torchrun.
-//! It runs the rendezvous store the ranks meet through (they then form a TCP ring, no MPI
-//! library needed), watches them, stops them all on the first failure and restarts them from
-//! the latest checkpoint up to `--max-restarts` times, and forwards SIGTERM / SIGINT.
+//! Node 0 runs the rendezvous store the ranks meet through (they then form a TCP ring, no MPI
+//! library needed). Each node's launcher watches its ranks, stops them all on the first failure
+//! and restarts them from the latest checkpoint up to `--max-restarts` times, and forwards
+//! SIGTERM / SIGINT. Across nodes no launcher talks to another: a failure on one node breaks
+//! the ring, every node's ranks fail, and every launcher restarts once, so all nodes meet again
+//! under the same attempt number.
 
 mod store;
 
@@ -67,7 +70,22 @@ enum Outcome {
 }
 
 pub fn run(a: &LaunchArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(a.nproc >= 1, "--nproc must be at least 1");
+    let bad = |m: String| anyhow::Error::new(crate::cli::UsageError(m));
+    if a.nproc == 0 || a.nnodes == 0 {
+        return Err(bad("--nproc and --nnodes must be at least 1".into()));
+    }
+    if a.node_rank >= a.nnodes {
+        return Err(bad(format!(
+            "--node-rank {} must be below --nnodes {}",
+            a.node_rank, a.nnodes
+        )));
+    }
+    if a.nnodes > 1 && a.master.is_none() {
+        return Err(bad(
+            "--nnodes > 1 needs --master host:port (node 0's address, reachable from every node)"
+                .into(),
+        ));
+    }
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
@@ -96,10 +114,38 @@ fn train_args(a: &LaunchArgs, restart: bool) -> Vec<OsString> {
     v
 }
 
+/// Node 0 serves the store (on --master's port, all interfaces, or a free loopback port);
+/// the others only connect to it.
+async fn start_store(
+    a: &LaunchArgs,
+) -> anyhow::Result<(String, Option<tokio::task::JoinHandle<std::io::Result<()>>>)> {
+    match (&a.master, a.node_rank) {
+        (None, _) => {
+            let listener = TcpListener::bind("127.0.0.1:0").await?;
+            let addr = listener.local_addr()?.to_string();
+            Ok((addr, Some(tokio::spawn(store::serve(listener)))))
+        }
+        (Some(master), 0) => {
+            let port = master
+                .rsplit_once(':')
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+                .ok_or_else(|| {
+                    anyhow::Error::new(crate::cli::UsageError(format!(
+                        "--master {master}: expected host:port"
+                    )))
+                })?;
+            let listener = TcpListener::bind(("0.0.0.0", port))
+                .await
+                .map_err(|e| anyhow::anyhow!("serving the rendezvous store on port {port}: {e}"))?;
+            Ok((master.clone(), Some(tokio::spawn(store::serve(listener)))))
+        }
+        (Some(master), _) => Ok((master.clone(), None)),
+    }
+}
+
 async fn supervise(a: &LaunchArgs) -> anyhow::Result<()> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let store_addr = listener.local_addr()?.to_string();
-    let store = tokio::spawn(store::serve(listener));
+    let (store_addr, store) = start_store(a).await?;
+    let world = a.nnodes * a.nproc;
     let threads = a.threads.unwrap_or_else(|| {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         (cores / a.nproc).max(1)
@@ -111,12 +157,13 @@ async fn supervise(a: &LaunchArgs) -> anyhow::Result<()> {
     let result = loop {
         let mut ranks = JoinSet::new();
         let mut pids = BTreeMap::new();
-        for rank in 0..a.nproc {
+        for local in 0..a.nproc {
+            let rank = a.node_rank * a.nproc + local;
             let mut child = Command::new(&exe)
                 .args(train_args(a, attempt > 0))
                 .env("RANK", rank.to_string())
-                .env("LOCAL_RANK", rank.to_string())
-                .env("WORLD_SIZE", a.nproc.to_string())
+                .env("LOCAL_RANK", local.to_string())
+                .env("WORLD_SIZE", world.to_string())
                 .env(tmca_worker::STORE_VAR, &store_addr)
                 .env(tmca_worker::ATTEMPT_VAR, attempt.to_string())
                 .env("RAYON_NUM_THREADS", threads.to_string())
@@ -129,8 +176,13 @@ async fn supervise(a: &LaunchArgs) -> anyhow::Result<()> {
             ranks.spawn(async move { (rank, child.wait().await) });
         }
         eprintln!(
-            "tmca launch: {} ranks, {threads} threads each, attempt {} of {}",
+            "tmca launch: {} ranks{}, {threads} threads each, attempt {} of {}",
             a.nproc,
+            if a.nnodes > 1 {
+                format!(" on node {} of {} ({world} in all)", a.node_rank, a.nnodes)
+            } else {
+                String::new()
+            },
             attempt + 1,
             a.max_restarts + 1
         );
@@ -179,7 +231,9 @@ async fn supervise(a: &LaunchArgs) -> anyhow::Result<()> {
             a.max_restarts
         );
     };
-    store.abort();
+    if let Some(store) = store {
+        store.abort();
+    }
     Ok(result?)
 }
 
