@@ -132,22 +132,49 @@ pub struct LossValues {
     pub stop: bool,
 }
 
-fn scalar(t: &Tensor) -> Result<f64> {
-    Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
-}
-
 impl LossValues {
-    /// The values of `l` on this rank, and whether this rank was asked to stop.
+    /// The values of `l` on this rank (one device-to-host copy), and whether this rank was
+    /// asked to stop.
     pub fn of(l: &Losses, stop: bool) -> Result<Self> {
-        Ok(Self {
-            total: scalar(&l.total)?,
-            dice: scalar(&l.dice)?,
-            bce: scalar(&l.bce)?,
-            contrastive: l.contrastive.as_ref().map(scalar).transpose()?,
-            per_level: l.per_level.iter().map(scalar).collect::<Result<_>>()?,
-            aux: l.aux.as_ref().map(scalar).transpose()?,
+        let mut terms = vec![&l.total, &l.dice, &l.bce];
+        terms.extend(&l.contrastive);
+        terms.extend(&l.per_level);
+        terms.extend(&l.aux);
+        let terms: Vec<Tensor> = terms
+            .into_iter()
+            .map(|t| t.to_dtype(DType::F64))
+            .collect::<candle_core::Result<_>>()?;
+        let shape = Self {
+            contrastive: l.contrastive.as_ref().map(|_| 0.0),
+            per_level: vec![0.0; l.per_level.len()],
+            aux: l.aux.as_ref().map(|_| 0.0),
+            ..Self::default()
+        };
+        Ok(shape.refill(Tensor::stack(&terms, 0)?.to_vec1::<f64>()?, stop))
+    }
+
+    /// The values in a fixed order: total, dice, bce, contrastive, per level, aux.
+    fn to_vec(&self) -> Vec<f64> {
+        let mut v = vec![self.total, self.dice, self.bce];
+        v.extend(self.contrastive);
+        v.extend(&self.per_level);
+        v.extend(self.aux);
+        v
+    }
+
+    /// Values of `self`'s shape taken from `v`, in [`LossValues::to_vec`]'s order.
+    fn refill(&self, v: impl IntoIterator<Item = f64>, stop: bool) -> Self {
+        let mut it = v.into_iter();
+        let mut next = || it.next().unwrap_or(f64::NAN);
+        Self {
+            total: next(),
+            dice: next(),
+            bce: next(),
+            contrastive: self.contrastive.map(|_| next()),
+            per_level: self.per_level.iter().map(|_| next()).collect(),
+            aux: self.aux.map(|_| next()),
             stop,
-        })
+        }
     }
 
     /// The mean of every rank's values (the global batch's losses) and whether any rank was
@@ -158,23 +185,11 @@ impl LossValues {
         if world == 1 {
             return Ok(self);
         }
-        let mut v = vec![self.stop as u8 as f64, self.total, self.dice, self.bce];
-        v.extend(self.contrastive);
-        v.extend(&self.per_level);
-        v.extend(self.aux);
+        let mut v = vec![self.stop as u8 as f64];
+        v.extend(self.to_vec());
         sync.all_reduce_sum_f64(&mut v)?;
         let stop = v[0] > 0.0;
-        let mut it = v.into_iter().skip(1).map(|x| x / world as f64);
-        let mut next = || it.next().unwrap_or(f64::NAN);
-        Ok(Self {
-            stop,
-            total: next(),
-            dice: next(),
-            bce: next(),
-            contrastive: self.contrastive.map(|_| next()),
-            per_level: self.per_level.iter().map(|_| next()).collect(),
-            aux: self.aux.map(|_| next()),
-        })
+        Ok(self.refill(v.into_iter().skip(1).map(|x| x / world as f64), stop))
     }
 }
 
@@ -226,6 +241,41 @@ mod tests {
         for r in &failed[1..] {
             let e = r.as_ref().unwrap_err().to_string();
             assert!(e.contains("rank 0 could not prepare"), "{e}");
+        }
+    }
+
+    #[test]
+    fn loss_values_are_averaged_and_a_stop_on_one_rank_stops_all() {
+        let handles: Vec<_> = ThreadGroup::new(2)
+            .into_iter()
+            .map(|mut g| {
+                std::thread::spawn(move || {
+                    let r = g.rank() as f64;
+                    let v = LossValues {
+                        total: 1.0 + r,
+                        dice: 2.0,
+                        bce: r,
+                        contrastive: Some(4.0),
+                        per_level: vec![5.0, 6.0 * r],
+                        aux: None,
+                        stop: r == 1.0,
+                    };
+                    v.mean_over_ranks(&mut g).unwrap()
+                })
+            })
+            .collect();
+        for h in handles {
+            let v = h.join().unwrap();
+            let want = LossValues {
+                total: 1.5,
+                dice: 2.0,
+                bce: 0.5,
+                contrastive: Some(4.0),
+                per_level: vec![5.0, 3.0],
+                aux: None,
+                stop: true,
+            };
+            assert_eq!(v, want);
         }
     }
 
