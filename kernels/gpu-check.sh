@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
-# The prepared GPU check of tmca-kernels (issue 4): build here, run on a GPU machine that has a
-# CUDA 13 driver and libraries but no Rust toolchain.
+# The prepared GPU check (issue 4, and GPU training): build here, run on a GPU machine that has
+# a CUDA 13 driver and libraries but no Rust toolchain.
 #
-#   bash kernels/gpu-check.sh build    # here: CUDA build of examples/gpu_check.rs, stripped, to
-#                                      #   target-gpu/gpu_check (gitignored; pass it as `carry`)
-#   bash kernels/gpu-check.sh run      # there: nvidia-smi, correctness, timings, sanitizer;
+#   bash kernels/gpu-check.sh build    # here: CUDA builds of examples/gpu_check.rs and of tmca
+#                                      #   (no NCCL: the GPU machine may lack it), stripped, to
+#                                      #   target-gpu/ (gitignored; pass it as `carry`); tmca is
+#                                      #   xz-compressed so that both fit the 64 MiB carry
+#   bash kernels/gpu-check.sh run      # there: nvidia-smi, kernels' correctness, timings,
+#                                      #   sanitizer, then GPU training: a short run on the GPU
+#                                      #   and the same checkpoint evaluated on GPU and CPU;
 #                                      #   writes $OUT/gpu-check.{md,log} when $OUT is set
 #
 # Env: GPU_CHECK_BIN (default target-gpu/gpu_check), GPU_CHECK_ARGS (extra arguments for the
-# main run, e.g. "--quick"), GPU_CHECK_SANITIZE=0 (skip compute-sanitizer), CARGO_TARGET_DIR
-# (build; default ~/.cache/tmca/target-cuda).
+# main run, e.g. "--quick"), GPU_CHECK_SANITIZE=0 (skip compute-sanitizer), GPU_CHECK_TRAIN=0
+# (skip the training check), CARGO_TARGET_DIR (build; default ~/.cache/tmca/target-cuda-check,
+# its own so that its features never rebuild CI's CUDA target).
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -21,13 +26,54 @@ build() {
   set -e
   # The CUDA 13.0 toolchain from PyPI wheels (nvcc, headers, link-time libcuda stub).
   . "$(bash "$ROOT/.ci/cuda-toolchain.sh" --env-file)"
-  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tmca/target-cuda}"
-  # Only candle-core + tmca-kernels: no trainer, no cuDNN, no NCCL.
-  (cd "$ROOT" && cargo build --release -p tmca-kernels --features cuda --example gpu_check)
+  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tmca/target-cuda-check}"
+  # One invocation, so both see the same (unified) features; no cuDNN, no NCCL.
+  (cd "$ROOT" && cargo build --release --locked -p tmca-kernels -p tmca-launch \
+     --features tmca-launch/cuda,tmca-kernels/cuda --example gpu_check --bin tmca)
   mkdir -p "$(dirname "$BIN")"
   strip -o "$BIN" "$CARGO_TARGET_DIR/release/examples/gpu_check"
-  echo "gpu-check: $BIN: $(du -h "$BIN" | cut -f1) ($(stat -c %s "$BIN") bytes, stripped)"
+  local tmca="$(dirname "$BIN")/tmca"
+  strip -o "$tmca" "$CARGO_TARGET_DIR/release/tmca"
+  xz -f -T2 -6 "$tmca"
+  for f in "$BIN" "$tmca.xz"; do
+    echo "gpu-check: $f: $(du -h "$f" | cut -f1) ($(stat -c %s "$f") bytes)"
+  done
   echo "gpu-check: NEEDED: $(readelf -d "$BIN" | sed -n 's/.*Shared library: \[\(.*\)\]/\1/p' | tr '\n' ' ')"
+  local total
+  total=$(du -cb "$BIN" "$tmca.xz" | tail -n1 | cut -f1)
+  [ "$total" -lt $((64 * 1024 * 1024)) ] || die "target-gpu/ is $total bytes, over the 64 MiB carry"
+}
+
+# GPU training with the carried tmca: a short run of the cpu-small model at 64² on the GPU,
+# then its last checkpoint evaluated on the GPU and on the CPU (CUDA_VISIBLE_DEVICES= makes
+# run.device = auto fall back to the CPU): the two Dice tables must agree to 1e-3. The run's
+# time and the tables are printed for the record.
+train_check() {
+  local dir tmca cfg status=0
+  dir="$(mktemp -d)"
+  tmca="$dir/tmca"
+  xz -dc "$(dirname "$BIN")/tmca.xz" >"$tmca" && chmod +x "$tmca" || { echo "no tmca.xz"; return 1; }
+  cfg="$dir/gpu.toml"
+  "$tmca" config | sed -e "s|^dir = \"runs/quickstart\"|dir = \"$dir/run\"|" \
+    -e "s|^device = \"auto\".*|device = \"cuda\"|" -e "s|^epochs = .*|epochs = 3|" \
+    -e "s|^dir = \"runs/quickstart/data\"|dir = \"$dir/data\"|" >"$cfg"
+  grep -q "device = \"cuda\"" "$cfg" || { echo "config edit failed"; return 1; }
+  local t0=$SECONDS
+  timeout 300 "$tmca" train "$cfg" || { echo "GPU training failed"; return 1; }
+  echo "== GPU training: $((SECONDS - t0)) s"
+  local gpu cpu
+  gpu="$(timeout 120 "$tmca" eval "$dir/run" --checkpoint latest --split val)" || status=1
+  cpu="$(CUDA_VISIBLE_DEVICES= timeout 300 "$tmca" eval "$dir/run" --checkpoint latest --split val)" || status=1
+  printf '%s\n%s\n' "GPU: $gpu" "CPU: $cpu"
+  # Compare the Dice/IoU columns row by row.
+  paste <(echo "$gpu" | grep '^| synth') <(echo "$cpu" | grep '^| synth') | awk -F'\t' '
+    { split($1, a, "|"); split($2, b, "|");
+      for (i = 5; i <= 8; i++) { d = a[i] - b[i]; if (d < 0) d = -d; if (d > 1e-3) bad = 1 }
+      n++ }
+    END { if (n == 0 || bad) { print "== GPU vs CPU evaluation: MISMATCH"; exit 1 }
+          print "== GPU vs CPU evaluation: " n " datasets agree to 1e-3" }' || status=1
+  rm -rf "$dir"
+  return "$status"
 }
 
 # The directory holding the CUDA 13 runtime libraries the binary was linked against
@@ -107,6 +153,11 @@ run() {
     done
   else
     echo "== compute-sanitizer skipped (${san:-not installed})" | tee -a "$log"
+  fi
+  if [ "${GPU_CHECK_TRAIN:-1}" != 0 ]; then
+    echo "== training on the GPU" | tee -a "$log"
+    train_check 2>&1 | tee -a "$log"
+    [ "${PIPESTATUS[0]}" = 0 ] || status=1
   fi
   echo "== done in $((SECONDS - t0)) s, status $status" | tee -a "$log"
   return "$status"
