@@ -108,12 +108,7 @@ fn free_port_address() -> String {
 fn when_a_rank_dies_every_node_restarts_and_they_meet_again() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), "nodes", 2, 6);
-    let t = std::fs::read_to_string(&cfg).unwrap();
-    std::fs::write(
-        &cfg,
-        t.replace("val_every = 1", "val_every = 1\ncheckpoint_every = 4"),
-    )
-    .unwrap();
+    common::checkpoint_every_4(&cfg);
     let master = free_port_address();
     let restarts = ["--max-restarts", "1"];
     let (n0, n1) = (
@@ -209,12 +204,7 @@ fn a_killed_rank_restarts_all_and_sigterm_stops_all_with_a_checkpoint() {
     // Reference: the same launch, uninterrupted.
     let cfg = |name: &str| {
         let p = write_config(dir.path(), name, 2, 6);
-        let t = std::fs::read_to_string(&p).unwrap();
-        std::fs::write(
-            &p,
-            t.replace("val_every = 1", "val_every = 1\ncheckpoint_every = 4"),
-        )
-        .unwrap();
+        common::checkpoint_every_4(&p);
         p
     };
     let straight = cfg("straight");
@@ -289,8 +279,7 @@ fn a_killed_rank_restarts_all_and_sigterm_stops_all_with_a_checkpoint() {
 fn a_config_error_is_not_restarted_and_keeps_its_exit_code() {
     let dir = tempfile::tempdir().unwrap();
     let p = write_config(dir.path(), "bad", 2, 2);
-    let t = std::fs::read_to_string(&p).unwrap();
-    std::fs::write(&p, t.replace("warmup_steps = 1", "lr = -1.0")).unwrap();
+    common::edit_config(&p, "warmup_steps = 1", "lr = -1.0");
     let o = tmca()
         .args(["launch", "--nproc", "2", "--max-restarts", "3"])
         .arg(&p)

@@ -72,8 +72,7 @@ fn two_mpi_ranks_train_like_one_process_with_the_global_batch() {
 fn a_bad_config_on_every_rank_fails_the_job_with_the_field_named() {
     let dir = tempfile::tempdir().unwrap();
     let p = write_config(dir.path(), "bad", 2);
-    let cfg = std::fs::read_to_string(&p).unwrap();
-    std::fs::write(&p, cfg.replace("warmup_steps = 1", "lr = -1.0")).unwrap();
+    common::edit_config(&p, "warmup_steps = 1", "lr = -1.0");
     let o = mpirun(2, &["train", p.to_str().unwrap()]);
     assert!(!o.status.success());
     assert!(text(&o).contains("optim.lr"), "{}", text(&o));

@@ -37,6 +37,18 @@ val_every = 1
     )
 }
 
+/// Replaces `from` by `to` in the config file at `path` (which must contain it).
+pub fn edit_config(path: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(text.contains(from), "{}: no {from:?}", path.display());
+    std::fs::write(path, text.replace(from, to)).unwrap();
+}
+
+/// Adds `checkpoint_every = 4` to the config at `path`.
+pub fn checkpoint_every_4(path: &Path) {
+    edit_config(path, "val_every = 1", "val_every = 1\ncheckpoint_every = 4");
+}
+
 /// A checkpoint's weights by name.
 pub fn checkpoint_weights(ckpt: &Path) -> Vec<(String, Vec<f32>)> {
     let path = ckpt.join("weights.safetensors");
