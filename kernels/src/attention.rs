@@ -5,6 +5,7 @@
 use crate::check;
 use crate::cpu::attention::{self as cpu, Dims};
 use crate::error::KernelError;
+use crate::grads;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, WithDType};
 
 const OP: &str = "attention";
@@ -118,11 +119,8 @@ impl CustomOp3 for Attention {
             dims: self.dims,
         };
         let out = q.apply_op3_no_bwd(k, v, &op)?;
-        let (nq, nk) = (q.elem_count(), k.elem_count());
-        let dq = out.narrow(0, 0, nq)?.reshape(q.shape())?;
-        let dk = out.narrow(0, nq, nk)?.reshape(k.shape())?;
-        let dv = out.narrow(0, nq + nk, nk)?.reshape(v.shape())?;
-        Ok((Some(dq), Some(dk), Some(dv)))
+        // `[∂q | ∂k | ∂v]`, the layout of the layer ops' `[∂x | ∂weight | ∂bias]`.
+        grads::split(&out, q, k, v, true)
     }
 }
 
