@@ -25,7 +25,7 @@ pub struct MpiGroup {
 
 impl MpiGroup {
     /// Initialises MPI (collectives from the main thread only: `MPI_THREAD_FUNNELED`).
-    pub fn init() -> Result<Self, WorkerError> {
+    fn init() -> Result<Self, WorkerError> {
         let (universe, _) =
             mpi::initialize_with_threading(Threading::Funneled).ok_or_else(|| {
                 WorkerError::Mpi("MPI was already initialised in this process".into())

@@ -67,10 +67,6 @@ impl Rank {
         self.env.rank == 0
     }
 
-    pub fn device(&self) -> &Device {
-        &self.device
-    }
-
     /// Runs training on this rank.
     pub fn train(
         &mut self,

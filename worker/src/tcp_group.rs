@@ -129,17 +129,8 @@ impl TcpGroup {
         Ok(g)
     }
 
-    /// Sends `send` to the next rank while receiving `m` values from the previous one, handed
-    /// to `recv` one by one.
-    fn pass<T: Wire>(
-        &mut self,
-        send: &[T],
-        m: usize,
-        mut recv: impl FnMut(usize, T),
-    ) -> Result<(), TrainError> {
-        let (Some(next), Some(prev)) = (self.next.as_mut(), self.prev.as_mut()) else {
-            return Ok(());
-        };
+    /// Encodes `send` (with its length) as the next message to the next rank.
+    fn stage<T: Wire>(&mut self, send: &[T]) {
         let n = send.len();
         self.out.clear();
         self.out.extend_from_slice(&(n as u64).to_le_bytes());
@@ -147,6 +138,18 @@ impl TcpGroup {
         for (v, b) in send.iter().zip(self.out[8..].chunks_exact_mut(T::SIZE)) {
             v.put(b);
         }
+    }
+
+    /// Sends the staged message to the next rank while receiving `m` values from the previous
+    /// one, handed to `recv` one by one.
+    fn pass<T: Wire>(
+        &mut self,
+        m: usize,
+        mut recv: impl FnMut(usize, T),
+    ) -> Result<(), TrainError> {
+        let (Some(next), Some(prev)) = (self.next.as_mut(), self.prev.as_mut()) else {
+            return Ok(());
+        };
         self.inp.resize(8 + m * T::SIZE, 0);
         let (out, inp) = (&self.out, &mut self.inp);
         let (rank, world) = (self.rank, self.world);
@@ -185,20 +188,17 @@ impl TcpGroup {
         }
         let len = buf.len();
         let bounds = |c: usize| c * len / w..(c + 1) * len / w;
-        let mut send = Vec::new();
         // Reduce-scatter: after w−1 passes this rank holds chunk (r+1) % w summed over all.
         for s in 0..w - 1 {
-            send.clear();
-            send.extend_from_slice(&buf[bounds((r + w - s) % w)]);
+            self.stage(&buf[bounds((r + w - s) % w)]);
             let dst = &mut buf[bounds((r + 2 * w - s - 1) % w)];
-            self.pass(&send, dst.len(), |i, v| dst[i] = dst[i].add(v))?;
+            self.pass(dst.len(), |i, v: T| dst[i] = dst[i].add(v))?;
         }
         // All-gather of the summed chunks.
         for s in 0..w - 1 {
-            send.clear();
-            send.extend_from_slice(&buf[bounds((r + 1 + w - s) % w)]);
+            self.stage(&buf[bounds((r + 1 + w - s) % w)]);
             let dst = &mut buf[bounds((r + w - s) % w)];
-            self.pass(&send, dst.len(), |i, v| dst[i] = v)?;
+            self.pass(dst.len(), |i, v: T| dst[i] = v)?;
         }
         Ok(())
     }
@@ -208,14 +208,12 @@ impl TcpGroup {
         let (r, w, n) = (self.rank, self.world, local.len());
         let mut out = vec![T::default(); n * w];
         out[r * n..(r + 1) * n].copy_from_slice(local);
-        let mut send = Vec::new();
         for s in 0..w - 1 {
             let from = (r + w - s) % w;
-            send.clear();
-            send.extend_from_slice(&out[from * n..(from + 1) * n]);
+            self.stage(&out[from * n..(from + 1) * n]);
             let to = (r + 2 * w - s - 1) % w;
             let dst = &mut out[to * n..(to + 1) * n];
-            self.pass(&send, n, |i, v| dst[i] = v)?;
+            self.pass(n, |i, v: T| dst[i] = v)?;
         }
         Ok(out)
     }
