@@ -361,9 +361,11 @@ impl Config {
     /// A stable hash of the model-defining sections (checkpoints from another model are refused).
     pub fn model_hash(&self) -> String {
         use sha2::{Digest, Sha256};
-        // `model.ops` picks an implementation of the same function, not another model.
+        // `model.ops` picks an implementation of the same function, not another model;
+        // `model.image_weights` only sets initial values.
         let model = ModelConfig {
             ops: String::new(),
+            image_weights: None,
             ..self.model.clone()
         };
         let text =

@@ -5,6 +5,8 @@
 //! * [`model`]: TMCA in candle, one file per part.
 //! * [`nn`]: building blocks whose gradients candle 0.11 gets right.
 //! * [`params`]: seeded, name-ordered parameters.
+//! * [`pretrained`]: the image encoder initialised from a pretrained ConvNeXt (timm, Hugging
+//!   Face, torchvision, original or tmca layout).
 //! * [`profile`]: a call recorder the step benchmark switches on to profile the model.
 //! * [`sink`]: where training metrics go ([`sink::MetricSink`]): a self-contained TensorBoard
 //!   event writer ([`sink::EventWriter`]), plus null and in-memory sinks.
@@ -21,6 +23,7 @@ pub mod model;
 pub mod nn;
 pub mod optim;
 pub mod params;
+pub mod pretrained;
 pub mod profile;
 pub mod sink;
 pub mod sync;

@@ -53,6 +53,12 @@ pub struct ModelConfig {
     /// them (not part of the model hash, which skips it as empty).
     #[serde(skip_serializing_if = "String::is_empty")]
     pub ops: String,
+    /// Pretrained ConvNeXt weights the image encoder starts from (safetensors or PyTorch
+    /// `.pth`/`.bin`; timm, Hugging Face, torchvision, original or tmca layout; a file or a
+    /// folder holding one). Read when a run starts, not when it resumes; not part of the model
+    /// hash (it sets initial values, not the architecture).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_weights: Option<PathBuf>,
 }
 
 impl Default for ModelConfig {
@@ -79,6 +85,7 @@ impl Default for ModelConfig {
             attn_heads: 2,
             aux_weight: 0.0,
             ops: "fused".into(),
+            image_weights: None,
         }
     }
 }

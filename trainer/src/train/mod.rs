@@ -12,6 +12,7 @@ use crate::checkpoint::{differing_fields, Checkpointer, Manifest, MANIFEST_VERSI
 use crate::config::{Config, OnNonFinite};
 use crate::optim::{AdamW, Grads, Schedule};
 use crate::params::ParamStore;
+use crate::pretrained;
 use crate::sink::MetricSink;
 use crate::sync::GradSync;
 use crate::{Result, TrainError};
@@ -169,6 +170,25 @@ pub fn train(
         Resume::Latest => ckpt.latest(device)?,
         Resume::From(p) => Some(Checkpointer::load(p, device)?),
     };
+    if loaded.is_none() {
+        if let Some(path) = &cfg.model.image_weights {
+            let p = pretrained::load_image_encoder(path, &params, &cfg.model)?;
+            if rank0 {
+                tracing::info!(
+                    "image encoder: {} tensors from {} ({} layout{}; {} left out)",
+                    p.tensors,
+                    p.file.display(),
+                    p.layout.name(),
+                    if p.prefix.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", prefix `{}`", p.prefix)
+                    },
+                    p.ignored
+                );
+            }
+        }
+    }
     if let Some(l) = loaded {
         if l.manifest.model_hash != m.model_hash {
             let fields = differing_fields(&l.manifest.model_config, &model_cfg);
