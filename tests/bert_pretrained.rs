@@ -180,3 +180,44 @@ fn trains_frozen_and_fine_tuned_and_refuses_a_mismatched_tokenizer() {
         .to_string();
     assert!(err.contains("tokenizer/encoder mismatch"), "{err}");
 }
+
+/// A BERT published as `pytorch_model.bin` (a PyTorch pickle, written by torch here) with a
+/// pooler and a masked-LM head: it trains fine-tuned, and the parameters are the encoder's only.
+#[test]
+fn a_pytorch_model_bin_loads_without_its_pooler_and_heads() {
+    if std::env::var_os("TMCA_SKIP_PYTHON").is_some() {
+        eprintln!("TMCA_SKIP_PYTHON set: skipping the pytorch_model.bin check");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (bert, data) = (dir.path().join("bert"), dir.path().join("data"));
+    write_bert(&bert, WORDS.len());
+    let script = "import sys, torch\nfrom safetensors.torch import load_file\n\
+        d = sys.argv[1]\nsd = load_file(d + '/model.safetensors')\n\
+        sd['bert.pooler.dense.weight'] = torch.zeros(16, 16)\n\
+        sd['cls.predictions.bias'] = torch.zeros(18)\n\
+        torch.save(sd, d + '/pytorch_model.bin')\n";
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(&bert)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_file(bert.join("model.safetensors")).unwrap();
+    let tuned = run(&config(&dir.path().join("tuned"), &data, &bert, false)).unwrap();
+    let w = candle_core::safetensors::load(
+        tuned.last_checkpoint.unwrap().join("weights.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap();
+    assert!(w.contains_key("text.encoder.layer.1.output.dense.weight"));
+    assert!(
+        w.keys()
+            .all(|k| !k.contains("pooler") && !k.contains("cls.")),
+        "only the encoder's tensors become parameters"
+    );
+}

@@ -97,7 +97,7 @@ pub struct TextConfig {
     /// `scratch` (a small BERT trained from scratch on a learned WordPiece vocabulary) or
     /// `bert` (a pretrained Hugging Face BERT from `bert_dir`).
     pub encoder: String,
-    /// Folder with `config.json`, `model.safetensors` and `tokenizer.json` (or `vocab.txt`).
+    /// Folder with `config.json`, `model.safetensors` (or `pytorch_model.bin`) and `tokenizer.json` (or `vocab.txt`).
     pub bert_dir: Option<PathBuf>,
     /// Keep the pretrained BERT frozen (as GuideDecoder does).
     pub freeze: bool,

@@ -105,9 +105,20 @@ pub fn build_model(
             ),
         ));
     }
-    let wpath = dir.join("model.safetensors");
-    let mut tensors = candle_core::safetensors::load(&wpath, device)
-        .map_err(|e| TrainError::file(&wpath, e.to_string()))?;
+    let wpath = ["model.safetensors", "pytorch_model.bin"]
+        .iter()
+        .map(|f| dir.join(f))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            TrainError::file(
+                &dir,
+                "text.bert_dir: no model.safetensors or pytorch_model.bin",
+            )
+        })?;
+    let mut tensors = crate::pretrained::read_tensors(&wpath)?
+        .into_iter()
+        .map(|(k, v)| Ok((k, v.to_device(device)?)))
+        .collect::<Result<std::collections::HashMap<_, _>>>()?;
     if tensors
         .keys()
         .all(|k| k.starts_with("bert.") || !k.starts_with("embeddings."))
@@ -118,9 +129,11 @@ pub fn build_model(
             .filter_map(|(k, v)| k.strip_prefix("bert.").map(|s| (s.to_string(), v)))
             .collect();
     }
-    // Older checkpoints name LayerNorm parameters gamma/beta.
+    // Older checkpoints name LayerNorm parameters gamma/beta; the pooler is not used (the
+    // sentence embedding is the mean over tokens), so it does not become a parameter.
     tensors = tensors
         .into_iter()
+        .filter(|(k, _)| !k.starts_with("pooler."))
         .map(|(k, v)| {
             (
                 k.replace("LayerNorm.gamma", "LayerNorm.weight")
