@@ -1,12 +1,17 @@
 //! The NCCL process group (feature `nccl`): GPU ranks, one GPU each, on the stream candle
-//! computes on. The trainer's collectives take host buffers, so each one is a copy to the GPU,
-//! the NCCL collective there and a copy back; NCCL moves the data between GPUs (NVLink, PCIe or
-//! the network), and every rank gets the same result. Rank 0 makes the NCCL unique id; it
-//! reaches the others through `tmca launch`'s store or an MPI broadcast.
+//! computes on. The gradients are averaged where they are: the trainer hands over one flat
+//! tensor on the GPU and NCCL reduces it in place, ordered with candle's kernels on the same
+//! stream (no host copy). The small collectives (loss values, gathered embeddings, metric sums)
+//! take host buffers: a copy to the GPU, the collective, a copy back. NCCL moves the data
+//! between GPUs (NVLink, PCIe or the network), and every rank gets the same result. Rank 0
+//! makes the NCCL unique id; it reaches the others through `tmca launch`'s store or an MPI
+//! broadcast.
 
 use crate::WorkerError;
 use candle_core::cuda_backend::cudarc::driver::CudaStream;
 use candle_core::cuda_backend::cudarc::nccl::safe::{Comm, Id, ReduceOp};
+use candle_core::cuda_backend::CudaStorage;
+use candle_core::{CpuStorage, DType, InplaceOp1, Layout, Tensor};
 use std::any::Any;
 use std::sync::Arc;
 use tmca_trainer::sync::GradSync;
@@ -116,7 +121,45 @@ impl NcclGroup {
     }
 }
 
+/// NCCL's mean over ranks of a whole contiguous f32 GPU tensor, in place, on candle's stream.
+struct AllReduceAvg<'a> {
+    comm: &'a Comm,
+}
+
+impl InplaceOp1 for AllReduceAvg<'_> {
+    fn name(&self) -> &'static str {
+        "nccl_all_reduce_avg"
+    }
+
+    fn cpu_fwd(&self, _: &mut CpuStorage, _: &Layout) -> candle_core::Result<()> {
+        candle_core::bail!("the NCCL all-reduce needs a GPU tensor")
+    }
+
+    fn cuda_fwd(&self, s: &mut CudaStorage, l: &Layout) -> candle_core::Result<()> {
+        let slice = s.as_cuda_slice_mut::<f32>()?;
+        if !l.is_contiguous() || l.start_offset() != 0 || l.shape().elem_count() != slice.len() {
+            candle_core::bail!("the NCCL all-reduce needs a whole contiguous tensor");
+        }
+        self.comm
+            .all_reduce_in_place(slice, &ReduceOp::Avg)
+            .map_err(|e| candle_core::Error::Msg(format!("NCCL all-reduce: {e:?}")))?;
+        Ok(())
+    }
+}
+
 impl GradSync for NcclGroup {
+    fn all_reduce_mean_tensor(&mut self, t: &Tensor) -> tmca_trainer::Result<Tensor> {
+        if !t.device().is_cuda() {
+            let mut buf = t.to_vec1::<f32>()?;
+            self.reduce(&mut buf, ReduceOp::Avg)?;
+            return Ok(Tensor::from_vec(buf, t.dims(), t.device())?);
+        }
+        // A fresh buffer (a device-to-device copy): the reduction overwrites it.
+        let out = t.to_dtype(DType::F32)?.copy()?;
+        out.inplace_op1(&AllReduceAvg { comm: &self.comm })?;
+        Ok(out)
+    }
+
     fn rank(&self) -> usize {
         self.rank
     }

@@ -2,7 +2,7 @@
 //! clipped by global norm.
 
 use crate::params::ParamStore;
-use candle_core::{backprop::GradStore, Result, Tensor};
+use candle_core::{backprop::GradStore, DType, Result, Tensor};
 use std::collections::BTreeMap;
 
 /// Gradients of the trainable parameters, ordered by name.
@@ -75,17 +75,19 @@ impl Grads {
         self.map.is_empty()
     }
 
-    /// Global L2 norm over all gradients.
+    /// Global L2 norm over all gradients: each tensor's sum of squares on its device, one copy
+    /// of those sums to the host, summed there in f64.
     pub fn norm(&self) -> Result<f64> {
-        let mut s = 0f64;
-        for t in self.map.values() {
-            s += t
-                .sqr()?
-                .sum_all()?
-                .to_dtype(candle_core::DType::F64)?
-                .to_scalar::<f64>()?;
+        if self.map.is_empty() {
+            return Ok(0.0);
         }
-        Ok(s.sqrt())
+        let sums = self
+            .map
+            .values()
+            .map(|t| t.sqr()?.sum_all()?.to_dtype(DType::F32))
+            .collect::<Result<Vec<_>>>()?;
+        let sums = Tensor::stack(&sums, 0)?.to_vec1::<f32>()?;
+        Ok(sums.iter().map(|&v| v as f64).sum::<f64>().sqrt())
     }
 
     /// Scales so that the global norm is at most `max_norm` (as `clip_grad_norm_`); returns
@@ -98,30 +100,71 @@ impl Grads {
         Ok(norm)
     }
 
-    /// All gradients flattened into one f32 buffer (name order), for all-reduce.
-    pub fn flatten(&self) -> Result<Vec<f32>> {
-        let mut out = Vec::new();
-        for t in self.map.values() {
-            out.extend(
-                t.flatten_all()?
-                    .to_dtype(candle_core::DType::F32)?
-                    .to_vec1::<f32>()?,
-            );
+    /// All gradients in one f32 tensor on their device (name order), for all-reduce; `None`
+    /// when there are none.
+    pub fn flatten(&self) -> Result<Option<Tensor>> {
+        if self.map.is_empty() {
+            return Ok(None);
         }
-        Ok(out)
+        let parts = self
+            .map
+            .values()
+            .map(|t| t.flatten_all()?.to_dtype(DType::F32))
+            .collect::<Result<Vec<_>>>()?;
+        Tensor::cat(&parts, 0).map(Some)
     }
 
-    /// Writes back a buffer produced by [`flatten`](Self::flatten) (e.g. after all-reduce).
-    pub fn unflatten(&mut self, buf: &[f32]) -> Result<()> {
+    /// Takes the gradients back from a tensor produced by [`flatten`](Self::flatten) (e.g.
+    /// after all-reduce): each one a view of it, no copy.
+    pub fn unflatten(&mut self, flat: &Tensor) -> Result<()> {
+        let total: usize = self.map.values().map(Tensor::elem_count).sum();
+        if flat.dims() != [total] {
+            candle_core::bail!(
+                "gradient buffer of shape {:?}, expected [{total}]",
+                flat.dims()
+            );
+        }
         let mut off = 0;
         for t in self.map.values_mut() {
             let n = t.elem_count();
-            let chunk = buf
-                .get(off..off + n)
-                .ok_or_else(|| candle_core::Error::Msg("gradient buffer too short".into()))?;
-            *t = Tensor::from_slice(chunk, t.shape(), t.device())?.to_dtype(t.dtype())?;
+            *t = flat
+                .narrow(0, off, n)?
+                .reshape(t.shape())?
+                .to_dtype(t.dtype())?;
             off += n;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn flatten_and_unflatten_round_trip_in_name_order_and_norm_is_global() {
+        let dev = Device::Cpu;
+        let mut g = Grads::default();
+        g.map
+            .insert("b".into(), Tensor::new(&[[3f32, 4.0]], &dev).unwrap());
+        g.map
+            .insert("a".into(), Tensor::new(&[12f32], &dev).unwrap());
+        assert_eq!(g.norm().unwrap(), 13.0);
+        let flat = g.flatten().unwrap().unwrap();
+        assert_eq!(flat.to_vec1::<f32>().unwrap(), vec![12.0, 3.0, 4.0]);
+        g.unflatten(&(flat * 2.0).unwrap()).unwrap();
+        let b = g.get("b").unwrap();
+        assert_eq!(b.dims(), [1, 2]);
+        assert_eq!(b.to_vec2::<f32>().unwrap(), vec![vec![6.0, 8.0]]);
+        assert_eq!(g.get("a").unwrap().to_vec1::<f32>().unwrap(), vec![24.0]);
+        let short = Tensor::zeros(2, DType::F32, &dev).unwrap();
+        assert!(g
+            .unflatten(&short)
+            .unwrap_err()
+            .to_string()
+            .contains("expected [3]"));
+        assert!(Grads::default().flatten().unwrap().is_none());
+        assert_eq!(Grads::default().norm().unwrap(), 0.0);
     }
 }

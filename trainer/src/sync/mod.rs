@@ -2,6 +2,7 @@
 //! it, the worker implements it over MPI or NCCL. [`SingleProcess`] is the world of one.
 
 use crate::Result;
+use candle_core::Tensor;
 
 mod threads;
 pub use threads::ThreadGroup;
@@ -13,6 +14,14 @@ pub trait GradSync {
     fn world(&self) -> usize;
     /// Replaces `buf` by the mean of every rank's `buf` (gradients).
     fn all_reduce_mean(&mut self, buf: &mut [f32]) -> Result<()>;
+    /// The mean over ranks of the 1-D f32 tensor `t` (the flattened gradients), on `t`'s
+    /// device. This default goes through a host buffer and [`GradSync::all_reduce_mean`]; a
+    /// group whose collectives run on the device (NCCL) overrides it to avoid the copies.
+    fn all_reduce_mean_tensor(&mut self, t: &Tensor) -> Result<Tensor> {
+        let mut buf = t.to_vec1::<f32>()?;
+        self.all_reduce_mean(&mut buf)?;
+        Ok(Tensor::from_vec(buf, t.dims(), t.device())?)
+    }
     /// Replaces `buf` by the sum of every rank's `buf` (metric sums, counts).
     fn all_reduce_sum_f64(&mut self, buf: &mut [f64]) -> Result<()>;
     /// Concatenates every rank's `local` in rank order (all ranks pass equal lengths).

@@ -194,10 +194,17 @@ mod tests {
                 .map(|k| g.all_gather(&[r + 100.0 * k as f32]).unwrap())
                 .collect();
             let ids = g.all_gather_u64(&[g.rank() as u64, u64::MAX]).unwrap();
-            (mean, sum, gathered, ids)
+            let t = candle_core::Tensor::new(&[r, -r, 2.0], &candle_core::Device::Cpu).unwrap();
+            let t = g
+                .all_reduce_mean_tensor(&t)
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            (mean, sum, gathered, ids, t)
         });
-        for (mean, sum, gathered, ids) in out {
+        for (mean, sum, gathered, ids, t) in out {
             assert_eq!(mean, vec![1.0, 10.0]);
+            assert_eq!(t, vec![1.0, -1.0, 2.0]);
             assert_eq!(sum, vec![4.5]);
             for (k, v) in gathered.iter().enumerate() {
                 let base = 100.0 * k as f32;

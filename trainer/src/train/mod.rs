@@ -326,9 +326,9 @@ pub fn train(
             grads.scale(1.0 / parts as f64)?;
             if sync.world() > 1 {
                 grads.fill_missing(&params)?;
-                let mut buf = grads.flatten()?;
-                sync.all_reduce_mean(&mut buf)?;
-                grads.unflatten(&buf)?;
+                if let Some(flat) = grads.flatten()? {
+                    grads.unflatten(&sync.all_reduce_mean_tensor(&flat)?)?;
+                }
             }
             let grad_norm = grads.clip(cfg.optim.grad_clip)?;
             let lr = sched.lr(m.step);
