@@ -360,7 +360,7 @@ fn validate_names_a_bad_mask_and_a_duplicate_image() {
     let (h, w) = (32u64, 32u64);
     mask.store_array_subset(
         &ArraySubset::new_with_ranges(&[3..4, 0..h, 0..w]),
-        &vec![7u8; (h * w) as usize],
+        vec![7u8; (h * w) as usize],
     )
     .unwrap();
     let r = tmca(args!["data", "validate", &store]);
@@ -702,7 +702,7 @@ fn convert_each_layout_then_validate_and_inspect() {
         let mask = open_array(&out, "mask");
         let m: Vec<u8> = mask.retrieve_array_subset(&mask.subset_all()).unwrap();
         assert!(m.iter().all(|&v| v <= 1), "{layout}: mask not 0/1");
-        assert!(m.iter().any(|&v| v == 1), "{layout}: empty masks");
+        assert!(m.contains(&1), "{layout}: empty masks");
     }
     assert!(leftovers(&outdir).is_empty(), "{:?}", leftovers(&outdir));
 }

@@ -20,7 +20,7 @@ fn grey_pattern(y: u32, x: u32) -> u8 {
 }
 
 fn write_fixture(dir: &Path) -> Result<(), Box<dyn Error>> {
-    let mut w = EventWriter::create(&dir)?;
+    let mut w = EventWriter::create(dir)?;
 
     for (step, loss, dice) in [(0, 1.0, 0.1), (1, 0.5, 0.2), (2, 0.25, 0.3)] {
         w.add_scalar("fixture/loss", loss, step)?;

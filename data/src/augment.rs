@@ -151,8 +151,14 @@ pub fn swap_left_right(report: &str) -> String {
     out
 }
 
-/// Augments (when `aug` is given) and normalises one sample into `image_out` (`C·H·W` of
-/// `spec`) and `mask_out` (`H·W`, 0/1). Returns the report, rewritten if the image was flipped.
+/// Where [`process`] writes one sample: `image` (`C·H·W` of the spec) and `mask` (`H·W`, 0/1).
+pub struct SampleOut<'a> {
+    pub image: &'a mut [f32],
+    pub mask: &'a mut [f32],
+}
+
+/// Augments (when `aug` is given) and normalises one sample into `out`. Returns the report,
+/// rewritten if the image was flipped.
 pub fn process<R: Rng>(
     src: Planar<'_>,
     mask: &[u8],
@@ -160,9 +166,12 @@ pub fn process<R: Rng>(
     spec: &InputSpec,
     aug: Option<&AugmentConfig>,
     rng: &mut R,
-    image_out: &mut [f32],
-    mask_out: &mut [f32],
+    out: SampleOut<'_>,
 ) -> String {
+    let SampleOut {
+        image: image_out,
+        mask: mask_out,
+    } = out;
     let full = CropBox {
         x0: 0.0,
         y0: 0.0,
@@ -341,8 +350,10 @@ mod tests {
             &spec(1, h, w),
             None,
             &mut rng,
-            &mut io,
-            &mut mo,
+            SampleOut {
+                image: &mut io,
+                mask: &mut mo,
+            },
         );
         assert_eq!(r, "left");
         for i in 0..h * w {
@@ -382,8 +393,10 @@ mod tests {
                 &spec(1, h, w),
                 Some(&a),
                 &mut rng,
-                &mut io,
-                &mut mo,
+                SampleOut {
+                    image: &mut io,
+                    mask: &mut mo,
+                },
             );
             let on_right = mo[w - 1] == 1.0 && mo[0] == 0.0;
             assert_eq!(
@@ -418,8 +431,10 @@ mod tests {
             &spec(1, 16, 24),
             Some(&a),
             &mut rng,
-            &mut io,
-            &mut mo,
+            SampleOut {
+                image: &mut io,
+                mask: &mut mo,
+            },
         );
         assert!(mo.iter().all(|&m| m == 1.0));
         assert!(

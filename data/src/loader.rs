@@ -273,8 +273,10 @@ impl Job {
                 inp,
                 self.cfg.augment.as_ref(),
                 &mut rng,
-                &mut batch.images[row * c * h * w..(row + 1) * c * h * w],
-                &mut batch.masks[row * h * w..(row + 1) * h * w],
+                augment::SampleOut {
+                    image: &mut batch.images[row * c * h * w..(row + 1) * c * h * w],
+                    mask: &mut batch.masks[row * h * w..(row + 1) * h * w],
+                },
             );
             let tokens = self.tokenizer.encode(&report)?;
             batch.token_ids.extend_from_slice(&tokens.ids);

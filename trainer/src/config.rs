@@ -255,7 +255,7 @@ impl Config {
         }
         self.model.resolve(&mut self.text)?;
         let d = &self.data;
-        if d.image_size == 0 || d.image_size % 32 != 0 {
+        if d.image_size == 0 || !d.image_size.is_multiple_of(32) {
             return Err(bad(
                 "data.image_size",
                 format!("{} must be a positive multiple of 32", d.image_size),

@@ -86,7 +86,11 @@ impl Trained {
         let mut m = vec![0f32; h * w];
         let dummy = vec![0u8; image.height * image.width];
         let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
-        augment::process(image, &dummy, report, &spec, None, &mut rng, &mut x, &mut m);
+        let out = augment::SampleOut {
+            image: &mut x,
+            mask: &mut m,
+        };
+        augment::process(image, &dummy, report, &spec, None, &mut rng, out);
         let t = self.tokenizer.encode(report)?;
         let l = t.ids.len();
         let inputs = Inputs {

@@ -55,7 +55,9 @@ mod tests {
             image: (0..c * h * w)
                 .map(|k| ((k * 7 + i * 13) % 251) as u8)
                 .collect(),
-            mask: (0..h * w).map(|k| ((k + i) % 5 == 0) as u8).collect(),
+            mask: (0..h * w)
+                .map(|k| (k + i).is_multiple_of(5) as u8)
+                .collect(),
             report: format!("Report {i}: ünïcode, lung.. {}", "x".repeat(i)),
         }
     }

@@ -259,7 +259,7 @@ impl StoreWriter {
         array.store_metadata().map_err(|e| z(&e))?;
         let refs: Vec<&str> = values.iter().map(String::as_str).collect();
         array
-            .store_array_subset(&ArraySubset::new_with_ranges(&[0..n]), refs)
+            .store_array_subset(&ArraySubset::new_with_shape(vec![n]), refs)
             .map_err(|e| z(&e))?;
         Ok(())
     }
@@ -287,7 +287,7 @@ impl StoreWriter {
             .map_err(|e| z(&e))?;
         split.store_metadata().map_err(|e| z(&e))?;
         split
-            .store_array_subset(&ArraySubset::new_with_ranges(&[0..n]), &self.splits)
+            .store_array_subset(&ArraySubset::new_with_shape(vec![n]), &self.splits)
             .map_err(|e| z(&e))?;
         let mut group = GroupBuilder::new()
             .build(self.storage.clone(), "/")

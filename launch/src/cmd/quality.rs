@@ -12,8 +12,14 @@ use tmca_trainer::inference::Trained;
 use tmca_trainer::sink::EventWriter;
 use tmca_trainer::train::{Resume, RunOptions};
 
-/// The compared variants: name and how it changes the default config.
-fn variants() -> Vec<(&'static str, fn(&mut Config))> {
+/// A compared variant: its name and how it changes the default config.
+type Variant = (&'static str, fn(&mut Config));
+
+/// Per dataset: the per-image and the pooled Dice, one value per seed.
+type DiceBySeed = BTreeMap<String, (Vec<f64>, Vec<f64>)>;
+
+/// The compared variants.
+fn variants() -> Vec<Variant> {
     vec![
         ("TMCA", |_| {}),
         // The same model on candle ops instead of the fused kernels: should train the same.
@@ -42,7 +48,7 @@ fn mean_sd(v: &[f64]) -> (f64, f64) {
 /// Trains (or reuses) every variant × seed, evaluates on test, writes the table.
 pub fn run(a: &BenchQualityArgs) -> anyhow::Result<()> {
     // results[variant][dataset] = (per-image Dice per seed, pooled Dice per seed)
-    let mut results: Vec<(&str, BTreeMap<String, (Vec<f64>, Vec<f64>)>)> = Vec::new();
+    let mut results: Vec<(&str, DiceBySeed)> = Vec::new();
     for (name, apply) in variants() {
         let mut per = BTreeMap::new();
         for seed in 0..a.seeds {

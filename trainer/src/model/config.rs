@@ -206,7 +206,7 @@ impl ModelConfig {
                 format!("{:?}: need 4 stage depths", self.depths),
             ));
         }
-        if self.kernel_size % 2 == 0 {
+        if self.kernel_size.is_multiple_of(2) {
             return Err(bad(
                 "model.kernel_size",
                 format!("{} must be odd", self.kernel_size),
@@ -283,7 +283,7 @@ impl ModelConfig {
         }
         match text.encoder.as_str() {
             "scratch" => {
-                if text.hidden % text.heads.max(1) != 0 {
+                if !text.hidden.is_multiple_of(text.heads.max(1)) {
                     return Err(bad(
                         "text.heads",
                         format!("{} must divide text.hidden {}", text.heads, text.hidden),

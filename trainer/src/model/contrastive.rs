@@ -2,6 +2,7 @@
 //! embeddings and report embeddings over the (gathered) global batch, with each sample's
 //! background as an extra negative for its own report, and a learnable temperature per level.
 
+use super::config::ModelConfig;
 use candle_core::{DType, Result, Tensor, D};
 use candle_nn::{Init, VarBuilder};
 
@@ -49,29 +50,23 @@ fn multi_positive_nce(logits: &Tensor, pos: &Tensor) -> Result<Tensor> {
 }
 
 impl ContrastiveLoss {
-    pub fn new(
-        levels: &[usize],
-        weights: &[f64],
-        tau_init: f64,
-        tau_min: f64,
-        tau_max: f64,
-        background: bool,
-        fused: bool,
-        vb: VarBuilder,
-    ) -> Result<Self> {
+    /// The loss of `cfg`'s contrastive levels (weights, temperatures, background negatives,
+    /// fused or composed ops).
+    pub fn new(cfg: &ModelConfig, vb: VarBuilder) -> Result<Self> {
+        let levels = &cfg.contrastive_levels;
         let logit_scale = vb.get_with_hints(
             levels.len(),
             "logit_scale",
-            Init::Const((1.0 / tau_init).ln()),
+            Init::Const((1.0 / cfg.tau_init).ln()),
         )?;
         Ok(Self {
             logit_scale,
-            levels: levels.to_vec(),
-            weights: weights.to_vec(),
-            min_scale: (1.0 / tau_max).ln(),
-            max_scale: (1.0 / tau_min).ln(),
-            background,
-            fused,
+            levels: levels.clone(),
+            weights: cfg.contrastive_weights.clone(),
+            min_scale: (1.0 / cfg.tau_max).ln(),
+            max_scale: (1.0 / cfg.tau_min).ln(),
+            background: cfg.background_negatives,
+            fused: cfg.fused(),
         })
     }
 

@@ -106,16 +106,7 @@ impl Tmca {
             })
             .collect::<Result<_>>()?;
         let contrastive = if cfg.uses_contrastive() {
-            Some(ContrastiveLoss::new(
-                &cfg.contrastive_levels,
-                &cfg.contrastive_weights,
-                cfg.tau_init,
-                cfg.tau_min,
-                cfg.tau_max,
-                cfg.background_negatives,
-                cfg.fused(),
-                vb.pp("contrastive"),
-            )?)
+            Some(ContrastiveLoss::new(cfg, vb.pp("contrastive"))?)
         } else {
             None
         };

@@ -354,17 +354,18 @@ fn module_gradients_match_finite_differences() {
         .flat_map(|t| [(t, false), (t, true)])
     {
         let store = ParamStore::new(0);
-        let c = contrastive::ContrastiveLoss::new(
-            &[1, 3],
-            &[1.0, 0.5],
-            tau,
-            0.01,
-            1.0,
-            true,
-            fused,
-            store.var_builder_dtype(DType::F64, &dev),
-        )
-        .unwrap();
+        let cfg = ModelConfig {
+            contrastive_levels: vec![1, 3],
+            contrastive_weights: vec![1.0, 0.5],
+            tau_init: tau,
+            tau_min: 0.01,
+            tau_max: 1.0,
+            background_negatives: true,
+            ops: if fused { "fused" } else { "composed" }.into(),
+            ..Default::default()
+        };
+        let c = contrastive::ContrastiveLoss::new(&cfg, store.var_builder_dtype(DType::F64, &dev))
+            .unwrap();
         let (v, u, bgv) = (var(&[5, 6], 6), var(&[5, 6], 7), var(&[5, 6], 8));
         let has = Tensor::from_vec(vec![1.0f64, 1.0, 0.0, 1.0, 1.0], 5, &dev).unwrap();
         let f = || {

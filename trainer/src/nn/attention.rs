@@ -74,7 +74,7 @@ impl MultiHeadAttention {
         heads: usize,
         vb: VarBuilder,
     ) -> Result<Self> {
-        if heads == 0 || dim % heads != 0 {
+        if heads == 0 || !dim.is_multiple_of(heads) {
             candle_core::bail!("attention width {dim} is not divisible by {heads} heads");
         }
         Ok(Self {

@@ -28,8 +28,8 @@ impl Grads {
     /// flattens the same parameters in the same order for the all-reduce.
     pub fn fill_missing(&mut self, store: &ParamStore) -> Result<()> {
         for (name, var) in store.vars() {
-            if !self.map.contains_key(&name) {
-                self.map.insert(name, var.as_tensor().zeros_like()?);
+            if let std::collections::btree_map::Entry::Vacant(e) = self.map.entry(name) {
+                e.insert(var.as_tensor().zeros_like()?);
             }
         }
         Ok(())

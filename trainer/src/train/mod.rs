@@ -337,7 +337,7 @@ pub fn train(
             let loss = loss_sum / parts as f64;
             opts.progress
                 .message(&format!("step {} loss {loss:.4}", m.step));
-            if rank0 && (m.step % cfg.train.log_every.max(1) == 0 || m.step == 1) {
+            if rank0 && (m.step.is_multiple_of(cfg.train.log_every.max(1)) || m.step == 1) {
                 let ips = seen as f64 * sync.world() as f64 / t_log.elapsed().as_secs_f64();
                 (seen, t_log) = (0, Instant::now());
                 sink.scalar("train/loss", loss, m.step);
@@ -370,7 +370,10 @@ pub fn train(
                     m.step
                 );
             }
-            if rank0 && cfg.train.checkpoint_every > 0 && m.step % cfg.train.checkpoint_every == 0 {
+            if rank0
+                && cfg.train.checkpoint_every > 0
+                && m.step.is_multiple_of(cfg.train.checkpoint_every)
+            {
                 summary.last_checkpoint = Some(save(&format!("step-{:08}", m.step), &m, &opt)?);
             }
             if last.as_ref().is_some_and(|l| l.stop) {
@@ -389,7 +392,7 @@ pub fn train(
         let last_epoch =
             (cfg.train.max_steps == 0 && m.epoch >= cfg.train.epochs) || m.step >= total;
 
-        if m.epoch % cfg.train.val_every == 0 || last_epoch {
+        if m.epoch.is_multiple_of(cfg.train.val_every) || last_epoch {
             let results = validate(&model, &stores, &spec, cfg, device, sync, sink, m.step)?;
             record_validation(results, &mut m, &mut summary, &|m| {
                 if rank0 {

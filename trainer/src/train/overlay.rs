@@ -34,9 +34,9 @@ pub fn overlay(
                 || mask[p + w] < 0.5)
     };
     let mut out = Vec::with_capacity(plane * 3);
-    for p in 0..plane {
+    for (p, &prob) in pred.iter().enumerate().take(plane) {
         let (mut r, mut g, mut bl) = (px(0, p), px(1, p), px(2, p));
-        if pred[p] > threshold {
+        if prob > threshold {
             r = 0.5 * r + 127.5;
             g *= 0.5;
             bl *= 0.5;
