@@ -139,6 +139,10 @@ pub struct OptimConfig {
     pub grad_clip: f64,
     /// Micro-batches accumulated per optimiser step.
     pub accumulate: usize,
+    /// Parameters kept fixed: every parameter whose name (checkpoint key) starts with one of
+    /// these, e.g. `image_encoder.` (the whole encoder) or `image_encoder.stages.0.`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub freeze: Vec<String>,
 }
 
 impl Default for OptimConfig {
@@ -154,6 +158,7 @@ impl Default for OptimConfig {
             min_lr_ratio: 0.05,
             grad_clip: 1.0,
             accumulate: 1,
+            freeze: vec![],
         }
     }
 }
@@ -324,6 +329,12 @@ impl Config {
         }
         if o.accumulate == 0 {
             return Err(bad("optim.accumulate", "must be at least 1"));
+        }
+        if o.freeze.iter().any(|p| p.trim().is_empty()) {
+            return Err(bad(
+                "optim.freeze",
+                "an empty prefix would freeze every parameter",
+            ));
         }
         let t = &self.train;
         if t.epochs == 0 && t.max_steps == 0 {

@@ -10,11 +10,13 @@ use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-/// Shared, name-ordered map of trainable variables.
+/// Shared, name-ordered map of the model's variables; those under a frozen prefix reach the
+/// model detached (no gradient, no backward through them) and are left out of training.
 #[derive(Clone, Default)]
 pub struct ParamStore {
     vars: Arc<Mutex<BTreeMap<String, Var>>>,
     seed: u64,
+    frozen: Arc<Vec<String>>,
 }
 
 impl std::fmt::Debug for ParamStore {
@@ -74,7 +76,29 @@ impl ParamStore {
         Self {
             vars: Default::default(),
             seed,
+            frozen: Default::default(),
         }
+    }
+
+    /// Freezes every parameter whose name starts with one of `prefixes` (set before the model
+    /// is built: the model then holds detached views of them, which still see
+    /// [`assign_all`](Self::assign_all) and checkpoint loads).
+    pub fn with_frozen(mut self, prefixes: &[String]) -> Self {
+        self.frozen = Arc::new(prefixes.to_vec());
+        self
+    }
+
+    /// Whether `name` is frozen.
+    pub fn is_frozen(&self, name: &str) -> bool {
+        self.frozen.iter().any(|p| name.starts_with(p.as_str()))
+    }
+
+    /// The parameters training updates, ordered by name.
+    pub fn trainable(&self) -> Vec<(String, Var)> {
+        self.vars()
+            .into_iter()
+            .filter(|(name, _)| !self.is_frozen(name))
+            .collect()
     }
 
     /// A `VarBuilder` creating (or reusing) parameters in this store, in f32 on `device`.
@@ -152,6 +176,18 @@ impl ParamStore {
     }
 }
 
+impl ParamStore {
+    /// What the model holds of `var`: the variable, or a detached view (same storage) when
+    /// frozen.
+    fn view(&self, name: &str, var: &Var) -> Tensor {
+        if self.is_frozen(name) {
+            var.as_tensor().detach()
+        } else {
+            var.as_tensor().clone()
+        }
+    }
+}
+
 impl candle_nn::var_builder::SimpleBackend for ParamStore {
     fn get(&self, s: Shape, name: &str, h: Init, dtype: DType, dev: &Device) -> Result<Tensor> {
         let mut vars = self
@@ -166,11 +202,11 @@ impl candle_nn::var_builder::SimpleBackend for ParamStore {
                     s
                 );
             }
-            return Ok(v.as_tensor().clone());
+            return Ok(self.view(name, v));
         }
         let data = sample(h, &s, name_seed(self.seed, name));
         let var = Var::from_tensor(&Tensor::from_vec(data, s, dev)?.to_dtype(dtype)?)?;
-        let t = var.as_tensor().clone();
+        let t = self.view(name, &var);
         vars.insert(name.to_string(), var);
         Ok(t)
     }
@@ -180,14 +216,12 @@ impl candle_nn::var_builder::SimpleBackend for ParamStore {
             .vars
             .lock()
             .map_err(|_| candle_core::Error::Msg("parameter store poisoned".into()))?;
-        vars.get(name)
-            .map(|v| v.as_tensor().clone())
-            .ok_or_else(|| {
-                candle_core::Error::CannotFindTensor {
-                    path: name.to_string(),
-                }
-                .bt()
-            })
+        vars.get(name).map(|v| self.view(name, v)).ok_or_else(|| {
+            candle_core::Error::CannotFindTensor {
+                path: name.to_string(),
+            }
+            .bt()
+        })
     }
 
     fn contains_tensor(&self, name: &str) -> bool {

@@ -45,10 +45,10 @@ pub struct AdamW {
 }
 
 impl AdamW {
-    /// Optimises every parameter of `store`.
+    /// Optimises every trainable (not frozen) parameter of `store`.
     pub fn new(store: &ParamStore, cfg: AdamWConfig) -> Result<Self> {
         let slots = store
-            .vars()
+            .trainable()
             .into_iter()
             .map(|(name, var)| {
                 let decay = ParamStore::decays(&name, &var);
@@ -117,17 +117,22 @@ impl AdamW {
         out
     }
 
-    /// Restores [`state`](Self::state) and the step count.
+    /// Restores [`state`](Self::state) and the step count. Parameters the state has no
+    /// moments for (frozen when it was written, `optim.freeze`) start from zero moments; their
+    /// names are returned.
     pub fn load_state(
         &mut self,
         state: &HashMap<String, Tensor>,
         step: u64,
-    ) -> std::result::Result<(), String> {
+    ) -> std::result::Result<Vec<String>, String> {
+        let mut fresh = vec![];
         for s in &mut self.slots {
-            for (key, slot) in [
-                (format!("m.{}", s.name), &mut s.m),
-                (format!("v.{}", s.name), &mut s.v),
-            ] {
+            let (mk, vk) = (format!("m.{}", s.name), format!("v.{}", s.name));
+            if !state.contains_key(&mk) && !state.contains_key(&vk) {
+                fresh.push(s.name.clone());
+                continue;
+            }
+            for (key, slot) in [(mk, &mut s.m), (vk, &mut s.v)] {
                 let t = state
                     .get(&key)
                     .ok_or_else(|| format!("optimiser state has no '{key}'"))?;
@@ -142,6 +147,6 @@ impl AdamW {
             }
         }
         self.step = step;
-        Ok(())
+        Ok(fresh)
     }
 }

@@ -24,10 +24,10 @@ impl Grads {
         Self { map }
     }
 
-    /// Adds zero gradients for the parameters of `store` that have none, so that every rank
-    /// flattens the same parameters in the same order for the all-reduce.
+    /// Adds zero gradients for the trainable parameters of `store` that have none, so that
+    /// every rank flattens the same parameters in the same order for the all-reduce.
     pub fn fill_missing(&mut self, store: &ParamStore) -> Result<()> {
-        for (name, var) in store.vars() {
+        for (name, var) in store.trainable() {
             if let std::collections::btree_map::Entry::Vacant(e) = self.map.entry(name) {
                 e.insert(var.as_tensor().zeros_like()?);
             }

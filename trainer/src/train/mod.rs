@@ -92,8 +92,9 @@ pub fn train(
         let tokenizer = setup::tokenizer(cfg, &stores)?;
         Ok((stores, tokenizer))
     })?;
-    let params = ParamStore::new(cfg.run.seed);
+    let params = ParamStore::new(cfg.run.seed).with_frozen(&cfg.optim.freeze);
     let model = setup::build_model(cfg, tokenizer.vocab_size(), &params, device)?;
+    setup::check_frozen(cfg, &params)?;
     let mut opt = AdamW::new(&params, cfg.optim.adamw())?;
     let ckpt = Checkpointer::new(&cfg.run.dir, cfg.train.keep_last);
     let model_cfg =
@@ -206,11 +207,19 @@ pub fn train(
                 path: l.path.clone(),
                 message: e,
             })?;
-        opt.load_state(&l.optimizer, l.manifest.step)
-            .map_err(|e| TrainError::Checkpoint {
-                path: l.path.clone(),
-                message: e,
-            })?;
+        let fresh =
+            opt.load_state(&l.optimizer, l.manifest.step)
+                .map_err(|e| TrainError::Checkpoint {
+                    path: l.path.clone(),
+                    message: e,
+                })?;
+        if rank0 && !fresh.is_empty() {
+            tracing::info!(
+                "{} parameter tensors were frozen when {} was written; their AdamW moments start at zero",
+                fresh.len(),
+                l.path.display()
+            );
+        }
         tracing::info!(
             "resumed from {} at step {}",
             l.path.display(),
@@ -226,8 +235,14 @@ pub fn train(
         let p = cfg.run.dir.join("config.toml");
         std::fs::write(&p, &text).map_err(|e| TrainError::io(&p, e))?;
         sink.text("config", &format!("```toml\n{text}\n```"), m.step);
+        let frozen: usize = params
+            .vars()
+            .iter()
+            .filter(|(n, _)| params.is_frozen(n))
+            .map(|(_, v)| v.elem_count())
+            .sum();
         tracing::info!(
-            "model: {} parameters in {} tensors; {} steps of {} images",
+            "model: {} parameters in {} tensors ({frozen} frozen); {} steps of {} images",
             params.numel(),
             params.len(),
             total,

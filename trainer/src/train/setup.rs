@@ -72,6 +72,25 @@ pub fn tokenizer(cfg: &Config, stores: &[Arc<Store>]) -> Result<Arc<TextTokenize
     Ok(Arc::new(tok))
 }
 
+/// Every `optim.freeze` prefix must name some parameter of the built model.
+pub fn check_frozen(cfg: &Config, store: &ParamStore) -> Result<()> {
+    let names: Vec<String> = store.vars().into_iter().map(|(n, _)| n).collect();
+    for p in &cfg.optim.freeze {
+        if !names.iter().any(|n| n.starts_with(p.as_str())) {
+            let hint = if p.starts_with("text.") && cfg.text.encoder == "bert" && cfg.text.freeze {
+                " (a pretrained BERT with text.freeze = true is frozen already and has no parameters)"
+            } else {
+                ""
+            };
+            return Err(TrainError::config(
+                "optim.freeze",
+                format!("'{p}' is the start of no parameter name{hint}; names are checkpoint keys such as image_encoder.stem.conv.weight or image_encoder.stages.0.0.dwconv.weight"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Builds the model; parameters are created in `store` (seeded by `[run] seed`). A pretrained,
 /// frozen BERT is loaded as constants; an unfrozen one joins the parameters.
 pub fn build_model(
