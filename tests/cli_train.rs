@@ -145,6 +145,67 @@ fn train_eval_predict_write_what_they_promise() {
     assert!(mask.pixels().all(|p| p[0] == 0 || p[0] == 255));
     assert!(one.join("case_overlay.png").exists());
 
+    // A table of new images (no masks): names repeat across folders, a report has a comma
+    // and quotes; batches of 2 over 3 rows.
+    let new = dir.path().join("new");
+    for sub in ["a", "b"] {
+        std::fs::create_dir_all(new.join(sub)).unwrap();
+        std::fs::copy(&img, new.join(sub).join("scan.png")).unwrap();
+    }
+    std::fs::copy(&img, new.join("other.png")).unwrap();
+    let table = new.join("reports.csv");
+    std::fs::write(
+        &table,
+        "Image,Description\na/scan.png,one polyp at the upper left\nb/scan.png,\"two polyps, \"\"large\"\"\"\nother.png,no polyp\n",
+    )
+    .unwrap();
+    let tab = dir.path().join("tab");
+    let o = tmca(&[
+        "predict",
+        run.to_str().unwrap(),
+        "--table",
+        table.to_str().unwrap(),
+        "--batch",
+        "2",
+        "--output",
+        tab.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    for f in ["scan_mask.png", "scan_1_mask.png", "other_overlay.png"] {
+        assert!(tab.join(f).is_file(), "{f} missing");
+    }
+    let csv = std::fs::read_to_string(tab.join("predictions.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 4, "{csv}");
+    assert!(
+        lines[2].starts_with("scan_1,") && lines[2].contains("\"two polyps, \"\"large\"\"\""),
+        "{csv}"
+    );
+    // Batched and one-by-one predictions agree.
+    let single = image::open(one.join("case_mask.png")).unwrap().to_luma8();
+    let batched = image::open(tab.join("scan_mask.png")).unwrap().to_luma8();
+    assert_eq!(single, batched, "same image and report, batch of 2 vs 1");
+    // A missing image is named with its row, before anything is written.
+    std::fs::write(&table, "Image,Description\nother.png,x\nabsent.png,y\n").unwrap();
+    let bad = dir.path().join("bad");
+    let o = tmca(&[
+        "predict",
+        run.to_str().unwrap(),
+        "--table",
+        table.to_str().unwrap(),
+        "--output",
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(
+        text(&o).contains("row 3") && text(&o).contains("absent.png"),
+        "{}",
+        text(&o)
+    );
+    assert!(!bad.exists(), "nothing written");
+    let csv = std::fs::read_to_string(pred.join("predictions.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 5, "store mode: header + 4 rows\n{csv}");
+
     // Training again into the same run without --resume is refused; --resume continues.
     let o = tmca(&["train", cfg.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));

@@ -370,18 +370,31 @@ pub struct PredictArgs {
     #[arg(long, default_value = "best")]
     pub checkpoint: String,
     /// One image file (PNG, JPEG, BMP, TIFF) …
-    #[arg(long, requires = "report", conflicts_with = "store")]
+    #[arg(long, requires = "report", conflicts_with_all = ["store", "table"])]
     pub image: Option<PathBuf>,
     /// … and its report.
     #[arg(long)]
     pub report: Option<String>,
     /// Or every sample of a store split (batch mode).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "table")]
     pub store: Option<PathBuf>,
     /// Split of the store.
     #[arg(long, default_value = "test")]
     pub split: tmca_data::Split,
-    /// Folder for `<name>_mask.png` (0/255, the image's size) and `<name>_overlay.png`.
+    /// Or every row of a table of new images (batch mode, no masks needed): a `.csv` or
+    /// `.xlsx` with the columns `Image` (file name) and `Description` (report), as LViT's and
+    /// GuideDecoder's tables.
+    #[arg(long)]
+    pub table: Option<PathBuf>,
+    /// Folder the table's image names are relative to (default: the table's folder).
+    #[arg(long, requires = "table")]
+    pub images: Option<PathBuf>,
+    /// Images per forward pass in batch mode (default: the run's data.batch_size).
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Folder for `<name>_mask.png` (0/255, the image's size), `<name>_overlay.png` and, in
+    /// batch mode, `predictions.csv` (one row per image: name, source, report, foreground
+    /// pixels and fraction). Names that repeat get `_<row>` appended.
     #[arg(long)]
     pub output: PathBuf,
 }

@@ -80,26 +80,42 @@ impl Trained {
 
     /// Foreground probabilities (H·W at the model size) of one planar image and its report.
     pub fn predict(&self, image: Planar<'_>, report: &str) -> Result<Vec<f32>> {
+        let mut out = self.predict_batch(&[(image, report)])?;
+        Ok(out.pop().unwrap_or_default())
+    }
+
+    /// Foreground probabilities of several images and their reports, in one forward pass.
+    pub fn predict_batch(&self, items: &[(Planar<'_>, &str)]) -> Result<Vec<Vec<f32>>> {
+        if items.is_empty() {
+            return Ok(vec![]);
+        }
         let spec = self.input_spec();
-        let (h, w) = (spec.height, spec.width);
-        let mut x = vec![0f32; spec.channels * h * w];
+        let (c, h, w) = (spec.channels, spec.height, spec.width);
+        let n = items.len();
+        let mut x = vec![0f32; n * c * h * w];
         let mut m = vec![0f32; h * w];
-        let dummy = vec![0u8; image.height * image.width];
+        let (mut ids, mut att) = (vec![], vec![]);
         let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
-        let out = augment::SampleOut {
-            image: &mut x,
-            mask: &mut m,
-        };
-        augment::process(image, &dummy, report, &spec, None, &mut rng, out);
-        let t = self.tokenizer.encode(report)?;
-        let l = t.ids.len();
+        for (k, (image, report)) in items.iter().enumerate() {
+            let dummy = vec![0u8; image.height * image.width];
+            let out = augment::SampleOut {
+                image: &mut x[k * c * h * w..(k + 1) * c * h * w],
+                mask: &mut m,
+            };
+            augment::process(*image, &dummy, report, &spec, None, &mut rng, out);
+            let t = self.tokenizer.encode(report)?;
+            ids.extend(t.ids);
+            att.extend(t.attention);
+        }
+        let l = ids.len() / n;
         let inputs = Inputs {
-            images: Tensor::from_vec(x, (1, spec.channels, h, w), &self.device)?,
-            token_ids: Tensor::from_vec(t.ids, (1, l), &self.device)?,
-            attention: Tensor::from_vec(t.attention, (1, l), &self.device)?,
+            images: Tensor::from_vec(x, (n, c, h, w), &self.device)?,
+            token_ids: Tensor::from_vec(ids, (n, l), &self.device)?,
+            attention: Tensor::from_vec(att, (n, l), &self.device)?,
             masks: None,
         };
         let logits = self.model.forward(&inputs)?.logits;
-        Ok(candle_nn::ops::sigmoid(&logits)?.flatten_all()?.to_vec1()?)
+        let probs = candle_nn::ops::sigmoid(&logits)?.flatten_from(1)?;
+        Ok(probs.to_vec2()?)
     }
 }

@@ -36,7 +36,7 @@ mod files;
 pub mod generic;
 pub mod guide;
 pub mod lvit;
-mod table;
+pub mod table;
 
 #[cfg(test)]
 mod fixtures;

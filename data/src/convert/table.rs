@@ -17,7 +17,7 @@ pub(crate) const TABLE_EXTENSIONS: [&str; 4] = ["csv", "xlsx", "xlsm", "xls"];
 
 /// One row of a text table.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct TextRow {
+pub struct TextRow {
     /// Row number as a spreadsheet shows it (the header is usually row 1).
     pub row: usize,
     /// The `Image` cell, trimmed.
@@ -28,7 +28,7 @@ pub(crate) struct TextRow {
 
 /// A text table read from `path`.
 #[derive(Debug, Clone)]
-pub(crate) struct Table {
+pub struct Table {
     pub path: PathBuf,
     pub rows: Vec<TextRow>,
 }
@@ -41,7 +41,7 @@ impl Table {
 }
 
 /// Reads a table (`.csv`, otherwise a workbook).
-pub(crate) fn read_table(path: &Path) -> Result<Table> {
+pub fn read_table(path: &Path) -> Result<Table> {
     let is_csv = path
         .extension()
         .and_then(|e| e.to_str())

@@ -1,30 +1,81 @@
-//! `tmca predict`: masks and overlays from images and reports.
+//! `tmca predict`: masks and overlays from images and reports — one image, a store split or a
+//! table of new images (no masks needed) — in batches, with a progress bar and, in batch mode,
+//! a `predictions.csv` summary.
 
-use crate::cli::PredictArgs;
+use crate::cli::{PredictArgs, UsageError};
+use crate::progress::Bar;
 use anyhow::Context;
-use std::path::Path;
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use tmca_data::augment::Planar;
+use tmca_data::convert::table::read_table;
 use tmca_data::store::Store;
+use tmca_data::{DataError, Progress};
 use tmca_trainer::inference::Trained;
 
-/// Writes `<name>_mask.png` (0/255 at the image's size) and `<name>_overlay.png`.
+/// One image to predict, decoded.
+struct Sample {
+    name: String,
+    source: String,
+    data: Vec<u8>,
+    channels: usize,
+    height: usize,
+    width: usize,
+    report: String,
+}
+
+impl Sample {
+    fn planar(&self) -> Planar<'_> {
+        Planar {
+            data: &self.data,
+            channels: self.channels,
+            height: self.height,
+            width: self.width,
+        }
+    }
+
+    /// An image file, as RGB at its own size.
+    fn from_file(path: &Path, report: &str) -> anyhow::Result<Self> {
+        let (w, h) = tmca_data::imageops::image_size(path)?;
+        let (w, h) = (w as usize, h as usize);
+        Ok(Self {
+            name: path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("image")
+                .to_string(),
+            source: path.display().to_string(),
+            data: tmca_data::imageops::load_image(path, 3, h, w)?,
+            channels: 3,
+            height: h,
+            width: w,
+            report: report.to_string(),
+        })
+    }
+}
+
+/// Writes `<stem>_mask.png` (0/255 at the image's size) and `<stem>_overlay.png`; returns the
+/// number of foreground pixels.
 fn write_outputs(
     out: &Path,
-    name: &str,
+    stem: &str,
     img: Planar<'_>,
     probs: &[f32],
     model_hw: (usize, usize),
     threshold: f32,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<usize> {
     let (mh, mw) = model_hw;
     let (h, w) = (img.height, img.width);
     let plane = h * w;
     let mut mask = vec![0u8; plane];
     let mut overlay = Vec::with_capacity(plane * 3);
+    let mut on_pixels = 0;
     for y in 0..h {
         for x in 0..w {
             let p = probs[(y * mh / h) * mw + x * mw / w];
             let on = p > threshold;
+            on_pixels += on as usize;
             mask[y * w + x] = if on { 255 } else { 0 };
             let px = |c: usize| img.data[c.min(img.channels - 1) * plane + y * w + x] as f32;
             let (r, g, b) = (px(0), px(1), px(2));
@@ -36,10 +87,6 @@ fn write_outputs(
             overlay.extend([r as u8, g as u8, b as u8]);
         }
     }
-    let stem = Path::new(name)
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or(name);
     let mp = out.join(format!("{stem}_mask.png"));
     image::GrayImage::from_raw(w as u32, h as u32, mask)
         .context("mask size")?
@@ -50,30 +97,186 @@ fn write_outputs(
         .context("overlay size")?
         .save(&op)
         .with_context(|| format!("writing {}", op.display()))?;
-    Ok(())
+    Ok(on_pixels)
 }
 
-/// Runs prediction for one image or a store split.
+/// Output stems that do not overwrite each other: a repeated one gets `_<index>` appended.
+#[derive(Default)]
+struct Stems {
+    seen: HashSet<String>,
+    renamed: usize,
+}
+
+impl Stems {
+    fn unique(&mut self, name: &str, index: usize) -> String {
+        let stem = Path::new(name)
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or(name)
+            .to_string();
+        let stem = if self.seen.contains(&stem) {
+            self.renamed += 1;
+            format!("{stem}_{index}")
+        } else {
+            stem
+        };
+        self.seen.insert(stem.clone());
+        stem
+    }
+}
+
+/// A CSV field, quoted when it needs to be.
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// The samples of batch mode: how many, and how to fetch sample `i`.
+type Samples<'a> = (usize, Box<dyn Fn(usize) -> anyhow::Result<Sample> + 'a>);
+
+fn store_samples<'a>(store: &'a Store, path: &'a Path, idx: &'a [usize]) -> Samples<'a> {
+    let info = store.info().clone();
+    let fetch = move |k: usize| -> anyhow::Result<Sample> {
+        let i = idx[k];
+        Ok(Sample {
+            name: store.names()[i].clone(),
+            source: format!("{} sample {i}", path.display()),
+            data: store.image(i)?,
+            channels: info.channels,
+            height: info.height,
+            width: info.width,
+            report: store.reports()[i].clone(),
+        })
+    };
+    (idx.len(), Box::new(fetch))
+}
+
+/// The rows of a table with their image paths; every image must exist (checked before
+/// anything is written).
+fn table_rows(table: &Path, images: Option<&Path>) -> anyhow::Result<Vec<(PathBuf, String)>> {
+    let t = read_table(table)?;
+    let dir = images
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| table.parent().unwrap_or(Path::new(".")).to_path_buf());
+    let rows: Vec<(PathBuf, String, usize)> = t
+        .rows
+        .iter()
+        .map(|r| (dir.join(&r.image), r.report.clone(), r.row))
+        .collect();
+    let missing: Vec<String> = rows
+        .iter()
+        .filter(|(p, _, _)| !p.is_file())
+        .map(|(p, _, row)| format!("{} ({})", t.at(*row), p.display()))
+        .collect();
+    if !missing.is_empty() {
+        let more = if missing.len() > 3 {
+            format!(" and {} more", missing.len() - 3)
+        } else {
+            String::new()
+        };
+        anyhow::bail!(DataError::bad(
+            table,
+            format!(
+                "{} image(s) not found (relative to {}; --images sets the folder): {}{more}",
+                missing.len(),
+                dir.display(),
+                missing[..missing.len().min(3)].join(", ")
+            )
+        ));
+    }
+    if rows.is_empty() {
+        anyhow::bail!(DataError::bad(table, "the table has no rows"));
+    }
+    Ok(rows.into_iter().map(|(p, r, _)| (p, r)).collect())
+}
+
+/// Predicts every sample in batches of `batch`, writing masks, overlays and
+/// `predictions.csv` (flushed after every batch, so an error keeps what was written).
+fn predict_all(
+    t: &Trained,
+    out: &Path,
+    (n, fetch): Samples<'_>,
+    batch: usize,
+) -> anyhow::Result<usize> {
+    let hw = (t.cfg.data.image_size, t.cfg.data.image_size);
+    let thr = t.cfg.train.threshold;
+    let csv_path = out.join("predictions.csv");
+    let mut csv = std::io::BufWriter::new(
+        std::fs::File::create(&csv_path)
+            .with_context(|| format!("creating {}", csv_path.display()))?,
+    );
+    writeln!(
+        csv,
+        "name,source,report,foreground_pixels,foreground_fraction"
+    )?;
+    let bar = Bar::default();
+    bar.start("predict", n as u64);
+    let mut stems = Stems::default();
+    for start in (0..n).step_by(batch) {
+        let samples = (start..(start + batch).min(n))
+            .map(&fetch)
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let items: Vec<(Planar<'_>, &str)> = samples
+            .iter()
+            .map(|s| (s.planar(), s.report.as_str()))
+            .collect();
+        let probs = t.predict_batch(&items)?;
+        for (k, (s, p)) in samples.iter().zip(&probs).enumerate() {
+            let stem = stems.unique(&s.name, start + k);
+            let on = write_outputs(out, &stem, s.planar(), p, hw, thr)?;
+            let frac = on as f64 / (s.height * s.width).max(1) as f64;
+            writeln!(
+                csv,
+                "{},{},{},{on},{frac:.6}",
+                csv_field(&stem),
+                csv_field(&s.source),
+                csv_field(&s.report)
+            )?;
+        }
+        csv.flush()
+            .with_context(|| format!("writing {}", csv_path.display()))?;
+        bar.inc(samples.len() as u64);
+    }
+    bar.finish();
+    if stems.renamed > 0 {
+        println!(
+            "{} repeated names got _<row> appended (see predictions.csv)",
+            stems.renamed
+        );
+    }
+    Ok(n)
+}
+
+/// Runs prediction for one image, a store split or a table.
 pub fn run(a: &PredictArgs) -> anyhow::Result<()> {
+    if a.batch == Some(0) {
+        anyhow::bail!(UsageError("--batch must be at least 1".into()));
+    }
+    let rows = match &a.table {
+        Some(table) => Some(table_rows(table, a.images.as_deref())?),
+        None => None,
+    };
     let device = tmca_worker::bind_device("auto", 0)?;
     let t = Trained::load(&a.run, &a.checkpoint, &device)?;
     std::fs::create_dir_all(&a.output)
         .with_context(|| format!("creating {}", a.output.display()))?;
     let hw = (t.cfg.data.image_size, t.cfg.data.image_size);
-    let thr = t.cfg.train.threshold;
+    let batch = a.batch.unwrap_or(t.cfg.data.batch_size).max(1);
     if let (Some(path), Some(report)) = (&a.image, &a.report) {
-        let (w, h) = tmca_data::imageops::image_size(path)?;
-        let (w, h) = (w as usize, h as usize);
-        let data = tmca_data::imageops::load_image(path, 3, h, w)?;
-        let img = Planar {
-            data: &data,
-            channels: 3,
-            height: h,
-            width: w,
-        };
-        let probs = t.predict(img, report)?;
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("image");
-        write_outputs(&a.output, name, img, &probs, hw, thr)?;
+        let s = Sample::from_file(path, report)?;
+        let probs = t.predict(s.planar(), report)?;
+        let stem = Stems::default().unique(&s.name, 0);
+        write_outputs(
+            &a.output,
+            &stem,
+            s.planar(),
+            &probs,
+            hw,
+            t.cfg.train.threshold,
+        )?;
         println!(
             "{}: mask and overlay in {}",
             path.display(),
@@ -81,29 +284,31 @@ pub fn run(a: &PredictArgs) -> anyhow::Result<()> {
         );
         return Ok(());
     }
+    if let (Some(rows), Some(table)) = (&rows, &a.table) {
+        let fetch = |k: usize| Sample::from_file(&rows[k].0, &rows[k].1);
+        let n = predict_all(&t, &a.output, (rows.len(), Box::new(fetch)), batch)?;
+        println!(
+            "{n} images of {}: masks, overlays and predictions.csv in {}",
+            table.display(),
+            a.output.display()
+        );
+        return Ok(());
+    }
     let Some(store_path) = &a.store else {
-        anyhow::bail!(tmca_data::DataError::Config {
-            field: "--image/--store".into(),
-            message: "give --image with --report, or --store".into()
-        });
+        anyhow::bail!(UsageError(
+            "give --image with --report, --store or --table".into()
+        ));
     };
     let store = Store::open(store_path)?;
     let idx = store.require_split(a.split)?;
-    let info = store.info().clone();
-    for &i in &idx {
-        let data = store.image(i)?;
-        let img = Planar {
-            data: &data,
-            channels: info.channels,
-            height: info.height,
-            width: info.width,
-        };
-        let probs = t.predict(img, &store.reports()[i])?;
-        write_outputs(&a.output, &store.names()[i], img, &probs, hw, thr)?;
-    }
+    let n = predict_all(
+        &t,
+        &a.output,
+        store_samples(&store, store_path, &idx),
+        batch,
+    )?;
     println!(
-        "{} samples of {} ({}): masks and overlays in {}",
-        idx.len(),
+        "{n} samples of {} ({}): masks, overlays and predictions.csv in {}",
         store_path.display(),
         a.split,
         a.output.display()
