@@ -33,6 +33,7 @@ impl Trained {
             ));
         }
         let cfg = Config::load(&cfg_path)?;
+        cfg.run.apply_precision(device);
         let tok_path = run_dir.join("tokenizer.json");
         let tokenizer = Arc::new(TextTokenizer::from_file(&tok_path, cfg.text.max_len, true)?);
         let ckpt = Checkpointer::new(run_dir, cfg.train.keep_last);

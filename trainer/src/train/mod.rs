@@ -87,6 +87,7 @@ pub fn train(
     opts: RunOptions<'_>,
 ) -> Result<TrainSummary> {
     let rank0 = sync.rank() == 0;
+    cfg.run.apply_precision(device);
     let (stores, tokenizer) = ranks::prepare(sync, || {
         let stores = setup::open_stores(cfg, opts.progress)?;
         let tokenizer = setup::tokenizer(cfg, &stores)?;
