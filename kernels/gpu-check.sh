@@ -8,12 +8,15 @@
 #                                      #   xz-compressed so that both fit the 64 MiB carry
 #   bash kernels/gpu-check.sh run      # there: nvidia-smi, kernels' correctness, timings,
 #                                      #   sanitizer, then GPU training: a short run on the GPU
-#                                      #   and the same checkpoint evaluated on GPU and CPU;
-#                                      #   writes $OUT/gpu-check.{md,log} when $OUT is set
+#                                      #   and the same checkpoint evaluated on GPU and CPU,
+#                                      #   then step throughput (cpu-small and ConvNeXt-T at
+#                                      #   224², TF32 on/off); writes
+#                                      #   $OUT/gpu-check.{md,log} and $OUT/gpu-step.md when
+#                                      #   $OUT is set
 #
 # Env: GPU_CHECK_BIN (default target-gpu/gpu_check), GPU_CHECK_ARGS (extra arguments for the
 # main run, e.g. "--quick"), GPU_CHECK_SANITIZE=0 (skip compute-sanitizer), GPU_CHECK_TRAIN=0
-# (skip the training check), CARGO_TARGET_DIR (build; default ~/.cache/tmca/target-cuda-check,
+# (skip the training check), GPU_CHECK_STEP=0 (skip the throughput table), CARGO_TARGET_DIR (build; default ~/.cache/tmca/target-cuda-check,
 # its own so that its features never rebuild CI's CUDA target).
 set -uo pipefail
 
@@ -74,6 +77,45 @@ train_check() {
       n++ }
     END { if (n == 0 || bad) { print "== GPU vs CPU evaluation: MISMATCH"; exit 1 }
           print "== GPU vs CPU evaluation: " n " datasets agree to 1e-3" }' || status=1
+  rm -rf "$dir"
+  return "$status"
+}
+
+# Training-step and inference throughput on the GPU (`tmca bench step-probe --device cuda`,
+# synthetic batches, every phase ends with a device synchronisation): the default cpu-small
+# model and ConvNeXt-T (`tiny`, the paper setting) at 224², TF32 on and off, as a Markdown
+# table for BENCHMARKS.md (also written to $OUT/gpu-step.md).
+step_check() {
+  local dir tmca status=0 spec mode tf flag json ips ms table
+  dir="$(mktemp -d)"
+  tmca="$dir/tmca"
+  xz -dc "$(dirname "$BIN")/tmca.xz" >"$tmca" && chmod +x "$tmca" || { echo "no tmca.xz"; return 1; }
+  table="| model | size | batch | measure | TF32 | img/s | median step (ms) |
+|---|---|---|---|---|---|---|"
+  for spec in "cpu-small 224 8" "tiny 224 16"; do
+    # shellcheck disable=SC2086
+    set -- $spec
+    for mode in train infer; do
+      for tf in on off; do
+        flag=""
+        [ "$tf" = off ] && flag="--no-tf32"
+        # shellcheck disable=SC2086
+        json="$(cd "$dir" && timeout 90 "$tmca" bench step-probe --device cuda --preset "$1" \
+          --size "$2" --batch "$3" --mode "$mode" --warmup 3 --steps 10 $flag 2>"$dir/err" | tail -n1)"
+        ips="$(echo "$json" | sed -n 's/.*"img_per_s":\([0-9.eE+-]*\).*/\1/p')"
+        if [ -z "$ips" ]; then
+          echo "step probe $1 $2 $mode TF32 $tf failed: $(tail -n 3 "$dir/err")"
+          status=1
+          continue
+        fi
+        ms="$(awk -v b="$3" -v r="$ips" 'BEGIN { printf "%.1f", 1000 * b / r }')"
+        table="$table
+| $1 | ${2}² | $3 | $mode | $tf | $(printf '%.1f' "$ips") | $ms |"
+      done
+    done
+  done
+  echo "$table"
+  [ -n "${OUT:-}" ] && echo "$table" >"$OUT/gpu-step.md"
   rm -rf "$dir"
   return "$status"
 }
@@ -159,6 +201,11 @@ run() {
   if [ "${GPU_CHECK_TRAIN:-1}" != 0 ]; then
     echo "== training on the GPU" | tee -a "$log"
     train_check 2>&1 | tee -a "$log"
+    [ "${PIPESTATUS[0]}" = 0 ] || status=1
+  fi
+  if [ "${GPU_CHECK_STEP:-1}" != 0 ]; then
+    echo "== training-step throughput on the GPU" | tee -a "$log"
+    step_check 2>&1 | tee -a "$log"
     [ "${PIPESTATUS[0]}" = 0 ] || status=1
   fi
   echo "== done in $((SECONDS - t0)) s, status $status" | tee -a "$log"

@@ -258,6 +258,17 @@ pub struct StepProbeArgs {
     /// Where the loader's synthetic store lives (loader mode).
     #[arg(long, default_value = "runs/bench")]
     pub workdir: PathBuf,
+    /// Model preset: `cpu-small` (the embedded default) or `tiny` (ConvNeXt-T, the paper
+    /// setting); train and infer modes.
+    #[arg(long, default_value = "cpu-small")]
+    pub preset: String,
+    /// `cpu`, or `cuda` (GPU 0 of a CUDA build; every timed phase ends with a device
+    /// synchronisation); train and infer modes.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// On a GPU, full f32 matrix products instead of TF32 (run.tf32 = false).
+    #[arg(long)]
+    pub no_tf32: bool,
 }
 
 #[derive(Debug, Args)]

@@ -10,11 +10,23 @@ use tmca_trainer::config::Config;
 use tmca_trainer::model::{BertConfig, Tmca};
 use tmca_trainer::params::ParamStore;
 
-/// The embedded default config at `size`² with batches of `batch`, resolved.
-pub fn config(size: usize, batch: usize) -> anyhow::Result<Config> {
+/// The embedded default config at `size`² with batches of `batch` and the model `preset`,
+/// resolved.
+pub fn config(size: usize, batch: usize, preset: &str) -> anyhow::Result<Config> {
     let mut cfg = Config::default_config()?;
     cfg.data.image_size = size;
     cfg.data.batch_size = batch;
+    if cfg.model.preset != preset {
+        // The preset's own sizes, not the default's resolved ones.
+        cfg.model = tmca_trainer::model::ModelConfig {
+            preset: preset.into(),
+            ..tmca_trainer::model::ModelConfig::default()
+        };
+        cfg.text.hidden = 0;
+        cfg.text.layers = 0;
+        cfg.text.heads = 0;
+        cfg.text.intermediate = 0;
+    }
     cfg.resolve()?;
     Ok(cfg)
 }
@@ -26,13 +38,13 @@ pub fn vocab_size(cfg: &Config) -> usize {
 
 /// The model of `params` rebuilt on detached copies of its parameters: its forward builds no
 /// autograd graph (PyTorch's `no_grad`).
-pub fn frozen(cfg: &Config, params: &ParamStore) -> anyhow::Result<Tmca> {
+pub fn frozen(cfg: &Config, params: &ParamStore, device: &Device) -> anyhow::Result<Tmca> {
     let tensors: HashMap<_, _> = params
         .vars()
         .into_iter()
         .map(|(k, v)| (k, v.as_tensor().detach()))
         .collect();
-    let vb = candle_nn::VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
+    let vb = candle_nn::VarBuilder::from_tensors(tensors, DType::F32, device);
     let bert = BertConfig::scratch(&cfg.text, vocab_size(cfg));
     Ok(Tmca::new(&cfg.model, &bert, vb.clone(), vb.pp("text"))?)
 }

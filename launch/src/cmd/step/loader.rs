@@ -35,7 +35,7 @@ fn rate(loader: &Loader, seconds: f64) -> anyhow::Result<f64> {
 
 /// Measures the loader at `a.size`.
 pub fn loader(a: &StepProbeArgs) -> anyhow::Result<ProbeResult> {
-    let cfg = config(a.size, a.batch)?;
+    let cfg = config(a.size, a.batch, "cpu-small")?;
     let mut sc = SynthConfig::new(Modality::Endoscopy);
     (sc.height, sc.width) = (a.size, a.size);
     (sc.n_train, sc.n_val, sc.n_test) = (BATCHES_PER_EPOCH * a.batch, 0, 0);

@@ -26,6 +26,14 @@ pub struct ProbeResult {
     pub batch: usize,
     /// Compute threads.
     pub threads: usize,
+    /// Where it ran (`cpu`, `cuda`) and the model preset, when not the CPU default.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub device: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub preset: String,
+    /// On a GPU: whether f32 products used TF32.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tf32: Option<bool>,
     /// Images per second at the median step (train, infer).
     #[serde(default)]
     pub img_per_s: f64,

@@ -17,11 +17,21 @@ use tmca_trainer::params::ParamStore;
 use tmca_trainer::train::batch::to_inputs;
 use tmca_trainer::train::setup::build_model;
 
-/// Milliseconds since `t`, restarting it.
-fn lap(t: &mut Instant) -> f64 {
+/// Milliseconds since `t` once `device` has finished its queued work, restarting `t`.
+fn lap(t: &mut Instant, device: &Device) -> anyhow::Result<f64> {
+    device.synchronize()?;
     let ms = t.elapsed().as_secs_f64() * 1e3;
     *t = Instant::now();
-    ms
+    Ok(ms)
+}
+
+/// The probe's config and device: `--preset`, `--device`, `--no-tf32` applied.
+fn setup(a: &StepProbeArgs) -> anyhow::Result<(Config, Device)> {
+    let mut cfg = config(a.size, a.batch, &a.preset)?;
+    cfg.run.tf32 = !a.no_tf32;
+    let device = tmca_worker::bind_device(&a.device, 0)?;
+    cfg.run.apply_precision(&device);
+    Ok((cfg, device))
 }
 
 /// One optimiser step; returns its phases in ms.
@@ -31,25 +41,26 @@ fn step(
     opt: &mut AdamW,
     b: &Batch,
     cfg: &Config,
+    device: &Device,
 ) -> anyhow::Result<Vec<(&'static str, f64)>> {
     let mut t = Instant::now();
-    let x = to_inputs(b, &Device::Cpu)?;
-    let inputs = lap(&mut t);
+    let x = to_inputs(b, device)?;
+    let inputs = lap(&mut t, device)?;
     let out = model.forward(&x)?;
     let masks = x.masks.as_ref().context("batch without masks")?;
     let losses = model.loss(&out, masks, &b.report_groups, None)?;
     let v = losses.total.to_dtype(DType::F64)?.to_scalar::<f64>()?;
     anyhow::ensure!(v.is_finite(), "loss {v}");
-    let forward = lap(&mut t);
+    let forward = lap(&mut t, device)?;
     let g = losses.total.backward()?;
     let mut grads = Grads::from_backward(params, &g);
-    let backward = lap(&mut t);
+    let backward = lap(&mut t, device)?;
     grads.clip(cfg.optim.grad_clip)?;
-    let clip = lap(&mut t);
+    let clip = lap(&mut t, device)?;
     opt.step(&grads, cfg.optim.lr)?;
-    let optimizer = lap(&mut t);
+    let optimizer = lap(&mut t, device)?;
     drop((g, grads, losses, out, x));
-    let release = lap(&mut t);
+    let release = lap(&mut t, device)?;
     Ok(vec![
         ("inputs", inputs),
         ("forward", forward),
@@ -71,20 +82,23 @@ fn result(a: &StepProbeArgs, mode: &str, steps: Vec<f64>) -> ProbeResult {
         img_per_s: a.batch as f64 * 1e3 / median(&steps),
         step_ms: steps,
         peak_rss_mb: peak_rss_mb(),
+        device: a.device.clone(),
+        preset: a.preset.clone(),
+        tf32: (a.device == "cuda").then_some(!a.no_tf32),
         ..Default::default()
     }
 }
 
 /// Training steps, then (with `profile_reps`) the replay profile.
 pub fn train(a: &StepProbeArgs) -> anyhow::Result<ProbeResult> {
-    let cfg = config(a.size, a.batch)?;
+    let (cfg, device) = setup(a)?;
     let params = ParamStore::new(cfg.run.seed);
-    let model = build_model(&cfg, vocab_size(&cfg), &params, &Device::Cpu)?;
+    let model = build_model(&cfg, vocab_size(&cfg), &params, &device)?;
     let mut opt = AdamW::new(&params, cfg.optim.adamw())?;
     let batch = synthetic_batch(&cfg, 0);
     let (mut steps, mut phases) = (Vec::new(), BTreeMap::<String, Vec<f64>>::new());
     for i in 0..a.warmup + a.steps {
-        let ph = step(&model, &params, &mut opt, &batch, &cfg)?;
+        let ph = step(&model, &params, &mut opt, &batch, &cfg, &device)?;
         if i >= a.warmup {
             steps.push(ph.iter().map(|(_, ms)| ms).sum());
             for (k, ms) in ph {
@@ -94,7 +108,7 @@ pub fn train(a: &StepProbeArgs) -> anyhow::Result<ProbeResult> {
     }
     let mut r = result(a, "train", steps);
     r.phases = phases.iter().map(|(k, v)| (k.clone(), median(v))).collect();
-    if a.profile_reps > 0 {
+    if a.profile_reps > 0 && device.is_cpu() {
         r.profile = replay::profile(&model, &batch, a.profile_reps)?;
     }
     Ok(r)
@@ -102,17 +116,18 @@ pub fn train(a: &StepProbeArgs) -> anyhow::Result<ProbeResult> {
 
 /// Forward passes without masks on the model without autograd.
 pub fn infer(a: &StepProbeArgs) -> anyhow::Result<ProbeResult> {
-    let cfg = config(a.size, a.batch)?;
+    let (cfg, device) = setup(a)?;
     let params = ParamStore::new(cfg.run.seed);
-    build_model(&cfg, vocab_size(&cfg), &params, &Device::Cpu)?;
-    let model = frozen(&cfg, &params)?;
+    build_model(&cfg, vocab_size(&cfg), &params, &device)?;
+    let model = frozen(&cfg, &params, &device)?;
     let batch = synthetic_batch(&cfg, 0);
     let mut steps = Vec::new();
     for i in 0..a.warmup + a.steps {
         let t = Instant::now();
-        let mut x = to_inputs(&batch, &Device::Cpu)?;
+        let mut x = to_inputs(&batch, &device)?;
         x.masks = None;
         let logits = model.forward(&x)?.logits;
+        device.synchronize()?;
         let ms = t.elapsed().as_secs_f64() * 1e3;
         drop(logits);
         if i >= a.warmup {
