@@ -149,6 +149,9 @@ fn launch_flags_that_do_not_fit_exit_2() {
             "--node-rank 2",
         ),
         (&["--nproc", "0"][..], "at least 1"),
+        (&["--nproc", "two"][..], "a number of ranks, or `gpu`"),
+        // The default build has no CUDA: `gpu` says how to get one.
+        (&["--nproc", "gpu"][..], "--features cuda"),
     ] {
         let o = tmca().arg("launch").args(args).output().unwrap();
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));

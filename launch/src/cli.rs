@@ -333,8 +333,9 @@ pub struct TrainArgs {
 
 #[derive(Debug, Args)]
 pub struct LaunchArgs {
-    /// Ranks to start. `data.batch_size` is per rank: the global batch is nproc × batch_size.
-    #[arg(long, default_value_t = 2)]
+    /// Ranks to start on this machine, or `gpu`: one per visible GPU (CUDA builds).
+    /// `data.batch_size` is per rank: the global batch is nproc × batch_size.
+    #[arg(long, default_value = "2", value_parser = parse_nproc)]
     pub nproc: usize,
     /// Restart every rank from the latest checkpoint after a failure, up to this many times
     /// (not after a config, data or NaN error: those would fail again).
@@ -408,6 +409,19 @@ pub struct PredictArgs {
     /// pixels and fraction). Names that repeat get `_<row>` appended.
     #[arg(long)]
     pub output: PathBuf,
+}
+
+/// `--nproc`: a count, or `gpu` for one rank per visible GPU.
+fn parse_nproc(s: &str) -> Result<usize, String> {
+    if s.eq_ignore_ascii_case("gpu") {
+        return match tmca_worker::gpu_count() {
+            Ok(0) => Err("`gpu`: no GPU is visible (CUDA_VISIBLE_DEVICES?)".into()),
+            Ok(n) => Ok(n),
+            Err(e) => Err(format!("`gpu`: {e}")),
+        };
+    }
+    s.parse()
+        .map_err(|_| format!("{s:?}: a number of ranks, or `gpu`"))
 }
 
 /// A command line that parses but does not make sense (exit code 2, as clap's own errors).

@@ -3,6 +3,23 @@
 use crate::WorkerError;
 use candle_core::Device;
 
+/// The GPUs this process sees (after `CUDA_VISIBLE_DEVICES`); an error in a build without CUDA.
+pub fn gpu_count() -> Result<usize, WorkerError> {
+    #[cfg(feature = "cuda")]
+    {
+        use candle_core::cuda_backend::cudarc::driver::CudaContext;
+        CudaContext::device_count()
+            .map(|n| n.max(0) as usize)
+            .map_err(|e| WorkerError::Device(format!("counting GPUs: {e:?}")))
+    }
+    #[cfg(not(feature = "cuda"))]
+    Err(WorkerError::Device(
+        "this tmca was built without CUDA, so it sees no GPU; rebuild with \
+         `cargo build --release -p tmca-launch --features cuda,nccl`"
+            .into(),
+    ))
+}
+
 /// The device for `pref` (`auto`, `cpu` or `cuda`) on the rank with `local_rank`: GPU
 /// `cuda:<local_rank>` for `cuda`, and for `auto` when this is a CUDA build that finds it.
 pub fn bind_device(pref: &str, local_rank: usize) -> Result<Device, WorkerError> {

@@ -16,7 +16,7 @@ mod rank;
 pub mod store;
 mod tcp_group;
 
-pub use device::bind_device;
+pub use device::{bind_device, gpu_count};
 pub use env::{rank_env, RankEnv};
 #[cfg(feature = "mpi")]
 pub use mpi_group::MpiGroup;
