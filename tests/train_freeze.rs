@@ -1,7 +1,8 @@
 //! `optim.freeze`: parameters under the given prefixes keep their initial values (no
 //! gradient, no AdamW update, no weight decay, none in the optimiser state), in one process and
 //! across ranks (which all-reduce only the trainable gradients); a run resumed without the
-//! freeze trains them from zero moments; a prefix that names no parameter is refused.
+//! freeze trains them from zero moments; a `freeze` or `lr_scale` prefix that names no
+//! parameter is refused.
 
 use candle_core::Device;
 use std::collections::HashMap;
@@ -143,10 +144,28 @@ fn a_prefix_that_names_no_parameter_is_refused() {
         err.contains("optim.freeze") && err.contains("'image_encoder.stage.'"),
         "{err}"
     );
-    let empty = common::config_text(&dir.path().join("r"), &dir.path().join("d"), 4, 1)
-        .replace("[optim]\n", "[optim]\nfreeze = [\"\"]\n");
-    let err = Config::from_toml(&empty, Path::new("e.toml"))
+    let cfg = config(
+        &dir.path().join("run2"),
+        &dir.path().join("data"),
+        4,
+        r#"lr_scale = { "image_encoder." = 0.1, "decoder.x" = 2.0 }"#,
+    );
+    let err = run(&cfg, &mut SingleProcess, Resume::No)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("optim.freeze"), "{err}");
+    assert!(
+        err.contains("optim.lr_scale") && err.contains("'decoder.x'"),
+        "{err}"
+    );
+    let text = |optim: &str| {
+        common::config_text(&dir.path().join("r"), &dir.path().join("d"), 4, 1)
+            .replace("[optim]\n", &format!("[optim]\n{optim}\n"))
+    };
+    for (optim, field) in [
+        (r#"freeze = [""]"#, "optim.freeze"),
+        (r#"lr_scale = { "text." = -1.0 }"#, "optim.lr_scale"),
+    ] {
+        let err = Config::from_toml(&text(optim), Path::new("e.toml")).unwrap_err();
+        assert!(err.to_string().contains(field), "{err}");
+    }
 }

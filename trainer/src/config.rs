@@ -6,6 +6,7 @@ use crate::model::{ModelConfig, TextConfig};
 use crate::optim::AdamWConfig;
 use crate::{Result, TrainError};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use tmca_data::augment::AugmentConfig;
 
@@ -160,6 +161,11 @@ pub struct OptimConfig {
     /// these, e.g. `image_encoder.` (the whole encoder) or `image_encoder.stages.0.`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub freeze: Vec<String>,
+    /// Learning-rate factors by parameter-name prefix (the longest matching prefix wins; 1
+    /// elsewhere), e.g. `{ "image_encoder." = 0.1 }` to fine-tune a pretrained encoder slowly.
+    /// They scale weight decay too, as PyTorch's parameter groups do.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub lr_scale: BTreeMap<String, f64>,
 }
 
 impl Default for OptimConfig {
@@ -176,6 +182,7 @@ impl Default for OptimConfig {
             grad_clip: 1.0,
             accumulate: 1,
             freeze: vec![],
+            lr_scale: BTreeMap::new(),
         }
     }
 }
@@ -188,6 +195,7 @@ impl OptimConfig {
             beta2: self.beta2,
             eps: self.eps,
             weight_decay: self.weight_decay,
+            lr_scale: self.lr_scale.clone(),
         }
     }
 }
@@ -346,6 +354,16 @@ impl Config {
         }
         if o.accumulate == 0 {
             return Err(bad("optim.accumulate", "must be at least 1"));
+        }
+        if let Some((p, f)) = o
+            .lr_scale
+            .iter()
+            .find(|(p, f)| p.trim().is_empty() || !(f.is_finite() && **f >= 0.0))
+        {
+            return Err(bad(
+                "optim.lr_scale",
+                format!("{p:?} = {f}: need a non-empty prefix and a factor >= 0 (optim.lr sets the base)"),
+            ));
         }
         if o.freeze.iter().any(|p| p.trim().is_empty()) {
             return Err(bad(

@@ -6,7 +6,7 @@ use super::Grads;
 use crate::params::ParamStore;
 use candle_core::{Result, Tensor, Var};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// `[optim]` hyper-parameters of AdamW.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -16,6 +16,20 @@ pub struct AdamWConfig {
     pub beta2: f64,
     pub eps: f64,
     pub weight_decay: f64,
+    /// Learning-rate factors by parameter-name prefix (longest match wins, 1 elsewhere).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub lr_scale: BTreeMap<String, f64>,
+}
+
+impl AdamWConfig {
+    /// The learning-rate factor of parameter `name`: that of the longest matching prefix.
+    pub fn lr_scale_of(&self, name: &str) -> f64 {
+        self.lr_scale
+            .iter()
+            .filter(|(p, _)| name.starts_with(p.as_str()))
+            .max_by_key(|(p, _)| p.len())
+            .map_or(1.0, |(_, f)| *f)
+    }
 }
 
 impl Default for AdamWConfig {
@@ -25,6 +39,7 @@ impl Default for AdamWConfig {
             beta2: 0.999,
             eps: 1e-8,
             weight_decay: 0.05,
+            lr_scale: BTreeMap::new(),
         }
     }
 }
@@ -33,6 +48,8 @@ struct Slot {
     name: String,
     var: Var,
     decay: bool,
+    /// This parameter's factor of the learning rate.
+    lr_scale: f64,
     m: Tensor,
     v: Tensor,
 }
@@ -52,12 +69,14 @@ impl AdamW {
             .into_iter()
             .map(|(name, var)| {
                 let decay = ParamStore::decays(&name, &var);
+                let lr_scale = cfg.lr_scale_of(&name);
                 let m = var.zeros_like()?;
                 let v = var.zeros_like()?;
                 Ok(Slot {
                     name,
                     var,
                     decay,
+                    lr_scale,
                     m,
                     v,
                 })
@@ -92,6 +111,7 @@ impl AdamW {
             let Some(g) = grads.get(&s.name) else {
                 continue;
             };
+            let lr = lr * s.lr_scale;
             s.m = ((&s.m * b1)? + (g * (1.0 - b1))?)?;
             s.v = ((&s.v * b2)? + (g.sqr()? * (1.0 - b2))?)?;
             let mut p = s.var.as_tensor().clone();
@@ -148,5 +168,52 @@ impl AdamW {
         }
         self.step = step;
         Ok(fresh)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+
+    /// One step from equal values and gradients: each parameter moves by its factor of the
+    /// unscaled move (weight decay included); the longest prefix wins.
+    #[test]
+    fn learning_rate_factors_scale_each_parameters_step() {
+        let dev = Device::Cpu;
+        let store = ParamStore::new(0);
+        let names = ["enc.a.weight", "enc.b.weight", "head.weight"];
+        for n in names {
+            store
+                .insert(n, &Tensor::ones((2, 3), DType::F32, &dev).unwrap())
+                .unwrap();
+        }
+        let cfg = AdamWConfig {
+            weight_decay: 0.5,
+            lr_scale: [("enc.".to_string(), 0.5), ("enc.b.".to_string(), 0.0)]
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        };
+        assert_eq!(cfg.lr_scale_of("enc.b.weight"), 0.0);
+        assert_eq!(cfg.lr_scale_of("enc.a.weight"), 0.5);
+        assert_eq!(cfg.lr_scale_of("head.weight"), 1.0);
+        let mut opt = AdamW::new(&store, cfg).unwrap();
+        let mut grads = Grads::default();
+        for n in names {
+            grads.insert(n, Tensor::full(0.3f32, (2, 3), &dev).unwrap());
+        }
+        opt.step(&grads, 0.1).unwrap();
+        let moved = |n: &str| {
+            let v = store.vars().into_iter().find(|(k, _)| k == n).unwrap().1;
+            1.0 - v.as_tensor().to_vec2::<f32>().unwrap()[0][0]
+        };
+        let full = moved("head.weight");
+        assert!(full > 0.1, "{full}");
+        // Adam's first step moves by lr, decay by lr·wd·p (p = 1): lr·(1 + wd) at factor 1,
+        // half of it at 0.5.
+        assert!((full - 0.1 * 1.5).abs() < 1e-5, "{full}");
+        assert!((moved("enc.a.weight") - 0.05 * 1.5).abs() < 1e-5);
+        assert_eq!(moved("enc.b.weight"), 0.0);
     }
 }

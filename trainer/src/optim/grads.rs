@@ -55,6 +55,11 @@ impl Grads {
         Ok(())
     }
 
+    /// Sets the gradient of `name` (custom training loops, tests).
+    pub fn insert(&mut self, name: &str, grad: Tensor) {
+        self.map.insert(name.to_string(), grad);
+    }
+
     /// The gradient of `name`, if it has one.
     pub fn get(&self, name: &str) -> Option<&Tensor> {
         self.map.get(name)

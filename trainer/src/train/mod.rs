@@ -95,7 +95,7 @@ pub fn train(
     })?;
     let params = ParamStore::new(cfg.run.seed).with_frozen(&cfg.optim.freeze);
     let model = setup::build_model(cfg, tokenizer.vocab_size(), &params, device)?;
-    setup::check_frozen(cfg, &params)?;
+    setup::check_prefixes(cfg, &params)?;
     let mut opt = AdamW::new(&params, cfg.optim.adamw())?;
     let ckpt = Checkpointer::new(&cfg.run.dir, cfg.train.keep_last);
     let model_cfg =

@@ -72,10 +72,13 @@ pub fn tokenizer(cfg: &Config, stores: &[Arc<Store>]) -> Result<Arc<TextTokenize
     Ok(Arc::new(tok))
 }
 
-/// Every `optim.freeze` prefix must name some parameter of the built model.
-pub fn check_frozen(cfg: &Config, store: &ParamStore) -> Result<()> {
+/// Every `optim.freeze` and `optim.lr_scale` prefix must name some parameter of the built
+/// model.
+pub fn check_prefixes(cfg: &Config, store: &ParamStore) -> Result<()> {
     let names: Vec<String> = store.vars().into_iter().map(|(n, _)| n).collect();
-    for p in &cfg.optim.freeze {
+    let prefixes = (cfg.optim.freeze.iter().map(|p| ("optim.freeze", p)))
+        .chain(cfg.optim.lr_scale.keys().map(|p| ("optim.lr_scale", p)));
+    for (field, p) in prefixes {
         if !names.iter().any(|n| n.starts_with(p.as_str())) {
             let hint = if p.starts_with("text.") && cfg.text.encoder == "bert" && cfg.text.freeze {
                 " (a pretrained BERT with text.freeze = true is frozen already and has no parameters)"
@@ -83,7 +86,7 @@ pub fn check_frozen(cfg: &Config, store: &ParamStore) -> Result<()> {
                 ""
             };
             return Err(TrainError::config(
-                "optim.freeze",
+                field,
                 format!("'{p}' is the start of no parameter name{hint}; names are checkpoint keys such as image_encoder.stem.conv.weight or image_encoder.stages.0.0.dwconv.weight"),
             ));
         }
