@@ -136,6 +136,7 @@ fn train_eval_predict_write_what_they_promise() {
         img.to_str().unwrap(),
         "--report",
         "one polyp at the upper left",
+        "--probs",
         "--output",
         one.to_str().unwrap(),
     ]);
@@ -143,6 +144,17 @@ fn train_eval_predict_write_what_they_promise() {
     let mask = image::open(one.join("case_mask.png")).unwrap().to_luma8();
     assert_eq!(mask.dimensions(), (50, 40), "mask at the image's size");
     assert!(mask.pixels().all(|p| p[0] == 0 || p[0] == 255));
+    // The probability map at the image's size; the mask is it above the threshold (0.5).
+    let prob = image::open(one.join("case_prob.png")).unwrap().to_luma8();
+    assert_eq!(prob.dimensions(), (50, 40));
+    for (p, m) in prob.pixels().zip(mask.pixels()) {
+        assert!(
+            p[0].abs_diff(128) <= 1 || (p[0] > 128) == (m[0] == 255),
+            "{} vs {}",
+            p[0],
+            m[0]
+        );
+    }
     assert!(one.join("case_overlay.png").exists());
 
     // A table of new images (no masks): names repeat across folders, a report has a comma

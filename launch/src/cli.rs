@@ -404,6 +404,10 @@ pub struct PredictArgs {
     /// Images per forward pass in batch mode (default: the run's data.batch_size).
     #[arg(long)]
     pub batch: Option<usize>,
+    /// Also write `<name>_prob.png`: the foreground probability × 255 at the image's size
+    /// (for other thresholds or ensembles).
+    #[arg(long)]
+    pub probs: bool,
     /// Folder for `<name>_mask.png` (0/255, the image's size), `<name>_overlay.png` and, in
     /// batch mode, `predictions.csv` (one row per image: name, source, report, foreground
     /// pixels and fraction). Names that repeat get `_<row>` appended.

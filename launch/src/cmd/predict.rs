@@ -55,8 +55,36 @@ impl Sample {
     }
 }
 
-/// Writes `<stem>_mask.png` (0/255 at the image's size) and `<stem>_overlay.png`; returns the
-/// number of foreground pixels.
+/// The (mh, mw) map `probs` resampled bilinearly to (h, w), pixel centres aligned (PyTorch's
+/// `interpolate(mode="bilinear", align_corners=False)`), so masks at the image's size have
+/// smooth edges instead of the model grid's blocks.
+fn resample(probs: &[f32], (mh, mw): (usize, usize), (h, w): (usize, usize)) -> Vec<f32> {
+    let axis = |n_out: usize, n_in: usize| -> Vec<(usize, usize, f32)> {
+        (0..n_out)
+            .map(|o| {
+                let src = ((o as f32 + 0.5) * n_in as f32 / n_out as f32 - 0.5).max(0.0);
+                let i0 = (src.floor() as usize).min(n_in - 1);
+                let i1 = (i0 + 1).min(n_in - 1);
+                (i0, i1, src - i0 as f32)
+            })
+            .collect()
+    };
+    let (ys, xs) = (axis(h, mh), axis(w, mw));
+    let mut out = Vec::with_capacity(h * w);
+    for &(y0, y1, fy) in &ys {
+        for &(x0, x1, fx) in &xs {
+            let at = |y: usize, x: usize| probs[y * mw + x];
+            let top = at(y0, x0) * (1.0 - fx) + at(y0, x1) * fx;
+            let bottom = at(y1, x0) * (1.0 - fx) + at(y1, x1) * fx;
+            out.push(top * (1.0 - fy) + bottom * fy);
+        }
+    }
+    out
+}
+
+/// Writes `<stem>_mask.png` (0/255 at the image's size), `<stem>_overlay.png` and, with
+/// `probs_png`, `<stem>_prob.png` (the probability × 255); returns the number of foreground
+/// pixels.
 fn write_outputs(
     out: &Path,
     stem: &str,
@@ -64,16 +92,17 @@ fn write_outputs(
     probs: &[f32],
     model_hw: (usize, usize),
     threshold: f32,
+    probs_png: bool,
 ) -> anyhow::Result<usize> {
-    let (mh, mw) = model_hw;
     let (h, w) = (img.height, img.width);
     let plane = h * w;
+    let probs = resample(probs, model_hw, (h, w));
     let mut mask = vec![0u8; plane];
     let mut overlay = Vec::with_capacity(plane * 3);
     let mut on_pixels = 0;
     for y in 0..h {
         for x in 0..w {
-            let p = probs[(y * mh / h) * mw + x * mw / w];
+            let p = probs[y * w + x];
             let on = p > threshold;
             on_pixels += on as usize;
             mask[y * w + x] = if on { 255 } else { 0 };
@@ -97,6 +126,16 @@ fn write_outputs(
         .context("overlay size")?
         .save(&op)
         .with_context(|| format!("writing {}", op.display()))?;
+    if probs_png {
+        let pp = out.join(format!("{stem}_prob.png"));
+        let bytes = probs
+            .iter()
+            .map(|p| (p.clamp(0.0, 1.0) * 255.0).round() as u8);
+        image::GrayImage::from_raw(w as u32, h as u32, bytes.collect())
+            .context("probability map size")?
+            .save(&pp)
+            .with_context(|| format!("writing {}", pp.display()))?;
+    }
     Ok(on_pixels)
 }
 
@@ -200,6 +239,7 @@ fn predict_all(
     out: &Path,
     (n, fetch): Samples<'_>,
     batch: usize,
+    probs_png: bool,
 ) -> anyhow::Result<usize> {
     let hw = (t.cfg.data.image_size, t.cfg.data.image_size);
     let thr = t.cfg.train.threshold;
@@ -226,7 +266,7 @@ fn predict_all(
         let probs = t.predict_batch(&items)?;
         for (k, (s, p)) in samples.iter().zip(&probs).enumerate() {
             let stem = stems.unique(&s.name, start + k);
-            let on = write_outputs(out, &stem, s.planar(), p, hw, thr)?;
+            let on = write_outputs(out, &stem, s.planar(), p, hw, thr, probs_png)?;
             let frac = on as f64 / (s.height * s.width).max(1) as f64;
             writeln!(
                 csv,
@@ -276,6 +316,7 @@ pub fn run(a: &PredictArgs) -> anyhow::Result<()> {
             &probs,
             hw,
             t.cfg.train.threshold,
+            a.probs,
         )?;
         println!(
             "{}: mask and overlay in {}",
@@ -286,7 +327,8 @@ pub fn run(a: &PredictArgs) -> anyhow::Result<()> {
     }
     if let (Some(rows), Some(table)) = (&rows, &a.table) {
         let fetch = |k: usize| Sample::from_file(&rows[k].0, &rows[k].1);
-        let n = predict_all(&t, &a.output, (rows.len(), Box::new(fetch)), batch)?;
+        let samples: Samples<'_> = (rows.len(), Box::new(fetch));
+        let n = predict_all(&t, &a.output, samples, batch, a.probs)?;
         println!(
             "{n} images of {}: masks, overlays and predictions.csv in {}",
             table.display(),
@@ -306,6 +348,7 @@ pub fn run(a: &PredictArgs) -> anyhow::Result<()> {
         &a.output,
         store_samples(&store, store_path, &idx),
         batch,
+        a.probs,
     )?;
     println!(
         "{n} samples of {} ({}): masks, overlays and predictions.csv in {}",
@@ -314,4 +357,28 @@ pub fn run(a: &PredictArgs) -> anyhow::Result<()> {
         a.output.display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::resample;
+
+    #[test]
+    fn resampling_is_bilinear_with_aligned_pixel_centres() {
+        // Same size: unchanged.
+        let p = [0.1, 0.9, 0.3, 0.7];
+        assert_eq!(resample(&p, (2, 2), (2, 2)), p.to_vec());
+        // 1×2 → 1×4: edges clamp, inner pixels interpolate (PyTorch gives 0, .25, .75, 1).
+        let r = resample(&[0.0, 1.0], (1, 2), (1, 4));
+        let want = [0.0, 0.25, 0.75, 1.0];
+        for (a, b) in r.iter().zip(want) {
+            assert!((a - b).abs() < 1e-6, "{r:?}");
+        }
+        // Downsampling 4 → 2 averages the two middle source pixels of each half.
+        let r = resample(&[0.0, 1.0, 2.0, 3.0], (1, 4), (1, 2));
+        assert!(
+            (r[0] - 0.5).abs() < 1e-6 && (r[1] - 2.5).abs() < 1e-6,
+            "{r:?}"
+        );
+    }
 }
