@@ -1,6 +1,8 @@
 //! Training-time augmentation that keeps the report true, and the eval-time resize/normalise.
 //!
 //! * random resized crop (area scale and aspect range), bilinear for images, nearest for masks;
+//! * small random rotations about the crop's centre (`rotate`, off by default; corners outside
+//!   the image read as black and background);
 //! * intensity jitter (brightness, contrast);
 //! * left–right flip **with the report rewritten** ("left" ↔ "right"): flipping a chest X-ray
 //!   swaps which side the target is on, so the words must swap too — or set `flip = "off"`;
@@ -39,6 +41,9 @@ pub struct AugmentConfig {
     pub contrast: f32,
     /// Left–right flip policy.
     pub flip: FlipPolicy,
+    /// Maximum rotation in degrees, drawn uniformly in ±rotate (0 disables; LViT uses 20).
+    /// Small angles keep the report true; sides are never swapped by a rotation.
+    pub rotate: f32,
 }
 
 impl Default for AugmentConfig {
@@ -50,6 +55,7 @@ impl Default for AugmentConfig {
             brightness: 0.1,
             contrast: 0.1,
             flip: FlipPolicy::Rewrite,
+            rotate: 0.0,
         }
     }
 }
@@ -83,6 +89,15 @@ impl AugmentConfig {
         if !(0.0..=1.0).contains(&self.contrast) {
             return bad("contrast", format!("{}: need 0..=1", self.contrast));
         }
+        if !(0.0..=45.0).contains(&self.rotate) {
+            return bad(
+                "rotate",
+                format!(
+                    "{}: need 0..=45 degrees (larger turns move targets across the zones reports name)",
+                    self.rotate
+                ),
+            );
+        }
         Ok(())
     }
 }
@@ -106,13 +121,21 @@ pub struct Planar<'a> {
     pub width: usize,
 }
 
-/// Crop box in source pixel coordinates (floating point, may be fractional).
+/// Crop box in source pixel coordinates (floating point, may be fractional), turned by `angle`
+/// (radians) about its centre.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct CropBox {
     x0: f32,
     y0: f32,
     w: f32,
     h: f32,
+    angle: f32,
+}
+
+impl CropBox {
+    fn rotated(self, angle: f32) -> Self {
+        Self { angle, ..self }
+    }
 }
 
 /// Swaps the words "left" and "right" (any case) in `report`, keeping capitalisation.
@@ -177,6 +200,7 @@ pub fn process<R: Rng>(
         y0: 0.0,
         w: src.width as f32,
         h: src.height as f32,
+        angle: 0.0,
     };
     let (crop, flip, gain, bias) = match aug.filter(|a| a.enabled) {
         None => (full, false, 1.0, 0.0),
@@ -194,10 +218,29 @@ pub fn process<R: Rng>(
             } else {
                 0.0
             };
-            (crop, flip, gain, bias)
+            // Drawn last and only when on, so configs without rotation draw as before.
+            let angle = if a.rotate > 0.0 {
+                rng.random_range(-a.rotate..=a.rotate).to_radians()
+            } else {
+                0.0
+            };
+            (crop.rotated(angle), flip, gain, bias)
         }
     };
-    resample(src, mask, crop, flip, spec, gain, bias, image_out, mask_out);
+    if crop.angle == 0.0 {
+        resample(src, mask, crop, flip, spec, gain, bias, image_out, mask_out);
+    } else {
+        resample_rotated(
+            src,
+            mask,
+            crop,
+            flip,
+            spec,
+            (gain, bias),
+            image_out,
+            mask_out,
+        );
+    }
     if flip {
         swap_left_right(report)
     } else {
@@ -229,6 +272,7 @@ fn random_crop<R: Rng>(w: f32, h: f32, a: &AugmentConfig, rng: &mut R) -> CropBo
                 y0,
                 w: cw,
                 h: ch,
+                angle: 0.0,
             };
         }
     }
@@ -237,6 +281,7 @@ fn random_crop<R: Rng>(w: f32, h: f32, a: &AugmentConfig, rng: &mut R) -> CropBo
         y0: 0.0,
         w,
         h,
+        angle: 0.0,
     }
 }
 
@@ -298,6 +343,72 @@ fn resample(
                     sample(c)
                 } else {
                     gray()
+                };
+                let v = ((v - 0.5) * gain + 0.5 + bias).clamp(0.0, 1.0);
+                image_out[c * opix + o] = (v - spec.mean[c]) / spec.std[c];
+            }
+        }
+    }
+}
+
+/// [`resample`] for a turned crop: each output pixel's source point is rotated about the
+/// crop's centre; bilinear image (black outside the image), nearest mask (background outside).
+#[allow(clippy::too_many_arguments)]
+fn resample_rotated(
+    src: Planar<'_>,
+    mask: &[u8],
+    crop: CropBox,
+    flip: bool,
+    spec: &InputSpec,
+    (gain, bias): (f32, f32),
+    image_out: &mut [f32],
+    mask_out: &mut [f32],
+) {
+    let (oh, ow) = (spec.height, spec.width);
+    let (sh, sw) = (src.height, src.width);
+    let (sx, sy) = (crop.w / ow as f32, crop.h / oh as f32);
+    let (cx, cy) = (crop.x0 + crop.w / 2.0, crop.y0 + crop.h / 2.0);
+    let (sin, cos) = crop.angle.sin_cos();
+    let plane = sh * sw;
+    let opix = oh * ow;
+    let texel = |c: usize, x: isize, y: isize| -> f32 {
+        if x < 0 || y < 0 || x >= sw as isize || y >= sh as isize {
+            0.0
+        } else {
+            src.data[c * plane + y as usize * sw + x as usize] as f32
+        }
+    };
+    for oy in 0..oh {
+        for ox in 0..ow {
+            let ox_src = if flip { ow - 1 - ox } else { ox };
+            // The unturned crop point relative to the centre, then turned (y points down).
+            let dx = crop.x0 + (ox_src as f32 + 0.5) * sx - cx;
+            let dy = crop.y0 + (oy as f32 + 0.5) * sy - cy;
+            let px = cx + cos * dx + sin * dy;
+            let py = cy - sin * dx + cos * dy;
+            let o = oy * ow + ox;
+            let (nx, ny) = (px.floor() as isize, py.floor() as isize);
+            let inside = nx >= 0 && ny >= 0 && nx < sw as isize && ny < sh as isize;
+            mask_out[o] = if inside && mask[ny as usize * sw + nx as usize] > 0 {
+                1.0
+            } else {
+                0.0
+            };
+            let (fx, fy) = (px - 0.5, py - 0.5);
+            let (x0, y0) = (fx.floor() as isize, fy.floor() as isize);
+            let (tx, ty) = (fx - x0 as f32, fy - y0 as f32);
+            let sample = |c: usize| -> f32 {
+                let a = texel(c, x0, y0) * (1.0 - tx) + texel(c, x0 + 1, y0) * tx;
+                let b = texel(c, x0, y0 + 1) * (1.0 - tx) + texel(c, x0 + 1, y0 + 1) * tx;
+                (a * (1.0 - ty) + b * ty) / 255.0
+            };
+            for c in 0..spec.channels {
+                let v = if spec.channels == src.channels {
+                    sample(c)
+                } else if src.channels == 1 {
+                    sample(0)
+                } else {
+                    0.299 * sample(0) + 0.587 * sample(1) + 0.114 * sample(2)
                 };
                 let v = ((v - 0.5) * gain + 0.5 + bias).clamp(0.0, 1.0);
                 image_out[c * opix + o] = (v - spec.mean[c]) / spec.std[c];
@@ -451,5 +562,113 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("data.augment.crop_scale"));
+    }
+
+    /// A 16×16 gray image whose mask is its bright half-plane pattern.
+    fn pattern() -> (Vec<u8>, Vec<u8>) {
+        let (h, w) = (16, 16);
+        let img: Vec<u8> = (0..h * w)
+            .map(|i| if (i % w) < 5 && (i / w) < 9 { 250 } else { 10 })
+            .collect();
+        let mask = img.iter().map(|&v| (v > 128) as u8).collect();
+        (img, mask)
+    }
+
+    fn run(crop: CropBox, img: &[u8], mask: &[u8], rotated: bool) -> (Vec<f32>, Vec<f32>) {
+        let (mut io, mut mo) = (vec![0.0; 256], vec![0.0; 256]);
+        let src = Planar {
+            data: img,
+            channels: 1,
+            height: 16,
+            width: 16,
+        };
+        if rotated {
+            resample_rotated(
+                src,
+                mask,
+                crop,
+                false,
+                &spec(1, 16, 16),
+                (1.0, 0.0),
+                &mut io,
+                &mut mo,
+            );
+        } else {
+            resample(
+                src,
+                mask,
+                crop,
+                false,
+                &spec(1, 16, 16),
+                1.0,
+                0.0,
+                &mut io,
+                &mut mo,
+            );
+        }
+        (io, mo)
+    }
+
+    #[test]
+    fn a_quarter_turn_moves_image_and_mask_together_and_no_turn_changes_nothing() {
+        let (img, mask) = pattern();
+        let full = CropBox {
+            x0: 0.0,
+            y0: 0.0,
+            w: 16.0,
+            h: 16.0,
+            angle: 0.0,
+        };
+        // Unturned, the general path equals the separable one.
+        assert_eq!(run(full, &img, &mask, true), run(full, &img, &mask, false));
+        // A quarter turn of a square lands on pixel centres: a permutation of the pixels,
+        // the same for image and mask, and a true rotation (row r becomes a column).
+        let (io, mo) = run(full.rotated(std::f32::consts::FRAC_PI_2), &img, &mask, true);
+        for o in 0..256 {
+            assert_eq!(mo[o] == 1.0, io[o] > 0.5, "pixel {o}: image and mask agree");
+        }
+        let on: usize = mo.iter().filter(|&&m| m == 1.0).count();
+        assert_eq!(on, 5 * 9, "no pixel lost or duplicated");
+        let rows_on = (0..16)
+            .filter(|r| mo[r * 16..r * 16 + 16].contains(&1.0))
+            .count();
+        assert_eq!(rows_on, 5, "the 5-wide, 9-tall block now spans 5 rows");
+    }
+
+    #[test]
+    fn rotation_is_drawn_only_when_on_and_checked() {
+        let (img, mask) = pattern();
+        let src = Planar {
+            data: &img,
+            channels: 1,
+            height: 16,
+            width: 16,
+        };
+        let go = |a: &AugmentConfig| {
+            let mut rng = ChaCha8Rng::seed_from_u64(3);
+            let (mut io, mut mo) = (vec![0.0; 256], vec![0.0; 256]);
+            let out = SampleOut {
+                image: &mut io,
+                mask: &mut mo,
+            };
+            process(src, &mask, "left", &spec(1, 16, 16), Some(a), &mut rng, out);
+            (io, mo, rng.random::<u64>())
+        };
+        let plain = AugmentConfig::default();
+        let turned = AugmentConfig {
+            rotate: 20.0,
+            ..plain.clone()
+        };
+        let (a, b) = (go(&plain), go(&turned));
+        assert_ne!(a.0, b.0, "rotation changes the image");
+        assert_ne!(a.2, b.2, "one more draw when on");
+        let err = AugmentConfig {
+            rotate: 90.0,
+            ..plain
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("data.augment.rotate"), "{err}");
     }
 }
