@@ -6,14 +6,14 @@
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
 use std::path::Path;
-use tmca_data::NoProgress;
 use tmca_trainer::config::Config;
 use tmca_trainer::model::text_encoder::TextEncoder;
 use tmca_trainer::model::BertConfig;
 use tmca_trainer::params::ParamStore;
-use tmca_trainer::sink::NullSink;
 use tmca_trainer::sync::SingleProcess;
-use tmca_trainer::train::{train, Resume, RunOptions};
+use tmca_trainer::train::Resume;
+
+mod common;
 
 const WORDS: [&str; 18] = [
     "[PAD]",
@@ -124,18 +124,7 @@ epochs = 1
 }
 
 fn run(cfg: &Config) -> tmca_trainer::Result<tmca_trainer::train::TrainSummary> {
-    train(
-        cfg,
-        &Device::Cpu,
-        &mut SingleProcess,
-        &mut NullSink,
-        RunOptions {
-            resume: Resume::No,
-            stop_after: None,
-            stop: None,
-            progress: &NoProgress,
-        },
-    )
+    common::train_cpu(cfg, &mut SingleProcess, Resume::No)
 }
 
 #[test]

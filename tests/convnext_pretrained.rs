@@ -9,15 +9,15 @@
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
 use std::path::Path;
-use tmca_data::NoProgress;
 use tmca_trainer::config::Config;
 use tmca_trainer::model::image_encoder::ImageEncoder;
 use tmca_trainer::model::{ModelConfig, TextConfig};
 use tmca_trainer::params::ParamStore;
 use tmca_trainer::pretrained::{load_image_encoder, Layout};
-use tmca_trainer::sink::NullSink;
 use tmca_trainer::sync::SingleProcess;
-use tmca_trainer::train::{train, Resume, RunOptions};
+use tmca_trainer::train::Resume;
+
+mod common;
 
 fn model_cfg(in_channels: usize) -> ModelConfig {
     let mut cfg = ModelConfig {
@@ -147,18 +147,7 @@ val_every = 100
 }
 
 fn run(cfg: &Config, resume: Resume) -> tmca_trainer::Result<tmca_trainer::train::TrainSummary> {
-    train(
-        cfg,
-        &Device::Cpu,
-        &mut SingleProcess,
-        &mut NullSink,
-        RunOptions {
-            resume,
-            stop_after: None,
-            stop: None,
-            progress: &NoProgress,
-        },
-    )
+    common::train_cpu(cfg, &mut SingleProcess, resume)
 }
 
 #[test]

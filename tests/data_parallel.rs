@@ -2,13 +2,10 @@
 //! MPI and NCCL groups): R ranks with local batch b reach the parameters one process reaches
 //! with batch R·b, contrastive negatives gathered across ranks included.
 
-use candle_core::Device;
 use std::path::Path;
-use tmca_data::NoProgress;
 use tmca_trainer::config::Config;
-use tmca_trainer::sink::NullSink;
 use tmca_trainer::sync::{GradSync, SingleProcess, ThreadGroup};
-use tmca_trainer::train::{train, Resume, RunOptions, TrainSummary};
+use tmca_trainer::train::{Resume, TrainSummary};
 
 mod common;
 
@@ -20,19 +17,7 @@ fn config(run: &Path, data: &Path, batch: usize) -> Config {
 }
 
 fn run(cfg: &Config, sync: &mut dyn GradSync) -> TrainSummary {
-    train(
-        cfg,
-        &Device::Cpu,
-        sync,
-        &mut NullSink,
-        RunOptions {
-            resume: Resume::No,
-            stop_after: None,
-            stop: None,
-            progress: &NoProgress,
-        },
-    )
-    .unwrap()
+    common::train_cpu(cfg, sync, Resume::No).unwrap()
 }
 
 #[test]

@@ -7,13 +7,11 @@
 use candle_core::Device;
 use std::collections::HashMap;
 use std::path::Path;
-use tmca_data::NoProgress;
 use tmca_trainer::config::Config;
 use tmca_trainer::model::image_encoder::ImageEncoder;
 use tmca_trainer::params::ParamStore;
-use tmca_trainer::sink::NullSink;
-use tmca_trainer::sync::{GradSync, SingleProcess, ThreadGroup};
-use tmca_trainer::train::{train, Resume, RunOptions, TrainSummary};
+use tmca_trainer::sync::{SingleProcess, ThreadGroup};
+use tmca_trainer::train::{Resume, TrainSummary};
 
 mod common;
 
@@ -27,24 +25,7 @@ fn config(run: &Path, data: &Path, batch: usize, freeze: &str) -> Config {
     Config::from_toml(&text, Path::new("freeze.toml")).unwrap()
 }
 
-fn run(
-    cfg: &Config,
-    sync: &mut dyn GradSync,
-    resume: Resume,
-) -> tmca_trainer::Result<TrainSummary> {
-    train(
-        cfg,
-        &Device::Cpu,
-        sync,
-        &mut NullSink,
-        RunOptions {
-            resume,
-            stop_after: None,
-            stop: None,
-            progress: &NoProgress,
-        },
-    )
-}
+use common::train_cpu as run;
 
 fn load(ckpt: &Path, file: &str) -> HashMap<String, candle_core::Tensor> {
     candle_core::safetensors::load(ckpt.join(file), &Device::Cpu).unwrap()

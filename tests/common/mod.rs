@@ -1,8 +1,32 @@
-//! Shared by the data-parallel tests (ranks as threads, `tmca launch`, mpirun, SLURM): one
-//! small training config and the comparison of two runs' weights.
+//! Shared by the training tests (ranks as threads, `tmca launch`, mpirun, SLURM, pretrained
+//! weights, freezing): one small training config, a CPU training call and the comparison of
+//! two runs' weights.
 #![allow(dead_code)]
 
 use std::path::Path;
+use tmca_trainer::config::Config;
+use tmca_trainer::sync::GradSync;
+use tmca_trainer::train::{Resume, RunOptions, TrainSummary};
+
+/// `tmca_trainer::train` on the CPU with `sync`, no metric sink and no progress output.
+pub fn train_cpu(
+    cfg: &Config,
+    sync: &mut dyn GradSync,
+    resume: Resume,
+) -> tmca_trainer::Result<TrainSummary> {
+    tmca_trainer::train::train(
+        cfg,
+        &candle_core::Device::Cpu,
+        sync,
+        &mut tmca_trainer::sink::NullSink,
+        RunOptions {
+            resume,
+            stop_after: None,
+            stop: None,
+            progress: &tmca_data::NoProgress,
+        },
+    )
+}
 
 /// A tiny run (cpu-tiny, 32², 2 synthetic datasets of 16 training samples, augmentation and
 /// the contrastive loss on) with per-rank batch `batch` for `epochs` epochs.

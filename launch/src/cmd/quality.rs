@@ -31,6 +31,8 @@ fn variants() -> Vec<Variant> {
             c.model.contrastive_weights = vec![1.0];
         }),
         ("no LTE", |c| c.model.lte_levels = vec![]),
+        // Augmentation, not an ablation: small rotations on top of the default ones.
+        ("TMCA + rotate 20°", |c| c.data.augment.rotate = 20.0),
     ]
 }
 
