@@ -5,7 +5,8 @@
 //! and every block of the file must have a place in the model (only classifier heads and final
 //! norms are left out), else nothing is loaded and the error lists what does not fit. A 3-channel
 //! stem goes into a 1-channel model summed over its input channels (timm's convention); a
-//! 1-channel stem into a 3-channel model is split evenly.
+//! 1-channel stem into a 3-channel model is split evenly; an MLP stored as 1×1 convolutions
+//! (timm's `conv_mlp` variants) is read as the linear layers it is.
 
 mod layout;
 #[cfg(test)]
@@ -197,6 +198,17 @@ fn adapt(
         }
     );
     if scale && t.elem_count() == want.iter().product::<usize>() && want.len() == 1 {
+        return t.reshape(want).map_err(|_| got);
+    }
+    // timm's `conv_mlp` variants hold the MLP as 1×1 convolutions: (Cout, Cin, 1, 1).
+    let mlp = matches!(
+        part,
+        Part::Block {
+            layer: BlockLayer::Fc1 | BlockLayer::Fc2,
+            ..
+        }
+    );
+    if mlp && got.len() == 4 && got[2..] == [1, 1] && got[..2] == *want {
         return t.reshape(want).map_err(|_| got);
     }
     // The stem of a 3-channel ConvNeXt in a 1-channel model and the reverse.

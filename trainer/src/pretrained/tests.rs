@@ -45,6 +45,17 @@ fn export(
                     ..
                 },
             ) => t.reshape((t.elem_count(), 1, 1)).unwrap(),
+            // As timm's conv_mlp variants store the MLP: 1×1 convolutions.
+            (
+                Layout::Timm,
+                Part::Block {
+                    layer: BlockLayer::Fc1,
+                    ..
+                },
+            ) if leaf == "weight" => {
+                let (o, i) = t.dims2().unwrap();
+                t.reshape((o, i, 1, 1)).unwrap().to_dtype(dtype).unwrap()
+            }
             _ => t.to_dtype(dtype).unwrap(),
         };
         out.insert(format!("{prefix}{}", layout.key(part, leaf)), t);
