@@ -88,6 +88,10 @@ pub fn train(
 ) -> Result<TrainSummary> {
     let rank0 = sync.rank() == 0;
     cfg.run.apply_precision(device);
+    if let (Resume::No, Some(p)) = (&opts.resume, &cfg.model.image_weights) {
+        // A fresh run will read it: say so before generating data or learning a vocabulary.
+        pretrained::weight_file(p)?;
+    }
     let (stores, tokenizer) = ranks::prepare(sync, || {
         let stores = setup::open_stores(cfg, opts.progress)?;
         let tokenizer = setup::tokenizer(cfg, &stores)?;
