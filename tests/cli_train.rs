@@ -91,6 +91,11 @@ fn train_eval_predict_write_what_they_promise() {
         out.contains("synth-endoscopy | test | 4 |") && out.contains("pixel-pooled"),
         "{out}"
     );
+    let o = tmca(&["eval", run.to_str().unwrap(), "--split", "test", "--tta"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("with flip TTA") && text(&o).contains("synth-endoscopy | test | 4 |")
+    );
 
     // Batch mode over a store split.
     let pred = dir.path().join("pred");

@@ -188,6 +188,7 @@ fn tiny_model_overfits_eight_samples() {
         threshold: 0.5,
         tokenizer: trained.tokenizer.clone(),
         progress: &NoProgress,
+        tta: false,
     };
     let r = tmca_trainer::train::eval::evaluate(
         &trained.model,

@@ -372,6 +372,10 @@ pub struct EvalArgs {
     /// Stores to evaluate (default: the run's).
     #[arg(long)]
     pub store: Vec<PathBuf>,
+    /// Flip test-time augmentation: average each prediction with that of the left–right
+    /// mirrored image described by the mirrored report ("left" ↔ "right").
+    #[arg(long)]
+    pub tta: bool,
 }
 
 #[derive(Debug, Args)]
@@ -408,6 +412,9 @@ pub struct PredictArgs {
     /// (for other thresholds or ensembles).
     #[arg(long)]
     pub probs: bool,
+    /// Flip test-time augmentation (as `tmca eval --tta`).
+    #[arg(long)]
+    pub tta: bool,
     /// Folder for `<name>_mask.png` (0/255, the image's size), `<name>_overlay.png` and, in
     /// batch mode, `predictions.csv` (one row per image: name, source, report, foreground
     /// pixels and fraction). Names that repeat get `_<row>` appended.

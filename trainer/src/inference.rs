@@ -81,12 +81,13 @@ impl Trained {
 
     /// Foreground probabilities (H·W at the model size) of one planar image and its report.
     pub fn predict(&self, image: Planar<'_>, report: &str) -> Result<Vec<f32>> {
-        let mut out = self.predict_batch(&[(image, report)])?;
+        let mut out = self.predict_batch(&[(image, report)], false)?;
         Ok(out.pop().unwrap_or_default())
     }
 
-    /// Foreground probabilities of several images and their reports, in one forward pass.
-    pub fn predict_batch(&self, items: &[(Planar<'_>, &str)]) -> Result<Vec<Vec<f32>>> {
+    /// Foreground probabilities of several images and their reports, in one forward pass (two
+    /// with `tta`: [`crate::train::tta`]).
+    pub fn predict_batch(&self, items: &[(Planar<'_>, &str)], tta: bool) -> Result<Vec<Vec<f32>>> {
         if items.is_empty() {
             return Ok(vec![]);
         }
@@ -115,8 +116,17 @@ impl Trained {
             attention: Tensor::from_vec(att, (n, l), &self.device)?,
             masks: None,
         };
-        let logits = self.model.forward(&inputs)?.logits;
-        let probs = candle_nn::ops::sigmoid(&logits)?.flatten_from(1)?;
-        Ok(probs.to_vec2()?)
+        let mirrored = if tta {
+            let reports: Vec<String> = items.iter().map(|(_, r)| r.to_string()).collect();
+            Some(crate::train::tta::mirrored_tokens(
+                &self.tokenizer,
+                &reports,
+                &self.device,
+            )?)
+        } else {
+            None
+        };
+        let probs = crate::train::tta::probabilities(&self.model, &inputs, mirrored)?;
+        Ok(probs.flatten_from(1)?.to_vec2()?)
     }
 }

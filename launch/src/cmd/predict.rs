@@ -239,7 +239,7 @@ fn predict_all(
     out: &Path,
     (n, fetch): Samples<'_>,
     batch: usize,
-    probs_png: bool,
+    (probs_png, tta): (bool, bool),
 ) -> anyhow::Result<usize> {
     let hw = (t.cfg.data.image_size, t.cfg.data.image_size);
     let thr = t.cfg.train.threshold;
@@ -263,7 +263,7 @@ fn predict_all(
             .iter()
             .map(|s| (s.planar(), s.report.as_str()))
             .collect();
-        let probs = t.predict_batch(&items)?;
+        let probs = t.predict_batch(&items, tta)?;
         for (k, (s, p)) in samples.iter().zip(&probs).enumerate() {
             let stem = stems.unique(&s.name, start + k);
             let on = write_outputs(out, &stem, s.planar(), p, hw, thr, probs_png)?;
@@ -307,7 +307,10 @@ pub fn run(a: &PredictArgs) -> anyhow::Result<()> {
     let batch = a.batch.unwrap_or(t.cfg.data.batch_size).max(1);
     if let (Some(path), Some(report)) = (&a.image, &a.report) {
         let s = Sample::from_file(path, report)?;
-        let probs = t.predict(s.planar(), report)?;
+        let probs = t
+            .predict_batch(&[(s.planar(), report.as_str())], a.tta)?
+            .pop()
+            .unwrap_or_default();
         let stem = Stems::default().unique(&s.name, 0);
         write_outputs(
             &a.output,
@@ -328,7 +331,7 @@ pub fn run(a: &PredictArgs) -> anyhow::Result<()> {
     if let (Some(rows), Some(table)) = (&rows, &a.table) {
         let fetch = |k: usize| Sample::from_file(&rows[k].0, &rows[k].1);
         let samples: Samples<'_> = (rows.len(), Box::new(fetch));
-        let n = predict_all(&t, &a.output, samples, batch, a.probs)?;
+        let n = predict_all(&t, &a.output, samples, batch, (a.probs, a.tta))?;
         println!(
             "{n} images of {}: masks, overlays and predictions.csv in {}",
             table.display(),
@@ -348,7 +351,7 @@ pub fn run(a: &PredictArgs) -> anyhow::Result<()> {
         &a.output,
         store_samples(&store, store_path, &idx),
         batch,
-        a.probs,
+        (a.probs, a.tta),
     )?;
     println!(
         "{n} samples of {} ({}): masks, overlays and predictions.csv in {}",

@@ -167,7 +167,7 @@ pub fn run(a: &QuickstartArgs) -> anyhow::Result<()> {
 
     println!("5. evaluation of the best checkpoint on the held-out test splits");
     let trained = Trained::load(&cfg.run.dir, "best", &candle_core::Device::Cpu)?;
-    let results = super::train::eval_run(&trained, &[], Split::Test)?;
+    let results = super::train::eval_run(&trained, &[], Split::Test, false)?;
     print!("{}", table(&results));
     println!(
         "   mean per-image Dice over the four datasets: {:.3}",

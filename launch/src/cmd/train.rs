@@ -101,12 +101,13 @@ pub fn train(a: &TrainArgs) -> anyhow::Result<TrainSummary> {
 pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
     let device = tmca_worker::bind_device("auto", 0)?;
     let trained = Trained::load(&a.run, &a.checkpoint, &device)?;
-    let results = eval_run(&trained, &a.store, a.split)?;
+    let results = eval_run(&trained, &a.store, a.split, a.tta)?;
     println!(
-        "{} ({}), split {}:\n{}",
+        "{} ({}), split {}{}:\n{}",
         a.run.display(),
         trained.checkpoint.display(),
         a.split,
+        if a.tta { ", with flip TTA" } else { "" },
         table(&results)
     );
     Ok(())
@@ -117,6 +118,7 @@ pub fn eval_run(
     trained: &Trained,
     stores: &[std::path::PathBuf],
     split: tmca_data::Split,
+    tta: bool,
 ) -> anyhow::Result<Vec<tmca_trainer::train::eval::EvalResult>> {
     let bar = Bar::default();
     let stores: Vec<Arc<Store>> = if stores.is_empty() {
@@ -134,6 +136,7 @@ pub fn eval_run(
         threshold: trained.cfg.train.threshold,
         tokenizer: trained.tokenizer.clone(),
         progress: &bar,
+        tta,
     };
     Ok(evaluate(
         &trained.model,

@@ -13,7 +13,7 @@ pub mod text_encoder;
 pub mod tssd;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use config::{ModelConfig, TextConfig};
 pub use text_encoder::BertConfig;

@@ -30,6 +30,8 @@ pub struct EvalSpec<'a> {
     pub threshold: f32,
     pub tokenizer: Arc<TextTokenizer>,
     pub progress: &'a dyn Progress,
+    /// Average each prediction with that of the mirrored image and report ([`super::tta`]).
+    pub tta: bool,
 }
 
 /// Evaluates `model` on `split` of every store (this rank's shard, reduced over `sync`).
@@ -66,8 +68,17 @@ pub fn evaluate(
         for b in loader.epoch(0, 0) {
             let b = b?;
             let x = to_inputs(&b, device)?;
-            let logits = model.forward(&x)?.logits.detach();
-            let probs: Vec<f32> = candle_nn::ops::sigmoid(&logits)?.flatten_all()?.to_vec1()?;
+            let mirrored = if spec.tta {
+                Some(super::tta::mirrored_tokens(
+                    &spec.tokenizer,
+                    &b.reports,
+                    device,
+                )?)
+            } else {
+                None
+            };
+            let probs = super::tta::probabilities(model, &x, mirrored)?.detach();
+            let probs: Vec<f32> = probs.flatten_all()?.to_vec1()?;
             m.update(&probs, &b.masks, b.size, b.height * b.width, spec.threshold)?;
             on_batch(&b, &probs)?;
             spec.progress.inc(1);

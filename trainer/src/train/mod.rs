@@ -7,6 +7,7 @@ pub mod eval;
 mod overlay;
 pub mod ranks;
 pub mod setup;
+pub mod tta;
 
 use crate::checkpoint::{differing_fields, Checkpointer, Manifest, MANIFEST_VERSION};
 use crate::config::{Config, OnNonFinite};
@@ -270,6 +271,7 @@ pub fn train(
         threshold: cfg.train.threshold,
         tokenizer: tokenizer.clone(),
         progress: opts.progress,
+        tta: false,
     };
     let save = |name: &str, m: &Manifest, opt: &AdamW| -> Result<PathBuf> {
         let weights = params
