@@ -79,15 +79,9 @@ impl Trained {
         }
     }
 
-    /// Foreground probabilities (H·W at the model size) of one planar image and its report.
-    pub fn predict(&self, image: Planar<'_>, report: &str) -> Result<Vec<f32>> {
-        let mut out = self.predict_batch(&[(image, report)], false)?;
-        Ok(out.pop().unwrap_or_default())
-    }
-
-    /// Foreground probabilities of several images and their reports, in one forward pass (two
-    /// with `tta`: [`crate::train::tta`]).
-    pub fn predict_batch(&self, items: &[(Planar<'_>, &str)], tta: bool) -> Result<Vec<Vec<f32>>> {
+    /// Foreground probabilities (H·W at the model size) of each planar image and its report,
+    /// in one forward pass (two with `tta`: [`crate::train::tta`]).
+    pub fn predict(&self, items: &[(Planar<'_>, &str)], tta: bool) -> Result<Vec<Vec<f32>>> {
         if items.is_empty() {
             return Ok(vec![]);
         }

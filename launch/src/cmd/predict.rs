@@ -263,7 +263,7 @@ fn predict_all(
             .iter()
             .map(|s| (s.planar(), s.report.as_str()))
             .collect();
-        let probs = t.predict_batch(&items, tta)?;
+        let probs = t.predict(&items, tta)?;
         for (k, (s, p)) in samples.iter().zip(&probs).enumerate() {
             let stem = stems.unique(&s.name, start + k);
             let on = write_outputs(out, &stem, s.planar(), p, hw, thr, probs_png)?;
@@ -308,7 +308,7 @@ pub fn run(a: &PredictArgs) -> anyhow::Result<()> {
     if let (Some(path), Some(report)) = (&a.image, &a.report) {
         let s = Sample::from_file(path, report)?;
         let probs = t
-            .predict_batch(&[(s.planar(), report.as_str())], a.tta)?
+            .predict(&[(s.planar(), report.as_str())], a.tta)?
             .pop()
             .unwrap_or_default();
         let stem = Stems::default().unique(&s.name, 0);
