@@ -113,37 +113,22 @@ fn matches_hugging_face_convnext_in_every_layout() {
     }
 }
 
+/// The shared tiny run (`common::config_text`) with this test's encoder depths, the weights
+/// to start from, `steps` optimiser steps and a learning rate too small to move them visibly.
 fn config(run: &Path, data: &Path, weights: &Path, steps: u64) -> Config {
-    let text = format!(
-        r#"
-[run]
-dir = "{}"
-[data]
-image_size = 32
-batch_size = 4
-[data.synth]
-dir = "{}"
-size = 32
-train = 8
-val = 4
-test = 4
-modalities = ["xray"]
-[model]
-preset = "cpu-tiny"
-depths = [1, 2, 1, 1]
-image_weights = "{}"
-[optim]
-lr = 1e-7
-warmup_steps = 0
-[train]
-max_steps = {steps}
-val_every = 100
-"#,
-        run.display(),
-        data.display(),
-        weights.display()
-    );
-    Config::from_toml(&text, Path::new("pretrained.toml")).unwrap()
+    let text = common::config_text(run, data, 4, 1)
+        .replace(
+            "preset = \"cpu-tiny\"\n",
+            &format!(
+                "preset = \"cpu-tiny\"\ndepths = [1, 2, 1, 1]\nimage_weights = \"{}\"\n",
+                weights.display()
+            ),
+        )
+        .replace("warmup_steps = 1", "warmup_steps = 0\nlr = 1e-7")
+        .replace("[train]\n", &format!("[train]\nmax_steps = {steps}\n"));
+    let cfg = Config::from_toml(&text, Path::new("pretrained.toml")).unwrap();
+    assert_eq!(cfg.model.image_weights.as_deref(), Some(weights));
+    cfg
 }
 
 fn run(cfg: &Config, resume: Resume) -> tmca_trainer::Result<tmca_trainer::train::TrainSummary> {
