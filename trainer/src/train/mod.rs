@@ -178,31 +178,7 @@ pub fn train(
         Resume::From(p) => Some(Checkpointer::load(p, device)?),
     };
     if loaded.is_none() {
-        if let Some(path) = &cfg.model.image_weights {
-            let p = pretrained::load_image_encoder(path, &params, &cfg.model)?;
-            let default_norm =
-                cfg.data.mean.iter().all(|&m| m == 0.5) && cfg.data.std.iter().all(|&s| s == 0.25);
-            if rank0 && default_norm {
-                tracing::warn!(
-                    "data.mean/data.std are tmca's defaults; ImageNet-pretrained ConvNeXts expect \
-                     mean = [0.485, 0.456, 0.406], std = [0.229, 0.224, 0.225]"
-                );
-            }
-            if rank0 {
-                tracing::info!(
-                    "image encoder: {} tensors from {} ({} layout{}; {} left out)",
-                    p.tensors,
-                    p.file.display(),
-                    p.layout.name(),
-                    if p.prefix.is_empty() {
-                        String::new()
-                    } else {
-                        format!(", prefix `{}`", p.prefix)
-                    },
-                    p.ignored
-                );
-            }
-        }
+        setup::pretrained_image_encoder(cfg, &params, rank0)?;
     }
     if let Some(l) = loaded {
         if l.manifest.model_hash != m.model_hash {

@@ -1,5 +1,5 @@
 //! Everything before the first step: datasets (generated if configured), tokenizer, model
-//! (scratch or pretrained BERT text encoder) and its parameters.
+//! (scratch or pretrained BERT text encoder, pretrained image encoder) and its parameters.
 
 use crate::config::Config;
 use crate::model::{BertConfig, Tmca};
@@ -90,6 +90,40 @@ pub fn check_prefixes(cfg: &Config, store: &ParamStore) -> Result<()> {
                 format!("'{p}' is the start of no parameter name{hint}; names are checkpoint keys such as image_encoder.stem.conv.weight or image_encoder.stages.0.0.dwconv.weight"),
             ));
         }
+    }
+    Ok(())
+}
+
+/// Overwrites the image encoder in `params` with `model.image_weights` when set (a fresh run);
+/// `log` (rank 0) reports what was read and warns about a normalisation that does not suit
+/// ImageNet weights.
+pub fn pretrained_image_encoder(cfg: &Config, params: &ParamStore, log: bool) -> Result<()> {
+    let Some(path) = &cfg.model.image_weights else {
+        return Ok(());
+    };
+    let p = crate::pretrained::load_image_encoder(path, params, &cfg.model)?;
+    if !log {
+        return Ok(());
+    }
+    let prefix = if p.prefix.is_empty() {
+        String::new()
+    } else {
+        format!(", prefix `{}`", p.prefix)
+    };
+    tracing::info!(
+        "image encoder: {} tensors from {} ({} layout{prefix}; {} left out)",
+        p.tensors,
+        p.file.display(),
+        p.layout.name(),
+        p.ignored
+    );
+    let default_norm =
+        cfg.data.mean.iter().all(|&m| m == 0.5) && cfg.data.std.iter().all(|&s| s == 0.25);
+    if default_norm {
+        tracing::warn!(
+            "data.mean/data.std are tmca's defaults; ImageNet-pretrained ConvNeXts expect \
+             mean = [0.485, 0.456, 0.406], std = [0.229, 0.224, 0.225]"
+        );
     }
     Ok(())
 }
