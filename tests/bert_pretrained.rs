@@ -163,6 +163,19 @@ fn trains_frozen_and_fine_tuned_and_refuses_a_mismatched_tokenizer() {
         .unwrap();
     assert!(moved > 0.0, "an unfrozen BERT is fine-tuned");
 
+    // Fine-tuning needs every encoder tensor in the file: none is silently drawn at random.
+    let mut partial = original.clone();
+    partial.remove("bert.encoder.layer.1.output.dense.bias");
+    candle_core::safetensors::save(&partial, bert.join("model.safetensors")).unwrap();
+    let err = run(&config(&dir.path().join("partial"), &data, &bert, false))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("no tensor for encoder.layer.1.output.dense.bias")
+            && err.contains("model.safetensors"),
+        "{err}"
+    );
+
     write_bert(&bert, WORDS.len() - 3);
     let err = run(&config(&dir.path().join("bad"), &data, &bert, true))
         .unwrap_err()
@@ -171,7 +184,7 @@ fn trains_frozen_and_fine_tuned_and_refuses_a_mismatched_tokenizer() {
 }
 
 /// A BERT published as `pytorch_model.bin` (a PyTorch pickle, written by torch here) with a
-/// pooler and a masked-LM head: it trains fine-tuned, and the parameters are the encoder's only.
+/// pooler, a masked-LM head and the `position_ids` buffer older transformers saved: it trains fine-tuned, and the parameters are the encoder's only.
 #[test]
 fn a_pytorch_model_bin_loads_without_its_pooler_and_heads() {
     if std::env::var_os("TMCA_SKIP_PYTHON").is_some() {
@@ -185,6 +198,7 @@ fn a_pytorch_model_bin_loads_without_its_pooler_and_heads() {
         d = sys.argv[1]\nsd = load_file(d + '/model.safetensors')\n\
         sd['bert.pooler.dense.weight'] = torch.zeros(16, 16)\n\
         sd['cls.predictions.bias'] = torch.zeros(18)\n\
+        sd['bert.embeddings.position_ids'] = torch.arange(32).unsqueeze(0)\n\
         torch.save(sd, d + '/pytorch_model.bin')\n";
     let out = std::process::Command::new("python3")
         .args(["-c", script])
@@ -206,7 +220,7 @@ fn a_pytorch_model_bin_loads_without_its_pooler_and_heads() {
     assert!(w.contains_key("text.encoder.layer.1.output.dense.weight"));
     assert!(
         w.keys()
-            .all(|k| !k.contains("pooler") && !k.contains("cls.")),
+            .all(|k| !k.contains("pooler") && !k.contains("cls.") && !k.contains("position_ids")),
         "only the encoder's tensors become parameters"
     );
 }

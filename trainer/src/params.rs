@@ -17,6 +17,8 @@ pub struct ParamStore {
     vars: Arc<Mutex<BTreeMap<String, Var>>>,
     seed: u64,
     frozen: Arc<Vec<String>>,
+    /// Initial values for parameters not yet created ([`preload`](Self::preload)).
+    preloaded: Arc<Mutex<BTreeMap<String, Tensor>>>,
 }
 
 impl std::fmt::Debug for ParamStore {
@@ -77,6 +79,7 @@ impl ParamStore {
             vars: Default::default(),
             seed,
             frozen: Default::default(),
+            preloaded: Default::default(),
         }
     }
 
@@ -143,13 +146,21 @@ impl ParamStore {
             && !name.ends_with("embeddings.weight")
     }
 
-    /// Inserts an existing tensor (a pretrained weight to fine-tune) as a parameter.
-    pub fn insert(&self, name: &str, t: &Tensor) -> Result<()> {
-        let var = Var::from_tensor(t)?;
-        if let Ok(mut v) = self.vars.lock() {
-            v.insert(name.to_string(), var);
+    /// Gives initial values (pretrained weights to fine-tune) to parameters the model has not
+    /// requested yet: a requested name takes its preloaded tensor (which must have the requested
+    /// shape) instead of a random draw; names never requested never become parameters.
+    pub fn preload(&self, tensors: impl IntoIterator<Item = (String, Tensor)>) {
+        if let Ok(mut p) = self.preloaded.lock() {
+            p.extend(tensors);
         }
-        Ok(())
+    }
+
+    /// Removes and returns the names of the preloaded tensors no parameter took.
+    pub fn take_unused_preloaded(&self) -> Vec<String> {
+        self.preloaded
+            .lock()
+            .map(|mut p| std::mem::take(&mut *p).into_keys().collect())
+            .unwrap_or_default()
     }
 
     /// Overwrites every parameter with the tensor of the same name in `tensors`; all must exist
@@ -204,8 +215,21 @@ impl candle_nn::var_builder::SimpleBackend for ParamStore {
             }
             return Ok(self.view(name, v));
         }
-        let data = sample(h, &s, name_seed(self.seed, name));
-        let var = Var::from_tensor(&Tensor::from_vec(data, s, dev)?.to_dtype(dtype)?)?;
+        let preloaded = self
+            .preloaded
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("parameter store poisoned".into()))?
+            .remove(name);
+        let init = match preloaded {
+            Some(t) if t.shape() != &s => candle_core::bail!(
+                "pretrained tensor '{name}' has shape {:?}, the model needs {:?}",
+                t.shape(),
+                s
+            ),
+            Some(t) => t.to_device(dev)?,
+            None => Tensor::from_vec(sample(h, &s, name_seed(self.seed, name)), s, dev)?,
+        };
+        let var = Var::from_tensor(&init.to_dtype(dtype)?)?;
         let t = self.view(name, &var);
         vars.insert(name.to_string(), var);
         Ok(t)

@@ -198,21 +198,53 @@ pub fn build_model(
             )
         })
         .collect();
-    let text_vb = if cfg.text.freeze {
-        VarBuilder::from_tensors(
+    if cfg.text.freeze {
+        let text_vb = VarBuilder::from_tensors(
             tensors
                 .into_iter()
                 .map(|(k, v)| (k, v.to_dtype(DType::F32).unwrap_or(v)))
                 .collect(),
             DType::F32,
             device,
-        )
-    } else {
-        for (k, v) in &tensors {
-            store.insert(&format!("text.{k}"), &v.to_dtype(DType::F32)?)?;
-        }
-        vb.pp("text")
-    };
-    Tmca::new(&cfg.model, &bert, vb.clone(), text_vb)
-        .map_err(|e| TrainError::file(&wpath, format!("does not fit the BERT config: {e}")))
+        );
+        return Tmca::new(&cfg.model, &bert, vb.clone(), text_vb)
+            .map_err(|e| TrainError::file(&wpath, format!("does not fit the BERT config: {e}")));
+    }
+    // Fine-tuned: the file's tensors are the initial values of the parameters the encoder
+    // requests; the file must hold every one of them, and what the encoder does not use (heads,
+    // buffers such as `embeddings.position_ids`) does not become a parameter.
+    let given: std::collections::BTreeSet<String> =
+        tensors.keys().map(|k| format!("text.{k}")).collect();
+    store.preload(
+        tensors
+            .into_iter()
+            .map(|(k, v)| Ok((format!("text.{k}"), v.to_dtype(DType::F32)?)))
+            .collect::<Result<Vec<_>>>()?,
+    );
+    let model = Tmca::new(&cfg.model, &bert, vb.clone(), vb.pp("text"))
+        .map_err(|e| TrainError::file(&wpath, format!("does not fit the BERT config: {e}")))?;
+    let unused = store.take_unused_preloaded();
+    if !unused.is_empty() {
+        tracing::debug!(file = %wpath.display(), "BERT tensors the encoder does not use: {}", unused.join(", "));
+    }
+    let missing: Vec<String> = store
+        .vars()
+        .into_iter()
+        .map(|(k, _)| k)
+        .filter(|k| k.starts_with("text.") && !given.contains(k))
+        .collect();
+    if !missing.is_empty() {
+        return Err(TrainError::file(
+            &wpath,
+            format!(
+                "does not fit the BERT config: no tensor for {} (the encoder would start them at random)",
+                missing
+                    .iter()
+                    .map(|k| k.trim_start_matches("text."))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    }
+    Ok(model)
 }
