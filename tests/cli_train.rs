@@ -96,6 +96,49 @@ fn train_eval_predict_write_what_they_promise() {
     assert!(
         text(&o).contains("with flip TTA") && text(&o).contains("synth-endoscopy | test | 4 |")
     );
+    // Both evaluations are recorded; `tmca runs` reports the newer (the TTA one).
+    let rec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("eval/best-test.json")).unwrap())
+            .unwrap();
+    assert_eq!(rec["checkpoint"], "best");
+    assert_eq!(rec["tta"], false);
+    assert_eq!(rec["datasets"][0]["dataset"], "synth-endoscopy");
+    assert_eq!(rec["datasets"][0]["split"], "test");
+    assert_eq!(rec["datasets"][0]["images"], 4);
+    let tta: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(run.join("eval/best-test-tta.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(tta["tta"], true);
+    let log = std::fs::read_to_string(run.join("validation.jsonl")).unwrap();
+    assert_eq!(log.lines().count(), 2, "one validation per epoch: {log}");
+    let o = tmca(&["runs", dir.path().to_str().unwrap(), "--format", "csv"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let csv = String::from_utf8_lossy(&o.stdout).to_string();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 2, "{csv}");
+    let fields: Vec<&str> = lines[1].split(',').collect();
+    assert_eq!(fields[0], run.to_str().unwrap(), "{csv}");
+    assert_eq!(fields[3], "synth-endoscopy", "{csv}");
+    let best: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(run.join("checkpoints/best/manifest.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        fields[5],
+        format!("{:.4}", best["best_val_dice"].as_f64().unwrap())
+    );
+    assert_eq!(
+        fields[7],
+        format!("{:.4}", tta["mean_dice_per_image"].as_f64().unwrap())
+    );
+    assert!(
+        fields[9].starts_with("best @ ") && fields[9].ends_with(" (tta)"),
+        "{csv}"
+    );
+    let o = tmca(&["runs", dir.path().join("data").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("no run directory"), "{}", text(&o));
 
     // Batch mode over a store split.
     let pred = dir.path().join("pred");

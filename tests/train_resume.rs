@@ -85,6 +85,26 @@ fn resume_is_bit_exact_and_bad_checkpoints_are_refused() {
         weights(second.last_checkpoint.as_ref().unwrap()),
         "resumed run must reach identical weights"
     );
+    let log =
+        |run: &str| std::fs::read_to_string(dir.path().join(run).join("validation.jsonl")).unwrap();
+    assert_eq!(log("a").lines().count(), 2, "one validation per epoch");
+    assert_eq!(
+        log("a"),
+        log("b"),
+        "the resumed run logs the same validations"
+    );
+    // Going back to the end of epoch 1 forgets the later validation before logging it again.
+    let again = run(
+        &straight,
+        Resume::From(dir.path().join("a/checkpoints/step-00000006")),
+        None,
+    );
+    assert_eq!(again.steps, 12);
+    assert_eq!(
+        log("a"),
+        log("b"),
+        "resuming from an earlier checkpoint rewrites the log"
+    );
 
     // A fresh run refuses to overwrite a run directory with checkpoints.
     let err = train(

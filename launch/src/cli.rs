@@ -34,6 +34,9 @@ pub enum Command {
     Eval(EvalArgs),
     /// Predict masks from images and reports with a trained run.
     Predict(PredictArgs),
+    /// Summarise run directories: model, steps, best validation Dice and the latest test
+    /// evaluation of each (for comparing runs of a sweep).
+    Runs(RunsArgs),
     /// Print the embedded default config (a starting point for your own).
     Config,
     /// Create, import and look at dataset stores.
@@ -376,6 +379,30 @@ pub struct EvalArgs {
     /// mirrored image described by the mirrored report ("left" ↔ "right").
     #[arg(long)]
     pub tta: bool,
+    /// Also write the results as JSON here. Evaluations of the run's own stores are always
+    /// recorded in RUN/eval/<checkpoint>-<split>[-tta].json (read by `tmca runs`).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunsArgs {
+    /// Run directories, or folders searched for them (a run directory holds config.toml).
+    #[arg(default_value = "runs")]
+    pub dirs: Vec<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = RunsFormat::Markdown)]
+    pub format: RunsFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RunsFormat {
+    /// A Markdown table.
+    #[value(name = "md")]
+    Markdown,
+    Csv,
+    /// An array of objects with every field, including the test evaluation per dataset.
+    Json,
 }
 
 #[derive(Debug, Args)]

@@ -11,6 +11,7 @@ Checks, against the run's own `config.toml` and best checkpoint manifest:
   * validation scalars per dataset and protocol (dice/iou, per-image and pixel-pooled) in [0, 1],
     at the same steps as `val/mean_dice_per_image`, whose maximum is the best checkpoint's
     `best_val_dice`;
+  * validation.jsonl: the same validations (steps, datasets, every metric) as TensorBoard;
   * validation overlays: RGB PNGs at the training image size that are not blank;
   * the resolved config as text, equal to config.toml.
 Exits non-zero with a message on the first failure.
@@ -73,6 +74,23 @@ def main(run):
                   % (ds, metric, [e.step for e in got], val_steps))
             for e in got:
                 check(0.0 <= e.value <= 1.0, "val/%s/%s = %r" % (ds, metric, e.value))
+
+    # validation.jsonl holds the same validations as TensorBoard, one line each.
+    with open(os.path.join(run, "validation.jsonl")) as f:
+        log = [json.loads(line) for line in f]
+    check([r["step"] for r in log] == val_steps,
+          "validation.jsonl steps %r != TensorBoard's %r" % ([r["step"] for r in log], val_steps))
+    for r, e in zip(log, mean):
+        check(math.isclose(r["mean_dice_per_image"], e.value, rel_tol=1e-5, abs_tol=1e-6),
+              "validation.jsonl step %d: mean Dice %r != %r" % (e.step, r["mean_dice_per_image"], e.value))
+        check(sorted(d["dataset"] for d in r["datasets"]) == datasets,
+              "validation.jsonl step %d datasets %r" % (e.step, [d["dataset"] for d in r["datasets"]]))
+        for d in r["datasets"]:
+            check(d["split"] == "val", "validation.jsonl: split %r" % d["split"])
+            for metric in ["dice_per_image", "iou_per_image", "dice_pooled", "iou_pooled"]:
+                tb = [x.value for x in ea.Scalars("val/%s/%s" % (d["dataset"], metric)) if x.step == e.step]
+                check(len(tb) == 1 and math.isclose(d[metric], tb[0], rel_tol=1e-5, abs_tol=1e-6),
+                      "validation.jsonl step %d %s %s: %r vs TensorBoard %r" % (e.step, d["dataset"], metric, d[metric], tb))
 
     with open(os.path.join(run, "checkpoints", "best", "manifest.json")) as f:
         best = json.load(f)["best_val_dice"]

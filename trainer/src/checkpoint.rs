@@ -36,6 +36,27 @@ pub struct Manifest {
     pub files: BTreeMap<String, String>,
 }
 
+impl Manifest {
+    /// Reads the manifest of the checkpoint directory `path` (without verifying its files).
+    pub fn read(path: &Path) -> Result<Self> {
+        let mp = path.join("manifest.json");
+        let text = std::fs::read_to_string(&mp)
+            .map_err(|e| ck_err(path, format!("no readable manifest.json ({e})")))?;
+        let manifest: Manifest = serde_json::from_str(&text)
+            .map_err(|e| ck_err(&mp, format!("corrupted manifest: {e}")))?;
+        if manifest.version > MANIFEST_VERSION {
+            return Err(ck_err(
+                path,
+                format!(
+                    "manifest version {} is newer than this tmca understands ({MANIFEST_VERSION})",
+                    manifest.version
+                ),
+            ));
+        }
+        Ok(manifest)
+    }
+}
+
 /// Saves and finds checkpoints under `<run>/checkpoints`.
 #[derive(Debug, Clone)]
 pub struct Checkpointer {
@@ -158,20 +179,7 @@ impl Checkpointer {
 
     /// Loads and verifies the checkpoint at `path`.
     pub fn load(path: &Path, device: &Device) -> Result<Loaded> {
-        let mp = path.join("manifest.json");
-        let text = std::fs::read_to_string(&mp)
-            .map_err(|e| ck_err(path, format!("no readable manifest.json ({e})")))?;
-        let manifest: Manifest = serde_json::from_str(&text)
-            .map_err(|e| ck_err(&mp, format!("corrupted manifest: {e}")))?;
-        if manifest.version > MANIFEST_VERSION {
-            return Err(ck_err(
-                path,
-                format!(
-                    "manifest version {} is newer than this tmca understands ({MANIFEST_VERSION})",
-                    manifest.version
-                ),
-            ));
-        }
+        let manifest = Manifest::read(path)?;
         for file in ["weights.safetensors", "optimizer.safetensors"] {
             let p = path.join(file);
             let want = manifest

@@ -19,6 +19,8 @@ pub struct Trained {
     pub model: Tmca,
     pub tokenizer: Arc<TextTokenizer>,
     pub checkpoint: PathBuf,
+    /// Optimiser steps the loaded weights had taken.
+    pub step: u64,
     pub device: Device,
 }
 
@@ -63,6 +65,7 @@ impl Trained {
             model,
             tokenizer,
             checkpoint: loaded.path,
+            step: loaded.manifest.step,
             device: device.clone(),
         })
     }

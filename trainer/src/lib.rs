@@ -25,6 +25,7 @@ pub mod optim;
 pub mod params;
 pub mod pretrained;
 pub mod profile;
+pub mod runs;
 pub mod sink;
 pub mod sync;
 pub mod train;

@@ -7,6 +7,7 @@ mod launch;
 mod predict;
 mod quality;
 mod quickstart;
+mod runs;
 mod step;
 
 mod train;
@@ -26,6 +27,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Launch(a) => launch::run(&a),
         Command::Eval(a) => train::eval(&a),
         Command::Predict(a) => predict::run(&a),
+        Command::Runs(a) => runs::run(&a),
         Command::Config => {
             print!("{}", tmca_trainer::config::DEFAULT_CONFIG);
             Ok(())

@@ -11,6 +11,7 @@ use tmca_trainer::inference::Trained;
 use tmca_trainer::sink::{EventWriter, MetricSink, NullSink};
 use tmca_trainer::sync::SingleProcess;
 use tmca_trainer::train::eval::{evaluate, table, EvalSpec};
+use tmca_trainer::train::results::{eval_record_name, write_eval_record, ResultRecord};
 use tmca_trainer::train::{Resume, RunOptions, TrainSummary};
 
 /// Loads the config (or the embedded default) with command-line overrides applied.
@@ -110,6 +111,26 @@ pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
         if a.tta { ", with flip TTA" } else { "" },
         table(&results)
     );
+    let label = match a.checkpoint.as_str() {
+        "best" => "best".to_string(),
+        _ => trained
+            .checkpoint
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "checkpoint".into()),
+    };
+    let mut record = ResultRecord::new(trained.step, &results);
+    record.checkpoint = Some(label.clone());
+    record.tta = a.tta;
+    if a.store.is_empty() {
+        let name = eval_record_name(&label, a.split, a.tta);
+        let p = write_eval_record(&a.run, &name, &record)?;
+        eprintln!("recorded in {}", p.display());
+    }
+    if let Some(p) = &a.json {
+        let text = serde_json::to_string_pretty(&record)?;
+        std::fs::write(p, text + "\n").with_context(|| format!("writing {}", p.display()))?;
+    }
     Ok(())
 }
 

@@ -28,16 +28,26 @@ pub struct SegMetrics {
     pooled: Confusion,
 }
 
-/// Final metrics. All values are in `[0, 1]`; all are `NaN` when no image was seen.
+/// Reads a metric written as JSON: `null` (how serde_json writes `NaN`) reads back as `NaN`.
+pub fn nullable_f64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
+/// Final metrics. All values are in `[0, 1]`; all are `NaN` when no image was seen (`null`
+/// in JSON).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct SegSummary {
     /// Mean over images of per-image Dice (empty prediction on empty mask counts 1).
+    #[serde(deserialize_with = "nullable_f64")]
     pub dice_per_image: f64,
     /// Mean over images of per-image IoU (empty prediction on empty mask counts 1).
+    #[serde(deserialize_with = "nullable_f64")]
     pub iou_per_image: f64,
     /// `2 TP / (2 TP + FP + FN)` over all pixels (1 if everything is empty).
+    #[serde(deserialize_with = "nullable_f64")]
     pub dice_pooled: f64,
     /// `TP / (TP + FP + FN)` over all pixels (1 if everything is empty).
+    #[serde(deserialize_with = "nullable_f64")]
     pub iou_pooled: f64,
     /// Number of images.
     pub images: u64,

@@ -183,10 +183,15 @@ mod tests {
         let dev = Device::Cpu;
         let store = ParamStore::new(0);
         let names = ["enc.a.weight", "enc.b.weight", "head.weight"];
+        store.preload(names.map(|n| {
+            (
+                n.to_string(),
+                Tensor::ones((2, 3), DType::F32, &dev).unwrap(),
+            )
+        }));
+        let vb = store.var_builder(&dev);
         for n in names {
-            store
-                .insert(n, &Tensor::ones((2, 3), DType::F32, &dev).unwrap())
-                .unwrap();
+            vb.get((2, 3), n).unwrap();
         }
         let cfg = AdamWConfig {
             weight_decay: 0.5,

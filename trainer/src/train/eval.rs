@@ -14,11 +14,12 @@ use tmca_data::store::Store;
 use tmca_data::tokenize::TextTokenizer;
 use tmca_data::{Progress, Split};
 
-/// The metrics of one dataset split.
-#[derive(Debug, Clone, PartialEq)]
+/// The metrics of one dataset split (in JSON, the summary's fields sit beside the name).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EvalResult {
     pub dataset: String,
     pub split: Split,
+    #[serde(flatten)]
     pub summary: SegSummary,
 }
 

@@ -6,6 +6,7 @@ pub mod batch;
 pub mod eval;
 mod overlay;
 pub mod ranks;
+pub mod results;
 pub mod setup;
 pub mod tta;
 
@@ -220,11 +221,13 @@ pub fn train(
             ..l.manifest
         };
     }
+    let mut vlog = None;
     if rank0 {
         let text = cfg.to_toml()?;
         let p = cfg.run.dir.join("config.toml");
         std::fs::write(&p, &text).map_err(|e| TrainError::io(&p, e))?;
         sink.text("config", &format!("```toml\n{text}\n```"), m.step);
+        vlog = Some(results::ValidationLog::open(&cfg.run.dir, m.step)?);
         let frozen: usize = params
             .vars()
             .iter()
@@ -400,6 +403,7 @@ pub fn train(
 
         if m.epoch.is_multiple_of(cfg.train.val_every) || last_epoch {
             let results = validate(&model, &stores, &spec, cfg, device, sync, sink, m.step)?;
+            log_validation(vlog.as_ref(), &results, &m)?;
             record_validation(results, &mut m, &mut summary, &|m| {
                 if rank0 {
                     save("best", m, &opt).map(Some)
@@ -424,6 +428,7 @@ pub fn train(
     // A step budget that ends mid-epoch still gets its final validation (and `best`).
     if m.step >= total && m.next_batch != 0 && !summary.stopped_early {
         let results = validate(&model, &stores, &spec, cfg, device, sync, sink, m.step)?;
+        log_validation(vlog.as_ref(), &results, &m)?;
         record_validation(results, &mut m, &mut summary, &|m| {
             if rank0 {
                 save("best", m, &opt).map(Some)
@@ -450,6 +455,20 @@ pub fn train(
     summary.steps = m.step;
     summary.best_val_dice = m.best_val_dice;
     Ok(summary)
+}
+
+/// Appends a validation to `<run>/validation.jsonl` (rank 0 holds the log).
+fn log_validation(
+    log: Option<&results::ValidationLog>,
+    results: &[EvalResult],
+    m: &Manifest,
+) -> Result<()> {
+    if let Some(log) = log {
+        let mut r = results::ResultRecord::new(m.step, results);
+        r.epoch = Some(m.epoch);
+        log.append(&r)?;
+    }
+    Ok(())
 }
 
 /// Logs a validation, keeps the best checkpoint (via `save_best`) and the patience count.

@@ -1,0 +1,210 @@
+//! What run directories hold, summarised (`tmca runs`): found under given folders, each read
+//! from its `config.toml`, checkpoint manifests, `validation.jsonl` and `eval/*.json` only
+//! (no weights are loaded).
+
+use crate::checkpoint::{Checkpointer, Manifest};
+use crate::config::Config;
+use crate::train::results::{read_eval_records, read_validation_log, ResultRecord};
+use crate::{Result, TrainError};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// How deep below a given folder run directories are looked for.
+pub const MAX_DEPTH: usize = 4;
+
+/// One run directory.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunOverview {
+    pub dir: PathBuf,
+    /// `model.preset`, and `+bert` when the text encoder is a pretrained BERT.
+    pub model: String,
+    /// Image size and the datasets validated on (from the latest validation).
+    pub image_size: usize,
+    pub datasets: Vec<String>,
+    /// Steps of the newest step checkpoint.
+    pub steps: Option<u64>,
+    /// Validations logged, and the best per-image mean val Dice with its step (`best/`).
+    pub validations: usize,
+    pub best_val_dice: Option<f64>,
+    pub best_step: Option<u64>,
+    /// The most recent `tmca eval` of the test split, if any.
+    pub test: Option<ResultRecord>,
+}
+
+/// Run directories at or below each of `roots` (a folder holding `config.toml`), by path.
+pub fn find_runs(roots: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for root in roots {
+        if !root.is_dir() {
+            return Err(TrainError::file(root, "no such folder"));
+        }
+        walk(root, 0, &mut out);
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
+    if dir.join("config.toml").is_file() {
+        out.push(dir.to_path_buf());
+        return;
+    }
+    if depth >= MAX_DEPTH {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        // A run's own folders (data stores, checkpoints) hold no runs.
+        if p.is_dir() && !p.extension().is_some_and(|x| x == "zarr") {
+            walk(&p, depth + 1, out);
+        }
+    }
+}
+
+impl RunOverview {
+    /// Reads the summary of the run directory `dir`.
+    pub fn read(dir: &Path) -> Result<Self> {
+        let cfg = Config::load(&dir.join("config.toml"))?;
+        let ckpt = Checkpointer::new(dir, 0);
+        let steps = ckpt
+            .steps()
+            .iter()
+            .rev()
+            .find_map(|p| Manifest::read(p).ok())
+            .map(|m| m.step);
+        let best = Manifest::read(&ckpt.dir().join("best")).ok();
+        let log = read_validation_log(dir)?;
+        let evals = read_eval_records(dir)?;
+        let test = evals
+            .into_iter()
+            .filter(|(_, r)| {
+                !r.datasets.is_empty()
+                    && r.datasets.iter().all(|d| d.split == tmca_data::Split::Test)
+            })
+            .max_by_key(|(p, _)| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+            .map(|(_, r)| r);
+        let datasets = log
+            .last()
+            .or(test.as_ref())
+            .map(|r| r.datasets.iter().map(|d| d.dataset.clone()).collect())
+            .unwrap_or_else(|| store_names(&cfg));
+        let mut model = cfg.model.preset.clone();
+        if cfg.text.encoder == "bert" {
+            model.push_str("+bert");
+        }
+        if !cfg.model.text_guidance {
+            model.push_str(" (image only)");
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            model,
+            image_size: cfg.data.image_size,
+            datasets,
+            steps,
+            validations: log.len(),
+            best_val_dice: best.as_ref().and_then(|m| m.best_val_dice),
+            best_step: best.map(|m| m.step),
+            test,
+        })
+    }
+}
+
+/// The stores' names as the config gives them (before any validation was logged).
+fn store_names(cfg: &Config) -> Vec<String> {
+    let synth = cfg
+        .data
+        .synth
+        .as_ref()
+        .map(|_| cfg.synth_modalities())
+        .unwrap_or_default();
+    cfg.data
+        .stores
+        .iter()
+        .cloned()
+        .chain(
+            synth
+                .into_iter()
+                .map(|m| tmca_data::synth::dataset_name(m).into()),
+        )
+        .filter_map(|p: PathBuf| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .collect()
+}
+
+fn num(v: Option<f64>) -> String {
+    v.filter(|x| x.is_finite())
+        .map(|x| format!("{x:.4}"))
+        .unwrap_or_else(|| "–".into())
+}
+
+/// The columns of [`table`] and [`csv`].
+const HEADER: [&str; 10] = [
+    "run",
+    "model",
+    "size",
+    "datasets",
+    "steps",
+    "best val Dice (per-image)",
+    "at step",
+    "test Dice (per-image)",
+    "test Dice (pooled)",
+    "tested",
+];
+
+fn row(r: &RunOverview) -> [String; 10] {
+    let opt = |v: Option<u64>| v.map(|s| s.to_string()).unwrap_or_else(|| "–".into());
+    let t = r.test.as_ref();
+    [
+        r.dir.display().to_string(),
+        r.model.clone(),
+        r.image_size.to_string(),
+        r.datasets.join(" "),
+        opt(r.steps),
+        num(r.best_val_dice),
+        opt(r.best_step),
+        num(t.map(|t| t.mean_dice_per_image)),
+        num(t.map(|t| t.mean_dice_pooled)),
+        t.map(|t| {
+            format!(
+                "{} @ {}{}",
+                t.checkpoint.as_deref().unwrap_or("?"),
+                t.step,
+                if t.tta { " (tta)" } else { "" }
+            )
+        })
+        .unwrap_or_else(|| "–".into()),
+    ]
+}
+
+/// A Markdown table, one row per run (Dice values are means over the run's datasets).
+pub fn table(runs: &[RunOverview]) -> String {
+    let mut s = format!(
+        "| {} |\n|{}\n",
+        HEADER.join(" | "),
+        "---|".repeat(HEADER.len())
+    );
+    for r in runs {
+        s.push_str(&format!("| {} |\n", row(r).join(" | ")));
+    }
+    s
+}
+
+/// The same as CSV (RFC 4180 quoting; a missing value is an empty field).
+pub fn csv(runs: &[RunOverview]) -> String {
+    let quote = |f: &str| {
+        if f.contains([',', '"', '\n']) {
+            format!("\"{}\"", f.replace('"', "\"\""))
+        } else {
+            f.to_string()
+        }
+    };
+    let mut s = HEADER.map(quote).join(",") + "\n";
+    for r in runs {
+        let fields = row(r).map(|f| if f == "–" { String::new() } else { quote(&f) });
+        s.push_str(&(fields.join(",") + "\n"));
+    }
+    s
+}
