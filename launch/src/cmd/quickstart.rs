@@ -169,6 +169,9 @@ pub fn run(a: &QuickstartArgs) -> anyhow::Result<()> {
     let trained = Trained::load(&cfg.run.dir, "best", &candle_core::Device::Cpu)?;
     let results = super::train::eval_run(&trained, &[], Split::Test, false)?;
     print!("{}", table(&results));
+    let record = super::train::eval_record(&trained, "best", &results, false);
+    let name = tmca_trainer::train::results::eval_record_name("best", Split::Test, false);
+    tmca_trainer::train::results::write_eval_record(&cfg.run.dir, &name, &record)?;
     println!(
         "   mean per-image Dice over the four datasets: {:.3}",
         mean_dice(&results)

@@ -111,19 +111,13 @@ pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
         if a.tta { ", with flip TTA" } else { "" },
         table(&results)
     );
-    let label = match a.checkpoint.as_str() {
-        "best" => "best".to_string(),
-        _ => trained
-            .checkpoint
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "checkpoint".into()),
-    };
-    let mut record = ResultRecord::new(trained.step, &results);
-    record.checkpoint = Some(label.clone());
-    record.tta = a.tta;
+    let record = eval_record(&trained, &a.checkpoint, &results, a.tta);
     if a.store.is_empty() {
-        let name = eval_record_name(&label, a.split, a.tta);
+        let name = eval_record_name(
+            record.checkpoint.as_deref().unwrap_or("best"),
+            a.split,
+            a.tta,
+        );
         let p = write_eval_record(&a.run, &name, &record)?;
         eprintln!("recorded in {}", p.display());
     }
@@ -132,6 +126,28 @@ pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
         std::fs::write(p, text + "\n").with_context(|| format!("writing {}", p.display()))?;
     }
     Ok(())
+}
+
+/// The record of an evaluation of `trained` (loaded as `checkpoint`: `best`, `latest` or a
+/// directory, recorded as `best` or the directory's name).
+pub fn eval_record(
+    trained: &Trained,
+    checkpoint: &str,
+    results: &[tmca_trainer::train::eval::EvalResult],
+    tta: bool,
+) -> ResultRecord {
+    let label = match checkpoint {
+        "best" => "best".to_string(),
+        _ => trained
+            .checkpoint
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "checkpoint".into()),
+    };
+    let mut record = ResultRecord::new(trained.step, results);
+    record.checkpoint = Some(label);
+    record.tta = tta;
+    record
 }
 
 /// Results of `trained` on `split` of `stores` (default: the run's stores).
