@@ -163,6 +163,27 @@ fn trains_frozen_and_fine_tuned_and_refuses_a_mismatched_tokenizer() {
         .unwrap();
     assert!(moved > 0.0, "an unfrozen BERT is fine-tuned");
 
+    // An export of the frozen run holds the BERT's tensors (which its checkpoints leave out):
+    // the same names as the fine-tuned run's weights, the BERT file's values.
+    let trained =
+        tmca_trainer::inference::Trained::load(&dir.path().join("frozen"), "latest", &Device::Cpu)
+            .unwrap();
+    let (exported, from_bert) = tmca_trainer::export::model_tensors(&trained).unwrap();
+    let mut names: Vec<&String> = exported.keys().collect();
+    let mut tuned_names: Vec<&String> = w.keys().collect();
+    names.sort();
+    tuned_names.sort();
+    assert_eq!(names, tuned_names);
+    assert_eq!(
+        from_bert,
+        w.keys().filter(|k| k.starts_with("text.")).count()
+    );
+    let q = &exported["text.encoder.layer.0.attention.self.query.weight"];
+    assert_eq!(
+        q.to_vec2::<f32>().unwrap(),
+        original[key].to_vec2::<f32>().unwrap()
+    );
+
     // Fine-tuning needs every encoder tensor in the file: none is silently drawn at random.
     let mut partial = original.clone();
     partial.remove("bert.encoder.layer.1.output.dense.bias");

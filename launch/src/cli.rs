@@ -34,6 +34,9 @@ pub enum Command {
     Eval(EvalArgs),
     /// Predict masks from images and reports with a trained run.
     Predict(PredictArgs),
+    /// Export a trained run as a self-contained PyTorch folder: the model's PyTorch mirror,
+    /// all its weights, tokenizer, preprocessing and a predictor script (no tmca needed there).
+    Export(ExportArgs),
     /// Summarise run directories: model, steps, best validation Dice and the latest test
     /// evaluation of each (for comparing runs of a sweep).
     Runs(RunsArgs),
@@ -386,6 +389,18 @@ pub struct EvalArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The run directory (holds config.toml, tokenizer.json, checkpoints/).
+    pub run: PathBuf,
+    /// A new (or empty) folder for the export.
+    #[arg(long)]
+    pub output: PathBuf,
+    /// `best`, `latest` or a checkpoint directory.
+    #[arg(long, default_value = "best")]
+    pub checkpoint: String,
+}
+
+#[derive(Debug, Args)]
 pub struct RunsArgs {
     /// Run directories, or folders searched for them (a run directory holds config.toml).
     #[arg(default_value = "runs")]
@@ -435,8 +450,8 @@ pub struct PredictArgs {
     /// Images per forward pass in batch mode (default: the run's data.batch_size).
     #[arg(long)]
     pub batch: Option<usize>,
-    /// Also write `<name>_prob.png`: the foreground probability × 255 at the image's size
-    /// (for other thresholds or ensembles).
+    /// Also write the foreground probability at the image's size: `<name>_prob.png` (× 255)
+    /// and `<name>_prob.npy` (float32, for numpy.load; other thresholds, ensembles).
     #[arg(long)]
     pub probs: bool,
     /// Flip test-time augmentation (as `tmca eval --tta`).

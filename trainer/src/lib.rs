@@ -16,6 +16,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod error;
+pub mod export;
 pub mod inference;
 
 pub mod metrics;

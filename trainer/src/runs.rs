@@ -59,7 +59,7 @@ fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
     for e in entries.flatten() {
         let p = e.path();
         // A run's own folders (data stores, checkpoints) hold no runs.
-        if p.is_dir() && !p.extension().is_some_and(|x| x == "zarr") {
+        if p.is_dir() && p.extension().is_none_or(|x| x != "zarr") {
             walk(&p, depth + 1, out);
         }
     }

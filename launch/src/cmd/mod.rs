@@ -3,7 +3,9 @@
 
 mod bench;
 mod data;
+mod export;
 mod launch;
+mod npy;
 mod predict;
 mod quality;
 mod quickstart;
@@ -28,6 +30,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(a) => train::eval(&a),
         Command::Predict(a) => predict::run(&a),
         Command::Runs(a) => runs::run(&a),
+        Command::Export(a) => export::run(&a),
         Command::Config => {
             print!("{}", tmca_trainer::config::DEFAULT_CONFIG);
             Ok(())

@@ -83,7 +83,8 @@ fn resample(probs: &[f32], (mh, mw): (usize, usize), (h, w): (usize, usize)) -> 
 }
 
 /// Writes `<stem>_mask.png` (0/255 at the image's size), `<stem>_overlay.png` and, with
-/// `probs_png`, `<stem>_prob.png` (the probability × 255); returns the number of foreground
+/// `probs_png`, `<stem>_prob.png` (the probability × 255) and `<stem>_prob.npy` (float32);
+/// returns the number of foreground
 /// pixels.
 fn write_outputs(
     out: &Path,
@@ -135,6 +136,7 @@ fn write_outputs(
             .context("probability map size")?
             .save(&pp)
             .with_context(|| format!("writing {}", pp.display()))?;
+        super::npy::write_f32(&out.join(format!("{stem}_prob.npy")), &[h, w], &probs)?;
     }
     Ok(on_pixels)
 }

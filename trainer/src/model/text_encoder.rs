@@ -11,7 +11,7 @@ use candle_nn::{Embedding, Init, VarBuilder};
 use serde::Deserialize;
 
 /// The fields of a Hugging Face BERT `config.json` this encoder uses.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 pub struct BertConfig {
     pub vocab_size: usize,
     pub hidden_size: usize,

@@ -5,8 +5,9 @@ use crate::config::Config;
 use crate::model::{BertConfig, Tmca};
 use crate::params::ParamStore;
 use crate::{Result, TrainError};
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tmca_data::store::Store;
@@ -128,18 +129,16 @@ pub fn pretrained_image_encoder(cfg: &Config, params: &ParamStore, log: bool) ->
     Ok(())
 }
 
-/// Builds the model; parameters are created in `store` (seeded by `[run] seed`). A pretrained,
-/// frozen BERT is loaded as constants; an unfrozen one joins the parameters.
-pub fn build_model(
-    cfg: &Config,
-    vocab_size: usize,
-    store: &ParamStore,
-    device: &Device,
-) -> Result<Tmca> {
-    let vb = store.var_builder(device);
-    if cfg.text.encoder != "bert" || !cfg.model.text_guidance {
-        let bert = BertConfig::scratch(&cfg.text, vocab_size);
-        return Ok(Tmca::new(&cfg.model, &bert, vb.clone(), vb.pp("text"))?);
+/// Whether the text encoder is a pretrained BERT read from `text.bert_dir`.
+pub fn uses_pretrained_bert(cfg: &Config) -> bool {
+    cfg.text.encoder == "bert" && cfg.model.text_guidance
+}
+
+/// The text encoder's configuration: `[text]`'s scratch encoder over `vocab_size` entries, or
+/// the pretrained BERT's `config.json` (checked against the tokenizer and `text.max_len`).
+pub fn bert_config(cfg: &Config, vocab_size: usize) -> Result<BertConfig> {
+    if !uses_pretrained_bert(cfg) {
+        return Ok(BertConfig::scratch(&cfg.text, vocab_size));
     }
     let dir = cfg.text.bert_dir.clone().unwrap_or_default();
     let cfg_path = dir.join("config.json");
@@ -161,6 +160,14 @@ pub fn build_model(
             ),
         ));
     }
+    Ok(bert)
+}
+
+/// The pretrained BERT's tensors (from `model.safetensors` or `pytorch_model.bin` in
+/// `text.bert_dir`) under the encoder's names (no `bert.` prefix, no pooler, `LayerNorm.weight`
+/// for `gamma`), with the file they came from.
+pub fn bert_tensors(cfg: &Config, device: &Device) -> Result<(PathBuf, HashMap<String, Tensor>)> {
+    let dir = cfg.text.bert_dir.clone().unwrap_or_default();
     let wpath = ["model.safetensors", "pytorch_model.bin"]
         .iter()
         .map(|f| dir.join(f))
@@ -174,7 +181,7 @@ pub fn build_model(
     let mut tensors = crate::pretrained::read_tensors(&wpath)?
         .into_iter()
         .map(|(k, v)| Ok((k, v.to_device(device)?)))
-        .collect::<Result<std::collections::HashMap<_, _>>>()?;
+        .collect::<Result<HashMap<_, _>>>()?;
     if tensors
         .keys()
         .all(|k| k.starts_with("bert.") || !k.starts_with("embeddings."))
@@ -186,8 +193,8 @@ pub fn build_model(
             .collect();
     }
     // Older checkpoints name LayerNorm parameters gamma/beta; the pooler is not used (the
-    // sentence embedding is the mean over tokens), so it does not become a parameter.
-    tensors = tensors
+    // sentence embedding is the mean over tokens).
+    let tensors = tensors
         .into_iter()
         .filter(|(k, _)| !k.starts_with("pooler."))
         .map(|(k, v)| {
@@ -198,6 +205,23 @@ pub fn build_model(
             )
         })
         .collect();
+    Ok((wpath, tensors))
+}
+
+/// Builds the model; parameters are created in `store` (seeded by `[run] seed`). A pretrained,
+/// frozen BERT is loaded as constants; an unfrozen one joins the parameters.
+pub fn build_model(
+    cfg: &Config,
+    vocab_size: usize,
+    store: &ParamStore,
+    device: &Device,
+) -> Result<Tmca> {
+    let vb = store.var_builder(device);
+    let bert = bert_config(cfg, vocab_size)?;
+    if !uses_pretrained_bert(cfg) {
+        return Ok(Tmca::new(&cfg.model, &bert, vb.clone(), vb.pp("text"))?);
+    }
+    let (wpath, tensors) = bert_tensors(cfg, device)?;
     if cfg.text.freeze {
         let text_vb = VarBuilder::from_tensors(
             tensors

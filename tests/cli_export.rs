@@ -1,0 +1,161 @@
+//! `tmca export` end to end: a tiny gray model and a tiny RGB one are trained, exported and
+//! run by the export's own PyTorch predictor (tests/python/check_export.py), which must give
+//! `tmca predict`'s probabilities and masks on the same image and report; an export never
+//! writes into a folder that holds files.
+
+use std::path::Path;
+use std::process::Command;
+
+fn tmca(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_tmca"))
+        .args(args)
+        .output()
+        .expect("tmca runs")
+}
+
+fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Trains a tiny run of `modality` with `model_extra` in `[model]` and `data_extra` in `[data]`.
+fn train(dir: &Path, modality: &str, data_extra: &str, model_extra: &str) -> std::path::PathBuf {
+    let run = dir.join("run");
+    let cfg = format!(
+        r#"[run]
+dir = "{run}"
+[data]
+image_size = 32
+batch_size = 4
+{data_extra}
+[data.synth]
+dir = "{data}"
+size = 32
+train = 8
+val = 4
+test = 4
+modalities = ["{modality}"]
+[model]
+preset = "cpu-tiny"
+{model_extra}
+[text]
+max_len = 12
+[train]
+epochs = 2
+"#,
+        run = run.display(),
+        data = dir.join("data").display()
+    );
+    let p = dir.join("tiny.toml");
+    std::fs::write(&p, cfg).unwrap();
+    let o = tmca(&["train", p.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    run
+}
+
+fn export_and_check(dir: &Path, run: &Path, channels: u64, mean: f64) {
+    let export = dir.join("export");
+    let o = tmca(&[
+        "export",
+        run.to_str().unwrap(),
+        "--output",
+        export.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    for f in [
+        "tmca_torch.py",
+        "tmca_predict.py",
+        "weights.safetensors",
+        "tokenizer.json",
+        "model.json",
+        "README.md",
+    ] {
+        assert!(export.join(f).is_file(), "{f} missing");
+    }
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(export.join("model.json")).unwrap()).unwrap();
+    assert_eq!(meta["input"]["channels"], channels);
+    assert_eq!(meta["input"]["height"], 32);
+    assert!((meta["input"]["mean"][0].as_f64().unwrap() - mean).abs() < 1e-6);
+    assert_eq!(meta["model"]["in_channels"], channels);
+    assert_eq!(meta["max_len"], 12);
+    let best: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(run.join("checkpoints/best/manifest.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(meta["step"], best["step"]);
+
+    // Exporting again into the same folder is refused, and the export is left as it was.
+    let before = std::fs::read(export.join("weights.safetensors")).unwrap();
+    let o = tmca(&[
+        "export",
+        run.to_str().unwrap(),
+        "--output",
+        export.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(text(&o).contains("not empty"), "{}", text(&o));
+    assert_eq!(
+        std::fs::read(export.join("weights.safetensors")).unwrap(),
+        before
+    );
+
+    if std::env::var_os("TMCA_SKIP_PYTHON").is_some() {
+        eprintln!("TMCA_SKIP_PYTHON set: the PyTorch check of the export is skipped");
+        return;
+    }
+    // An RGB image of another size than the model's, so resizing and (for the gray model) the
+    // RGB -> gray conversion are part of what is compared.
+    let img = dir.join("case.png");
+    image::RgbImage::from_fn(50, 40, |x, y| {
+        image::Rgb([(x * 5) as u8, (y * 6) as u8, ((x * y) % 251) as u8])
+    })
+    .save(&img)
+    .unwrap();
+    let report = "One polyp in the upper left.";
+    let pred = dir.join("pred");
+    let o = tmca(&[
+        "predict",
+        run.to_str().unwrap(),
+        "--image",
+        img.to_str().unwrap(),
+        "--report",
+        report,
+        "--probs",
+        "--output",
+        pred.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/python/check_export.py");
+    let o = Command::new("python3")
+        .arg(script)
+        .args([&export, &img])
+        .arg(report)
+        .arg(&pred)
+        .output()
+        .expect("python3 runs");
+    assert!(o.status.success(), "{}", text(&o));
+    eprintln!("{}", text(&o));
+}
+
+#[test]
+fn a_gray_model_exports_and_predicts_as_tmca_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = train(
+        dir.path(),
+        "xray",
+        "mean = [0.4]\nstd = [0.25]",
+        "in_channels = 1",
+    );
+    export_and_check(dir.path(), &run, 1, 0.4);
+}
+
+#[test]
+fn an_rgb_model_exports_and_predicts_as_tmca_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = train(dir.path(), "endoscopy", "", "");
+    export_and_check(dir.path(), &run, 3, 0.5);
+}

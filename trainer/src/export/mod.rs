@@ -1,0 +1,152 @@
+//! `tmca export`: a trained run as a self-contained PyTorch folder, for prediction and analysis
+//! in Python without tmca: the PyTorch mirror of the model (`tmca_torch.py`, the file the parity
+//! suite checks tmca against), every weight it needs in one `weights.safetensors` (a frozen
+//! pretrained BERT included), the tokenizer, `model.json` (architecture, input geometry and
+//! normalisation, threshold) and `tmca_predict.py` (tmca's preprocessing, a `Predictor` class and
+//! a command line).
+
+use crate::checkpoint::Checkpointer;
+use crate::inference::Trained;
+use crate::model::text_encoder::TextEncoder;
+use crate::params::ParamStore;
+use crate::train::setup;
+use crate::{Result, TrainError};
+use candle_core::{DType, Device, Tensor};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// The PyTorch mirror of the model (parameter names equal tmca's checkpoint keys).
+pub const MIRROR: &str = include_str!("../../../tests/reference/tmca_ref.py");
+/// Preprocessing, the `Predictor` class and the command line of an export.
+pub const PREDICTOR: &str = include_str!("tmca_predict.py");
+/// The export's own README.
+pub const README: &str = include_str!("README.md");
+
+/// What [`export_torch`] wrote.
+#[derive(Debug, Clone)]
+pub struct Exported {
+    pub dir: PathBuf,
+    /// Weight tensors written (of which from a frozen pretrained BERT).
+    pub tensors: usize,
+    pub bert_tensors: usize,
+}
+
+/// Every tensor the model needs: the checkpoint's weights, plus a frozen pretrained BERT's
+/// (which checkpoints leave out) under `text.`, exactly the names the encoder uses.
+pub fn model_tensors(trained: &Trained) -> Result<(HashMap<String, Tensor>, usize)> {
+    let cpu = Device::Cpu;
+    let mut weights = Checkpointer::load(&trained.checkpoint, &cpu)?.weights;
+    let cfg = &trained.cfg;
+    let mut from_bert = 0;
+    if setup::uses_pretrained_bert(cfg) && cfg.text.freeze {
+        let bert_cfg = setup::bert_config(cfg, trained.tokenizer.vocab_size())?;
+        let (path, bert) = setup::bert_tensors(cfg, &cpu)?;
+        // The encoder's names and shapes, from a throwaway instance.
+        let names = ParamStore::new(0);
+        TextEncoder::new(&bert_cfg, names.var_builder(&cpu))?;
+        for (name, var) in names.vars() {
+            let t = bert.get(&name).ok_or_else(|| {
+                TrainError::file(
+                    &path,
+                    format!("no tensor for {name} (the BERT config needs it)"),
+                )
+            })?;
+            if t.dims() != var.dims() {
+                return Err(TrainError::file(
+                    &path,
+                    format!(
+                        "{name} has shape {:?}, the BERT config needs {:?}",
+                        t.dims(),
+                        var.dims()
+                    ),
+                ));
+            }
+            weights.insert(format!("text.{name}"), t.to_dtype(DType::F32)?);
+            from_bert += 1;
+        }
+    }
+    Ok((weights, from_bert))
+}
+
+/// The `model.json` of an export.
+fn metadata(trained: &Trained) -> Result<serde_json::Value> {
+    let cfg = &trained.cfg;
+    let mut model = serde_json::to_value(&cfg.model).map_err(|e| TrainError::Config {
+        field: "model".into(),
+        message: e.to_string(),
+    })?;
+    if let Some(m) = model.as_object_mut() {
+        // Initial values of training, not architecture.
+        m.remove("image_weights");
+    }
+    let bert = setup::bert_config(cfg, trained.tokenizer.vocab_size())?;
+    let spec = trained.input_spec();
+    Ok(serde_json::json!({
+        "format": "tmca-torch-export",
+        "version": 1,
+        "tmca_version": env!("CARGO_PKG_VERSION"),
+        "checkpoint": trained.checkpoint.display().to_string(),
+        "step": trained.step,
+        "model": model,
+        "bert": bert,
+        "input": {
+            "channels": spec.channels,
+            "height": spec.height,
+            "width": spec.width,
+            "mean": spec.mean,
+            "std": spec.std,
+        },
+        "max_len": trained.tokenizer.max_len(),
+        "pad_id": trained.tokenizer.pad_id(),
+        "threshold": cfg.train.threshold,
+    }))
+}
+
+/// Writes the export of `trained` to `out` (a new or empty folder), completely or not at all:
+/// the files are written to a temporary folder beside it, which is renamed at the end.
+pub fn export_torch(trained: &Trained, out: &Path) -> Result<Exported> {
+    if out.exists()
+        && std::fs::read_dir(out)
+            .map_err(|e| TrainError::io(out, e))?
+            .next()
+            .is_some()
+    {
+        return Err(TrainError::file(
+            out,
+            "exists and is not empty; choose a new folder (nothing was written)",
+        ));
+    }
+    let (weights, bert_tensors) = model_tensors(trained)?;
+    let meta = metadata(trained)?;
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "export".into());
+    let tmp = out.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
+    let write = |file: &str, bytes: &[u8]| {
+        let p = tmp.join(file);
+        std::fs::write(&p, bytes).map_err(|e| TrainError::io(&p, e))
+    };
+    let wp = tmp.join("weights.safetensors");
+    candle_core::safetensors::save(&weights, &wp)
+        .map_err(|e| TrainError::file(&wp, e.to_string()))?;
+    trained.tokenizer.save(&tmp.join("tokenizer.json"))?;
+    let meta = serde_json::to_string_pretty(&meta).unwrap_or_default();
+    write("model.json", format!("{meta}\n").as_bytes())?;
+    write("tmca_torch.py", MIRROR.as_bytes())?;
+    write("tmca_predict.py", PREDICTOR.as_bytes())?;
+    write("README.md", README.as_bytes())?;
+    if out.exists() {
+        std::fs::remove_dir(out).map_err(|e| TrainError::io(out, e))?;
+    }
+    std::fs::rename(&tmp, out).map_err(|e| TrainError::io(out, e))?;
+    Ok(Exported {
+        dir: out.to_path_buf(),
+        tensors: weights.len(),
+        bert_tensors,
+    })
+}

@@ -1,0 +1,158 @@
+#!/usr/bin/env python3
+"""Masks from images and reports with a TMCA model exported by `tmca export` (PyTorch only).
+
+Command line (writes <stem>_mask.png, 0/255 at the image's size, and <stem>_prob.npy, the
+foreground probability as float32):
+
+    python tmca_predict.py EXPORT_DIR --image chest.png --report "Bilateral pulmonary ..." \\
+        [--output predictions] [--device cpu]
+
+From Python:
+
+    from tmca_predict import Predictor
+    p = Predictor("EXPORT_DIR")                 # or Predictor() next to this file
+    prob = p.predict(Image.open("chest.png"), "Bilateral pulmonary ...")   # (H, W) in [0, 1]
+    mask = prob > p.threshold
+    probs = p.predict_batch([img1, img2], [report1, report2])
+
+The preprocessing is tmca's (`tmca predict`): the image as 8-bit RGB at its own size, resized
+bilinearly with pixel centres aligned (PyTorch's align_corners=False, no antialiasing) to the
+model's size, gray = 0.299 R + 0.587 G + 0.114 B for a one-channel model, scaled to [0, 1] and
+normalised with the run's mean and std; the report tokenised with the run's tokenizer.json
+([CLS] ... [SEP], truncated to max_len keeping the closing [SEP], padded); the probability map
+resized back the same way to the image's size. Needs torch, numpy, safetensors, tokenizers and
+Pillow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import List, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import tmca_torch  # noqa: E402  (the model, shipped beside this file)
+
+ImageLike = Union["PIL.Image.Image", np.ndarray]  # noqa: F821
+
+
+def _rgb(image: ImageLike) -> np.ndarray:
+    """An (H, W, 3) uint8 array: PIL images are converted to RGB, gray arrays replicated."""
+    if hasattr(image, "convert"):
+        image = np.asarray(image.convert("RGB"))
+    a = np.asarray(image)
+    if a.dtype != np.uint8:
+        raise ValueError(f"expected 8-bit pixels, got {a.dtype}")
+    if a.ndim == 2:
+        a = np.repeat(a[:, :, None], 3, axis=2)
+    if a.ndim != 3 or a.shape[2] not in (3, 4):
+        raise ValueError(f"expected an (H, W), (H, W, 3) or (H, W, 4) image, got {a.shape}")
+    return a[:, :, :3]
+
+
+def _resize(x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
+    if tuple(x.shape[-2:]) == tuple(hw):
+        return x
+    return F.interpolate(x, size=hw, mode="bilinear", align_corners=False, antialias=False)
+
+
+class Predictor:
+    """An exported model with its tokenizer and preprocessing."""
+
+    def __init__(self, export_dir: Union[str, Path] = HERE, device: str = "cpu"):
+        from safetensors.torch import load_file
+        from tokenizers import Tokenizer
+
+        d = Path(export_dir)
+        meta = json.loads((d / "model.json").read_text())
+        if meta.get("format") != "tmca-torch-export" or meta.get("version") != 1:
+            raise ValueError(f"{d / 'model.json'}: not a version-1 tmca export")
+        self.meta = meta
+        cfg = tmca_torch.ModelConfig.from_json(meta["model"])
+        bert = tmca_torch.BertConfig(**meta["bert"])
+        self.model = tmca_torch.Tmca(cfg, bert)
+        # strict: every parameter of the mirror comes from the file, and nothing else is there.
+        self.model.load_state_dict(load_file(str(d / "weights.safetensors")), strict=True)
+        self.model.eval().to(device)
+        self.device = device
+        self.tokenizer = Tokenizer.from_file(str(d / "tokenizer.json"))
+        self.tokenizer.no_truncation()
+        self.tokenizer.no_padding()
+        inp = meta["input"]
+        self.channels, self.height, self.width = inp["channels"], inp["height"], inp["width"]
+        self.mean = torch.tensor(inp["mean"], dtype=torch.float32).view(1, -1, 1, 1)
+        self.std = torch.tensor(inp["std"], dtype=torch.float32).view(1, -1, 1, 1)
+        self.max_len, self.pad_id = meta["max_len"], meta["pad_id"]
+        self.threshold = meta["threshold"]
+
+    def tokens(self, report: str) -> Tuple[List[int], List[int]]:
+        """Token ids and attention mask of one report, `max_len` each (TextTokenizer::encode)."""
+        enc = self.tokenizer.encode(report)
+        ids = list(enc.ids)
+        if len(ids) > self.max_len:
+            last = ids[-1]
+            ids = ids[: self.max_len]
+            if enc.special_tokens_mask and enc.special_tokens_mask[-1] == 1:
+                ids[-1] = last
+        n = len(ids)
+        pad = self.max_len - n
+        return ids + [self.pad_id] * pad, [1] * n + [0] * pad
+
+    def inputs(self, image: ImageLike) -> torch.Tensor:
+        """The (1, C, h, w) model input of one image (augment::process without augmentation)."""
+        x = torch.from_numpy(_rgb(image).copy()).float().permute(2, 0, 1)[None]
+        x = _resize(x, (self.height, self.width)) / 255.0
+        if self.channels == 1:
+            x = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
+        return (x.clamp(0.0, 1.0) - self.mean) / self.std
+
+    @torch.no_grad()
+    def predict_batch(self, images: Sequence[ImageLike], reports: Sequence[str]) -> List[np.ndarray]:
+        """Foreground probabilities of each image (at its own size) described by its report."""
+        if len(images) != len(reports):
+            raise ValueError(f"{len(images)} images but {len(reports)} reports")
+        if not images:
+            return []
+        sizes = [_rgb(im).shape[:2] for im in images]
+        x = torch.cat([self.inputs(im) for im in images]).to(self.device)
+        toks = [self.tokens(r) for r in reports]
+        ids = torch.tensor([t[0] for t in toks], dtype=torch.long, device=self.device)
+        att = torch.tensor([t[1] for t in toks], dtype=torch.float32, device=self.device)
+        probs = torch.sigmoid(self.model(x, ids, att).logits).float().cpu()
+        return [_resize(probs[k : k + 1], hw)[0, 0].numpy() for k, hw in enumerate(sizes)]
+
+    def predict(self, image: ImageLike, report: str) -> np.ndarray:
+        """Foreground probabilities (H, W) of one image described by `report`."""
+        return self.predict_batch([image], [report])[0]
+
+
+def main(argv: Sequence[str] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("export", nargs="?", default=str(HERE), help="the export folder (default: this file's)")
+    ap.add_argument("--image", required=True, help="image file (PNG, JPEG, ...)")
+    ap.add_argument("--report", required=True, help="the report describing it")
+    ap.add_argument("--output", default="predictions", help="folder for <stem>_mask.png and <stem>_prob.npy")
+    ap.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    a = ap.parse_args(argv)
+    from PIL import Image
+
+    p = Predictor(a.export, a.device)
+    prob = p.predict(Image.open(a.image), a.report)
+    out = Path(a.output)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = Path(a.image).stem
+    Image.fromarray(np.where(prob > p.threshold, 255, 0).astype(np.uint8)).save(out / f"{stem}_mask.png")
+    np.save(out / f"{stem}_prob.npy", prob.astype(np.float32))
+    print(f"{out / (stem + '_mask.png')}: {int((prob > p.threshold).sum())} foreground pixels of {prob.size}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
