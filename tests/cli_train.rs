@@ -84,7 +84,15 @@ fn train_eval_predict_write_what_they_promise() {
     assert!(text(&o).contains("Dice (per-image mean)"), "{}", text(&o));
     check_tensorboard_with_python(&run);
 
-    let o = tmca(&["eval", run.to_str().unwrap(), "--split", "test"]);
+    let per_image = dir.path().join("per-image.csv");
+    let o = tmca(&[
+        "eval",
+        run.to_str().unwrap(),
+        "--split",
+        "test",
+        "--per-image",
+        per_image.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", text(&o));
     let out = text(&o);
     assert!(
@@ -105,6 +113,23 @@ fn train_eval_predict_write_what_they_promise() {
     assert_eq!(rec["datasets"][0]["dataset"], "synth-endoscopy");
     assert_eq!(rec["datasets"][0]["split"], "test");
     assert_eq!(rec["datasets"][0]["images"], 4);
+    // One row per test image; their mean is the dataset's per-image Dice.
+    let csv = std::fs::read_to_string(&per_image).unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some("dataset,index,source_name,dice,iou,predicted_pixels,mask_pixels,report")
+    );
+    let dice: Vec<f64> = lines
+        .map(|l| {
+            assert!(l.starts_with("synth-endoscopy,"), "{l}");
+            l.split(',').nth(3).unwrap().parse().unwrap()
+        })
+        .collect();
+    assert_eq!(dice.len(), 4, "{csv}");
+    let mean = dice.iter().sum::<f64>() / 4.0;
+    let want = rec["datasets"][0]["dice_per_image"].as_f64().unwrap();
+    assert!((mean - want).abs() < 1e-5, "{mean} vs {want}");
     let tta: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(run.join("eval/best-test-tta.json")).unwrap(),
     )

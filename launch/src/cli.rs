@@ -382,6 +382,10 @@ pub struct EvalArgs {
     /// mirrored image described by the mirrored report ("left" ↔ "right").
     #[arg(long)]
     pub tta: bool,
+    /// Also write one CSV row per image here: dataset, index, source name, Dice, IoU,
+    /// predicted and mask pixels, report (for error analysis and paired comparisons of runs).
+    #[arg(long)]
+    pub per_image: Option<PathBuf>,
     /// Also write the results as JSON here. Evaluations of the run's own stores are always
     /// recorded in RUN/eval/<checkpoint>-<split>[-tta].json (read by `tmca runs`).
     #[arg(long)]

@@ -102,7 +102,9 @@ pub fn train(a: &TrainArgs) -> anyhow::Result<TrainSummary> {
 pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
     let device = tmca_worker::bind_device("auto", 0)?;
     let trained = Trained::load(&a.run, &a.checkpoint, &device)?;
-    let results = eval_run(&trained, &a.store, a.split, a.tta)?;
+    let mut rows = Vec::new();
+    let per_image = a.per_image.as_ref().map(|_| &mut rows);
+    let results = eval_run(&trained, &a.store, a.split, a.tta, per_image)?;
     println!(
         "{} ({}), split {}{}:\n{}",
         a.run.display(),
@@ -120,6 +122,10 @@ pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
         );
         let p = write_eval_record(&a.run, &name, &record)?;
         eprintln!("recorded in {}", p.display());
+    }
+    if let Some(p) = &a.per_image {
+        tmca_trainer::train::per_image::write_csv(p, &rows)?;
+        eprintln!("{} per-image rows in {}", rows.len(), p.display());
     }
     if let Some(p) = &a.json {
         let text = serde_json::to_string_pretty(&record)?;
@@ -156,6 +162,7 @@ pub fn eval_run(
     stores: &[std::path::PathBuf],
     split: tmca_data::Split,
     tta: bool,
+    mut per_image: Option<&mut Vec<tmca_trainer::train::per_image::ImageResult>>,
 ) -> anyhow::Result<Vec<tmca_trainer::train::eval::EvalResult>> {
     let bar = Bar::default();
     let stores: Vec<Arc<Store>> = if stores.is_empty() {
@@ -182,6 +189,16 @@ pub fn eval_run(
         &spec,
         &trained.device,
         &mut SingleProcess,
-        &mut |_, _| Ok(()),
+        &mut |store, b, probs| {
+            if let Some(rows) = per_image.as_deref_mut() {
+                rows.extend(tmca_trainer::train::per_image::image_results(
+                    store,
+                    b,
+                    probs,
+                    trained.cfg.train.threshold,
+                ));
+            }
+            Ok(())
+        },
     )?)
 }

@@ -36,7 +36,8 @@ pub struct EvalSpec<'a> {
 }
 
 /// Evaluates `model` on `split` of every store (this rank's shard, reduced over `sync`).
-/// `on_batch` sees each batch with its probabilities (for overlays and prediction files).
+/// `on_batch` sees each batch with its store and probabilities (for overlays, prediction files
+/// and per-image results).
 pub fn evaluate(
     model: &Tmca,
     stores: &[Arc<Store>],
@@ -44,7 +45,7 @@ pub fn evaluate(
     spec: &EvalSpec<'_>,
     device: &Device,
     sync: &mut dyn GradSync,
-    on_batch: &mut dyn FnMut(&Batch, &[f32]) -> Result<()>,
+    on_batch: &mut dyn FnMut(&Store, &Batch, &[f32]) -> Result<()>,
 ) -> Result<Vec<EvalResult>> {
     let mut out = Vec::new();
     for store in stores {
@@ -81,7 +82,7 @@ pub fn evaluate(
             let probs = super::tta::probabilities(model, &x, mirrored)?.detach();
             let probs: Vec<f32> = probs.flatten_all()?.to_vec1()?;
             m.update(&probs, &b.masks, b.size, b.height * b.width, spec.threshold)?;
-            on_batch(&b, &probs)?;
+            on_batch(store, &b, &probs)?;
             spec.progress.inc(1);
         }
         spec.progress.finish();

@@ -5,6 +5,7 @@
 pub mod batch;
 pub mod eval;
 mod overlay;
+pub mod per_image;
 pub mod ranks;
 pub mod results;
 pub mod setup;
@@ -522,7 +523,7 @@ fn validate(
         spec,
         device,
         sync,
-        &mut |b, probs| {
+        &mut |_, b, probs| {
             let n = want.saturating_sub(shown).min(b.size);
             for row in 0..n {
                 let rgb = overlay::overlay(b, probs, row, &mean, &std, cfg.train.threshold);

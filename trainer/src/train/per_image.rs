@@ -1,0 +1,114 @@
+//! Per-image results of an evaluation (`tmca eval --per-image FILE.csv`): which images a model
+//! gets wrong, and paired per-image scores for comparing two runs on the same test set.
+
+use crate::metrics::{dice, iou, Confusion, MASK_THRESHOLD};
+use crate::{Result, TrainError};
+use std::path::Path;
+use tmca_data::loader::Batch;
+use tmca_data::store::Store;
+
+/// The scores of one image (at the model's input size, as the dataset metrics).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageResult {
+    pub dataset: String,
+    /// Index of the sample in its store, and its source file name.
+    pub index: usize,
+    pub source_name: String,
+    pub dice: f64,
+    pub iou: f64,
+    pub predicted_pixels: u64,
+    pub mask_pixels: u64,
+    /// The report as stored.
+    pub report: String,
+}
+
+/// The rows of one evaluated batch of `store` (`probs`: B·H·W foreground probabilities).
+pub fn image_results(store: &Store, b: &Batch, probs: &[f32], threshold: f32) -> Vec<ImageResult> {
+    let hw = b.height * b.width;
+    let info = store.info();
+    b.items
+        .iter()
+        .enumerate()
+        .map(|(k, item)| {
+            let c = Confusion::from_pairs(
+                probs[k * hw..(k + 1) * hw]
+                    .iter()
+                    .zip(&b.masks[k * hw..(k + 1) * hw])
+                    .map(|(&p, &m)| (p > threshold, m > MASK_THRESHOLD)),
+            );
+            ImageResult {
+                dataset: info.name.clone(),
+                index: item.index,
+                source_name: store.names().get(item.index).cloned().unwrap_or_default(),
+                dice: dice(&c),
+                iou: iou(&c),
+                predicted_pixels: c.true_pos + c.false_pos,
+                mask_pixels: c.true_pos + c.false_neg,
+                report: store.reports().get(item.index).cloned().unwrap_or_default(),
+            }
+        })
+        .collect()
+}
+
+fn quote(f: &str) -> String {
+    if f.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", f.replace('"', "\"\""))
+    } else {
+        f.to_string()
+    }
+}
+
+/// The rows as CSV (RFC 4180), with a header.
+pub fn to_csv(rows: &[ImageResult]) -> String {
+    let mut s =
+        String::from("dataset,index,source_name,dice,iou,predicted_pixels,mask_pixels,report\n");
+    for r in rows {
+        s.push_str(&format!(
+            "{},{},{},{:.6},{:.6},{},{},{}\n",
+            quote(&r.dataset),
+            r.index,
+            quote(&r.source_name),
+            r.dice,
+            r.iou,
+            r.predicted_pixels,
+            r.mask_pixels,
+            quote(&r.report)
+        ));
+    }
+    s
+}
+
+/// Writes [`to_csv`] to `path` (complete or not at all).
+pub fn write_csv(path: &Path, rows: &[ImageResult]) -> Result<()> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "per-image.csv".into());
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    std::fs::write(&tmp, to_csv(rows)).map_err(|e| TrainError::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_quotes_what_needs_quoting() {
+        let r = ImageResult {
+            dataset: "qata".into(),
+            index: 7,
+            source_name: "a,b.png".into(),
+            dice: 0.5,
+            iou: 1.0 / 3.0,
+            predicted_pixels: 10,
+            mask_pixels: 30,
+            report: "Left lung, \"two\" areas.".into(),
+        };
+        assert_eq!(
+            to_csv(&[r]),
+            "dataset,index,source_name,dice,iou,predicted_pixels,mask_pixels,report\n\
+             qata,7,\"a,b.png\",0.500000,0.333333,10,30,\"Left lung, \"\"two\"\" areas.\"\n"
+        );
+    }
+}
