@@ -53,4 +53,17 @@ fn two_ranks_of_batch_two_train_like_one_process_of_batch_four() {
     );
     assert!((va - vb).abs() < 1e-3, "val Dice {va} vs {vb}");
     assert_eq!(ranks[0].best_val_dice, ranks[1].best_val_dice);
+
+    // The two-rank run resumes in one process only with the same global batch (1 x 4 = 2 x 2).
+    let err = common::train_cpu(&two, &mut SingleProcess, Resume::Latest)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("data.batch_size") && err.contains("data.batch_size = 4"),
+        "{err}"
+    );
+    let mut same = two.clone();
+    same.data.batch_size = 4;
+    let resumed = common::train_cpu(&same, &mut SingleProcess, Resume::Latest).unwrap();
+    assert_eq!(resumed.steps, 16);
 }

@@ -34,6 +34,13 @@ pub struct Manifest {
     pub stale_validations: u64,
     /// sha256 of each file of the checkpoint.
     pub files: BTreeMap<String, String>,
+    /// Samples per micro-batch over all ranks (ranks × `data.batch_size`) and micro-batches
+    /// per step: the loader position (`next_batch`) and the schedule are in these units.
+    /// Absent in manifests written before they were recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub global_batch: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accumulate: Option<usize>,
 }
 
 impl Manifest {

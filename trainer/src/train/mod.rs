@@ -168,6 +168,8 @@ pub fn train(
         best_val_dice: None,
         stale_validations: 0,
         files: Default::default(),
+        global_batch: Some(cfg.data.batch_size * sync.world()),
+        accumulate: Some(acc),
     };
     let loaded = match &opts.resume {
         Resume::No => {
@@ -193,6 +195,7 @@ pub fn train(
                 ),
             });
         }
+        check_batch_geometry(&l.manifest, &m, &l.path, sync.world())?;
         params
             .assign_all(&l.weights)
             .map_err(|e| TrainError::Checkpoint {
@@ -219,6 +222,8 @@ pub fn train(
         );
         m = Manifest {
             files: Default::default(),
+            global_batch: m.global_batch,
+            accumulate: m.accumulate,
             ..l.manifest
         };
     }
@@ -456,6 +461,47 @@ pub fn train(
     summary.steps = m.step;
     summary.best_val_dice = m.best_val_dice;
     Ok(summary)
+}
+
+/// A checkpoint's loader position and schedule count micro-batches of the global batch it was
+/// written with: resuming with another (other ranks × `data.batch_size`, or another
+/// `optim.accumulate`) would skip or repeat samples and change the schedule, so it is refused
+/// with the numbers that fit.
+fn check_batch_geometry(
+    saved: &Manifest,
+    now: &Manifest,
+    path: &std::path::Path,
+    world: usize,
+) -> Result<()> {
+    if let (Some(g), Some(g_now)) = (saved.global_batch, now.global_batch) {
+        if g != g_now {
+            return Err(TrainError::config(
+                "data.batch_size",
+                format!(
+                    "{} was written with {g} samples per micro-batch over all ranks; this run has {world} rank(s) x data.batch_size {} = {g_now}. Resuming would skip or repeat samples and change the schedule: resume with ranks x data.batch_size = {g}{}",
+                    path.display(),
+                    g_now / world.max(1),
+                    if g % world.max(1) == 0 {
+                        format!(" (here: data.batch_size = {})", g / world.max(1))
+                    } else {
+                        String::new()
+                    }
+                ),
+            ));
+        }
+    }
+    if let (Some(a), Some(a_now)) = (saved.accumulate, now.accumulate) {
+        if a != a_now {
+            return Err(TrainError::config(
+                "optim.accumulate",
+                format!(
+                    "{} was written with optim.accumulate = {a}, this run has {a_now}: resume with {a}",
+                    path.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Appends a validation to `<run>/validation.jsonl` (rank 0 holds the log).
