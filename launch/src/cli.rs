@@ -37,6 +37,9 @@ pub enum Command {
     /// Export a trained run as a self-contained PyTorch folder: the model's PyTorch mirror,
     /// all its weights, tokenizer, preprocessing and a predictor script (no tmca needed there).
     Export(ExportArgs),
+    /// Compare two models on the same images (two `tmca eval --per-image` files): mean
+    /// difference per dataset with a bootstrap interval and a Wilcoxon signed-rank test.
+    Compare(CompareArgs),
     /// Summarise run directories: model, steps, best validation Dice and the latest test
     /// evaluation of each (for comparing runs of a sweep).
     Runs(RunsArgs),
@@ -402,6 +405,41 @@ pub struct ExportArgs {
     /// `best`, `latest` or a checkpoint directory.
     #[arg(long, default_value = "best")]
     pub checkpoint: String,
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// Per-image results of model A (`tmca eval RUN_A --per-image A.csv`).
+    pub a: PathBuf,
+    /// Per-image results of model B on the same stores and split.
+    pub b: PathBuf,
+    /// Score compared.
+    #[arg(long, value_enum, default_value_t = CompareMetric::Dice)]
+    pub metric: CompareMetric,
+    /// Bootstrap resamples of the interval of the mean difference.
+    #[arg(long, default_value_t = 10000)]
+    pub bootstrap: usize,
+    /// Seed of the bootstrap.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = CompareFormat::Markdown)]
+    pub format: CompareFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CompareFormat {
+    /// A Markdown table.
+    #[value(name = "md")]
+    Markdown,
+    /// Every field, per dataset.
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CompareMetric {
+    Dice,
+    Iou,
 }
 
 #[derive(Debug, Args)]

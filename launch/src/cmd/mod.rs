@@ -2,6 +2,7 @@
 //! [`crate::exit`].
 
 mod bench;
+mod compare;
 mod data;
 mod export;
 mod launch;
@@ -30,6 +31,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(a) => train::eval(&a),
         Command::Predict(a) => predict::run(&a),
         Command::Runs(a) => runs::run(&a),
+        Command::Compare(a) => compare::run(&a),
         Command::Export(a) => export::run(&a),
         Command::Config => {
             print!("{}", tmca_trainer::config::DEFAULT_CONFIG);

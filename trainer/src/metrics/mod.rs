@@ -17,6 +17,7 @@ pub mod confusion;
 pub mod dice;
 pub mod error;
 pub mod iou;
+pub mod paired;
 
 #[cfg(test)]
 mod tests;

@@ -23,6 +23,9 @@ pub struct EvalResult {
     pub summary: SegSummary,
 }
 
+/// What [`evaluate`] calls with each batch, its store and its probabilities.
+pub type OnBatch<'a> = dyn FnMut(&Store, &Batch, &[f32]) -> Result<()> + 'a;
+
 /// Options of an evaluation pass.
 pub struct EvalSpec<'a> {
     pub input: InputSpec,
@@ -45,7 +48,7 @@ pub fn evaluate(
     spec: &EvalSpec<'_>,
     device: &Device,
     sync: &mut dyn GradSync,
-    on_batch: &mut dyn FnMut(&Store, &Batch, &[f32]) -> Result<()>,
+    on_batch: &mut OnBatch<'_>,
 ) -> Result<Vec<EvalResult>> {
     let mut out = Vec::new();
     for store in stores {

@@ -58,13 +58,14 @@ fn quote(f: &str) -> String {
     }
 }
 
-/// The rows as CSV (RFC 4180), with a header.
+/// The rows as CSV (RFC 4180), with a header; scores in full precision (rounding would make
+/// ties of paired comparisons).
 pub fn to_csv(rows: &[ImageResult]) -> String {
     let mut s =
         String::from("dataset,index,source_name,dice,iou,predicted_pixels,mask_pixels,report\n");
     for r in rows {
         s.push_str(&format!(
-            "{},{},{},{:.6},{:.6},{},{},{}\n",
+            "{},{},{},{},{},{},{},{}\n",
             quote(&r.dataset),
             r.index,
             quote(&r.source_name),
@@ -108,7 +109,7 @@ mod tests {
         assert_eq!(
             to_csv(&[r]),
             "dataset,index,source_name,dice,iou,predicted_pixels,mask_pixels,report\n\
-             qata,7,\"a,b.png\",0.500000,0.333333,10,30,\"Left lung, \"\"two\"\" areas.\"\n"
+             qata,7,\"a,b.png\",0.5,0.3333333333333333,10,30,\"Left lung, \"\"two\"\" areas.\"\n"
         );
     }
 }

@@ -1,0 +1,153 @@
+//! `tmca compare A.csv B.csv`: two models on the same images, from `tmca eval --per-image`.
+
+use crate::cli::{CompareArgs, CompareFormat, CompareMetric};
+use anyhow::Context;
+use std::collections::BTreeMap;
+use std::path::Path;
+use tmca_trainer::metrics::paired::{compare, Paired};
+
+/// (dataset, index) → score, datasets in file order.
+type Scores = (Vec<String>, BTreeMap<(String, usize), f64>);
+
+fn read(path: &Path, metric: CompareMetric) -> anyhow::Result<Scores> {
+    let bad = |m: String| crate::cli::UsageError(format!("{}: {m}", path.display()));
+    let mut r =
+        csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
+    let headers = r
+        .headers()
+        .with_context(|| format!("reading {}", path.display()))?
+        .clone();
+    let col = |name: &str| {
+        headers.iter().position(|h| h == name).ok_or_else(|| {
+            bad(format!(
+                "no `{name}` column (not a `tmca eval --per-image` file?)"
+            ))
+        })
+    };
+    let (ds, ix) = (col("dataset")?, col("index")?);
+    let sc = col(match metric {
+        CompareMetric::Dice => "dice",
+        CompareMetric::Iou => "iou",
+    })?;
+    let mut order = Vec::new();
+    let mut scores = BTreeMap::new();
+    for (line, rec) in r.records().enumerate() {
+        let rec = rec.with_context(|| format!("reading {}", path.display()))?;
+        let row = line + 2;
+        let field = |i: usize| rec.get(i).unwrap_or("");
+        let index: usize = field(ix)
+            .parse()
+            .map_err(|_| bad(format!("line {row}: index {:?} is not a number", field(ix))))?;
+        let v: f64 = field(sc)
+            .parse()
+            .map_err(|_| bad(format!("line {row}: score {:?} is not a number", field(sc))))?;
+        let name = field(ds).to_string();
+        if !order.contains(&name) {
+            order.push(name.clone());
+        }
+        if scores.insert((name.clone(), index), v).is_some() {
+            return Err(bad(format!("line {row}: {name} image {index} appears twice")).into());
+        }
+    }
+    if scores.is_empty() {
+        return Err(bad("no rows".into()).into());
+    }
+    Ok((order, scores))
+}
+
+#[derive(serde::Serialize)]
+struct Row {
+    dataset: String,
+    #[serde(flatten)]
+    paired: Paired,
+}
+
+pub fn run(a: &CompareArgs) -> anyhow::Result<()> {
+    let (order, sa) = read(&a.a, a.metric)?;
+    let (_, sb) = read(&a.b, a.metric)?;
+    let only = |x: &BTreeMap<(String, usize), f64>, y: &BTreeMap<(String, usize), f64>| {
+        x.keys()
+            .filter(|k| !y.contains_key(*k))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let (only_a, only_b) = (only(&sa, &sb), only(&sb, &sa));
+    if !only_a.is_empty() || !only_b.is_empty() {
+        let show = |v: &[(String, usize)]| {
+            v.iter()
+                .take(5)
+                .map(|(d, i)| format!("{d} #{i}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        anyhow::bail!(crate::cli::UsageError(format!(
+            "the files score different images: {} only in {} ({}), {} only in {} ({}); evaluate both runs on the same stores and split",
+            only_a.len(),
+            a.a.display(),
+            show(&only_a),
+            only_b.len(),
+            a.b.display(),
+            show(&only_b)
+        )));
+    }
+    let mut rows = Vec::new();
+    let mut all = (Vec::new(), Vec::new());
+    for name in &order {
+        let keys: Vec<&(String, usize)> = sa.keys().filter(|(d, _)| d == name).collect();
+        let x: Vec<f64> = keys.iter().map(|k| sa[*k]).collect();
+        let y: Vec<f64> = keys.iter().map(|k| sb[*k]).collect();
+        all.0.extend(&x);
+        all.1.extend(&y);
+        rows.push(Row {
+            dataset: name.clone(),
+            paired: compare(&x, &y, a.bootstrap, a.seed),
+        });
+    }
+    if order.len() > 1 {
+        rows.push(Row {
+            dataset: "all images".into(),
+            paired: compare(&all.0, &all.1, a.bootstrap, a.seed),
+        });
+    }
+    match a.format {
+        CompareFormat::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+        CompareFormat::Markdown => print!("{}", table(a, &rows)),
+    }
+    Ok(())
+}
+
+fn table(a: &CompareArgs, rows: &[Row]) -> String {
+    let metric = match a.metric {
+        CompareMetric::Dice => "Dice",
+        CompareMetric::Iou => "IoU",
+    };
+    let mut s = format!(
+        "A = {}, B = {}; per-image {metric}; B − A with a 95% paired-bootstrap interval ({} resamples); Wilcoxon signed-rank test, two-sided\n\n",
+        a.a.display(),
+        a.b.display(),
+        a.bootstrap
+    );
+    s.push_str("| dataset | images | A | B | B − A | 95% CI | B better / equal / worse | p (Wilcoxon) |\n|---|---|---|---|---|---|---|---|\n");
+    for r in rows {
+        let p = &r.paired;
+        let test = p
+            .wilcoxon
+            .map(|w| format!("{:.3e}{}", w.p_value, if w.exact { " (exact)" } else { "" }))
+            .unwrap_or_else(|| "– (all equal)".into());
+        s.push_str(&format!(
+            "| {} | {} | {:.4} | {:.4} | {:+.4} | [{:+.4}, {:+.4}] | {} / {} / {} | {} |\n",
+            r.dataset,
+            p.images,
+            p.mean_a,
+            p.mean_b,
+            p.mean_diff,
+            p.ci_low,
+            p.ci_high,
+            p.b_better,
+            p.equal,
+            p.b_worse,
+            test
+        ));
+    }
+    s
+}

@@ -1,0 +1,123 @@
+//! `tmca compare` on per-image files made here: its means, counts, bootstrap intervals and
+//! Wilcoxon p-values are checked against numpy and scipy (tests/python/check_compare.py), in
+//! the exact regime (few differences, no ties) and the asymptotic one (ties, zeros, many
+//! images); files that do not score the same images are refused, naming them.
+
+use std::fmt::Write;
+use std::path::Path;
+use std::process::Command;
+
+fn tmca(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_tmca"))
+        .args(args)
+        .output()
+        .expect("tmca runs")
+}
+
+fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A deterministic stream in [0, 1).
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self) -> f64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Per-image files A and B: `small` (12 images, distinct differences: exact test), `tied`
+/// (30 images, scores on a 0.05 grid: ties and zeros) and `large` (80 images).
+fn write_pair(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let header = "dataset,index,source_name,dice,iou,predicted_pixels,mask_pixels,report\n";
+    let (mut a, mut b) = (header.to_string(), header.to_string());
+    let mut rng = Lcg(7);
+    for (name, n, grid) in [
+        ("small", 12, false),
+        ("tied", 30, true),
+        ("large", 80, false),
+    ] {
+        for i in 0..n {
+            let x = rng.next();
+            let mut y = (x + 0.04 + 0.2 * (rng.next() - 0.5)).clamp(0.0, 1.0);
+            let mut x = x;
+            if grid {
+                x = (x * 20.0).round() / 20.0;
+                y = (y * 20.0).round() / 20.0;
+            }
+            let report = format!("\"report {i}, with a comma\"");
+            writeln!(a, "{name},{i},img{i}.png,{x},{x},1,1,{report}").unwrap();
+            writeln!(b, "{name},{i},img{i}.png,{y},{y},1,1,{report}").unwrap();
+        }
+    }
+    let (pa, pb) = (dir.join("a.csv"), dir.join("b.csv"));
+    std::fs::write(&pa, a).unwrap();
+    std::fs::write(&pb, b).unwrap();
+    (pa, pb)
+}
+
+#[test]
+fn compare_agrees_with_scipy_and_refuses_other_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = write_pair(dir.path());
+    let (sa, sb) = (a.to_str().unwrap(), b.to_str().unwrap());
+
+    let o = tmca(&["compare", sa, sb]);
+    assert!(o.status.success(), "{}", text(&o));
+    let md = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        md.contains("| small | 12 |") && md.contains("(exact)"),
+        "{md}"
+    );
+    assert!(md.contains("| all images | 122 |"), "{md}");
+
+    let o = tmca(&["compare", sa, sb, "--format", "json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(rows[0]["wilcoxon"]["exact"], true);
+    assert_eq!(rows[1]["wilcoxon"]["exact"], false, "ties: asymptotic");
+    assert!(
+        rows[1]["equal"].as_u64().unwrap() > 0,
+        "the grid makes zeros"
+    );
+    assert_eq!(rows[2]["wilcoxon"]["exact"], false, "80 images: asymptotic");
+    let json = dir.path().join("result.json");
+    std::fs::write(&json, &o.stdout).unwrap();
+    if std::env::var_os("TMCA_SKIP_PYTHON").is_some() {
+        eprintln!("TMCA_SKIP_PYTHON set: the scipy check of tmca compare is skipped");
+    } else {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/python/check_compare.py");
+        let o = Command::new("python3")
+            .arg(script)
+            .args([&a, &b, &json])
+            .output()
+            .expect("python3 runs");
+        assert!(o.status.success(), "{}", text(&o));
+        eprintln!("{}", text(&o));
+    }
+
+    // A file missing an image, and a file that is not a per-image file, are refused (exit 2).
+    let short = dir.path().join("short.csv");
+    let text_b = std::fs::read_to_string(&b).unwrap();
+    let kept: Vec<&str> = text_b
+        .lines()
+        .filter(|l| !l.starts_with("tied,3,"))
+        .collect();
+    std::fs::write(&short, kept.join("\n") + "\n").unwrap();
+    let o = tmca(&["compare", sa, short.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("tied #3"), "{}", text(&o));
+    let other = dir.path().join("other.csv");
+    std::fs::write(&other, "name,score\nx,1\n").unwrap();
+    let o = tmca(&["compare", sa, other.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("no `dataset` column"), "{}", text(&o));
+}
