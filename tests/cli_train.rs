@@ -210,6 +210,7 @@ fn train_eval_predict_write_what_they_promise() {
         "--report",
         "one polyp at the upper left",
         "--probs",
+        "--maps",
         "--output",
         one.to_str().unwrap(),
     ]);
@@ -229,6 +230,17 @@ fn train_eval_predict_write_what_they_promise() {
         );
     }
     assert!(one.join("case_overlay.png").exists());
+    // One enhancement map per LTE level (cpu-tiny: 1..4), at the image's size, and different
+    // levels see differently.
+    let maps: Vec<image::RgbImage> = (1..=4)
+        .map(|l| {
+            image::open(one.join(format!("case_lte{l}.png")))
+                .unwrap()
+                .to_rgb8()
+        })
+        .collect();
+    assert!(maps.iter().all(|m| m.dimensions() == (50, 40)));
+    assert_ne!(maps[0], maps[3]);
 
     // A table of new images (no masks): names repeat across folders, a report has a comma
     // and quotes; batches of 2 over 3 rows.

@@ -496,6 +496,11 @@ pub struct PredictArgs {
     /// and `<name>_prob.npy` (float32, for numpy.load; other thresholds, ensembles).
     #[arg(long)]
     pub probs: bool,
+    /// Also write `<name>_lte<L>.png` for each level L of target enhancement: the map A_l
+    /// (where the model finds what the report describes, 0..1) as a heat overlay on the image,
+    /// at the image's size.
+    #[arg(long)]
+    pub maps: bool,
     /// Flip test-time augmentation (as `tmca eval --tta`).
     #[arg(long)]
     pub tta: bool,

@@ -13,6 +13,25 @@ use std::sync::Arc;
 use tmca_data::augment::{self, InputSpec, Planar};
 use tmca_data::tokenize::TextTokenizer;
 
+/// What the model predicts for one image and report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prediction {
+    /// Foreground probabilities, H·W at the model's input size.
+    pub probs: Vec<f32>,
+    /// The target enhancement maps A_l (where the report points, per level) of the direct
+    /// pass, in the decoder's order (coarsest level first); none for an image-only model.
+    pub maps: Vec<EnhancementMap>,
+}
+
+/// One enhancement map A_l ∈ [0, 1] at its level's resolution.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EnhancementMap {
+    pub level: usize,
+    pub height: usize,
+    pub width: usize,
+    pub values: Vec<f32>,
+}
+
 /// Model, tokenizer and config of a finished (or running) training run.
 pub struct Trained {
     pub cfg: Config,
@@ -82,9 +101,9 @@ impl Trained {
         }
     }
 
-    /// Foreground probabilities (H·W at the model size) of each planar image and its report,
-    /// in one forward pass (two with `tta`: [`crate::train::tta`]).
-    pub fn predict(&self, items: &[(Planar<'_>, &str)], tta: bool) -> Result<Vec<Vec<f32>>> {
+    /// The prediction for each planar image and its report, in one forward pass (two with
+    /// `tta`: [`crate::train::tta`]).
+    pub fn predict(&self, items: &[(Planar<'_>, &str)], tta: bool) -> Result<Vec<Prediction>> {
         if items.is_empty() {
             return Ok(vec![]);
         }
@@ -123,7 +142,31 @@ impl Trained {
         } else {
             None
         };
-        let probs = crate::train::tta::probabilities(&self.model, &inputs, mirrored)?;
-        Ok(probs.flatten_from(1)?.to_vec2()?)
+        let (probs, maps) =
+            crate::train::tta::probabilities_and_maps(&self.model, &inputs, mirrored)?;
+        let maps = maps
+            .into_iter()
+            .map(|(level, a)| {
+                let (_, _, mh, mw) = a.dims4()?;
+                Ok((level, mh, mw, a.flatten_from(1)?.to_vec2::<f32>()?))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let probs: Vec<Vec<f32>> = probs.flatten_from(1)?.to_vec2()?;
+        Ok(probs
+            .into_iter()
+            .enumerate()
+            .map(|(k, probs)| Prediction {
+                probs,
+                maps: maps
+                    .iter()
+                    .map(|(level, h, w, v)| EnhancementMap {
+                        level: *level,
+                        height: *h,
+                        width: *w,
+                        values: v[k].clone(),
+                    })
+                    .collect(),
+            })
+            .collect())
     }
 }

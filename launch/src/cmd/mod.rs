@@ -5,6 +5,7 @@ mod bench;
 mod compare;
 mod data;
 mod export;
+mod heatmap;
 mod launch;
 mod npy;
 mod predict;

@@ -12,7 +12,7 @@ use tmca_data::augment::Planar;
 use tmca_data::convert::table::read_table;
 use tmca_data::store::Store;
 use tmca_data::{DataError, Progress};
-use tmca_trainer::inference::Trained;
+use tmca_trainer::inference::{Prediction, Trained};
 
 /// One image to predict, decoded.
 struct Sample {
@@ -58,7 +58,11 @@ impl Sample {
 /// The (mh, mw) map `probs` resampled bilinearly to (h, w), pixel centres aligned (PyTorch's
 /// `interpolate(mode="bilinear", align_corners=False)`), so masks at the image's size have
 /// smooth edges instead of the model grid's blocks.
-fn resample(probs: &[f32], (mh, mw): (usize, usize), (h, w): (usize, usize)) -> Vec<f32> {
+pub(super) fn resample(
+    probs: &[f32],
+    (mh, mw): (usize, usize),
+    (h, w): (usize, usize),
+) -> Vec<f32> {
     let axis = |n_out: usize, n_in: usize| -> Vec<(usize, usize, f32)> {
         (0..n_out)
             .map(|o| {
@@ -83,21 +87,25 @@ fn resample(probs: &[f32], (mh, mw): (usize, usize), (h, w): (usize, usize)) -> 
 }
 
 /// Writes `<stem>_mask.png` (0/255 at the image's size), `<stem>_overlay.png` and, with
-/// `probs_png`, `<stem>_prob.png` (the probability × 255) and `<stem>_prob.npy` (float32);
+/// `extras.probs`, `<stem>_prob.png` (the probability × 255) and `<stem>_prob.npy` (float32),
+/// with `extras.maps` `<stem>_lte<L>.png` ([`super::heatmap`]);
 /// returns the number of foreground
 /// pixels.
 fn write_outputs(
     out: &Path,
     stem: &str,
     img: Planar<'_>,
-    probs: &[f32],
+    pred: &Prediction,
     model_hw: (usize, usize),
     threshold: f32,
-    probs_png: bool,
+    extras: Extras,
 ) -> anyhow::Result<usize> {
+    if extras.maps {
+        super::heatmap::write_maps(out, stem, img, &pred.maps)?;
+    }
     let (h, w) = (img.height, img.width);
     let plane = h * w;
-    let probs = resample(probs, model_hw, (h, w));
+    let probs = resample(&pred.probs, model_hw, (h, w));
     let mut mask = vec![0u8; plane];
     let mut overlay = Vec::with_capacity(plane * 3);
     let mut on_pixels = 0;
@@ -127,7 +135,7 @@ fn write_outputs(
         .context("overlay size")?
         .save(&op)
         .with_context(|| format!("writing {}", op.display()))?;
-    if probs_png {
+    if extras.probs {
         let pp = out.join(format!("{stem}_prob.png"));
         let bytes = probs
             .iter()
@@ -139,6 +147,24 @@ fn write_outputs(
         super::npy::write_f32(&out.join(format!("{stem}_prob.npy")), &[h, w], &probs)?;
     }
     Ok(on_pixels)
+}
+
+/// What is written and computed besides masks and overlays.
+#[derive(Debug, Clone, Copy)]
+struct Extras {
+    probs: bool,
+    maps: bool,
+    tta: bool,
+}
+
+impl Extras {
+    fn of(a: &PredictArgs) -> Self {
+        Self {
+            probs: a.probs,
+            maps: a.maps,
+            tta: a.tta,
+        }
+    }
 }
 
 /// Output stems that do not overwrite each other: a repeated one gets `_<index>` appended.
@@ -241,7 +267,7 @@ fn predict_all(
     out: &Path,
     (n, fetch): Samples<'_>,
     batch: usize,
-    (probs_png, tta): (bool, bool),
+    extras: Extras,
 ) -> anyhow::Result<usize> {
     let hw = (t.cfg.data.image_size, t.cfg.data.image_size);
     let thr = t.cfg.train.threshold;
@@ -265,10 +291,10 @@ fn predict_all(
             .iter()
             .map(|s| (s.planar(), s.report.as_str()))
             .collect();
-        let probs = t.predict(&items, tta)?;
-        for (k, (s, p)) in samples.iter().zip(&probs).enumerate() {
+        let preds = t.predict(&items, extras.tta)?;
+        for (k, (s, p)) in samples.iter().zip(&preds).enumerate() {
             let stem = stems.unique(&s.name, start + k);
-            let on = write_outputs(out, &stem, s.planar(), p, hw, thr, probs_png)?;
+            let on = write_outputs(out, &stem, s.planar(), p, hw, thr, extras)?;
             let frac = on as f64 / (s.height * s.width).max(1) as f64;
             writeln!(
                 csv,
@@ -309,19 +335,19 @@ pub fn run(a: &PredictArgs) -> anyhow::Result<()> {
     let batch = a.batch.unwrap_or(t.cfg.data.batch_size).max(1);
     if let (Some(path), Some(report)) = (&a.image, &a.report) {
         let s = Sample::from_file(path, report)?;
-        let probs = t
+        let pred = t
             .predict(&[(s.planar(), report.as_str())], a.tta)?
             .pop()
-            .unwrap_or_default();
+            .context("no prediction")?;
         let stem = Stems::default().unique(&s.name, 0);
         write_outputs(
             &a.output,
             &stem,
             s.planar(),
-            &probs,
+            &pred,
             hw,
             t.cfg.train.threshold,
-            a.probs,
+            Extras::of(a),
         )?;
         println!(
             "{}: mask and overlay in {}",
@@ -333,7 +359,7 @@ pub fn run(a: &PredictArgs) -> anyhow::Result<()> {
     if let (Some(rows), Some(table)) = (&rows, &a.table) {
         let fetch = |k: usize| Sample::from_file(&rows[k].0, &rows[k].1);
         let samples: Samples<'_> = (rows.len(), Box::new(fetch));
-        let n = predict_all(&t, &a.output, samples, batch, (a.probs, a.tta))?;
+        let n = predict_all(&t, &a.output, samples, batch, Extras::of(a))?;
         println!(
             "{n} images of {}: masks, overlays and predictions.csv in {}",
             table.display(),
@@ -353,7 +379,7 @@ pub fn run(a: &PredictArgs) -> anyhow::Result<()> {
         &a.output,
         store_samples(&store, store_path, &idx),
         batch,
-        (a.probs, a.tta),
+        Extras::of(a),
     )?;
     println!(
         "{n} samples of {} ({}): masks, overlays and predictions.csv in {}",

@@ -35,9 +35,20 @@ pub fn probabilities(
     x: &Inputs,
     mirrored: Option<(Tensor, Tensor)>,
 ) -> Result<Tensor> {
-    let p = candle_nn::ops::sigmoid(&model.forward(x)?.logits)?;
+    Ok(probabilities_and_maps(model, x, mirrored)?.0)
+}
+
+/// [`probabilities`] and the enhancement maps A_l (B, 1, h, w) of the direct pass, with their
+/// level.
+pub fn probabilities_and_maps(
+    model: &Tmca,
+    x: &Inputs,
+    mirrored: Option<(Tensor, Tensor)>,
+) -> Result<(Tensor, Vec<(usize, Tensor)>)> {
+    let out = model.forward(x)?;
+    let p = candle_nn::ops::sigmoid(&out.logits)?;
     let Some((token_ids, attention)) = mirrored else {
-        return Ok(p);
+        return Ok((p, out.maps));
     };
     let flipped = Inputs {
         images: x.images.flip(&[3])?,
@@ -46,7 +57,7 @@ pub fn probabilities(
         masks: None,
     };
     let q = candle_nn::ops::sigmoid(&model.forward(&flipped)?.logits)?.flip(&[3])?;
-    Ok(((p + q)? * 0.5)?)
+    Ok((((p + q)? * 0.5)?, out.maps))
 }
 
 #[cfg(test)]
