@@ -458,4 +458,20 @@ mod tests {
         a.model.dims[0] += 8;
         assert_ne!(a.model_hash(), h);
     }
+
+    /// The example config of the README's step-by-step section is a valid config.
+    #[test]
+    fn the_readme_example_config_is_valid() {
+        let readme = include_str!("../../README.md");
+        let start = readme
+            .find("cat > qata.toml <<'TOML'\n")
+            .expect("the README's example config");
+        let body = &readme[start..];
+        let body = &body[body.find('\n').unwrap() + 1..];
+        let text = &body[..body.find("\nTOML\n").expect("its end")];
+        let mut cfg = Config::from_toml(text, Path::new("qata.toml")).unwrap();
+        cfg.resolve().unwrap();
+        assert_eq!(cfg.model.dims, [96, 192, 384, 768]);
+        assert_eq!(cfg.text.encoder, "bert");
+    }
 }
