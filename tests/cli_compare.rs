@@ -7,20 +7,8 @@ use std::fmt::Write;
 use std::path::Path;
 use std::process::Command;
 
-fn tmca(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_tmca"))
-        .args(args)
-        .output()
-        .expect("tmca runs")
-}
-
-fn text(o: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+mod common;
+use common::{text, tmca};
 
 /// A deterministic stream in [0, 1).
 struct Lcg(u64);

@@ -6,20 +6,8 @@
 use std::path::Path;
 use std::process::Command;
 
-fn tmca(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_tmca"))
-        .args(args)
-        .output()
-        .expect("tmca runs")
-}
-
-fn text(o: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+mod common;
+use common::{text, tmca};
 
 /// Trains a tiny run of `modality` with `model_extra` in `[model]` and `data_extra` in `[data]`.
 fn train(dir: &Path, modality: &str, data_extra: &str, model_extra: &str) -> std::path::PathBuf {

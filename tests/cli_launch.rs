@@ -4,23 +4,16 @@
 //! resumed; failures no restart cures are not retried.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
+use common::text;
 
 fn tmca() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_tmca"));
     c.env("RAYON_NUM_THREADS", "1");
     c
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn write_config(dir: &Path, name: &str, batch: usize, epochs: usize) -> PathBuf {

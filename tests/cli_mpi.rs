@@ -7,15 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 mod common;
+use common::text;
 
 fn write_config(dir: &Path, name: &str, batch: usize) -> PathBuf {
     let p = dir.join(format!("{name}.toml"));

@@ -3,20 +3,8 @@
 use std::path::Path;
 use std::process::Command;
 
-fn tmca(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_tmca"))
-        .args(args)
-        .output()
-        .expect("tmca runs")
-}
-
-fn text(o: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+mod common;
+use common::{text, tmca};
 
 fn write_config(dir: &Path) -> std::path::PathBuf {
     let cfg = format!(

@@ -1,9 +1,10 @@
 //! Shared by the training tests (ranks as threads, `tmca launch`, mpirun, SLURM, pretrained
 //! weights, freezing): one small training config, a CPU training call and the comparison of
-//! two runs' weights.
+//! two runs' weights; and by the command-line tests: running `tmca` and reading its output.
 #![allow(dead_code)]
 
 use std::path::Path;
+use std::process::{Command, Output};
 use tmca_trainer::config::Config;
 use tmca_trainer::sync::GradSync;
 use tmca_trainer::train::{Resume, RunOptions, TrainSummary};
@@ -107,4 +108,22 @@ pub fn assert_trained_alike(a: &Path, b: &Path) {
         }
     }
     assert!(worst.0 < 1e-3, "largest relative difference {worst:?}");
+}
+
+/// `tmca ARGS` run to completion (the binary of the tmca-launch tests; other crates' tests
+/// have none).
+pub fn tmca(args: &[&str]) -> Output {
+    let Some(bin) = option_env!("CARGO_BIN_EXE_tmca") else {
+        panic!("only the tmca-launch tests run tmca");
+    };
+    Command::new(bin).args(args).output().expect("tmca runs")
+}
+
+/// Standard output and error of a finished command, for assertion messages.
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }

@@ -8,6 +8,7 @@ use crate::train::results::{read_eval_records, read_validation_log, ResultRecord
 use crate::{Result, TrainError};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
+use tmca_data::convert::table::csv_field;
 
 /// How deep below a given folder run directories are looked for.
 pub const MAX_DEPTH: usize = 4;
@@ -194,16 +195,15 @@ pub fn table(runs: &[RunOverview]) -> String {
 
 /// The same as CSV (RFC 4180 quoting; a missing value is an empty field).
 pub fn csv(runs: &[RunOverview]) -> String {
-    let quote = |f: &str| {
-        if f.contains([',', '"', '\n']) {
-            format!("\"{}\"", f.replace('"', "\"\""))
-        } else {
-            f.to_string()
-        }
-    };
-    let mut s = HEADER.map(quote).join(",") + "\n";
+    let mut s = HEADER.map(csv_field).join(",") + "\n";
     for r in runs {
-        let fields = row(r).map(|f| if f == "–" { String::new() } else { quote(&f) });
+        let fields = row(r).map(|f| {
+            if f == "–" {
+                String::new()
+            } else {
+                csv_field(&f)
+            }
+        });
         s.push_str(&(fields.join(",") + "\n"));
     }
     s

@@ -167,10 +167,41 @@ fn rows_from_cells(path: &Path, cells: Cells) -> Result<Table> {
     })
 }
 
+/// One field of a CSV row written by tmca (RFC 4180): quoted, with inner quotes doubled, when
+/// it holds a comma, quote or line break; as is otherwise. The tables [`read_table`] reads
+/// read it back unchanged.
+pub fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::fixtures::{write_csv, write_xlsx};
     use super::*;
+
+    #[test]
+    fn written_fields_read_back_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("w.csv");
+        let reports = ["plain", "a, comma", "a \"quote\"", "two\nlines"];
+        let mut text = String::from("Image,Description\n");
+        for (i, r) in reports.iter().enumerate() {
+            text.push_str(&format!(
+                "{},{}\n",
+                csv_field(&format!("{i}.png")),
+                csv_field(r)
+            ));
+        }
+        std::fs::write(&csv, text).unwrap();
+        let t = read_table(&csv).unwrap();
+        let back: Vec<&str> = t.rows.iter().map(|r| r.report.as_str()).collect();
+        assert_eq!(back, reports);
+        assert_eq!(csv_field("plain"), "plain");
+    }
 
     #[test]
     fn csv_and_xlsx_with_extra_columns_and_case() {

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use tmca_data::augment::Planar;
-use tmca_data::convert::table::read_table;
+use tmca_data::convert::table::{csv_field, read_table};
 use tmca_data::store::Store;
 use tmca_data::{DataError, Progress};
 use tmca_trainer::inference::{Prediction, Trained};
@@ -189,15 +189,6 @@ impl Stems {
         };
         self.seen.insert(stem.clone());
         stem
-    }
-}
-
-/// A CSV field, quoted when it needs to be.
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
     }
 }
 

@@ -4,6 +4,7 @@
 use crate::metrics::{dice, iou, Confusion, MASK_THRESHOLD};
 use crate::{Result, TrainError};
 use std::path::Path;
+use tmca_data::convert::table::csv_field;
 use tmca_data::loader::Batch;
 use tmca_data::store::Store;
 
@@ -50,14 +51,6 @@ pub fn image_results(store: &Store, b: &Batch, probs: &[f32], threshold: f32) ->
         .collect()
 }
 
-fn quote(f: &str) -> String {
-    if f.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", f.replace('"', "\"\""))
-    } else {
-        f.to_string()
-    }
-}
-
 /// The rows as CSV (RFC 4180), with a header; scores in full precision (rounding would make
 /// ties of paired comparisons).
 pub fn to_csv(rows: &[ImageResult]) -> String {
@@ -66,14 +59,14 @@ pub fn to_csv(rows: &[ImageResult]) -> String {
     for r in rows {
         s.push_str(&format!(
             "{},{},{},{},{},{},{},{}\n",
-            quote(&r.dataset),
+            csv_field(&r.dataset),
             r.index,
-            quote(&r.source_name),
+            csv_field(&r.source_name),
             r.dice,
             r.iou,
             r.predicted_pixels,
             r.mask_pixels,
-            quote(&r.report)
+            csv_field(&r.report)
         ));
     }
     s
