@@ -7,6 +7,7 @@ use crate::config::Config;
 use crate::train::results::{read_eval_records, read_validation_log, ResultRecord};
 use crate::{Result, TrainError};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use tmca_data::convert::table::csv_field;
 
@@ -30,6 +31,68 @@ pub struct RunOverview {
     pub best_step: Option<u64>,
     /// The most recent `tmca eval` of the test split, if any.
     pub test: Option<ResultRecord>,
+    /// The config fields (`key=value`) in which this run differs from others listed with it
+    /// ([`mark_differences`]): what a sweep varied.
+    pub differs: Vec<String>,
+    /// The resolved config, flattened to dotted keys.
+    #[serde(skip)]
+    pub config: BTreeMap<String, String>,
+}
+
+/// The resolved config as dotted keys and TOML values (`model.lambda` → `0.1`).
+fn flatten(cfg: &Config) -> BTreeMap<String, String> {
+    fn walk(prefix: &str, v: &toml::Value, out: &mut BTreeMap<String, String>) {
+        match v {
+            toml::Value::Table(t) => {
+                for (k, v) in t {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&key, v, out);
+                }
+            }
+            toml::Value::Array(a) => {
+                let items: Vec<String> = a.iter().map(|x| x.to_string()).collect();
+                out.insert(prefix.to_string(), format!("[{}]", items.join(",")));
+            }
+            other => {
+                out.insert(prefix.to_string(), other.to_string());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    if let Some(v) = cfg
+        .to_toml()
+        .ok()
+        .and_then(|t| t.parse::<toml::Value>().ok())
+    {
+        walk("", &v, &mut out);
+    }
+    out
+}
+
+/// Sets each run's [`RunOverview::differs`]: the config fields whose values are not the same
+/// in all `runs` (`run.dir` aside), with this run's value (`-` where it has none).
+pub fn mark_differences(runs: &mut [RunOverview]) {
+    let keys: std::collections::BTreeSet<&String> =
+        runs.iter().flat_map(|r| r.config.keys()).collect();
+    let varying: Vec<String> = keys
+        .into_iter()
+        .filter(|k| k.as_str() != "run.dir")
+        .filter(|k| {
+            let first = runs.first().and_then(|r| r.config.get(*k));
+            runs.iter().any(|r| r.config.get(*k) != first)
+        })
+        .cloned()
+        .collect();
+    for r in runs.iter_mut() {
+        r.differs = varying
+            .iter()
+            .map(|k| format!("{k}={}", r.config.get(k).map(String::as_str).unwrap_or("-")))
+            .collect();
+    }
 }
 
 /// Run directories at or below each of `roots` (a folder holding `config.toml`), by path.
@@ -110,6 +173,8 @@ impl RunOverview {
             best_val_dice: best.as_ref().and_then(|m| m.best_val_dice),
             best_step: best.map(|m| m.step),
             test,
+            differs: Vec::new(),
+            config: flatten(&cfg),
         })
     }
 }
@@ -142,7 +207,7 @@ fn num(v: Option<f64>) -> String {
 }
 
 /// The columns of [`table`] and [`csv`].
-const HEADER: [&str; 10] = [
+const HEADER: [&str; 11] = [
     "run",
     "model",
     "size",
@@ -153,9 +218,10 @@ const HEADER: [&str; 10] = [
     "test Dice (per-image)",
     "test Dice (pooled)",
     "tested",
+    "config differences",
 ];
 
-fn row(r: &RunOverview) -> [String; 10] {
+fn row(r: &RunOverview) -> [String; 11] {
     let opt = |v: Option<u64>| v.map(|s| s.to_string()).unwrap_or_else(|| "–".into());
     let t = r.test.as_ref();
     [
@@ -177,6 +243,7 @@ fn row(r: &RunOverview) -> [String; 10] {
             )
         })
         .unwrap_or_else(|| "–".into()),
+        r.differs.join(" "),
     ]
 }
 
@@ -207,4 +274,44 @@ pub fn csv(runs: &[RunOverview]) -> String {
         s.push_str(&(fields.join(",") + "\n"));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(dir: &str, seed: u64, lambda: f64) -> RunOverview {
+        let mut cfg = Config::default_config().unwrap();
+        cfg.run.dir = dir.into();
+        cfg.run.seed = seed;
+        cfg.model.lambda = lambda;
+        RunOverview {
+            dir: dir.into(),
+            model: "cpu-small".into(),
+            image_size: 64,
+            datasets: vec![],
+            steps: None,
+            validations: 0,
+            best_val_dice: None,
+            best_step: None,
+            test: None,
+            differs: vec![],
+            config: flatten(&cfg),
+        }
+    }
+
+    #[test]
+    fn differences_name_what_a_sweep_varied() {
+        let mut runs = vec![run("a", 0, 0.1), run("b", 1, 0.1), run("c", 2, 0.1)];
+        assert_eq!(runs[0].config["model.contrastive_levels"], "[1,2,3,4]");
+        mark_differences(&mut runs);
+        assert_eq!(runs[2].differs, ["run.seed=2"]);
+        let mut runs = vec![run("a", 0, 0.1), run("b", 0, 0.2)];
+        mark_differences(&mut runs);
+        assert_eq!(runs[0].differs, ["model.lambda=0.1"]);
+        assert_eq!(runs[1].differs, ["model.lambda=0.2"]);
+        let mut one = vec![run("a", 0, 0.1)];
+        mark_differences(&mut one);
+        assert!(one[0].differs.is_empty());
+    }
 }

@@ -1,7 +1,7 @@
 //! `tmca runs`: one line per run directory.
 
 use crate::cli::{RunsArgs, RunsFormat};
-use tmca_trainer::runs::{csv, find_runs, table, RunOverview};
+use tmca_trainer::runs::{csv, find_runs, mark_differences, table, RunOverview};
 
 pub fn run(a: &RunsArgs) -> anyhow::Result<()> {
     let dirs = find_runs(&a.dirs)?;
@@ -23,6 +23,7 @@ pub fn run(a: &RunsArgs) -> anyhow::Result<()> {
             Err(e) => tracing::warn!("skipping {}: {e}", d.display()),
         }
     }
+    mark_differences(&mut runs);
     match a.format {
         RunsFormat::Markdown => print!("{}", table(&runs)),
         RunsFormat::Csv => print!("{}", csv(&runs)),
