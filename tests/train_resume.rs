@@ -217,7 +217,7 @@ fn tiny_model_overfits_eight_samples() {
         &spec,
         &Device::Cpu,
         &mut SingleProcess,
-        &mut |_, _, _| Ok(()),
+        &mut |_, _, _, _| Ok(()),
     )
     .unwrap();
     assert!(

@@ -12,7 +12,8 @@ Checks, against the run's own `config.toml` and best checkpoint manifest:
     at the same steps as `val/mean_dice_per_image`, whose maximum is the best checkpoint's
     `best_val_dice`;
   * validation.jsonl: the same validations (steps, datasets, every metric) as TensorBoard;
-  * validation overlays: RGB PNGs at the training image size that are not blank;
+  * validation overlays: RGB PNGs at the training image size that are not blank, and as many
+    strips of the enhancement maps (one tile per LTE level);
   * the resolved config as text, equal to config.toml.
 Exits non-zero with a message on the first failure.
 """
@@ -109,11 +110,24 @@ def main(run):
             check((w, h, ch) == (size, size, 3), "%s: %dx%dx%d, expected %dx%dx3" % (tag, w, h, ch, size, size))
             check(len(set(px)) > 8, "%s at step %d is blank" % (tag, img.step))
 
+    # The enhancement maps of the same images, one tile per LTE level side by side.
+    lte = model["lte_levels"] if model.get("text_guidance", True) else []
+    maps = sorted(t for t in tags["images"] if t.startswith("val/lte_"))
+    check(len(maps) == (len(overlays) if lte else 0), "map strips %r for overlays %r" % (maps, overlays))
+    for tag in maps:
+        got = ea.Images(tag)
+        check([e.step for e in got] == val_steps, "%s steps %r" % (tag, [e.step for e in got]))
+        for img in got:
+            w, h, ch, px = decode_png(img.encoded_image_string)
+            check((w, h, ch) == (size * len(lte), size, 3),
+                  "%s: %dx%dx%d, expected %dx%dx3" % (tag, w, h, ch, size * len(lte), size))
+            check(len(set(px)) > 8, "%s at step %d is blank" % (tag, img.step))
+
     check("config" in tags["tensors"], "config text missing: %r" % tags["tensors"])
     text = ea.Tensors("config")[0].tensor_proto.string_val[0].decode("utf-8")
     check(text == "```toml\n%s\n```" % raw_config.decode("utf-8"), "config text differs from config.toml")
-    print("training run OK: %d train scalars, %d validations, %d datasets, %d overlays"
-          % (len(train) + 2 * len(levels), len(val_steps), len(datasets), len(overlays)))
+    print("training run OK: %d validations, %d datasets, %d overlays, %d map strips"
+          % (len(val_steps), len(datasets), len(overlays), len(maps)))
 
 
 if __name__ == "__main__":

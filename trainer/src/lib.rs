@@ -30,5 +30,6 @@ pub mod runs;
 pub mod sink;
 pub mod sync;
 pub mod train;
+pub mod viz;
 
 pub use error::{Result, TrainError};

@@ -55,37 +55,6 @@ impl Sample {
     }
 }
 
-/// The (mh, mw) map `probs` resampled bilinearly to (h, w), pixel centres aligned (PyTorch's
-/// `interpolate(mode="bilinear", align_corners=False)`), so masks at the image's size have
-/// smooth edges instead of the model grid's blocks.
-pub(super) fn resample(
-    probs: &[f32],
-    (mh, mw): (usize, usize),
-    (h, w): (usize, usize),
-) -> Vec<f32> {
-    let axis = |n_out: usize, n_in: usize| -> Vec<(usize, usize, f32)> {
-        (0..n_out)
-            .map(|o| {
-                let src = ((o as f32 + 0.5) * n_in as f32 / n_out as f32 - 0.5).max(0.0);
-                let i0 = (src.floor() as usize).min(n_in - 1);
-                let i1 = (i0 + 1).min(n_in - 1);
-                (i0, i1, src - i0 as f32)
-            })
-            .collect()
-    };
-    let (ys, xs) = (axis(h, mh), axis(w, mw));
-    let mut out = Vec::with_capacity(h * w);
-    for &(y0, y1, fy) in &ys {
-        for &(x0, x1, fx) in &xs {
-            let at = |y: usize, x: usize| probs[y * mw + x];
-            let top = at(y0, x0) * (1.0 - fx) + at(y0, x1) * fx;
-            let bottom = at(y1, x0) * (1.0 - fx) + at(y1, x1) * fx;
-            out.push(top * (1.0 - fy) + bottom * fy);
-        }
-    }
-    out
-}
-
 /// Writes `<stem>_mask.png` (0/255 at the image's size), `<stem>_overlay.png` and, with
 /// `extras.probs`, `<stem>_prob.png` (the probability × 255) and `<stem>_prob.npy` (float32),
 /// with `extras.maps` `<stem>_lte<L>.png` ([`super::heatmap`]);
@@ -105,7 +74,7 @@ fn write_outputs(
     }
     let (h, w) = (img.height, img.width);
     let plane = h * w;
-    let probs = resample(&pred.probs, model_hw, (h, w));
+    let probs = tmca_trainer::viz::resize_bilinear(&pred.probs, model_hw, (h, w));
     let mut mask = vec![0u8; plane];
     let mut overlay = Vec::with_capacity(plane * 3);
     let mut on_pixels = 0;
@@ -379,28 +348,4 @@ pub fn run(a: &PredictArgs) -> anyhow::Result<()> {
         a.output.display()
     );
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::resample;
-
-    #[test]
-    fn resampling_is_bilinear_with_aligned_pixel_centres() {
-        // Same size: unchanged.
-        let p = [0.1, 0.9, 0.3, 0.7];
-        assert_eq!(resample(&p, (2, 2), (2, 2)), p.to_vec());
-        // 1×2 → 1×4: edges clamp, inner pixels interpolate (PyTorch gives 0, .25, .75, 1).
-        let r = resample(&[0.0, 1.0], (1, 2), (1, 4));
-        let want = [0.0, 0.25, 0.75, 1.0];
-        for (a, b) in r.iter().zip(want) {
-            assert!((a - b).abs() < 1e-6, "{r:?}");
-        }
-        // Downsampling 4 → 2 averages the two middle source pixels of each half.
-        let r = resample(&[0.0, 1.0, 2.0, 3.0], (1, 4), (1, 2));
-        assert!(
-            (r[0] - 0.5).abs() < 1e-6 && (r[1] - 2.5).abs() < 1e-6,
-            "{r:?}"
-        );
-    }
 }

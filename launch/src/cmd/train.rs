@@ -189,7 +189,7 @@ pub fn eval_run(
         &spec,
         &trained.device,
         &mut SingleProcess,
-        &mut |store, b, probs| {
+        &mut |store, b, probs, _| {
             if let Some(rows) = per_image.as_deref_mut() {
                 rows.extend(tmca_trainer::train::per_image::image_results(
                     store,

@@ -5,7 +5,7 @@ use crate::metrics::{SegMetrics, SegSummary};
 use crate::model::Tmca;
 use crate::sync::GradSync;
 use crate::Result;
-use candle_core::Device;
+use candle_core::{Device, Tensor};
 use std::sync::Arc;
 use tmca_data::augment::InputSpec;
 use tmca_data::loader::{Batch, Loader, LoaderConfig};
@@ -23,8 +23,9 @@ pub struct EvalResult {
     pub summary: SegSummary,
 }
 
-/// What [`evaluate`] calls with each batch, its store and its probabilities.
-pub type OnBatch<'a> = dyn FnMut(&Store, &Batch, &[f32]) -> Result<()> + 'a;
+/// What [`evaluate`] calls with each batch, its store, its probabilities and the enhancement
+/// maps A_l (B, 1, h, w) of the direct pass with their level.
+pub type OnBatch<'a> = dyn FnMut(&Store, &Batch, &[f32], &[(usize, Tensor)]) -> Result<()> + 'a;
 
 /// Options of an evaluation pass.
 pub struct EvalSpec<'a> {
@@ -82,10 +83,10 @@ pub fn evaluate(
             } else {
                 None
             };
-            let probs = super::tta::probabilities(model, &x, mirrored)?.detach();
-            let probs: Vec<f32> = probs.flatten_all()?.to_vec1()?;
+            let (probs, maps) = super::tta::probabilities_and_maps(model, &x, mirrored)?;
+            let probs: Vec<f32> = probs.detach().flatten_all()?.to_vec1()?;
             m.update(&probs, &b.masks, b.size, b.height * b.width, spec.threshold)?;
-            on_batch(store, &b, &probs)?;
+            on_batch(store, &b, &probs, &maps)?;
             spec.progress.inc(1);
         }
         spec.progress.finish();

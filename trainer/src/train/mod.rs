@@ -10,6 +10,7 @@ pub mod ranks;
 pub mod results;
 pub mod setup;
 pub mod tta;
+mod validation;
 
 use crate::checkpoint::{differing_fields, Checkpointer, Manifest, MANIFEST_VERSION};
 use crate::config::{Config, OnNonFinite};
@@ -21,16 +22,16 @@ use crate::sync::GradSync;
 use crate::{Result, TrainError};
 use batch::to_inputs;
 use candle_core::Device;
-use eval::{evaluate, mean_dice, EvalResult, EvalSpec};
+use eval::{EvalResult, EvalSpec};
 use ranks::LossValues;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Instant;
 use tmca_data::augment::InputSpec;
 use tmca_data::loader::{Loader, LoaderConfig};
 use tmca_data::sampler::ShardedSampler;
 use tmca_data::{Progress, Split};
+use validation::{log_validation, record_validation, validate};
 
 /// How a run starts.
 #[derive(Debug, Clone, Default)]
@@ -502,100 +503,4 @@ fn check_batch_geometry(
         }
     }
     Ok(())
-}
-
-/// Appends a validation to `<run>/validation.jsonl` (rank 0 holds the log).
-fn log_validation(
-    log: Option<&results::ValidationLog>,
-    results: &[EvalResult],
-    m: &Manifest,
-) -> Result<()> {
-    if let Some(log) = log {
-        let mut r = results::ResultRecord::new(m.step, results);
-        r.epoch = Some(m.epoch);
-        log.append(&r)?;
-    }
-    Ok(())
-}
-
-/// Logs a validation, keeps the best checkpoint (via `save_best`) and the patience count.
-fn record_validation(
-    results: Vec<EvalResult>,
-    m: &mut Manifest,
-    summary: &mut TrainSummary,
-    save_best: &dyn Fn(&Manifest) -> Result<Option<PathBuf>>,
-) -> Result<()> {
-    let dice = mean_dice(&results);
-    tracing::info!(
-        "epoch {} step {}: val Dice (per-image mean over datasets) {dice:.4}",
-        m.epoch,
-        m.step
-    );
-    summary.last_val = results;
-    if m.best_val_dice.is_none_or(|b| dice > b) {
-        m.best_val_dice = Some(dice);
-        m.stale_validations = 0;
-        if let Some(p) = save_best(m)? {
-            summary.best_checkpoint = Some(p);
-        }
-    } else {
-        m.stale_validations += 1;
-    }
-    Ok(())
-}
-
-#[allow(clippy::too_many_arguments)]
-fn validate(
-    model: &crate::model::Tmca,
-    stores: &[Arc<tmca_data::store::Store>],
-    spec: &EvalSpec<'_>,
-    cfg: &Config,
-    device: &Device,
-    sync: &mut dyn GradSync,
-    sink: &mut dyn MetricSink,
-    step: u64,
-) -> Result<Vec<EvalResult>> {
-    let mut shown = 0usize;
-    let want = if sync.rank() == 0 {
-        cfg.train.preview_images
-    } else {
-        0
-    };
-    let (mean, std) = (spec.input.mean.clone(), spec.input.std.clone());
-    let results = evaluate(
-        model,
-        stores,
-        Split::Val,
-        spec,
-        device,
-        sync,
-        &mut |_, b, probs| {
-            let n = want.saturating_sub(shown).min(b.size);
-            for row in 0..n {
-                let rgb = overlay::overlay(b, probs, row, &mean, &std, cfg.train.threshold);
-                sink.image(
-                    &format!("val/overlay_{}", shown + row),
-                    &rgb,
-                    b.height as u32,
-                    b.width as u32,
-                    step,
-                );
-            }
-            shown += n;
-            Ok(())
-        },
-    )?;
-    for r in &results {
-        let s = &r.summary;
-        for (k, v) in [
-            ("dice_per_image", s.dice_per_image),
-            ("iou_per_image", s.iou_per_image),
-            ("dice_pooled", s.dice_pooled),
-            ("iou_pooled", s.iou_pooled),
-        ] {
-            sink.scalar(&format!("val/{}/{k}", r.dataset), v, step);
-        }
-    }
-    sink.scalar("val/mean_dice_per_image", mean_dice(&results), step);
-    Ok(results)
 }

@@ -1,6 +1,7 @@
-//! Validation overlays for TensorBoard: the input image, the prediction in red, the ground
-//! truth outline in yellow.
+//! Validation pictures for TensorBoard: the input image with the prediction in red and the
+//! ground truth outlined in yellow; and the target enhancement maps as heat overlays.
 
+use crate::viz::{heat_overlay, resize_bilinear};
 use tmca_data::loader::Batch;
 
 /// RGB (H·W·3) overlay of row `row` of `b` with predicted probabilities `probs` (B·H·W).
@@ -47,4 +48,45 @@ pub fn overlay(
         out.extend([r as u8, g as u8, bl as u8]);
     }
     out
+}
+
+/// The input image of row `row` of `b` as RGB (H·W·3).
+fn image_rgb(b: &Batch, row: usize, mean: &[f32], std: &[f32]) -> Vec<u8> {
+    let (c, plane) = (b.channels, b.height * b.width);
+    let img = &b.images[row * c * plane..(row + 1) * c * plane];
+    (0..plane)
+        .flat_map(|p| {
+            [0, 1, 2].map(|ch| {
+                let ch = ch.min(c - 1);
+                ((img[ch * plane + p] * std[ch] + mean[ch]) * 255.0).clamp(0.0, 255.0) as u8
+            })
+        })
+        .collect()
+}
+
+/// The enhancement maps `(level, A (h·w), (h, w))` of row `row` side by side, coarsest level
+/// first, each resized to the image and laid over it as heat: RGB (H · n·W · 3) and its width.
+pub fn map_strip(
+    b: &Batch,
+    row: usize,
+    mean: &[f32],
+    std: &[f32],
+    maps: &[(usize, Vec<f32>, (usize, usize))],
+) -> (Vec<u8>, usize) {
+    let (h, w) = (b.height, b.width);
+    let rgb = image_rgb(b, row, mean, std);
+    let mut sorted: Vec<&(usize, Vec<f32>, (usize, usize))> = maps.iter().collect();
+    sorted.sort_by_key(|(level, _, _)| std::cmp::Reverse(*level));
+    let tiles: Vec<Vec<u8>> = sorted
+        .iter()
+        .map(|(_, a, hw)| heat_overlay(&rgb, &resize_bilinear(a, *hw, (h, w))))
+        .collect();
+    let width = w * tiles.len();
+    let mut out = Vec::with_capacity(h * width * 3);
+    for y in 0..h {
+        for t in &tiles {
+            out.extend_from_slice(&t[y * w * 3..(y + 1) * w * 3]);
+        }
+    }
+    (out, width)
 }
