@@ -1,6 +1,7 @@
 //! Training end to end on tiny synthetic data: resume is bit-exact, corrupted checkpoints are
 //! refused (and skipped when resuming automatically), another model's checkpoint is refused
-//! naming the differing fields, and a tiny model overfits a handful of samples.
+//! naming the differing fields, moving averages resume exactly and serve evaluation, and a tiny
+//! model overfits a handful of samples.
 
 use candle_core::Device;
 use std::path::Path;
@@ -161,6 +162,92 @@ fn resume_is_bit_exact_and_bad_checkpoints_are_refused() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("embed_dim"), "{err}");
+}
+
+/// With `optim.ema`, a resumed run reaches the straight run's weights and averages bit for
+/// bit; the averages are what validation picked and what `Trained` (eval, predict, export)
+/// computes with.
+#[test]
+fn moving_averages_resume_exactly_and_serve_evaluation() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let with_ema = |run: &str| {
+        let mut cfg = config(&dir.path().join(run), &data, "");
+        cfg.optim.ema = 0.9;
+        cfg
+    };
+    let straight = run(&with_ema("a"), Resume::No, None);
+    let cut = with_ema("b");
+    run(&cut, Resume::No, Some(4));
+    let resumed = run(&cut, Resume::Latest, None);
+    let (a, b) = (
+        straight.last_checkpoint.unwrap(),
+        resumed.last_checkpoint.unwrap(),
+    );
+    assert_eq!(weights(&a), weights(&b));
+    assert_eq!(
+        std::fs::read(a.join("optimizer.safetensors")).unwrap(),
+        std::fs::read(b.join("optimizer.safetensors")).unwrap(),
+        "moments and averages"
+    );
+
+    let state =
+        candle_core::safetensors::load(a.join("optimizer.safetensors"), &Device::Cpu).unwrap();
+    let avg = tmca_trainer::optim::ema::averaged_weights(&state);
+    let raw = candle_core::safetensors::load(a.join("weights.safetensors"), &Device::Cpu).unwrap();
+    assert_eq!(avg.len(), raw.len(), "every trainable tensor is averaged");
+    let name = "decoder.head.out.weight";
+    let diff = |x: &candle_core::Tensor, y: &candle_core::Tensor| {
+        (x - y)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    };
+    let (a_t, r_t) = (avg.get(name).expect(name), &raw[name]);
+    assert!(diff(a_t, r_t) > 0.0, "the average is not the last step");
+
+    let trained =
+        tmca_trainer::inference::Trained::load(&dir.path().join("a"), "latest", &Device::Cpu)
+            .unwrap();
+    let (exported, _) = tmca_trainer::export::model_tensors(&trained).unwrap();
+    assert_eq!(
+        diff(&exported[name], a_t),
+        0.0,
+        "eval and export use the averages"
+    );
+
+    // Validation chose `best` by the averaged weights: evaluating them again gives its Dice.
+    let best = tmca_trainer::inference::Trained::load(&dir.path().join("a"), "best", &Device::Cpu)
+        .unwrap();
+    let stores = tmca_trainer::train::setup::open_stores(&best.cfg, &NoProgress).unwrap();
+    let spec = tmca_trainer::train::eval::EvalSpec {
+        input: best.input_spec(),
+        batch_size: best.cfg.data.batch_size,
+        workers: 1,
+        threshold: best.cfg.train.threshold,
+        tokenizer: best.tokenizer.clone(),
+        progress: &NoProgress,
+        tta: false,
+    };
+    let results = tmca_trainer::train::eval::evaluate(
+        &best.model,
+        &stores,
+        tmca_data::Split::Val,
+        &spec,
+        &Device::Cpu,
+        &mut SingleProcess,
+        &mut |_, _, _, _| Ok(()),
+    )
+    .unwrap();
+    let again = tmca_trainer::train::eval::mean_dice(&results);
+    let manifest = Checkpointer::load(&dir.path().join("a/checkpoints/best"), &Device::Cpu)
+        .unwrap()
+        .manifest;
+    assert_eq!(Some(again), manifest.best_val_dice);
 }
 
 #[test]

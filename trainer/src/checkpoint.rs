@@ -98,6 +98,19 @@ pub struct Loaded {
     pub optimizer: HashMap<String, Tensor>,
 }
 
+impl Loaded {
+    /// The weights the model computes with: with `ema` (`optim.ema` > 0) the moving averages
+    /// the optimiser state holds in place of the trained values (frozen parameters have none
+    /// and keep theirs).
+    pub fn model_weights(&self, ema: bool) -> HashMap<String, Tensor> {
+        let mut w = self.weights.clone();
+        if ema {
+            w.extend(crate::optim::ema::averaged_weights(&self.optimizer));
+        }
+        w
+    }
+}
+
 impl Checkpointer {
     /// Checkpoints of the run directory `run_dir`.
     pub fn new(run_dir: &Path, keep_last: usize) -> Self {

@@ -166,6 +166,14 @@ pub struct OptimConfig {
     /// They scale weight decay too, as PyTorch's parameter groups do.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub lr_scale: BTreeMap<String, f64>,
+    /// Decay of the exponential moving average of the weights (0 = off; e.g. 0.999): with it,
+    /// validation, the best checkpoint, eval, predict and export use the averaged weights.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub ema: f64,
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 impl Default for OptimConfig {
@@ -183,6 +191,7 @@ impl Default for OptimConfig {
             accumulate: 1,
             freeze: vec![],
             lr_scale: BTreeMap::new(),
+            ema: 0.0,
         }
     }
 }
@@ -354,6 +363,12 @@ impl Config {
         }
         if o.accumulate == 0 {
             return Err(bad("optim.accumulate", "must be at least 1"));
+        }
+        if !(0.0..1.0).contains(&o.ema) {
+            return Err(bad(
+                "optim.ema",
+                format!("{} must be in [0, 1) (0 = off; e.g. 0.999)", o.ema),
+            ));
         }
         if let Some((p, f)) = o
             .lr_scale

@@ -74,7 +74,7 @@ impl Trained {
         let params = ParamStore::new(cfg.run.seed);
         let model = setup::build_model(&cfg, tokenizer.vocab_size(), &params, device)?;
         params
-            .assign_all(&loaded.weights)
+            .assign_all(&loaded.model_weights(cfg.optim.ema > 0.0))
             .map_err(|e| TrainError::Checkpoint {
                 path: loaded.path.clone(),
                 message: e,

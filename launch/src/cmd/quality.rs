@@ -33,6 +33,8 @@ fn variants() -> Vec<Variant> {
         ("no LTE", |c| c.model.lte_levels = vec![]),
         // Augmentation, not an ablation: small rotations on top of the default ones.
         ("TMCA + rotate 20°", |c| c.data.augment.rotate = 20.0),
+        // Training, not an ablation: validation and test on moving averages of the weights.
+        ("TMCA + EMA 0.99", |c| c.optim.ema = 0.99),
     ]
 }
 

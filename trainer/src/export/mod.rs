@@ -35,8 +35,9 @@ pub struct Exported {
 /// (which checkpoints leave out) under `text.`, exactly the names the encoder uses.
 pub fn model_tensors(trained: &Trained) -> Result<(HashMap<String, Tensor>, usize)> {
     let cpu = Device::Cpu;
-    let mut weights = Checkpointer::load(&trained.checkpoint, &cpu)?.weights;
     let cfg = &trained.cfg;
+    let mut weights =
+        Checkpointer::load(&trained.checkpoint, &cpu)?.model_weights(cfg.optim.ema > 0.0);
     let mut from_bert = 0;
     if setup::uses_pretrained_bert(cfg) && cfg.text.freeze {
         let bert_cfg = setup::bert_config(cfg, trained.tokenizer.vocab_size())?;

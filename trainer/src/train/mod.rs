@@ -14,7 +14,7 @@ mod validation;
 
 use crate::checkpoint::{differing_fields, Checkpointer, Manifest, MANIFEST_VERSION};
 use crate::config::{Config, OnNonFinite};
-use crate::optim::{AdamW, Grads, Schedule};
+use crate::optim::{AdamW, Ema, Grads, Schedule};
 use crate::params::ParamStore;
 use crate::pretrained;
 use crate::sink::MetricSink;
@@ -185,6 +185,7 @@ pub fn train(
     if loaded.is_none() {
         setup::pretrained_image_encoder(cfg, &params, rank0)?;
     }
+    let mut resumed_state = None;
     if let Some(l) = loaded {
         if l.manifest.model_hash != m.model_hash {
             let fields = differing_fields(&l.manifest.model_config, &model_cfg);
@@ -203,6 +204,7 @@ pub fn train(
                 path: l.path.clone(),
                 message: e,
             })?;
+        resumed_state = Some(l.optimizer.clone());
         let fresh =
             opt.load_state(&l.optimizer, l.manifest.step)
                 .map_err(|e| TrainError::Checkpoint {
@@ -228,6 +230,25 @@ pub fn train(
             ..l.manifest
         };
     }
+    let mut ema = match cfg.optim.ema {
+        d if d > 0.0 => {
+            let mut e = Ema::new(&params, d)?;
+            if let Some(state) = &resumed_state {
+                let fresh = e.load_state(state).map_err(|e| TrainError::Checkpoint {
+                    path: cfg.run.dir.join("checkpoints"),
+                    message: e,
+                })?;
+                if rank0 && !fresh.is_empty() {
+                    tracing::info!(
+                        "the checkpoint has no moving average of {} parameter tensors; they start from their current values",
+                        fresh.len()
+                    );
+                }
+            }
+            Some(e)
+        }
+        _ => None,
+    };
     let mut vlog = None;
     if rank0 {
         let text = cfg.to_toml()?;
@@ -259,13 +280,17 @@ pub fn train(
         progress: opts.progress,
         tta: false,
     };
-    let save = |name: &str, m: &Manifest, opt: &AdamW| -> Result<PathBuf> {
+    let save = |name: &str, m: &Manifest, opt: &AdamW, ema: Option<&Ema>| -> Result<PathBuf> {
         let weights = params
             .vars()
             .into_iter()
             .map(|(k, v)| (k, v.as_tensor().clone()))
             .collect();
-        ckpt.save(name, &weights, &opt.state(), m)
+        let mut state = opt.state();
+        if let Some(e) = ema {
+            state.extend(e.state());
+        }
+        ckpt.save(name, &weights, &state, m)
     };
     let mut summary = TrainSummary {
         run_dir: cfg.run.dir.clone(),
@@ -349,6 +374,9 @@ pub fn train(
             let grad_norm = grads.clip(cfg.optim.grad_clip)?;
             let lr = sched.lr(m.step);
             opt.step(&grads, lr)?;
+            if let Some(e) = ema.as_mut() {
+                e.update()?;
+            }
             m.step += 1;
             let loss = loss_sum / parts as f64;
             opts.progress
@@ -390,7 +418,12 @@ pub fn train(
                 && cfg.train.checkpoint_every > 0
                 && m.step.is_multiple_of(cfg.train.checkpoint_every)
             {
-                summary.last_checkpoint = Some(save(&format!("step-{:08}", m.step), &m, &opt)?);
+                summary.last_checkpoint = Some(save(
+                    &format!("step-{:08}", m.step),
+                    &m,
+                    &opt,
+                    ema.as_ref(),
+                )?);
             }
             if last.as_ref().is_some_and(|l| l.stop) {
                 tracing::warn!("stop requested: stopping after step {}", m.step);
@@ -409,17 +442,24 @@ pub fn train(
             (cfg.train.max_steps == 0 && m.epoch >= cfg.train.epochs) || m.step >= total;
 
         if m.epoch.is_multiple_of(cfg.train.val_every) || last_epoch {
-            let results = validate(&model, &stores, &spec, cfg, device, sync, sink, m.step)?;
+            let results = with_averaged(ema.as_mut(), || {
+                validate(&model, &stores, &spec, cfg, device, sync, sink, m.step)
+            })?;
             log_validation(vlog.as_ref(), &results, &m)?;
             record_validation(results, &mut m, &mut summary, &|m| {
                 if rank0 {
-                    save("best", m, &opt).map(Some)
+                    save("best", m, &opt, ema.as_ref()).map(Some)
                 } else {
                     Ok(None)
                 }
             })?;
             if rank0 {
-                summary.last_checkpoint = Some(save(&format!("step-{:08}", m.step), &m, &opt)?);
+                summary.last_checkpoint = Some(save(
+                    &format!("step-{:08}", m.step),
+                    &m,
+                    &opt,
+                    ema.as_ref(),
+                )?);
             }
             if cfg.train.patience > 0 && m.stale_validations >= cfg.train.patience {
                 tracing::info!(
@@ -434,11 +474,13 @@ pub fn train(
     opts.progress.finish();
     // A step budget that ends mid-epoch still gets its final validation (and `best`).
     if m.step >= total && m.next_batch != 0 && !summary.stopped_early {
-        let results = validate(&model, &stores, &spec, cfg, device, sync, sink, m.step)?;
+        let results = with_averaged(ema.as_mut(), || {
+            validate(&model, &stores, &spec, cfg, device, sync, sink, m.step)
+        })?;
         log_validation(vlog.as_ref(), &results, &m)?;
         record_validation(results, &mut m, &mut summary, &|m| {
             if rank0 {
-                save("best", m, &opt).map(Some)
+                save("best", m, &opt, ema.as_ref()).map(Some)
             } else {
                 Ok(None)
             }
@@ -452,7 +494,7 @@ pub fn train(
             .and_then(|p| p.file_name())
             .is_none_or(|n| n != name.as_str())
         {
-            summary.last_checkpoint = Some(save(&name, &m, &opt)?);
+            summary.last_checkpoint = Some(save(&name, &m, &opt, ema.as_ref())?);
         }
         sink.flush()?;
     }
@@ -462,6 +504,17 @@ pub fn train(
     summary.steps = m.step;
     summary.best_val_dice = m.best_val_dice;
     Ok(summary)
+}
+
+/// Runs `f` with the averaged weights swapped in (when averaging), then swaps them back.
+fn with_averaged<T>(ema: Option<&mut Ema>, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let Some(e) = ema else {
+        return f();
+    };
+    e.swap()?;
+    let out = f();
+    e.swap()?;
+    out
 }
 
 /// A checkpoint's loader position and schedule count micro-batches of the global batch it was
