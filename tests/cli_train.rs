@@ -299,6 +299,52 @@ fn train_eval_predict_write_what_they_promise() {
     assert!(o.status.success(), "{}", text(&o));
 }
 
+/// `data.folds`: training and validation come from the folds of train ∪ val (12 samples in 4
+/// folds: 3 validate), `tmca eval --split val` evaluates the same fold, test stays test.
+#[test]
+fn cross_validation_validates_on_its_fold() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path());
+    let toml = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("[data]\n", "[data]\nfolds = 4\nfold = 1\n");
+    std::fs::write(&cfg, toml).unwrap();
+    let o = tmca(&["train", cfg.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let run = dir.path().join("run");
+    let log = std::fs::read_to_string(run.join("validation.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
+    assert_eq!(first["datasets"][0]["images"], 3, "{log}");
+    let o = tmca(&["eval", run.to_str().unwrap(), "--split", "val"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("synth-endoscopy | val | 3 |"),
+        "{}",
+        text(&o)
+    );
+    let o = tmca(&["eval", run.to_str().unwrap(), "--split", "test"]);
+    assert!(
+        text(&o).contains("synth-endoscopy | test | 4 |"),
+        "{}",
+        text(&o)
+    );
+    let resolved = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(resolved.contains("folds = 4") && resolved.contains("fold = 1"));
+
+    let bad = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("fold = 1", "fold = 4");
+    std::fs::write(&cfg, bad).unwrap();
+    let o = tmca(&[
+        "train",
+        cfg.to_str().unwrap(),
+        "--run-dir",
+        dir.path().join("bad").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("data.folds"), "{}", text(&o));
+}
+
 #[test]
 fn config_errors_exit_2_and_name_the_field() {
     let dir = tempfile::tempdir().unwrap();

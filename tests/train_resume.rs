@@ -232,6 +232,7 @@ fn moving_averages_resume_exactly_and_serve_evaluation() {
         tokenizer: best.tokenizer.clone(),
         progress: &NoProgress,
         tta: false,
+        folds: best.cfg.data.cv(),
     };
     let results = tmca_trainer::train::eval::evaluate(
         &best.model,
@@ -296,6 +297,7 @@ fn tiny_model_overfits_eight_samples() {
         tokenizer: trained.tokenizer.clone(),
         progress: &NoProgress,
         tta: false,
+        folds: None,
     };
     let r = tmca_trainer::train::eval::evaluate(
         &trained.model,

@@ -7,12 +7,14 @@
 //!   information the image alone does not.
 //! * [`inspect`], [`validate`], [`preview`]: look at a store.
 //! * [`sampler`], [`augment`], [`tokenize`], [`loader`]: deterministic sharded batches for training.
+//! * [`folds`]: k-fold cross-validation over a store's training and validation samples.
 //!
 //! The crate knows nothing of candle or of the process environment: ranks come in as numbers.
 
 pub mod augment;
 pub mod convert;
 pub mod error;
+pub mod folds;
 pub mod imageops;
 pub mod inspect;
 pub mod loader;

@@ -122,7 +122,18 @@ pub struct DataConfig {
     pub std: Vec<f32>,
     #[serde(default)]
     pub augment: AugmentConfig,
+    /// k-fold cross-validation: each store's training and validation samples dealt into
+    /// `folds` folds (the same for every run); fold `fold` (0-based) validates, the others
+    /// train. 0 = the stores' own splits.
+    #[serde(default, skip_serializing_if = "is_zero_usize")]
+    pub folds: usize,
+    #[serde(default, skip_serializing_if = "is_zero_usize")]
+    pub fold: usize,
     pub synth: Option<SynthSection>,
+}
+
+fn is_zero_usize(v: &usize) -> bool {
+    *v == 0
 }
 
 fn default_workers() -> usize {
@@ -193,6 +204,16 @@ impl Default for OptimConfig {
             lr_scale: BTreeMap::new(),
             ema: 0.0,
         }
+    }
+}
+
+impl DataConfig {
+    /// The cross-validation fold, if `folds` is set.
+    pub fn cv(&self) -> Option<tmca_data::folds::Folds> {
+        (self.folds > 0).then_some(tmca_data::folds::Folds {
+            folds: self.folds,
+            fold: self.fold,
+        })
     }
 }
 
@@ -320,6 +341,15 @@ impl Config {
             ));
         }
         let c = self.model.in_channels;
+        if d.folds == 1 || (d.folds > 0 && d.fold >= d.folds) || (d.folds == 0 && d.fold > 0) {
+            return Err(bad(
+                "data.folds",
+                format!(
+                    "folds = {}, fold = {}: need folds >= 2 and 0 <= fold < folds (folds = 0: the stores' own splits)",
+                    d.folds, d.fold
+                ),
+            ));
+        }
         if d.mean.len() < c || d.std.len() < c {
             return Err(bad(
                 "data.mean",

@@ -165,6 +165,7 @@ pub fn eval_run(
     mut per_image: Option<&mut Vec<tmca_trainer::train::per_image::ImageResult>>,
 ) -> anyhow::Result<Vec<tmca_trainer::train::eval::EvalResult>> {
     let bar = Bar::default();
+    let stores_given = !stores.is_empty();
     let stores: Vec<Arc<Store>> = if stores.is_empty() {
         tmca_trainer::train::setup::open_stores(&trained.cfg, &bar)?
     } else {
@@ -181,6 +182,12 @@ pub fn eval_run(
         tokenizer: trained.tokenizer.clone(),
         progress: &bar,
         tta,
+        // A cross-validated run's val split is its fold (only for the run's own stores).
+        folds: if stores_given {
+            None
+        } else {
+            trained.cfg.data.cv()
+        },
     };
     Ok(evaluate(
         &trained.model,

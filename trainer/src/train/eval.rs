@@ -37,6 +37,8 @@ pub struct EvalSpec<'a> {
     pub progress: &'a dyn Progress,
     /// Average each prediction with that of the mirrored image and report ([`super::tta`]).
     pub tta: bool,
+    /// Cross-validation: the validation split is this fold ([`tmca_data::folds`]).
+    pub folds: Option<tmca_data::folds::Folds>,
 }
 
 /// Evaluates `model` on `split` of every store (this rank's shard, reduced over `sync`).
@@ -53,7 +55,10 @@ pub fn evaluate(
 ) -> Result<Vec<EvalResult>> {
     let mut out = Vec::new();
     for store in stores {
-        let idx = store.require_split(split)?;
+        let idx = match spec.folds {
+            Some(f) => tmca_data::folds::split_indices(store, split, f)?,
+            None => store.require_split(split)?,
+        };
         let sampler =
             ShardedSampler::new(vec![idx], None, 0, false, false, sync.rank(), sync.world())?;
         let cfg = LoaderConfig {

@@ -111,7 +111,10 @@ pub fn train(
 
     let sources = stores
         .iter()
-        .map(|s| s.require_split(Split::Train))
+        .map(|s| match cfg.data.cv() {
+            Some(f) => tmca_data::folds::split_indices(s, Split::Train, f),
+            None => s.require_split(Split::Train),
+        })
         .collect::<std::result::Result<Vec<_>, _>>()?;
     let weights = (!cfg.data.weights.is_empty()).then(|| cfg.data.weights.clone());
     let sampler = ShardedSampler::new(
@@ -279,6 +282,7 @@ pub fn train(
         tokenizer: tokenizer.clone(),
         progress: opts.progress,
         tta: false,
+        folds: cfg.data.cv(),
     };
     let save = |name: &str, m: &Manifest, opt: &AdamW, ema: Option<&Ema>| -> Result<PathBuf> {
         let weights = params
