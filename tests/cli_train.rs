@@ -331,13 +331,12 @@ fn cross_validation_validates_on_its_fold() {
     let resolved = std::fs::read_to_string(run.join("config.toml")).unwrap();
     assert!(resolved.contains("folds = 4") && resolved.contains("fold = 1"));
 
-    let bad = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("fold = 1", "fold = 4");
-    std::fs::write(&cfg, bad).unwrap();
+    // --fold overrides the config's fold, and is checked as it is.
     let o = tmca(&[
         "train",
         cfg.to_str().unwrap(),
+        "--fold",
+        "4",
         "--run-dir",
         dir.path().join("bad").to_str().unwrap(),
     ]);

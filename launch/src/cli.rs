@@ -334,6 +334,9 @@ pub struct TrainArgs {
     /// Override `[run] seed`.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Override `[data] fold` (the cross-validation fold that validates; needs `data.folds`).
+    #[arg(long)]
+    pub fold: Option<usize>,
     /// Stop after this many optimiser steps in total (with a checkpoint), as an interruption
     /// would; the learning-rate schedule still follows the config.
     #[arg(long)]

@@ -26,6 +26,15 @@ pub fn load_config(a: &TrainArgs) -> anyhow::Result<Config> {
     if let Some(s) = a.seed {
         cfg.run.seed = s;
     }
+    if let Some(f) = a.fold {
+        if cfg.data.folds == 0 {
+            anyhow::bail!(crate::cli::UsageError(
+                "--fold needs data.folds (the number of cross-validation folds) in the config"
+                    .into()
+            ));
+        }
+        cfg.data.fold = f;
+    }
     cfg.resolve()?;
     Ok(cfg)
 }

@@ -94,19 +94,31 @@ pub fn run(a: &LaunchArgs) -> anyhow::Result<()> {
 
 /// The `tmca train` arguments of every rank; restarts resume from the latest checkpoint.
 fn train_args(a: &LaunchArgs, restart: bool) -> Vec<OsString> {
-    let t = &a.train;
+    // Every field named, so a new `tmca train` flag cannot be left out of the ranks'.
+    let crate::cli::TrainArgs {
+        config,
+        resume,
+        resume_from,
+        run_dir,
+        seed,
+        fold,
+        stop_after,
+    } = &a.train;
     let mut v: Vec<OsString> = vec!["train".into()];
-    v.extend(t.config.iter().map(|p| p.clone().into_os_string()));
-    if let Some(d) = &t.run_dir {
+    v.extend(config.iter().map(|p| p.clone().into_os_string()));
+    if let Some(d) = run_dir {
         v.extend(["--run-dir".into(), d.clone().into_os_string()]);
     }
-    if let Some(s) = t.seed {
+    if let Some(s) = seed {
         v.extend(["--seed".into(), s.to_string().into()]);
     }
-    if let Some(s) = t.stop_after {
+    if let Some(f) = fold {
+        v.extend(["--fold".into(), f.to_string().into()]);
+    }
+    if let Some(s) = stop_after {
         v.extend(["--stop-after".into(), s.to_string().into()]);
     }
-    match (&t.resume_from, t.resume || restart) {
+    match (resume_from, *resume || restart) {
         (_, true) => v.push("--resume".into()),
         (Some(p), false) => v.extend(["--resume-from".into(), p.clone().into_os_string()]),
         (None, false) => {}
@@ -278,16 +290,16 @@ mod tests {
 
     #[test]
     fn ranks_get_the_train_arguments_and_restarts_resume() {
-        let a = args("tmca launch --nproc 3 my.toml --run-dir r --seed 4 --resume-from r/checkpoints/step-00000002");
+        let a = args("tmca launch --nproc 3 my.toml --run-dir r --seed 4 --fold 2 --resume-from r/checkpoints/step-00000002");
         assert_eq!(a.nproc, 3);
         let s = |v: Vec<OsString>| v.join(" ".as_ref()).into_string().unwrap();
         assert_eq!(
             s(train_args(&a, false)),
-            "train my.toml --run-dir r --seed 4 --resume-from r/checkpoints/step-00000002"
+            "train my.toml --run-dir r --seed 4 --fold 2 --resume-from r/checkpoints/step-00000002"
         );
         assert_eq!(
             s(train_args(&a, true)),
-            "train my.toml --run-dir r --seed 4 --resume"
+            "train my.toml --run-dir r --seed 4 --fold 2 --resume"
         );
         assert_eq!(s(train_args(&args("tmca launch"), false)), "train");
     }
