@@ -125,6 +125,39 @@ fn train_eval_predict_write_what_they_promise() {
     assert_eq!(tta["tta"], true);
     let log = std::fs::read_to_string(run.join("validation.jsonl")).unwrap();
     assert_eq!(log.lines().count(), 2, "one validation per epoch: {log}");
+    // Another threshold is recorded beside, and scores the per-image rows at that threshold.
+    let low = dir.path().join("low.csv");
+    let o = tmca(&[
+        "eval",
+        run.to_str().unwrap(),
+        "--split",
+        "test",
+        "--threshold",
+        "0.01",
+        "--per-image",
+        low.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let rec_low: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(run.join("eval/best-test-t0.01.json")).unwrap(),
+    )
+    .unwrap();
+    assert!((rec_low["threshold"].as_f64().unwrap() - 0.01).abs() < 1e-6);
+    assert_eq!(rec["threshold"], 0.5);
+    let predicted = |path: &std::path::Path| -> u64 {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').nth(5).unwrap().parse::<u64>().unwrap())
+            .sum()
+    };
+    assert!(
+        predicted(&low) >= predicted(&per_image),
+        "a lower threshold predicts more"
+    );
+    let o = tmca(&["eval", run.to_str().unwrap(), "--threshold", "1.5"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let o = tmca(&["runs", dir.path().to_str().unwrap(), "--format", "csv"]);
     assert!(o.status.success(), "{}", text(&o));
     let csv = String::from_utf8_lossy(&o.stdout).to_string();

@@ -388,6 +388,10 @@ pub struct EvalArgs {
     /// mirrored image described by the mirrored report ("left" ↔ "right").
     #[arg(long)]
     pub tta: bool,
+    /// Foreground probability threshold of the scored masks (default: the run's
+    /// `train.threshold`, 0.5 unless set).
+    #[arg(long, value_parser = parse_threshold)]
+    pub threshold: Option<f32>,
     /// Also write one CSV row per image here: dataset, index, source name, Dice, IoU,
     /// predicted and mask pixels, report (for error analysis and paired comparisons of runs).
     #[arg(long)]
@@ -499,6 +503,9 @@ pub struct PredictArgs {
     /// and `<name>_prob.npy` (float32, for numpy.load; other thresholds, ensembles).
     #[arg(long)]
     pub probs: bool,
+    /// Foreground probability threshold of the masks (default: the run's `train.threshold`).
+    #[arg(long, value_parser = parse_threshold)]
+    pub threshold: Option<f32>,
     /// Also write `<name>_lte<L>.png` for each level L of target enhancement: the map A_l
     /// (where the model finds what the report describes, 0..1) as a heat overlay on the image,
     /// at the image's size.
@@ -528,6 +535,13 @@ fn parse_nproc(s: &str) -> Result<usize, String> {
 }
 
 /// A command line that parses but does not make sense (exit code 2, as clap's own errors).
+fn parse_threshold(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(t) if t > 0.0 && t < 1.0 => Ok(t),
+        _ => Err(format!("{s:?}: a probability strictly between 0 and 1")),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UsageError(pub String);

@@ -29,7 +29,7 @@ pub struct RunOverview {
     pub validations: usize,
     pub best_val_dice: Option<f64>,
     pub best_step: Option<u64>,
-    /// The most recent `tmca eval` of the test split, if any.
+    /// The most recent `tmca eval` of the test split at the run's threshold (else at any).
     pub test: Option<ResultRecord>,
     /// The config fields (`key=value`) in which this run differs from others listed with it
     /// ([`mark_differences`]): what a sweep varied.
@@ -149,7 +149,13 @@ impl RunOverview {
                 !r.datasets.is_empty()
                     && r.datasets.iter().all(|d| d.split == tmca_data::Split::Test)
             })
-            .max_by_key(|(p, _)| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+            // The newest at the run's own threshold (one tried at another is not the run's).
+            .max_by_key(|(p, r)| {
+                (
+                    r.threshold.is_none_or(|t| t == cfg.train.threshold),
+                    std::fs::metadata(p).and_then(|m| m.modified()).ok(),
+                )
+            })
             .map(|(_, r)| r);
         let datasets = log
             .last()

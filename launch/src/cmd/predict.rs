@@ -288,7 +288,10 @@ pub fn run(a: &PredictArgs) -> anyhow::Result<()> {
         None => None,
     };
     let device = tmca_worker::bind_device("auto", 0)?;
-    let t = Trained::load(&a.run, &a.checkpoint, &device)?;
+    let mut t = Trained::load(&a.run, &a.checkpoint, &device)?;
+    if let Some(x) = a.threshold {
+        t.cfg.train.threshold = x;
+    }
     std::fs::create_dir_all(&a.output)
         .with_context(|| format!("creating {}", a.output.display()))?;
     let hw = (t.cfg.data.image_size, t.cfg.data.image_size);

@@ -110,7 +110,10 @@ pub fn train(a: &TrainArgs) -> anyhow::Result<TrainSummary> {
 /// Evaluates a run on a split and prints the table.
 pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
     let device = tmca_worker::bind_device("auto", 0)?;
-    let trained = Trained::load(&a.run, &a.checkpoint, &device)?;
+    let mut trained = Trained::load(&a.run, &a.checkpoint, &device)?;
+    if let Some(t) = a.threshold {
+        trained.cfg.train.threshold = t;
+    }
     let mut rows = Vec::new();
     let per_image = a.per_image.as_ref().map(|_| &mut rows);
     let results = eval_run(&trained, &a.store, a.split, a.tta, per_image)?;
@@ -124,11 +127,15 @@ pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
     );
     let record = eval_record(&trained, &a.checkpoint, &results, a.tta);
     if a.store.is_empty() {
-        let name = eval_record_name(
+        let mut name = eval_record_name(
             record.checkpoint.as_deref().unwrap_or("best"),
             a.split,
             a.tta,
         );
+        if let Some(t) = a.threshold {
+            // Another threshold than the run's is another evaluation, not a replacement.
+            name = name.replace(".json", &format!("-t{t}.json"));
+        }
         let p = write_eval_record(&a.run, &name, &record)?;
         eprintln!("recorded in {}", p.display());
     }
@@ -162,6 +169,7 @@ pub fn eval_record(
     let mut record = ResultRecord::new(trained.step, results);
     record.checkpoint = Some(label);
     record.tta = tta;
+    record.threshold = Some(trained.cfg.train.threshold);
     record
 }
 

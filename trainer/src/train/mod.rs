@@ -449,7 +449,7 @@ pub fn train(
             let results = with_averaged(ema.as_mut(), || {
                 validate(&model, &stores, &spec, cfg, device, sync, sink, m.step)
             })?;
-            log_validation(vlog.as_ref(), &results, &m)?;
+            log_validation(vlog.as_ref(), &results, &m, cfg.train.threshold)?;
             record_validation(results, &mut m, &mut summary, &|m| {
                 if rank0 {
                     save("best", m, &opt, ema.as_ref()).map(Some)
@@ -481,7 +481,7 @@ pub fn train(
         let results = with_averaged(ema.as_mut(), || {
             validate(&model, &stores, &spec, cfg, device, sync, sink, m.step)
         })?;
-        log_validation(vlog.as_ref(), &results, &m)?;
+        log_validation(vlog.as_ref(), &results, &m, cfg.train.threshold)?;
         record_validation(results, &mut m, &mut summary, &|m| {
             if rank0 {
                 save("best", m, &opt, ema.as_ref()).map(Some)

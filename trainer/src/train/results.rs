@@ -23,6 +23,9 @@ pub struct ResultRecord {
     /// Flip test-time augmentation.
     #[serde(default)]
     pub tta: bool,
+    /// Foreground probability threshold of the masks scored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f32>,
     /// Mean over datasets of the per-image mean Dice (the model-selection criterion).
     #[serde(deserialize_with = "nullable_f64")]
     pub mean_dice_per_image: f64,
@@ -42,6 +45,7 @@ impl ResultRecord {
             epoch: None,
             checkpoint: None,
             tta: false,
+            threshold: None,
             mean_dice_per_image: mean_dice(results),
             mean_dice_pooled: pooled,
             datasets: results.to_vec(),

@@ -18,10 +18,12 @@ pub(super) fn log_validation(
     log: Option<&results::ValidationLog>,
     results: &[EvalResult],
     m: &Manifest,
+    threshold: f32,
 ) -> Result<()> {
     if let Some(log) = log {
         let mut r = results::ResultRecord::new(m.step, results);
         r.epoch = Some(m.epoch);
+        r.threshold = Some(threshold);
         log.append(&r)?;
     }
     Ok(())
