@@ -8,11 +8,12 @@ mod overlay;
 pub mod per_image;
 pub mod ranks;
 pub mod results;
+mod resume;
 pub mod setup;
 pub mod tta;
 mod validation;
 
-use crate::checkpoint::{differing_fields, Checkpointer, Manifest, MANIFEST_VERSION};
+use crate::checkpoint::{Checkpointer, Manifest, MANIFEST_VERSION};
 use crate::config::{Config, OnNonFinite};
 use crate::optim::{AdamW, Ema, Grads, Schedule};
 use crate::params::ParamStore;
@@ -190,17 +191,7 @@ pub fn train(
     }
     let mut resumed_state = None;
     if let Some(l) = loaded {
-        if l.manifest.model_hash != m.model_hash {
-            let fields = differing_fields(&l.manifest.model_config, &model_cfg);
-            return Err(TrainError::Checkpoint {
-                path: l.path,
-                message: format!(
-                    "was written by another model configuration; differing fields: {}",
-                    fields.join(", ")
-                ),
-            });
-        }
-        check_batch_geometry(&l.manifest, &m, &l.path, sync.world())?;
+        resume::check(&l.manifest, &m, &l.path, sync.world())?;
         params
             .assign_all(&l.weights)
             .map_err(|e| TrainError::Checkpoint {
@@ -519,45 +510,4 @@ fn with_averaged<T>(ema: Option<&mut Ema>, f: impl FnOnce() -> Result<T>) -> Res
     let out = f();
     e.swap()?;
     out
-}
-
-/// A checkpoint's loader position and schedule count micro-batches of the global batch it was
-/// written with: resuming with another (other ranks × `data.batch_size`, or another
-/// `optim.accumulate`) would skip or repeat samples and change the schedule, so it is refused
-/// with the numbers that fit.
-fn check_batch_geometry(
-    saved: &Manifest,
-    now: &Manifest,
-    path: &std::path::Path,
-    world: usize,
-) -> Result<()> {
-    if let (Some(g), Some(g_now)) = (saved.global_batch, now.global_batch) {
-        if g != g_now {
-            return Err(TrainError::config(
-                "data.batch_size",
-                format!(
-                    "{} was written with {g} samples per micro-batch over all ranks; this run has {world} rank(s) x data.batch_size {} = {g_now}. Resuming would skip or repeat samples and change the schedule: resume with ranks x data.batch_size = {g}{}",
-                    path.display(),
-                    g_now / world.max(1),
-                    if g % world.max(1) == 0 {
-                        format!(" (here: data.batch_size = {})", g / world.max(1))
-                    } else {
-                        String::new()
-                    }
-                ),
-            ));
-        }
-    }
-    if let (Some(a), Some(a_now)) = (saved.accumulate, now.accumulate) {
-        if a != a_now {
-            return Err(TrainError::config(
-                "optim.accumulate",
-                format!(
-                    "{} was written with optim.accumulate = {a}, this run has {a_now}: resume with {a}",
-                    path.display()
-                ),
-            ));
-        }
-    }
-    Ok(())
 }
