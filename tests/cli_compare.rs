@@ -5,7 +5,6 @@
 
 use std::fmt::Write;
 use std::path::Path;
-use std::process::Command;
 
 mod common;
 use common::{text, tmca};
@@ -82,14 +81,11 @@ fn compare_agrees_with_scipy_and_refuses_other_images() {
     if std::env::var_os("TMCA_SKIP_PYTHON").is_some() {
         eprintln!("TMCA_SKIP_PYTHON set: the scipy check of tmca compare is skipped");
     } else {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/python/check_compare.py");
-        let o = Command::new("python3")
-            .arg(script)
-            .args([&a, &b, &json])
-            .output()
-            .expect("python3 runs");
-        assert!(o.status.success(), "{}", text(&o));
-        eprintln!("{}", text(&o));
+        let out = common::python_check(
+            "check_compare.py",
+            &[a.as_os_str(), b.as_os_str(), json.as_os_str()],
+        );
+        eprintln!("{out}");
     }
 
     // A file missing an image, and a file that is not a per-image file, are refused (exit 2).

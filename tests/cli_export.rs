@@ -4,7 +4,6 @@
 //! writes into a folder that holds files.
 
 use std::path::Path;
-use std::process::Command;
 
 mod common;
 use common::{text, tmca};
@@ -117,16 +116,16 @@ fn export_and_check(dir: &Path, run: &Path, channels: u64, mean: f64) {
         pred.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", text(&o));
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/python/check_export.py");
-    let o = Command::new("python3")
-        .arg(script)
-        .args([&export, &img])
-        .arg(report)
-        .arg(&pred)
-        .output()
-        .expect("python3 runs");
-    assert!(o.status.success(), "{}", text(&o));
-    eprintln!("{}", text(&o));
+    let out = common::python_check(
+        "check_export.py",
+        &[
+            export.as_os_str(),
+            img.as_os_str(),
+            report.as_ref(),
+            pred.as_os_str(),
+        ],
+    );
+    eprintln!("{out}");
 }
 
 #[test]

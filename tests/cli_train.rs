@@ -1,7 +1,6 @@
 //! `tmca train`, `eval` and `predict` end to end on a tiny synthetic run.
 
 use std::path::Path;
-use std::process::Command;
 
 mod common;
 use common::{text, tmca};
@@ -43,15 +42,10 @@ fn check_tensorboard_with_python(run: &Path) {
         eprintln!("TMCA_SKIP_PYTHON set: TensorBoard check of the training run skipped");
         return;
     }
-    let script =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/python/check_training_run.py");
-    let o = Command::new("python3")
-        .arg(&script)
-        .arg(run)
-        .output()
-        .expect("python3 runs");
-    assert!(o.status.success(), "{}", text(&o));
-    eprint!("{}", text(&o));
+    eprint!(
+        "{}",
+        common::python_check("check_training_run.py", &[run.as_os_str()])
+    );
 }
 
 #[test]

@@ -127,3 +127,18 @@ pub fn text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stderr)
     )
 }
+
+/// Runs the independent check `tests/python/<script>` with `args`; fails the test with its
+/// output unless it succeeds, else returns the output.
+pub fn python_check(script: &str, args: &[&std::ffi::OsStr]) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/python")
+        .join(script);
+    let o = Command::new("python3")
+        .arg(&path)
+        .args(args)
+        .output()
+        .expect("python3 runs");
+    assert!(o.status.success(), "{script}: {}", text(&o));
+    text(&o)
+}

@@ -287,6 +287,9 @@ pub fn train(
         }
         ckpt.save(name, &weights, &state, m)
     };
+    let save_step = |m: &Manifest, opt: &AdamW, ema: Option<&Ema>| {
+        save(&format!("step-{:08}", m.step), m, opt, ema)
+    };
     let mut summary = TrainSummary {
         run_dir: cfg.run.dir.clone(),
         steps: m.step,
@@ -413,12 +416,7 @@ pub fn train(
                 && cfg.train.checkpoint_every > 0
                 && m.step.is_multiple_of(cfg.train.checkpoint_every)
             {
-                summary.last_checkpoint = Some(save(
-                    &format!("step-{:08}", m.step),
-                    &m,
-                    &opt,
-                    ema.as_ref(),
-                )?);
+                summary.last_checkpoint = Some(save_step(&m, &opt, ema.as_ref())?);
             }
             if last.as_ref().is_some_and(|l| l.stop) {
                 tracing::warn!("stop requested: stopping after step {}", m.step);
@@ -449,12 +447,7 @@ pub fn train(
                 }
             })?;
             if rank0 {
-                summary.last_checkpoint = Some(save(
-                    &format!("step-{:08}", m.step),
-                    &m,
-                    &opt,
-                    ema.as_ref(),
-                )?);
+                summary.last_checkpoint = Some(save_step(&m, &opt, ema.as_ref())?);
             }
             if cfg.train.patience > 0 && m.stale_validations >= cfg.train.patience {
                 tracing::info!(
