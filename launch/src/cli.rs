@@ -423,9 +423,9 @@ pub struct CompareArgs {
     /// Score compared.
     #[arg(long, value_enum, default_value_t = CompareMetric::Dice)]
     pub metric: CompareMetric,
-    /// Bootstrap resamples of the interval of the mean difference.
-    #[arg(long, default_value_t = 10000)]
-    pub bootstrap: usize,
+    /// Bootstrap resamples of the interval of the mean difference (at least 100).
+    #[arg(long, default_value_t = 10000, value_parser = clap::value_parser!(u64).range(100..))]
+    pub bootstrap: u64,
     /// Seed of the bootstrap.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,

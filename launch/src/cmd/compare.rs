@@ -100,13 +100,13 @@ pub fn run(a: &CompareArgs) -> anyhow::Result<()> {
         all.1.extend(&y);
         rows.push(Row {
             dataset: name.clone(),
-            paired: compare(&x, &y, a.bootstrap, a.seed),
+            paired: compare(&x, &y, a.bootstrap as usize, a.seed),
         });
     }
     if order.len() > 1 {
         rows.push(Row {
             dataset: "all images".into(),
-            paired: compare(&all.0, &all.1, a.bootstrap, a.seed),
+            paired: compare(&all.0, &all.1, a.bootstrap as usize, a.seed),
         });
     }
     match a.format {
