@@ -1,7 +1,7 @@
 //! `tmca export` end to end: a tiny gray model and a tiny RGB one are trained, exported and
 //! run by the export's own PyTorch predictor (tests/python/check_export.py), which must give
-//! `tmca predict`'s probabilities and masks on the same image and report; an export never
-//! writes into a folder that holds files.
+//! `tmca predict`'s probabilities and masks on the same image and report, also with flip TTA;
+//! an export never writes into a folder that holds files.
 
 use std::path::Path;
 
@@ -116,6 +116,20 @@ fn export_and_check(dir: &Path, run: &Path, channels: u64, mean: f64) {
         pred.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", text(&o));
+    let tta = dir.join("pred-tta");
+    let o = tmca(&[
+        "predict",
+        run.to_str().unwrap(),
+        "--image",
+        img.to_str().unwrap(),
+        "--report",
+        report,
+        "--probs",
+        "--tta",
+        "--output",
+        tta.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
     let out = common::python_check(
         "check_export.py",
         &[
@@ -123,6 +137,7 @@ fn export_and_check(dir: &Path, run: &Path, channels: u64, mean: f64) {
             img.as_os_str(),
             report.as_ref(),
             pred.as_os_str(),
+            tta.as_os_str(),
         ],
     );
     eprintln!("{out}");

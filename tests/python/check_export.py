@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
 """Checks a `tmca export` folder against `tmca predict` on the same image and report.
 
-Usage: check_export.py EXPORT_DIR IMAGE REPORT TMCA_PREDICT_DIR
-  (run by tests/cli_export.rs; TMCA_PREDICT_DIR holds `tmca predict --probs` output for IMAGE)
+Usage: check_export.py EXPORT_DIR IMAGE REPORT TMCA_PREDICT_DIR [TMCA_TTA_DIR]
+  (run by tests/cli_export.rs; TMCA_PREDICT_DIR holds `tmca predict --probs` output for IMAGE,
+  TMCA_TTA_DIR that of `tmca predict --probs --tta`)
 
 Loads the export with its own `tmca_predict.Predictor` (PyTorch mirror, strict weight loading)
 and requires, at the image's size, its probabilities to equal tmca's `<stem>_prob.npy`
 (within 1e-4), to round to its `<stem>_prob.png` within one level of 255, and its mask to
 equal tmca's `<stem>_mask.png` except where the probability is within 1e-4 of the threshold; then runs the export's command line and requires
-its files to hold the same prediction.
+its files to hold the same prediction. With TMCA_TTA_DIR, the Predictor's flip test-time
+augmentation must give tmca's `--tta` probabilities (within 1e-4) too.
 """
 
 import os
@@ -25,7 +27,7 @@ def fail(msg):
     sys.exit(1)
 
 
-def main(export, image, report, tmca_out):
+def main(export, image, report, tmca_out, tmca_tta=None):
     sys.path.insert(0, export)
     from tmca_predict import Predictor
 
@@ -65,9 +67,22 @@ def main(export, image, report, tmca_out):
             fail("the command line's probabilities differ from the Predictor's")
         if not np.array_equal(cli_mask > 127, ours):
             fail("the command line's mask differs from the Predictor's")
-    print("export OK: %dx%d, probabilities %.4f .. %.4f, max |Δ| %.2g, %d foreground pixels"
-          % (prob.shape[1], prob.shape[0], prob.min(), prob.max(), err, ours.sum()))
+    if tmca_tta:
+        from tmca_predict import swap_left_right
+
+        if swap_left_right("Upper LEFT, left-sided; Right.") != "Upper RIGHT, right-sided; Left.":
+            fail("swap_left_right: %r" % swap_left_right("Upper LEFT, left-sided; Right."))
+        tta = p.predict(Image.open(image), report, tta=True)
+        want = np.load(os.path.join(tmca_tta, stem + "_prob.npy"))
+        terr = np.abs(want.astype(np.float64) - tta).max()
+        if terr > 1e-4:
+            fail("TTA probabilities differ from tmca's by up to %g" % terr)
+        if np.abs(tta - prob).max() < 1e-4:
+            fail("TTA changed nothing: the check would not see a wrong mirror")
+    print("export OK: %dx%d, probabilities %.4f .. %.4f, max |Δ| %.2g, %d foreground pixels%s"
+          % (prob.shape[1], prob.shape[0], prob.min(), prob.max(), err, ours.sum(),
+             ", TTA max |Δ| %.2g" % terr if tmca_tta else ""))
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:5])
+    main(*sys.argv[1:6])

@@ -5,7 +5,7 @@ Command line (writes <stem>_mask.png, 0/255 at the image's size, and <stem>_prob
 foreground probability as float32):
 
     python tmca_predict.py EXPORT_DIR --image chest.png --report "Bilateral pulmonary ..." \\
-        [--output predictions] [--device cpu]
+        [--output predictions] [--device cpu] [--tta]
 
 From Python:
 
@@ -55,6 +55,34 @@ def _rgb(image: ImageLike) -> np.ndarray:
     if a.ndim != 3 or a.shape[2] not in (3, 4):
         raise ValueError(f"expected an (H, W), (H, W, 3) or (H, W, 4) image, got {a.shape}")
     return a[:, :, :3]
+
+
+def swap_left_right(report: str) -> str:
+    """"left" <-> "right" as whole words (any case, capitalisation kept): the report of the
+    mirrored image (tmca's augment::swap_left_right)."""
+    out, word = [], []
+
+    def flush():
+        w = "".join(word)
+        r = {"left": "right", "right": "left"}.get(w.lower())
+        if r is None:
+            out.append(w)
+        elif w.isupper():
+            out.append(r.upper())
+        elif w[:1].isupper():
+            out.append(r[0].upper() + r[1:])
+        else:
+            out.append(r)
+        word.clear()
+
+    for ch in report:
+        if ch.isalpha():
+            word.append(ch)
+        else:
+            flush()
+            out.append(ch)
+    flush()
+    return "".join(out)
 
 
 def _resize(x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
@@ -113,24 +141,35 @@ class Predictor:
             x = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
         return (x.clamp(0.0, 1.0) - self.mean) / self.std
 
+    def _tokens(self, reports: Sequence[str]) -> Tuple[torch.Tensor, torch.Tensor]:
+        toks = [self.tokens(r) for r in reports]
+        ids = torch.tensor([t[0] for t in toks], dtype=torch.long, device=self.device)
+        att = torch.tensor([t[1] for t in toks], dtype=torch.float32, device=self.device)
+        return ids, att
+
     @torch.no_grad()
-    def predict_batch(self, images: Sequence[ImageLike], reports: Sequence[str]) -> List[np.ndarray]:
-        """Foreground probabilities of each image (at its own size) described by its report."""
+    def predict_batch(self, images: Sequence[ImageLike], reports: Sequence[str],
+                      tta: bool = False) -> List[np.ndarray]:
+        """Foreground probabilities of each image (at its own size) described by its report;
+        with `tta`, averaged with those of the mirrored image described by the mirrored report,
+        mirrored back (`tmca predict --tta`)."""
         if len(images) != len(reports):
             raise ValueError(f"{len(images)} images but {len(reports)} reports")
         if not images:
             return []
         sizes = [_rgb(im).shape[:2] for im in images]
         x = torch.cat([self.inputs(im) for im in images]).to(self.device)
-        toks = [self.tokens(r) for r in reports]
-        ids = torch.tensor([t[0] for t in toks], dtype=torch.long, device=self.device)
-        att = torch.tensor([t[1] for t in toks], dtype=torch.float32, device=self.device)
-        probs = torch.sigmoid(self.model(x, ids, att).logits).float().cpu()
+        probs = torch.sigmoid(self.model(x, *self._tokens(reports)).logits)
+        if tta:
+            mirrored = [swap_left_right(r) for r in reports]
+            q = torch.sigmoid(self.model(x.flip(-1), *self._tokens(mirrored)).logits).flip(-1)
+            probs = (probs + q) * 0.5
+        probs = probs.float().cpu()
         return [_resize(probs[k : k + 1], hw)[0, 0].numpy() for k, hw in enumerate(sizes)]
 
-    def predict(self, image: ImageLike, report: str) -> np.ndarray:
+    def predict(self, image: ImageLike, report: str, tta: bool = False) -> np.ndarray:
         """Foreground probabilities (H, W) of one image described by `report`."""
-        return self.predict_batch([image], [report])[0]
+        return self.predict_batch([image], [report], tta)[0]
 
 
 def main(argv: Sequence[str] = None) -> int:
@@ -140,11 +179,13 @@ def main(argv: Sequence[str] = None) -> int:
     ap.add_argument("--report", required=True, help="the report describing it")
     ap.add_argument("--output", default="predictions", help="folder for <stem>_mask.png and <stem>_prob.npy")
     ap.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    ap.add_argument("--tta", action="store_true",
+                    help="flip test-time augmentation (with the mirrored report), as tmca predict --tta")
     a = ap.parse_args(argv)
     from PIL import Image
 
     p = Predictor(a.export, a.device)
-    prob = p.predict(Image.open(a.image), a.report)
+    prob = p.predict(Image.open(a.image), a.report, a.tta)
     out = Path(a.output)
     out.mkdir(parents=True, exist_ok=True)
     stem = Path(a.image).stem
