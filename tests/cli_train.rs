@@ -357,6 +357,22 @@ fn cross_validation_validates_on_its_fold() {
     );
     let resolved = std::fs::read_to_string(run.join("config.toml")).unwrap();
     assert!(resolved.contains("folds = 4") && resolved.contains("fold = 1"));
+    // Predicting the run's store's val split predicts the fold.
+    let pred = dir.path().join("pred");
+    let store = dir.path().join("data/synth-endoscopy");
+    let o = tmca(&[
+        "predict",
+        run.to_str().unwrap(),
+        "--store",
+        store.to_str().unwrap(),
+        "--split",
+        "val",
+        "--output",
+        pred.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let rows = std::fs::read_to_string(pred.join("predictions.csv")).unwrap();
+    assert_eq!(rows.lines().count(), 1 + 3, "{rows}");
 
     // --fold overrides the config's fold, and is checked as it is.
     let o = tmca(&[

@@ -161,6 +161,40 @@ impl Stems {
     }
 }
 
+/// The samples of `split` of `store`: for one of a cross-validated run's own stores (by name)
+/// its fold, else the store's own split.
+fn split_of_run(t: &Trained, store: &Store, split: tmca_data::Split) -> anyhow::Result<Vec<usize>> {
+    let Some(folds) = t.cfg.data.cv() else {
+        return Ok(store.require_split(split)?);
+    };
+    let name = &store.info().name;
+    let synth = t
+        .cfg
+        .data
+        .synth
+        .as_ref()
+        .map(|_| t.cfg.synth_modalities())
+        .unwrap_or_default();
+    let own = synth
+        .into_iter()
+        .any(|m| tmca_data::synth::dataset_name(m) == name.as_str())
+        || t.cfg
+            .data
+            .stores
+            .iter()
+            .any(|p| Store::open(p).is_ok_and(|s| &s.info().name == name));
+    if !own {
+        return Ok(store.require_split(split)?);
+    }
+    if split != tmca_data::Split::Test {
+        eprintln!(
+            "{name}: fold {} of {} (the run's cross-validation)",
+            folds.fold, folds.folds
+        );
+    }
+    Ok(tmca_data::folds::split_indices(store, split, folds)?)
+}
+
 /// The samples of batch mode: how many, and how to fetch sample `i`.
 type Samples<'a> = (usize, Box<dyn Fn(usize) -> anyhow::Result<Sample> + 'a>);
 
@@ -336,7 +370,7 @@ pub fn run(a: &PredictArgs) -> anyhow::Result<()> {
         ));
     };
     let store = Store::open(store_path)?;
-    let idx = store.require_split(a.split)?;
+    let idx = split_of_run(&t, &store, a.split)?;
     let n = predict_all(
         &t,
         &a.output,
