@@ -70,6 +70,15 @@ pub fn split_indices(store: &Store, split: Split, folds: Folds) -> Result<Vec<us
         .collect())
 }
 
+/// The samples of `split` of `store`: its own split, or under `folds` the cross-validation
+/// fold ([`split_indices`]).
+pub fn samples(store: &Store, split: Split, folds: Option<Folds>) -> Result<Vec<usize>> {
+    match folds {
+        Some(f) => split_indices(store, split, f),
+        None => store.require_split(split),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -161,7 +161,7 @@ impl RunOverview {
             .last()
             .or(test.as_ref())
             .map(|r| r.datasets.iter().map(|d| d.dataset.clone()).collect())
-            .unwrap_or_else(|| store_names(&cfg));
+            .unwrap_or_else(|| crate::train::setup::store_names(&cfg));
         let mut model = cfg.model.preset.clone();
         if cfg.text.encoder == "bert" {
             model.push_str("+bert");
@@ -183,27 +183,6 @@ impl RunOverview {
             config: flatten(&cfg),
         })
     }
-}
-
-/// The stores' names as the config gives them (before any validation was logged).
-fn store_names(cfg: &Config) -> Vec<String> {
-    let synth = cfg
-        .data
-        .synth
-        .as_ref()
-        .map(|_| cfg.synth_modalities())
-        .unwrap_or_default();
-    cfg.data
-        .stores
-        .iter()
-        .cloned()
-        .chain(
-            synth
-                .into_iter()
-                .map(|m| tmca_data::synth::dataset_name(m).into()),
-        )
-        .filter_map(|p: PathBuf| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
-        .collect()
 }
 
 fn num(v: Option<f64>) -> String {

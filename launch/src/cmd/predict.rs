@@ -164,35 +164,16 @@ impl Stems {
 /// The samples of `split` of `store`: for one of a cross-validated run's own stores (by name)
 /// its fold, else the store's own split.
 fn split_of_run(t: &Trained, store: &Store, split: tmca_data::Split) -> anyhow::Result<Vec<usize>> {
-    let Some(folds) = t.cfg.data.cv() else {
-        return Ok(store.require_split(split)?);
-    };
     let name = &store.info().name;
-    let synth = t
-        .cfg
-        .data
-        .synth
-        .as_ref()
-        .map(|_| t.cfg.synth_modalities())
-        .unwrap_or_default();
-    let own = synth
-        .into_iter()
-        .any(|m| tmca_data::synth::dataset_name(m) == name.as_str())
-        || t.cfg
-            .data
-            .stores
-            .iter()
-            .any(|p| Store::open(p).is_ok_and(|s| &s.info().name == name));
-    if !own {
-        return Ok(store.require_split(split)?);
-    }
-    if split != tmca_data::Split::Test {
+    let own = tmca_trainer::train::setup::store_names(&t.cfg).contains(name);
+    let folds = t.cfg.data.cv().filter(|_| own);
+    if let (Some(f), false) = (folds, split == tmca_data::Split::Test) {
         eprintln!(
             "{name}: fold {} of {} (the run's cross-validation)",
-            folds.fold, folds.folds
+            f.fold, f.folds
         );
     }
-    Ok(tmca_data::folds::split_indices(store, split, folds)?)
+    Ok(tmca_data::folds::samples(store, split, folds)?)
 }
 
 /// The samples of batch mode: how many, and how to fetch sample `i`.

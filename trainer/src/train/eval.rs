@@ -55,10 +55,7 @@ pub fn evaluate(
 ) -> Result<Vec<EvalResult>> {
     let mut out = Vec::new();
     for store in stores {
-        let idx = match spec.folds {
-            Some(f) => tmca_data::folds::split_indices(store, split, f)?,
-            None => store.require_split(split)?,
-        };
+        let idx = tmca_data::folds::samples(store, split, spec.folds)?;
         let sampler =
             ShardedSampler::new(vec![idx], None, 0, false, false, sync.rank(), sync.world())?;
         let cfg = LoaderConfig {

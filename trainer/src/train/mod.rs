@@ -112,10 +112,7 @@ pub fn train(
 
     let sources = stores
         .iter()
-        .map(|s| match cfg.data.cv() {
-            Some(f) => tmca_data::folds::split_indices(s, Split::Train, f),
-            None => s.require_split(Split::Train),
-        })
+        .map(|s| tmca_data::folds::samples(s, Split::Train, cfg.data.cv()))
         .collect::<std::result::Result<Vec<_>, _>>()?;
     let weights = (!cfg.data.weights.is_empty()).then(|| cfg.data.weights.clone());
     let sampler = ShardedSampler::new(

@@ -13,15 +13,12 @@ pub fn overlay(
     std: &[f32],
     threshold: f32,
 ) -> Vec<u8> {
-    let (c, h, w) = (b.channels, b.height, b.width);
+    let (h, w) = (b.height, b.width);
     let plane = h * w;
-    let img = &b.images[row * c * plane..(row + 1) * c * plane];
+    let rgb = image_rgb(b, row, mean, std);
     let mask = &b.masks[row * plane..(row + 1) * plane];
     let pred = &probs[row * plane..(row + 1) * plane];
-    let px = |ch: usize, p: usize| -> f32 {
-        let ch = ch.min(c - 1);
-        ((img[ch * plane + p] * std[ch] + mean[ch]) * 255.0).clamp(0.0, 255.0)
-    };
+    let px = |ch: usize, p: usize| -> f32 { rgb[p * 3 + ch] as f32 };
     let edge = |p: usize| {
         let (y, x) = (p / w, p % w);
         mask[p] > 0.5

@@ -37,6 +37,26 @@ pub fn open_stores(cfg: &Config, progress: &dyn Progress) -> Result<Vec<Arc<Stor
         .collect()
 }
 
+/// The dataset names of the run's stores without opening the synthetic ones (which may not be
+/// generated yet): `synth-<modality>`, and each of `data.stores` by its metadata (its file
+/// stem when it cannot be opened).
+pub fn store_names(cfg: &Config) -> Vec<String> {
+    let stem = |p: &Path| p.file_stem().map(|s| s.to_string_lossy().into_owned());
+    let given = cfg.data.stores.iter().filter_map(|p| match Store::open(p) {
+        Ok(s) => Some(s.info().name.clone()),
+        Err(_) => stem(p),
+    });
+    let synth = cfg
+        .data
+        .synth
+        .as_ref()
+        .map(|_| cfg.synth_modalities())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|m| synth::dataset_name(m).to_string());
+    given.chain(synth).collect()
+}
+
 /// The run's tokenizer: reused from the run directory (resume), else loaded from `[text]`, else
 /// learned from the training reports; saved as `<run>/tokenizer.json`.
 pub fn tokenizer(cfg: &Config, stores: &[Arc<Store>]) -> Result<Arc<TextTokenizer>> {
