@@ -144,29 +144,26 @@ impl Trained {
         };
         let (probs, maps) =
             crate::train::tta::probabilities_and_maps(&self.model, &inputs, mirrored)?;
-        let maps = maps
+        let mut out: Vec<Prediction> = probs
+            .flatten_from(1)?
+            .to_vec2()?
             .into_iter()
-            .map(|(level, a)| {
-                let (_, _, mh, mw) = a.dims4()?;
-                Ok((level, mh, mw, a.flatten_from(1)?.to_vec2::<f32>()?))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let probs: Vec<Vec<f32>> = probs.flatten_from(1)?.to_vec2()?;
-        Ok(probs
-            .into_iter()
-            .enumerate()
-            .map(|(k, probs)| Prediction {
+            .map(|probs| Prediction {
                 probs,
-                maps: maps
-                    .iter()
-                    .map(|(level, h, w, v)| EnhancementMap {
-                        level: *level,
-                        height: *h,
-                        width: *w,
-                        values: v[k].clone(),
-                    })
-                    .collect(),
+                maps: Vec::new(),
             })
-            .collect())
+            .collect();
+        for (level, a) in maps {
+            let (_, _, height, width) = a.dims4()?;
+            for (p, values) in out.iter_mut().zip(a.flatten_from(1)?.to_vec2::<f32>()?) {
+                p.maps.push(EnhancementMap {
+                    level,
+                    height,
+                    width,
+                    values,
+                });
+            }
+        }
+        Ok(out)
     }
 }

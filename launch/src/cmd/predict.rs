@@ -57,9 +57,8 @@ impl Sample {
 
 /// Writes `<stem>_mask.png` (0/255 at the image's size), `<stem>_overlay.png` and, with
 /// `extras.probs`, `<stem>_prob.png` (the probability × 255) and `<stem>_prob.npy` (float32),
-/// with `extras.maps` `<stem>_lte<L>.png` ([`super::heatmap`]);
-/// returns the number of foreground
-/// pixels.
+/// with `extras.maps` `<stem>_lte<L>.png` ([`super::heatmap`]); returns the number of
+/// foreground pixels.
 fn write_outputs(
     out: &Path,
     stem: &str,
