@@ -80,14 +80,7 @@ fn same_outputs_as_candle_transformers_bert() {
     let t_theirs = theirs
         .forward(&ids, &ids.zeros_like().unwrap(), Some(&att))
         .unwrap();
-    let diff = (t_ours - t_theirs)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let diff = common::max_abs_diff(&t_ours, &t_theirs);
     assert!(diff < 1e-4, "token features differ by {diff}");
 }
 
@@ -153,14 +146,7 @@ fn trains_frozen_and_fine_tuned_and_refuses_a_mismatched_tokenizer() {
     .unwrap();
     let key = "bert.encoder.layer.0.attention.self.query.weight";
     let after = &w[&format!("text.{}", key.trim_start_matches("bert."))];
-    let moved = (after - &original[key])
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let moved = common::max_abs_diff(after, &original[key]);
     assert!(moved > 0.0, "an unfrozen BERT is fine-tuned");
 
     // An export of the frozen run holds the BERT's tensors (which its checkpoints leave out):

@@ -8,39 +8,13 @@ use std::path::Path;
 mod common;
 use common::{text, tmca};
 
-/// Trains a tiny run of `modality` with `model_extra` in `[model]` and `data_extra` in `[data]`.
+/// Trains the tiny run of `modality` ([`common::cli_config`]) with `data_extra` in `[data]`
+/// and `model_extra` in `[model]`.
 fn train(dir: &Path, modality: &str, data_extra: &str, model_extra: &str) -> std::path::PathBuf {
-    let run = dir.join("run");
-    let cfg = format!(
-        r#"[run]
-dir = "{run}"
-[data]
-image_size = 32
-batch_size = 4
-{data_extra}
-[data.synth]
-dir = "{data}"
-size = 32
-train = 8
-val = 4
-test = 4
-modalities = ["{modality}"]
-[model]
-preset = "cpu-tiny"
-{model_extra}
-[text]
-max_len = 12
-[train]
-epochs = 2
-"#,
-        run = run.display(),
-        data = dir.join("data").display()
-    );
-    let p = dir.join("tiny.toml");
-    std::fs::write(&p, cfg).unwrap();
+    let p = common::cli_config(dir, modality, data_extra, model_extra);
     let o = tmca(&["train", p.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
-    run
+    dir.join("run")
 }
 
 fn export_and_check(dir: &Path, run: &Path, channels: u64, mean: f64) {

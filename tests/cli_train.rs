@@ -5,35 +5,6 @@ use std::path::Path;
 mod common;
 use common::{text, tmca};
 
-fn write_config(dir: &Path) -> std::path::PathBuf {
-    let cfg = format!(
-        r#"[run]
-dir = "{run}"
-[data]
-image_size = 32
-batch_size = 4
-[data.synth]
-dir = "{data}"
-size = 32
-train = 8
-val = 4
-test = 4
-modalities = ["endoscopy"]
-[model]
-preset = "cpu-tiny"
-[text]
-max_len = 12
-[train]
-epochs = 2
-"#,
-        run = dir.join("run").display(),
-        data = dir.join("data").display()
-    );
-    let p = dir.join("tiny.toml");
-    std::fs::write(&p, cfg).unwrap();
-    p
-}
-
 /// TensorBoard's own reader checks the run's scalars, overlays and config text against its
 /// config.toml and best manifest (tests/python/check_training_run.py); needs `python3` with
 /// `tensorboard` (installed by `.ci/run`), skipped with TMCA_SKIP_PYTHON=1.
@@ -51,7 +22,7 @@ fn check_tensorboard_with_python(run: &Path) {
 #[test]
 fn train_eval_predict_write_what_they_promise() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(dir.path());
+    let cfg = common::cli_config(dir.path(), "endoscopy", "", "");
     let o = tmca(&["train", cfg.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
     let run = dir.path().join("run");
@@ -331,7 +302,7 @@ fn train_eval_predict_write_what_they_promise() {
 #[test]
 fn cross_validation_validates_on_its_fold() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(dir.path());
+    let cfg = common::cli_config(dir.path(), "endoscopy", "", "");
     let toml = std::fs::read_to_string(&cfg)
         .unwrap()
         .replace("[data]\n", "[data]\nfolds = 4\nfold = 1\n");
@@ -390,7 +361,7 @@ fn cross_validation_validates_on_its_fold() {
 #[test]
 fn config_errors_exit_2_and_name_the_field() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(dir.path());
+    let cfg = common::cli_config(dir.path(), "endoscopy", "", "");
     let bad = std::fs::read_to_string(&cfg).unwrap().replace(
         "preset = \"cpu-tiny\"",
         "preset = \"cpu-tiny\"\nlte_levels = [0]",

@@ -187,14 +187,7 @@ fn training_starts_from_the_weights_and_a_resumed_run_does_not_reread_them() {
     .unwrap();
     for (name, t) in encoder_params(&source) {
         // Two AdamW steps of lr 1e-7 move a weight by at most ~2e-7.
-        let d = (&saved[&name] - &t)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let d = common::max_abs_diff(&saved[&name], &t);
         assert!(d < 1e-5, "{name} did not start from the file ({d})");
     }
     std::fs::remove_file(&weights).unwrap();

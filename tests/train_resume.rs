@@ -12,6 +12,8 @@ use tmca_trainer::sink::NullSink;
 use tmca_trainer::sync::SingleProcess;
 use tmca_trainer::train::{train, Resume, RunOptions};
 
+mod common;
+
 fn config(run: &Path, data: &Path, extra: &str) -> Config {
     let text = format!(
         r#"
@@ -197,16 +199,7 @@ fn moving_averages_resume_exactly_and_serve_evaluation() {
     let raw = candle_core::safetensors::load(a.join("weights.safetensors"), &Device::Cpu).unwrap();
     assert_eq!(avg.len(), raw.len(), "every trainable tensor is averaged");
     let name = "decoder.head.out.weight";
-    let diff = |x: &candle_core::Tensor, y: &candle_core::Tensor| {
-        (x - y)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    };
+    let diff = common::max_abs_diff;
     let (a_t, r_t) = (avg.get(name).expect(name), &raw[name]);
     assert!(diff(a_t, r_t) > 0.0, "the average is not the last step");
 

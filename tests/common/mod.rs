@@ -62,6 +62,45 @@ val_every = 1
     )
 }
 
+/// Writes `<dir>/tiny.toml`, the command-line tests' run: `<dir>/run`, cpu-tiny at 32², one
+/// synthetic dataset of `modality` (8 train, 4 val, 4 test in `<dir>/data`), batch 4, 2 epochs;
+/// `data_extra` and `model_extra` are added to `[data]` and `[model]`.
+pub fn cli_config(
+    dir: &Path,
+    modality: &str,
+    data_extra: &str,
+    model_extra: &str,
+) -> std::path::PathBuf {
+    let cfg = format!(
+        r#"[run]
+dir = "{run}"
+[data]
+image_size = 32
+batch_size = 4
+{data_extra}
+[data.synth]
+dir = "{data}"
+size = 32
+train = 8
+val = 4
+test = 4
+modalities = ["{modality}"]
+[model]
+preset = "cpu-tiny"
+{model_extra}
+[text]
+max_len = 12
+[train]
+epochs = 2
+"#,
+        run = dir.join("run").display(),
+        data = dir.join("data").display()
+    );
+    let p = dir.join("tiny.toml");
+    std::fs::write(&p, cfg).unwrap();
+    p
+}
+
 /// Replaces `from` by `to` in the config file at `path` (which must contain it).
 pub fn edit_config(path: &Path, from: &str, to: &str) {
     let text = std::fs::read_to_string(path).unwrap();
@@ -141,4 +180,18 @@ pub fn python_check(script: &str, args: &[&std::ffi::OsStr]) -> String {
         .expect("python3 runs");
     assert!(o.status.success(), "{script}: {}", text(&o));
     text(&o)
+}
+
+/// The largest absolute difference between two tensors of the same shape.
+pub fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_dtype(candle_core::DType::F32)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }
