@@ -170,6 +170,18 @@ fn trains_frozen_and_fine_tuned_and_refuses_a_mismatched_tokenizer() {
         original[key].to_vec2::<f32>().unwrap()
     );
 
+    // Evaluating the fine-tuned run takes its BERT from the checkpoint, not from the file; the
+    // frozen run's BERT is only in the file.
+    let file = bert.join("model.safetensors");
+    std::fs::rename(&file, bert.join("away")).unwrap();
+    let load = |run: &str| {
+        tmca_trainer::inference::Trained::load(&dir.path().join(run), "latest", &Device::Cpu)
+    };
+    assert!(load("tuned").is_ok());
+    let err = load("frozen").err().unwrap().to_string();
+    assert!(err.contains("no model.safetensors"), "{err}");
+    std::fs::rename(bert.join("away"), &file).unwrap();
+
     // Fine-tuning needs every encoder tensor in the file: none is silently drawn at random.
     let mut partial = original.clone();
     partial.remove("bert.encoder.layer.1.output.dense.bias");

@@ -72,7 +72,7 @@ impl Trained {
             });
         }
         let params = ParamStore::new(cfg.run.seed);
-        let model = setup::build_model(&cfg, tokenizer.vocab_size(), &params, device)?;
+        let model = setup::build_model(&cfg, tokenizer.vocab_size(), &params, device, true)?;
         params
             .assign_all(&loaded.model_weights(cfg.optim.ema > 0.0))
             .map_err(|e| TrainError::Checkpoint {

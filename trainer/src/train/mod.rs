@@ -103,7 +103,7 @@ pub fn train(
         Ok((stores, tokenizer))
     })?;
     let params = ParamStore::new(cfg.run.seed).with_frozen(&cfg.optim.freeze);
-    let model = setup::build_model(cfg, tokenizer.vocab_size(), &params, device)?;
+    let model = setup::build_model(cfg, tokenizer.vocab_size(), &params, device, false)?;
     setup::check_prefixes(cfg, &params)?;
     let mut opt = AdamW::new(&params, cfg.optim.adamw())?;
     let ckpt = Checkpointer::new(&cfg.run.dir, cfg.train.keep_last);

@@ -229,16 +229,19 @@ pub fn bert_tensors(cfg: &Config, device: &Device) -> Result<(PathBuf, HashMap<S
 }
 
 /// Builds the model; parameters are created in `store` (seeded by `[run] seed`). A pretrained,
-/// frozen BERT is loaded as constants; an unfrozen one joins the parameters.
+/// frozen BERT is loaded as constants; an unfrozen one joins the parameters, initialised from
+/// its file unless `from_checkpoint` (the caller then assigns a checkpoint, which holds them:
+/// the file is not read).
 pub fn build_model(
     cfg: &Config,
     vocab_size: usize,
     store: &ParamStore,
     device: &Device,
+    from_checkpoint: bool,
 ) -> Result<Tmca> {
     let vb = store.var_builder(device);
     let bert = bert_config(cfg, vocab_size)?;
-    if !uses_pretrained_bert(cfg) {
+    if !uses_pretrained_bert(cfg) || (from_checkpoint && !cfg.text.freeze) {
         return Ok(Tmca::new(&cfg.model, &bert, vb.clone(), vb.pp("text"))?);
     }
     let (wpath, tensors) = bert_tensors(cfg, device)?;

@@ -93,7 +93,7 @@ fn result(a: &StepProbeArgs, mode: &str, steps: Vec<f64>) -> ProbeResult {
 pub fn train(a: &StepProbeArgs) -> anyhow::Result<ProbeResult> {
     let (cfg, device) = setup(a)?;
     let params = ParamStore::new(cfg.run.seed);
-    let model = build_model(&cfg, vocab_size(&cfg), &params, &device)?;
+    let model = build_model(&cfg, vocab_size(&cfg), &params, &device, false)?;
     let mut opt = AdamW::new(&params, cfg.optim.adamw())?;
     let batch = synthetic_batch(&cfg, 0);
     let (mut steps, mut phases) = (Vec::new(), BTreeMap::<String, Vec<f64>>::new());
@@ -118,7 +118,7 @@ pub fn train(a: &StepProbeArgs) -> anyhow::Result<ProbeResult> {
 pub fn infer(a: &StepProbeArgs) -> anyhow::Result<ProbeResult> {
     let (cfg, device) = setup(a)?;
     let params = ParamStore::new(cfg.run.seed);
-    build_model(&cfg, vocab_size(&cfg), &params, &device)?;
+    build_model(&cfg, vocab_size(&cfg), &params, &device, false)?;
     let model = frozen(&cfg, &params, &device)?;
     let batch = synthetic_batch(&cfg, 0);
     let mut steps = Vec::new();
