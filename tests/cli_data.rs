@@ -621,6 +621,28 @@ fn generic_fixture(root: &Path) {
     .unwrap();
 }
 
+/// Table: `list.csv` naming images and masks in two folders (masks by another name, one
+/// image by an absolute path), a report column called `text` and a split column, 3/1/1.
+fn table_fixture(root: &Path) {
+    let mut rows = String::from("Split,Image,Mask,Text\n");
+    for (i, split) in ["train", "train", "val", "train", "test"]
+        .iter()
+        .enumerate()
+    {
+        write_image(&root.join(format!("scans/s{i}.png")), i as u8 * 30);
+        write_mask(&root.join(format!("labels/s{i}_seg.png")), i as u32 + 3);
+        let image = if i == 4 {
+            root.join("scans/s4.png").display().to_string()
+        } else {
+            format!("scans/s{i}.png")
+        };
+        rows.push_str(&format!(
+            "{split},{image},labels/s{i}_seg.png,\"lesion {i}, left\"\n"
+        ));
+    }
+    std::fs::write(root.join("list.csv"), rows).unwrap();
+}
+
 fn convert(layout: &str, input: &Path, output: &Path, modality: &str, force: bool) -> Run {
     let mut a = args![
         "data",
@@ -662,14 +684,20 @@ fn convert_each_layout_then_validate_and_inspect() {
     let outdir = dir.path().join("out");
     std::fs::create_dir(&outdir).unwrap();
     type Fixture = fn(&Path);
-    let cases: [(&str, Fixture, &str, [usize; 3]); 3] = [
+    let cases: [(&str, Fixture, &str, [usize; 3]); 4] = [
         ("lvit", lvit_fixture, "xray", [3, 1, 1]),
         ("guidedecoder", guide_fixture, "endoscopy", [4, 1, 1]),
         ("generic", generic_fixture, "histopathology", [3, 1, 1]),
+        ("table", table_fixture, "ct", [3, 1, 1]),
     ];
     for (layout, fixture, modality, counts) in cases {
-        let input = dir.path().join(format!("in-{layout}"));
-        fixture(&input);
+        let root = dir.path().join(format!("in-{layout}"));
+        fixture(&root);
+        let input = if layout == "table" {
+            root.join("list.csv")
+        } else {
+            root
+        };
         let out = outdir.join(format!("{layout}.zarr"));
         let r = convert(layout, &input, &out, modality, false);
         r.expect_code(0);
@@ -844,6 +872,64 @@ fn failed_forced_conversion_keeps_the_old_store() {
     assert!(leftovers(&outdir).is_empty(), "{:?}", leftovers(&outdir));
 }
 
+#[test]
+fn jpeg_masks_need_and_take_a_mask_threshold() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("kvasir");
+    table_fixture(&root);
+    // Kvasir-SEG ships its masks as JPEG: values near 0 and 255, not exactly.
+    for i in 0..5 {
+        let png = root.join(format!("labels/s{i}_seg.png"));
+        image::open(&png)
+            .unwrap()
+            .save(root.join(format!("labels/s{i}_seg.jpg")))
+            .unwrap();
+        std::fs::remove_file(png).unwrap();
+    }
+    let list = std::fs::read_to_string(root.join("list.csv")).unwrap();
+    std::fs::write(root.join("list.csv"), list.replace("_seg.png", "_seg.jpg")).unwrap();
+    let out = dir.path().join("k.zarr");
+    let table = root.join("list.csv");
+    let r = convert("table", &table, &out, "endoscopy", false);
+    r.expect_code(3);
+    assert_contains(&r.stderr, &["_seg.jpg", "--mask-threshold"]);
+    assert_nothing_written(&out);
+
+    let mut a = args!["data", "convert", "--layout", "table", "--input", &table, "--output", &out];
+    a.extend(args![
+        "--name",
+        "kvasir",
+        "--modality",
+        "endoscopy",
+        "--size",
+        "16"
+    ]);
+    a.extend(args!["--mask-threshold", "0.5"]);
+    let r = tmca(a.clone());
+    r.expect_code(0);
+    assert_contains(&r.stdout, &["5 samples (train 3, val 1, test 1)"]);
+    tmca(args!["data", "validate", &out]).expect_code(0);
+    // Sample i's mask covers its left i + 3 of 20 columns; stored at 16 wide, nearest.
+    let mask = open_array(&out, "mask");
+    let m: Vec<u8> = mask.retrieve_array_subset(&mask.subset_all()).unwrap();
+    let fg: Vec<usize> = m
+        .chunks(16 * 16)
+        .map(|s| s.iter().filter(|&&v| v == 1).count())
+        .collect();
+    let want: Vec<usize> = [0u32, 1, 3, 2, 4]
+        .iter()
+        .map(|&i| (0..16u32).filter(|&x| ((x * 20 + 10) / 16) < i + 3).count() * 16)
+        .collect();
+    assert_eq!(fg, want);
+
+    let pos = a.iter().position(|x| x == "0.5").unwrap();
+    a[pos] = "0".into();
+    a.push("--force".into());
+    let r = tmca(a);
+    r.expect_code(2);
+    assert_contains(&r.stderr, &["mask_threshold", "(0, 1]"]);
+}
+
 // ---------------------------------------------------------------------------------------------
 // 7. help
 // ---------------------------------------------------------------------------------------------
@@ -866,7 +952,15 @@ fn help_texts() {
         r.expect_code(0);
         assert_contains(
             &r.stdout,
-            &["--layout", "lvit", "guidedecoder", "generic", "--force"],
+            &[
+                "--layout",
+                "lvit",
+                "guidedecoder",
+                "generic",
+                "table",
+                "--mask-threshold",
+                "--force",
+            ],
         );
     }
 

@@ -7,11 +7,36 @@
 //!   is an error naming the file, the offending values and how many pixels carry them. RGB masks
 //!   count a pixel as foreground when any colour channel is nonzero (alpha is ignored). Masks are
 //!   resized with nearest-neighbour sampling and returned as 0/1.
+//! * [`MaskRule::Threshold`] reads masks that are binary in intent but not in their values —
+//!   JPEG-compressed masks such as Kvasir-SEG's, or anti-aliased drawings: a pixel is foreground
+//!   when its largest channel is at least the threshold times the bit depth's maximum (255,
+//!   65535, or 1.0 for float files with values ≤ 1). A mask that holds only 0 and 1 is still
+//!   read as 0/1.
 
 use crate::{DataError, Result};
 use image::{DynamicImage, ImageReader};
 use std::collections::BTreeMap;
 use std::path::Path;
+
+/// How the pixel values of a mask file become 0/1.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub enum MaskRule {
+    /// Exactly two values, 0/1 or 0/255 (0/65535, 0/1.0); anything else is an error.
+    #[default]
+    Exact,
+    /// Foreground when the largest channel is ≥ this fraction (in (0, 1]) of the full value.
+    Threshold(f32),
+}
+
+impl MaskRule {
+    /// The rule's fraction, when it thresholds.
+    pub fn threshold(self) -> Option<f32> {
+        match self {
+            MaskRule::Exact => None,
+            MaskRule::Threshold(t) => Some(t),
+        }
+    }
+}
 
 /// File extensions (lower case, without dot) of the image formats tmca decodes.
 pub const IMAGE_EXTENSIONS: [&str; 6] = ["png", "jpg", "jpeg", "bmp", "tif", "tiff"];
@@ -155,8 +180,44 @@ fn mask_values(img: &DynamicImage) -> (Vec<u32>, u32) {
     }
 }
 
-/// Turns a decoded mask into 0/1 at its own size, checking its values (see the module docs).
-pub fn binarize_mask(path: &Path, img: &DynamicImage) -> Result<Vec<u8>> {
+/// Turns a decoded mask into 0/1 at its own size by `rule` (see the module docs).
+pub fn binarize_mask(path: &Path, img: &DynamicImage, rule: MaskRule) -> Result<Vec<u8>> {
+    match rule {
+        MaskRule::Exact => exact_mask(path, img),
+        MaskRule::Threshold(t) => Ok(threshold_mask(img, t)),
+    }
+}
+
+/// [`MaskRule::Threshold`]: 0/1 masks as they are, others cut at `t` of the full value.
+fn threshold_mask(img: &DynamicImage, t: f32) -> Vec<u8> {
+    use image::ColorType as C;
+    let (values, full): (Vec<f32>, f32) = match img.color() {
+        C::Rgb32F | C::Rgba32F => {
+            let v: Vec<f32> = img
+                .to_rgb32f()
+                .pixels()
+                .map(|p| p.0[0].max(p.0[1]).max(p.0[2]))
+                .collect();
+            let full = if v.iter().all(|&m| m <= 1.0) {
+                1.0
+            } else {
+                255.0
+            };
+            (v, full)
+        }
+        _ => {
+            let (v, full) = mask_values(img);
+            (v.into_iter().map(|x| x as f32).collect(), full as f32)
+        }
+    };
+    if values.iter().all(|&v| v == 0.0 || v == 1.0) {
+        return values.into_iter().map(|v| u8::from(v == 1.0)).collect();
+    }
+    let cut = t * full;
+    values.into_iter().map(|v| u8::from(v >= cut)).collect()
+}
+
+fn exact_mask(path: &Path, img: &DynamicImage) -> Result<Vec<u8>> {
     let (values, full) = mask_values(img);
     let mut bad: BTreeMap<u32, usize> = BTreeMap::new();
     let (mut ones, mut fulls) = (0usize, 0usize);
@@ -187,8 +248,8 @@ pub fn binarize_mask(path: &Path, img: &DynamicImage) -> Result<Vec<u8>> {
         return Err(DataError::bad(
             path,
             format!(
-                "mask values must be 0/1 or 0/255 (a binary mask; is it a JPEG or a multi-class label map?): \
-                 {total} of {} pixels have other values: {}{more}",
+                "mask values must be 0/1 or 0/255 (a binary mask; is it a JPEG or a multi-class label map? \
+                 `--mask-threshold 0.5` reads JPEG masks): {total} of {} pixels have other values: {}{more}",
                 values.len(),
                 listed.join(", ")
             ),
@@ -230,15 +291,16 @@ pub fn resize_nearest(
     out
 }
 
-/// Checks a decoded mask's values and resizes it (nearest) to `height`x`width`; returns 0/1.
+/// Reads a decoded mask by `rule` and resizes it (nearest) to `height`x`width`; returns 0/1.
 pub fn mask_to_binary(
     path: &Path,
     img: &DynamicImage,
+    rule: MaskRule,
     height: usize,
     width: usize,
 ) -> Result<Vec<u8>> {
     check_target(height, width)?;
-    let bin = binarize_mask(path, img)?;
+    let bin = binarize_mask(path, img, rule)?;
     Ok(resize_nearest(
         &bin,
         img.height() as usize,
@@ -251,7 +313,7 @@ pub fn mask_to_binary(
 /// Decodes the mask at `path`, checks its values, resizes it (nearest) to `height`x`width` and
 /// returns it as 0/1.
 pub fn load_mask(path: &Path, height: usize, width: usize) -> Result<Vec<u8>> {
-    mask_to_binary(path, &decode(path)?, height, width)
+    mask_to_binary(path, &decode(path)?, MaskRule::Exact, height, width)
 }
 
 /// The error for an image and its mask of different sizes (naming both files).
@@ -275,10 +337,11 @@ pub fn size_mismatch(
 }
 
 /// Decodes an image and its mask, checks that they have the same size (before resizing) and
-/// returns `(planar image, 0/1 mask)` at `height`x`width`.
+/// returns `(planar image, 0/1 mask)` at `height`x`width`, the mask read by `rule`.
 pub fn load_pair(
     image: &Path,
     mask: &Path,
+    rule: MaskRule,
     channels: usize,
     height: usize,
     width: usize,
@@ -295,7 +358,7 @@ pub fn load_pair(
     }
     Ok((
         image_to_planar(&img, channels, height, width)?,
-        mask_to_binary(mask, &msk, height, width)?,
+        mask_to_binary(mask, &msk, rule, height, width)?,
     ))
 }
 
@@ -347,6 +410,51 @@ mod tests {
         mixed.save(&p).unwrap();
         let err = load_mask(&p, 8, 10).unwrap_err().to_string();
         assert!(err.contains("d.png") && err.contains("mixes"), "{err}");
+    }
+
+    #[test]
+    fn threshold_reads_jpeg_masks_and_keeps_0_1_masks() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = MaskRule::Threshold(0.5);
+        // Values around the cut, 8 and 16 bit.
+        let img =
+            DynamicImage::ImageLuma8(GrayImage::from_raw(5, 1, vec![0, 3, 127, 128, 250]).unwrap());
+        assert_eq!(
+            binarize_mask(Path::new("m"), &img, t).unwrap(),
+            vec![0, 0, 0, 1, 1]
+        );
+        assert!(binarize_mask(Path::new("m"), &img, MaskRule::Exact).is_err());
+        let img16 = DynamicImage::ImageLuma16(
+            image::ImageBuffer::from_raw(3, 1, vec![0u16, 32767, 32768]).unwrap(),
+        );
+        assert_eq!(
+            binarize_mask(Path::new("m"), &img16, t).unwrap(),
+            vec![0, 0, 1]
+        );
+        // A 0/1 mask is not cut at 127.5 (it would come out empty).
+        let ones = DynamicImage::ImageLuma8(GrayImage::from_raw(3, 1, vec![0, 1, 1]).unwrap());
+        assert_eq!(
+            binarize_mask(Path::new("m"), &ones, t).unwrap(),
+            vec![0, 1, 1]
+        );
+        // Float masks in [0, 1].
+        let f = DynamicImage::ImageRgb32F(
+            image::ImageBuffer::from_raw(2, 1, vec![0.2f32, 0.0, 0.0, 0.0, 0.7, 0.0]).unwrap(),
+        );
+        assert_eq!(binarize_mask(Path::new("m"), &f, t).unwrap(), vec![0, 1]);
+
+        // A real JPEG round trip: rejected exactly, read back by the threshold.
+        let p = dir.path().join("m.jpg");
+        let truth = gray_mask(40, 32, 255, 0);
+        truth.save(&p).unwrap();
+        let err = load_mask(&p, 32, 40).unwrap_err().to_string();
+        assert!(
+            err.contains("m.jpg") && err.contains("--mask-threshold"),
+            "{err}"
+        );
+        let read = mask_to_binary(&p, &decode(&p).unwrap(), t, 32, 40).unwrap();
+        let want: Vec<u8> = truth.pixels().map(|p| u8::from(p.0[0] > 0)).collect();
+        assert_eq!(read, want);
     }
 
     #[test]
@@ -403,7 +511,9 @@ mod tests {
         let b = dir.path().join("b.png");
         gray_mask(20, 16, 255, 0).save(&a).unwrap();
         gray_mask(18, 16, 255, 0).save(&b).unwrap();
-        let err = load_pair(&a, &b, 1, 8, 8).unwrap_err().to_string();
+        let err = load_pair(&a, &b, MaskRule::Exact, 1, 8, 8)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("a.png") && err.contains("b.png") && err.contains("mismatch"),
             "{err}"

@@ -90,11 +90,12 @@ pub enum DataCommand {
 #[derive(Debug, Args)]
 pub struct ConvertArgs {
     /// Folder layout: `lvit` ({Train,Val,Test}_Folder/{img,labelcol} + xlsx/csv text),
-    /// `guidedecoder` (Images/, GTs/, train.csv/test.csv) or `generic`
-    /// (images/, masks/, reports/<id>.txt, splits.json).
+    /// `guidedecoder` (Images/, GTs/, train.csv/test.csv), `generic`
+    /// (images/, masks/, reports/<id>.txt, splits.json) or `table` (one .csv/.xlsx with the
+    /// columns image, mask, report and optionally split and name; paths relative to it).
     #[arg(long)]
     pub layout: tmca_data::convert::Layout,
-    /// The dataset folder.
+    /// The dataset folder (with `--layout table`: the table file).
     #[arg(long)]
     pub input: PathBuf,
     /// The store to write (a directory; written under a temporary name, renamed when complete).
@@ -118,6 +119,12 @@ pub struct ConvertArgs {
     /// Fraction of train taken as validation when the dataset has no validation split.
     #[arg(long, default_value_t = 0.2)]
     pub val_fraction: f32,
+    /// Read masks that are not exactly 0/1 or 0/255 (JPEG masks such as Kvasir-SEG's,
+    /// anti-aliased drawings): foreground where the value is at least this fraction of the
+    /// full value (255 for 8-bit files). Masks holding only 0 and 1 stay as they are. Without
+    /// it, other values are an error naming the file.
+    #[arg(long, value_name = "FRACTION")]
+    pub mask_threshold: Option<f32>,
     /// Replace an existing output store (only once the new one is complete).
     #[arg(long)]
     pub force: bool,

@@ -1,6 +1,6 @@
 //! Importers from the folder layouts the PyTorch peers use into a tmca store.
 //!
-//! Three layouts ([`Layout`]):
+//! Four layouts ([`Layout`]):
 //!
 //! * **LViT** (QaTa-COV19, MosMedData+): `Train_Folder/`, `Val_Folder/` (optional),
 //!   `Test_Folder/`, each with `img/` and `labelcol/`; text tables (`.xlsx`, `.xls` or `.csv` with
@@ -9,6 +9,8 @@
 //! * **GuideDecoder**: `Images/`, `GTs/`, `train.csv`, optional `val.csv`, `test.csv`. See
 //!   [`guide`].
 //! * **Generic**: `images/`, `masks/`, `reports/<id>.txt`, `splits.json`. See [`generic`].
+//! * **Table**: one `.csv`/`.xlsx` listing image path, mask path, report and split per row (the
+//!   input is the table file). See [`manifest`].
 //!
 //! Conversion happens in two steps:
 //!
@@ -30,17 +32,20 @@
 //!
 //! Validation split: when a layout has no validation part of its own, the last `val_fraction`
 //! (rounded, at most all but one) of the training samples — in LViT by sorted file name, in
-//! GuideDecoder in `train.csv` row order, in Generic in `splits.json` order — become validation.
+//! GuideDecoder in `train.csv` row order, in Generic in `splits.json` order, in Table in row
+//! order — become validation.
 
 mod files;
 pub mod generic;
 pub mod guide;
 pub mod lvit;
+pub mod manifest;
 pub mod table;
 
 #[cfg(test)]
 mod fixtures;
 
+use crate::imageops::MaskRule;
 use crate::store::{StoreWriter, WriteOptions};
 use crate::{DataError, Modality, Progress, Result, Sample, Split, StoreInfo};
 use rayon::prelude::*;
@@ -61,6 +66,8 @@ pub enum Layout {
     GuideDecoder,
     /// `images/`, `masks/`, `reports/<id>.txt` and `splits.json`.
     Generic,
+    /// One table listing image, mask, report and split per row (the input is the table).
+    Table,
 }
 
 impl Layout {
@@ -70,6 +77,7 @@ impl Layout {
             Layout::Lvit => "lvit",
             Layout::GuideDecoder => "guidedecoder",
             Layout::Generic => "generic",
+            Layout::Table => "table",
         }
     }
 }
@@ -89,8 +97,9 @@ impl FromStr for Layout {
                 Ok(Layout::GuideDecoder)
             }
             "generic" => Ok(Layout::Generic),
+            "table" | "manifest" | "csv" => Ok(Layout::Table),
             other => Err(format!(
-                "unknown layout '{other}' (expected lvit, guidedecoder or generic)"
+                "unknown layout '{other}' (expected lvit, guidedecoder, generic or table)"
             )),
         }
     }
@@ -116,6 +125,8 @@ pub struct ConvertOptions {
     /// Fraction of the training samples moved to validation when the layout has no validation
     /// part of its own (in `[0, 1)`).
     pub val_fraction: f32,
+    /// How mask files become 0/1 (exact 0/1 or 0/255 values, or a threshold for JPEG masks).
+    pub mask_rule: MaskRule,
     /// Replace an existing store at `output`.
     pub force: bool,
 }
@@ -138,6 +149,7 @@ impl ConvertOptions {
             height: 224,
             width: 224,
             val_fraction: 0.2,
+            mask_rule: MaskRule::Exact,
             force: false,
         }
     }
@@ -158,6 +170,14 @@ impl ConvertOptions {
                     self.height, self.width
                 ),
             ));
+        }
+        if let Some(t) = self.mask_rule.threshold() {
+            if !(t > 0.0 && t <= 1.0) {
+                return Err(cfg(
+                    "mask_threshold",
+                    format!("must be in (0, 1] (a fraction of the full value), got {t}"),
+                ));
+            }
         }
         if !(0.0..1.0).contains(&self.val_fraction) {
             return Err(cfg(
@@ -302,6 +322,7 @@ pub fn plan_layout(layout: Layout, input: &Path, val_fraction: f32) -> Result<Pl
         Layout::Lvit => lvit::plan_lvit(input, val_fraction),
         Layout::GuideDecoder => guide::plan_guide_decoder(input, val_fraction),
         Layout::Generic => generic::plan_generic(input, val_fraction),
+        Layout::Table => manifest::plan_manifest(input, val_fraction),
     }
 }
 
@@ -374,15 +395,16 @@ pub fn plan(opts: &ConvertOptions, progress: &dyn Progress) -> Result<Plan> {
 }
 
 /// Decodes one planned sample: image (gray or RGB by `channels`, resized bilinear) and mask
-/// (checked to be 0/1 or 0/255, resized nearest, stored 0/1).
+/// (read by `rule`: 0/1 or 0/255, or thresholded; resized nearest, stored 0/1).
 pub fn decode_entry(
     entry: &PlannedSample,
+    rule: MaskRule,
     channels: usize,
     height: usize,
     width: usize,
 ) -> Result<Sample> {
     let (image, mask) =
-        crate::imageops::load_pair(&entry.image, &entry.mask, channels, height, width)?;
+        crate::imageops::load_pair(&entry.image, &entry.mask, rule, channels, height, width)?;
     Ok(Sample {
         name: entry.name.clone(),
         split: entry.split,
@@ -399,14 +421,11 @@ fn store_info(opts: &ConvertOptions, source: &Path, val_from_train: bool) -> Sto
         "source": source.display().to_string(),
         "tmca_version": env!("CARGO_PKG_VERSION"),
     });
+    if let Some(t) = opts.mask_rule.threshold() {
+        provenance["mask_threshold"] = serde_json::json!(shortest(t));
+    }
     if val_from_train {
-        // Via the f32's shortest decimal form, so 0.2 is written 0.2, not 0.20000000298….
-        let fraction: f64 = opts
-            .val_fraction
-            .to_string()
-            .parse()
-            .unwrap_or(f64::from(opts.val_fraction));
-        provenance["val_from_train_fraction"] = serde_json::json!(fraction);
+        provenance["val_from_train_fraction"] = serde_json::json!(shortest(opts.val_fraction));
     }
     StoreInfo {
         name: opts.name.trim().to_string(),
@@ -419,7 +438,13 @@ fn store_info(opts: &ConvertOptions, source: &Path, val_from_train: bool) -> Sto
     }
 }
 
+/// `x` via its shortest decimal form, so 0.2 is written 0.2, not 0.20000000298….
+fn shortest(x: f32) -> f64 {
+    x.to_string().parse().unwrap_or(f64::from(x))
+}
+
 /// Refuses an output that would replace (with `force`) the input or a folder containing it.
+/// (A table's images may lie anywhere; [`check_sources`] checks the plan's files.)
 fn check_output(input: &Path, output: &Path) -> Result<()> {
     let Ok(out) = std::fs::canonicalize(output) else {
         return Ok(()); // does not exist yet
@@ -436,11 +461,38 @@ fn check_output(input: &Path, output: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Refuses an existing output (replaced with `force`) that holds one of the plan's files.
+fn check_sources(plan: &Plan, output: &Path) -> Result<()> {
+    let Ok(out) = std::fs::canonicalize(output) else {
+        return Ok(()); // does not exist yet
+    };
+    for s in &plan.samples {
+        for file in [&s.image, &s.mask] {
+            if std::fs::canonicalize(file).is_ok_and(|f| f.starts_with(&out)) {
+                return Err(DataError::Config {
+                    field: "output".into(),
+                    message: format!(
+                        "{} holds {}, a file of the dataset; choose another output",
+                        output.display(),
+                        file.display()
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Imports a dataset into a new store. Plans and checks everything first, then decodes in
 /// parallel and writes in plan order. Reports the phases `checking` and `converting`.
 pub fn convert(opts: &ConvertOptions, progress: &dyn Progress) -> Result<ConvertSummary> {
     opts.validate()?;
-    files::require_input_dir(&opts.input)?;
+    if opts.layout != Layout::Table {
+        files::require_input_dir(&opts.input)?;
+    } else if !opts.input.is_file() {
+        // The planner says why (a folder given, or nothing there).
+        manifest::plan_manifest(&opts.input, opts.val_fraction)?;
+    }
     let source = std::fs::canonicalize(&opts.input).map_err(|e| DataError::io(&opts.input, e))?;
     check_output(&source, &opts.output)?;
     if opts.output.exists() && !opts.force {
@@ -449,6 +501,7 @@ pub fn convert(opts: &ConvertOptions, progress: &dyn Progress) -> Result<Convert
         });
     }
     let plan = plan(opts, progress)?;
+    check_sources(&plan, &opts.output)?;
     let info = store_info(opts, &source, plan.val_from_train);
     let wopts = WriteOptions {
         force: opts.force,
@@ -459,8 +512,10 @@ pub fn convert(opts: &ConvertOptions, progress: &dyn Progress) -> Result<Convert
     progress.start("converting", plan.samples.len() as u64);
     let written = (|| {
         for block in plan.samples.chunks(BLOCK) {
-            let decoded: Vec<Result<Sample>> =
-                block.par_iter().map(|e| decode_entry(e, c, h, w)).collect();
+            let decoded: Vec<Result<Sample>> = block
+                .par_iter()
+                .map(|e| decode_entry(e, opts.mask_rule, c, h, w))
+                .collect();
             for sample in decoded {
                 writer.push(sample?)?;
                 progress.inc(1);

@@ -42,20 +42,25 @@ impl Table {
 
 /// Reads a table (`.csv`, otherwise a workbook).
 pub fn read_table(path: &Path) -> Result<Table> {
+    rows_from_cells(path, read_cells(path)?)
+}
+
+/// Cells of a table: (row number, cells).
+pub(crate) type Cells = Vec<(usize, Vec<String>)>;
+
+/// Every row of a table (`.csv`, otherwise the first sheet of a workbook) with its number as a
+/// spreadsheet shows it; cells as text, untrimmed.
+pub(crate) fn read_cells(path: &Path) -> Result<Cells> {
     let is_csv = path
         .extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
-    let raw = if is_csv {
-        read_csv_cells(path)?
+    if is_csv {
+        read_csv_cells(path)
     } else {
-        read_workbook_cells(path)?
-    };
-    rows_from_cells(path, raw)
+        read_workbook_cells(path)
+    }
 }
-
-/// Cells of a table: (row number, cells).
-type Cells = Vec<(usize, Vec<String>)>;
 
 fn read_csv_cells(path: &Path) -> Result<Cells> {
     let mut reader = csv::ReaderBuilder::new()
@@ -103,7 +108,8 @@ fn read_workbook_cells(path: &Path) -> Result<Cells> {
         .collect())
 }
 
-fn header_name(cell: &str) -> String {
+/// A header cell as matched: without a byte-order mark, trimmed, lower-cased.
+pub(crate) fn header_name(cell: &str) -> String {
     cell.trim_start_matches('\u{feff}').trim().to_lowercase()
 }
 

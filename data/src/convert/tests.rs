@@ -132,20 +132,22 @@ fn decode_entry_masks() {
     let a = planned(d, "a.png", Split::Val);
     write_image(&a.image, 10);
     write_mask(&a.mask, 10, 1);
-    let s = decode_entry(&a, 1, 8, 10).unwrap();
+    let s = decode_entry(&a, MaskRule::Exact, 1, 8, 10).unwrap();
     assert_eq!(
         (s.name.as_str(), s.split, s.report.as_str()),
         ("a.png", Split::Val, "report of a.png")
     );
     assert_eq!(s.image.len(), 80);
     assert_eq!(s.mask.iter().map(|&v| v as usize).sum::<usize>(), 5 * 8);
-    let rgb = decode_entry(&a, 3, 16, 20).unwrap();
+    let rgb = decode_entry(&a, MaskRule::Exact, 3, 16, 20).unwrap();
     assert_eq!(rgb.image.len(), 3 * 320);
     assert_eq!(&rgb.image[..3], &[10, 11, 12]);
     assert_eq!(&rgb.image[320..323], &[10, 11, 12]);
 
     write_mask(&a.mask, 10, 128);
-    let e = decode_entry(&a, 1, 8, 10).unwrap_err().to_string();
+    let e = decode_entry(&a, MaskRule::Exact, 1, 8, 10)
+        .unwrap_err()
+        .to_string();
     assert!(
         e.contains("mask/a.png") && e.contains("value 128 in 160 pixels"),
         "{e}"
@@ -260,4 +262,71 @@ fn convert_refuses_bad_options_and_input_as_output() {
     let e = convert(&opts, &NoProgress).unwrap_err().to_string();
     assert!(e.contains("Train_Folder"), "{e}");
     assert!(!dir.path().join("o").exists());
+}
+
+#[test]
+fn table_layout_with_jpeg_masks_converts_with_a_threshold() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("kvasir");
+    let mut rows = String::from("image,mask,report,split\n");
+    std::fs::create_dir_all(root.join("masks")).unwrap();
+    for (i, split) in ["train", "train", "train", "val", "test"]
+        .iter()
+        .enumerate()
+    {
+        write_rgb_image(&root.join(format!("images/{i}.jpg")), i as u8);
+        let mask =
+            image::GrayImage::from_fn(W, H, |x, _| image::Luma([if x < 6 { 255 } else { 0 }]));
+        mask.save(root.join(format!("masks/{i}.jpg"))).unwrap();
+        rows.push_str(&format!("images/{i}.jpg,masks/{i}.jpg,polyp {i},{split}\n"));
+    }
+    std::fs::write(root.join("list.csv"), rows).unwrap();
+    let out = dir.path().join("k.zarr");
+    let mut opts = ConvertOptions::new(
+        Layout::Table,
+        root.join("list.csv"),
+        &out,
+        "kvasir",
+        Modality::Endoscopy,
+    );
+    opts.height = H as usize;
+    opts.width = W as usize;
+    // JPEG masks are not exactly binary: refused without a threshold, nothing written.
+    let e = convert(&opts, &NoProgress).unwrap_err().to_string();
+    assert!(
+        e.contains("masks/") && e.contains("--mask-threshold"),
+        "{e}"
+    );
+    assert!(!out.exists());
+
+    opts.mask_rule = MaskRule::Threshold(1.5);
+    assert!(convert(&opts, &NoProgress)
+        .unwrap_err()
+        .to_string()
+        .contains("mask_threshold"));
+    opts.mask_rule = MaskRule::Threshold(0.5);
+    let summary = convert(&opts, &NoProgress).unwrap();
+    assert_eq!(summary.counts, [3, 1, 1]);
+    let store = crate::store::Store::open(&out).unwrap();
+    assert_eq!(store.info().provenance["importer"], "table");
+    assert_eq!(store.info().provenance["mask_threshold"], 0.5);
+    let s = store.sample(4).unwrap();
+    assert_eq!(
+        (s.name.as_str(), s.split, s.report.as_str()),
+        ("4.jpg", Split::Test, "polyp 4")
+    );
+    let want: Vec<u8> = (0..H * W).map(|p| u8::from(p % W < 6)).collect();
+    assert_eq!(s.mask, want);
+
+    // An output that holds the dataset's files is refused even with --force.
+    opts.output = root.join("masks");
+    opts.force = true;
+    let e = convert(&opts, &NoProgress).unwrap_err().to_string();
+    assert!(e.contains("a file of the dataset"), "{e}");
+    assert!(root.join("masks/0.jpg").exists());
+    // A folder as input names the layout's expectation.
+    opts.input = root.clone();
+    opts.output = dir.path().join("k2.zarr");
+    let e = convert(&opts, &NoProgress).unwrap_err().to_string();
+    assert!(e.contains("table file as --input"), "{e}");
 }

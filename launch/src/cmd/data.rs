@@ -5,6 +5,7 @@ use crate::exit::ValidationFailed;
 use crate::progress::Bar;
 use anyhow::Context;
 use tmca_data::convert::{self, ConvertOptions};
+use tmca_data::imageops::MaskRule;
 use tmca_data::store::{Store, WriteOptions};
 use tmca_data::synth::{self, SynthConfig};
 use tmca_data::{inspect, preview, validate, Modality};
@@ -47,6 +48,9 @@ fn convert_cmd(a: &ConvertArgs) -> anyhow::Result<()> {
         height: a.height.unwrap_or(a.size),
         width: a.width.unwrap_or(a.size),
         val_fraction: a.val_fraction,
+        mask_rule: a
+            .mask_threshold
+            .map_or(MaskRule::Exact, MaskRule::Threshold),
         force: a.force,
     };
     let summary = convert::convert(&opts, &Bar::default())?;
