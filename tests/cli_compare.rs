@@ -24,7 +24,8 @@ impl Lcg {
 /// Per-image files A and B: `small` (12 images, distinct differences: exact test), `tied`
 /// (30 images, scores on a 0.05 grid: ties and zeros) and `large` (80 images).
 fn write_pair(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    let header = "dataset,index,source_name,dice,iou,predicted_pixels,mask_pixels,report\n";
+    let header =
+        "dataset,index,source_name,dice,iou,hd95,assd,predicted_pixels,mask_pixels,report\n";
     let (mut a, mut b) = (header.to_string(), header.to_string());
     let mut rng = Lcg(7);
     for (name, n, grid) in [
@@ -41,8 +42,10 @@ fn write_pair(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
                 y = (y * 20.0).round() / 20.0;
             }
             let report = format!("\"report {i}, with a comma\"");
-            writeln!(a, "{name},{i},img{i}.png,{x},{x},1,1,{report}").unwrap();
-            writeln!(b, "{name},{i},img{i}.png,{y},{y},1,1,{report}").unwrap();
+            // Distances that fall as Dice rises (B better on most images, in both).
+            let (hx, hy) = (20.0 * (1.0 - x), 20.0 * (1.0 - y));
+            writeln!(a, "{name},{i},img{i}.png,{x},{x},{hx},{x},1,1,{report}").unwrap();
+            writeln!(b, "{name},{i},img{i}.png,{y},{y},{hy},{y},1,1,{report}").unwrap();
         }
     }
     let (pa, pb) = (dir.join("a.csv"), dir.join("b.csv"));
@@ -88,6 +91,28 @@ fn compare_agrees_with_scipy_and_refuses_other_images() {
         eprintln!("{out}");
     }
 
+    // HD95: lower is better, so "B better" counts the images whose distance fell.
+    let o = tmca(&["compare", sa, sb, "--metric", "hd95", "--format", "json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let hd: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for k in 0..3 {
+        assert_eq!(hd[k]["b_better"], rows[k]["b_better"], "{k}");
+        assert_eq!(hd[k]["b_worse"], rows[k]["b_worse"], "{k}");
+        assert!(hd[k]["mean_diff"].as_f64().unwrap() < 0.0);
+    }
+    let json_hd = dir.path().join("result-hd95.json");
+    std::fs::write(&json_hd, &o.stdout).unwrap();
+    if std::env::var_os("TMCA_SKIP_PYTHON").is_none() {
+        let hd95 = std::ffi::OsStr::new("hd95");
+        common::python_check(
+            "check_compare.py",
+            &[a.as_os_str(), b.as_os_str(), json_hd.as_os_str(), hd95],
+        );
+    }
+    let o = tmca(&["compare", sa, sb, "--metric", "assd"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("ASSD in pixels (lower is better)"));
+
     // A file missing an image, and a file that is not a per-image file, are refused (exit 2).
     let short = dir.path().join("short.csv");
     let text_b = std::fs::read_to_string(&b).unwrap();
@@ -99,6 +124,23 @@ fn compare_agrees_with_scipy_and_refuses_other_images() {
     let o = tmca(&["compare", sa, short.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("tied #3"), "{}", text(&o));
+    // A per-image file from before the distances: Dice compares, HD95 asks for a new eval.
+    let old = dir.path().join("old.csv");
+    let old_text: String = std::fs::read_to_string(&a)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.splitn(8, ',').collect();
+            format!("{},{}\n", f[..5].join(","), f[7])
+        })
+        .collect();
+    std::fs::write(&old, old_text).unwrap();
+    let so = old.to_str().unwrap();
+    let o = tmca(&["compare", so, sb]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = tmca(&["compare", so, sb, "--metric", "hd95"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("no `hd95` column") && text(&o).contains("evaluate again"));
     let other = dir.path().join("other.csv");
     std::fs::write(&other, "name,score\nx,1\n").unwrap();
     let o = tmca(&["compare", sa, other.to_str().unwrap()]);

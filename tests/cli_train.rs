@@ -71,18 +71,24 @@ fn train_eval_predict_write_what_they_promise() {
     let mut lines = csv.lines();
     assert_eq!(
         lines.next(),
-        Some("dataset,index,source_name,dice,iou,predicted_pixels,mask_pixels,report")
+        Some("dataset,index,source_name,dice,iou,hd95,assd,predicted_pixels,mask_pixels,report")
     );
-    let dice: Vec<f64> = lines
+    let rows: Vec<Vec<f64>> = lines
         .map(|l| {
             assert!(l.starts_with("synth-endoscopy,"), "{l}");
-            l.split(',').nth(3).unwrap().parse().unwrap()
+            let f: Vec<&str> = l.split(',').collect();
+            (3..7).map(|i| f[i].parse().unwrap()).collect()
         })
         .collect();
-    assert_eq!(dice.len(), 4, "{csv}");
-    let mean = dice.iter().sum::<f64>() / 4.0;
-    let want = rec["datasets"][0]["dice_per_image"].as_f64().unwrap();
-    assert!((mean - want).abs() < 1e-5, "{mean} vs {want}");
+    assert_eq!(rows.len(), 4, "{csv}");
+    // Dice, IoU, HD95, ASSD: the per-image means are the dataset's recorded values.
+    for (k, key) in ["dice", "iou", "hd95", "assd"].iter().enumerate() {
+        let mean = rows.iter().map(|r| r[k]).sum::<f64>() / 4.0;
+        let want = rec["datasets"][0][format!("{key}_per_image")]
+            .as_f64()
+            .unwrap();
+        assert!((mean - want).abs() < 1e-5, "{key}: {mean} vs {want}");
+    }
     let tta: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(run.join("eval/best-test-tta.json")).unwrap(),
     )
@@ -114,7 +120,7 @@ fn train_eval_predict_write_what_they_promise() {
             .unwrap()
             .lines()
             .skip(1)
-            .map(|l| l.split(',').nth(5).unwrap().parse::<u64>().unwrap())
+            .map(|l| l.split(',').nth(7).unwrap().parse::<u64>().unwrap())
             .sum()
     };
     assert!(

@@ -30,7 +30,8 @@ pub enum Command {
     /// first failure and restart from the latest checkpoint up to --max-restarts times. Across
     /// nodes, use mpirun or srun (README).
     Launch(LaunchArgs),
-    /// Evaluate a trained run: Dice and IoU per dataset, per-image mean and pixel-pooled.
+    /// Evaluate a trained run: Dice and IoU per dataset, per-image mean and pixel-pooled, and
+    /// the boundary distances HD95 and ASSD (pixels).
     Eval(EvalArgs),
     /// Predict masks from images and reports with a trained run.
     Predict(PredictArgs),
@@ -399,8 +400,8 @@ pub struct EvalArgs {
     /// `train.threshold`, 0.5 unless set).
     #[arg(long, value_parser = parse_threshold)]
     pub threshold: Option<f32>,
-    /// Also write one CSV row per image here: dataset, index, source name, Dice, IoU,
-    /// predicted and mask pixels, report (for error analysis and paired comparisons of runs).
+    /// Also write one CSV row per image here: dataset, index, source name, Dice, IoU, HD95,
+    /// ASSD, predicted and mask pixels, report (for error analysis and paired comparisons of runs).
     #[arg(long)]
     pub per_image: Option<PathBuf>,
     /// Also write the results as JSON here. Evaluations of the run's own stores are always
@@ -427,7 +428,8 @@ pub struct CompareArgs {
     pub a: PathBuf,
     /// Per-image results of model B on the same stores and split.
     pub b: PathBuf,
-    /// Score compared.
+    /// Score compared: dice, iou, or the boundary distances hd95 and assd (lower is better:
+    /// "B better" then counts the images where B's distance is smaller).
     #[arg(long, value_enum, default_value_t = CompareMetric::Dice)]
     pub metric: CompareMetric,
     /// Bootstrap resamples of the interval of the mean difference (at least 100).
@@ -454,6 +456,27 @@ pub enum CompareFormat {
 pub enum CompareMetric {
     Dice,
     Iou,
+    /// 95th-percentile Hausdorff distance in pixels (lower is better).
+    Hd95,
+    /// Average symmetric surface distance in pixels (lower is better).
+    Assd,
+}
+
+impl CompareMetric {
+    /// Its column in a `tmca eval --per-image` file.
+    pub fn column(self) -> &'static str {
+        match self {
+            CompareMetric::Dice => "dice",
+            CompareMetric::Iou => "iou",
+            CompareMetric::Hd95 => "hd95",
+            CompareMetric::Assd => "assd",
+        }
+    }
+
+    /// Whether lower scores are better.
+    pub fn is_distance(self) -> bool {
+        matches!(self, CompareMetric::Hd95 | CompareMetric::Assd)
+    }
 }
 
 #[derive(Debug, Args)]

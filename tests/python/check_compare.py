@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Checks `tmca compare --format json` against numpy and scipy.
 
-Usage: check_compare.py A.csv B.csv RESULT.json   (run by tests/cli_compare.rs)
+Usage: check_compare.py A.csv B.csv RESULT.json [METRIC]   (run by tests/cli_compare.rs)
+
+METRIC is the compared column (default dice); for the distances hd95 and assd lower is
+better, so "better" counts the negative differences.
 
 Per dataset (and over all images when there are several): the image count, the means of A and
 B and of B - A (numpy), the better/equal/worse counts, the Wilcoxon signed-rank p-value of
@@ -29,13 +32,14 @@ def close(a, b, rel=1e-9, abs_=1e-12):
     return math.isclose(a, b, rel_tol=rel, abs_tol=abs_)
 
 
-def load(path):
+def load(path, metric):
     with open(path, newline="") as f:
-        return {(r["dataset"], int(r["index"])): float(r["dice"]) for r in csv.DictReader(f)}
+        return {(r["dataset"], int(r["index"])): float(r[metric]) for r in csv.DictReader(f)}
 
 
-def main(a_path, b_path, result_path):
-    a, b = load(a_path), load(b_path)
+def main(a_path, b_path, result_path, metric="dice"):
+    a, b = load(a_path, metric), load(b_path, metric)
+    lower_is_better = metric in ("hd95", "assd")
     rows = json.load(open(result_path))
     datasets = list(dict.fromkeys(k[0] for k in a))
     groups = {d: sorted(k for k in a if k[0] == d) for d in datasets}
@@ -54,7 +58,8 @@ def main(a_path, b_path, result_path):
         for field, want in [("mean_a", x.mean()), ("mean_b", y.mean()), ("mean_diff", d.mean())]:
             if not close(r[field], want):
                 fail("%s: %s %r, numpy %r" % (name, field, r[field], want))
-        counts = (int((d > 0).sum()), int((d == 0).sum()), int((d < 0).sum()))
+        better, worse = ((d < 0), (d > 0)) if lower_is_better else ((d > 0), (d < 0))
+        counts = (int(better.sum()), int((d == 0).sum()), int(worse.sum()))
         if (r["b_better"], r["equal"], r["b_worse"]) != counts:
             fail("%s: better/equal/worse %r, expected %r" % (name, (r["b_better"], r["equal"], r["b_worse"]), counts))
         nz = d[d != 0]
@@ -83,4 +88,4 @@ def main(a_path, b_path, result_path):
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:5])

@@ -9,6 +9,7 @@ Checks, against the run's own `config.toml` and best checkpoint manifest:
   * train scalars (loss, lr, grad norm, img/s, dice/bce terms, the contrastive total, one loss
     and one temperature per contrastive level), finite, temperatures within [tau_min, tau_max];
   * validation scalars per dataset and protocol (dice/iou, per-image and pixel-pooled) in [0, 1],
+    boundary distances (hd95/assd per image) in [0, the image diagonal],
     at the same steps as `val/mean_dice_per_image`, whose maximum is the best checkpoint's
     `best_val_dice`;
   * validation.jsonl: the same validations (steps, datasets, every metric) as TensorBoard;
@@ -64,6 +65,7 @@ def main(run):
             check(model["tau_min"] - 1e-6 <= e.value <= model["tau_max"] + 1e-6,
                   "temperature of level %d is %r, outside [tau_min, tau_max]" % (lv, e.value))
 
+    image_diagonal = math.sqrt(2.0) * cfg["data"]["image_size"]
     mean = series("val/mean_dice_per_image")
     val_steps = [e.step for e in mean]
     datasets = sorted({t.split("/")[1] for t in scalars if t.startswith("val/") and t.count("/") == 2})
@@ -75,6 +77,11 @@ def main(run):
                   % (ds, metric, [e.step for e in got], val_steps))
             for e in got:
                 check(0.0 <= e.value <= 1.0, "val/%s/%s = %r" % (ds, metric, e.value))
+        for metric in ["hd95_per_image", "assd_per_image"]:
+            got = series("val/%s/%s" % (ds, metric))
+            check([e.step for e in got] == val_steps, "val/%s/%s steps" % (ds, metric))
+            for e in got:
+                check(0.0 <= e.value <= image_diagonal, "val/%s/%s = %r" % (ds, metric, e.value))
 
     # validation.jsonl holds the same validations as TensorBoard, one line each.
     with open(os.path.join(run, "validation.jsonl")) as f:
@@ -88,7 +95,8 @@ def main(run):
               "validation.jsonl step %d datasets %r" % (e.step, [d["dataset"] for d in r["datasets"]]))
         for d in r["datasets"]:
             check(d["split"] == "val", "validation.jsonl: split %r" % d["split"])
-            for metric in ["dice_per_image", "iou_per_image", "dice_pooled", "iou_pooled"]:
+            for metric in ["dice_per_image", "iou_per_image", "dice_pooled", "iou_pooled",
+                           "hd95_per_image", "assd_per_image"]:
                 tb = [x.value for x in ea.Scalars("val/%s/%s" % (d["dataset"], metric)) if x.step == e.step]
                 check(len(tb) == 1 and math.isclose(d[metric], tb[0], rel_tol=1e-5, abs_tol=1e-6),
                       "validation.jsonl step %d %s %s: %r vs TensorBoard %r" % (e.step, d["dataset"], metric, d[metric], tb))

@@ -25,9 +25,15 @@ fn read(path: &Path, metric: CompareMetric) -> anyhow::Result<Scores> {
         })
     };
     let (ds, ix) = (col("dataset")?, col("index")?);
-    let sc = col(match metric {
-        CompareMetric::Dice => "dice",
-        CompareMetric::Iou => "iou",
+    let sc = col(metric.column()).map_err(|e| {
+        if metric.is_distance() {
+            bad(format!(
+                "no `{}` column (written by `tmca eval --per-image` since boundary distances were added; evaluate again)",
+                metric.column()
+            ))
+        } else {
+            e
+        }
     })?;
     let mut order = Vec::new();
     let mut scores = BTreeMap::new();
@@ -100,13 +106,19 @@ pub fn run(a: &CompareArgs) -> anyhow::Result<()> {
         all.1.extend(&y);
         rows.push(Row {
             dataset: name.clone(),
-            paired: compare(&x, &y, a.bootstrap as usize, a.seed),
+            paired: compare(&x, &y, a.bootstrap as usize, a.seed, a.metric.is_distance()),
         });
     }
     if order.len() > 1 {
         rows.push(Row {
             dataset: "all images".into(),
-            paired: compare(&all.0, &all.1, a.bootstrap as usize, a.seed),
+            paired: compare(
+                &all.0,
+                &all.1,
+                a.bootstrap as usize,
+                a.seed,
+                a.metric.is_distance(),
+            ),
         });
     }
     match a.format {
@@ -120,6 +132,8 @@ fn table(a: &CompareArgs, rows: &[Row]) -> String {
     let metric = match a.metric {
         CompareMetric::Dice => "Dice",
         CompareMetric::Iou => "IoU",
+        CompareMetric::Hd95 => "HD95 in pixels (lower is better)",
+        CompareMetric::Assd => "ASSD in pixels (lower is better)",
     };
     let mut s = format!(
         "A = {}, B = {}; per-image {metric}; B − A with a 95% paired-bootstrap interval ({} resamples); Wilcoxon signed-rank test, two-sided\n\n",

@@ -1,4 +1,5 @@
-//! [`SegMetrics`]: accumulates Dice and IoU under both protocols; [`SegSummary`]: the result.
+//! [`SegMetrics`]: accumulates Dice and IoU under both protocols and the per-image boundary
+//! distances (HD95, ASSD); [`SegSummary`]: the result.
 
 use serde::{Deserialize, Serialize};
 
@@ -6,6 +7,7 @@ use super::confusion::Confusion;
 use super::dice::dice;
 use super::error::MetricsError;
 use super::iou::iou;
+use super::surface::surface_distances;
 
 /// Mask values above this are foreground (masks are 0/1, possibly resampled).
 pub const MASK_THRESHOLD: f32 = 0.5;
@@ -18,12 +20,15 @@ const F64_EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
 /// Keeps, for the **per-image** protocol (LViT: metric per image, then averaged), the sums of
 /// per-image Dice and IoU and the image count; for the **pooled** protocol (GuideDecoder /
 /// torchmetrics: TP, FP, FN summed over every pixel of every image, metric computed once),
-/// the pooled counts. Everything is a sum, so [`SegMetrics::merge`] and an element-wise sum of
+/// the pooled counts; and the sums of per-image HD95 and ASSD ([`super::surface`]). Everything
+/// is a sum, so [`SegMetrics::merge`] and an element-wise sum of
 /// [`SegMetrics::to_vec`] vectors are exact.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SegMetrics {
     dice_sum: f64,
     iou_sum: f64,
+    hd95_sum: f64,
+    assd_sum: f64,
     images: u64,
     pooled: Confusion,
 }
@@ -33,8 +38,13 @@ pub fn nullable_f64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Er
     Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
-/// Final metrics. All values are in `[0, 1]`; all are `NaN` when no image was seen (`null`
-/// in JSON).
+fn nan() -> f64 {
+    f64::NAN
+}
+
+/// Final metrics. Dice and IoU are in `[0, 1]`, the distances in pixels of the evaluated
+/// images; all are `NaN` when no image was seen (`null` in JSON; results written before the
+/// distances existed read them as `NaN`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct SegSummary {
     /// Mean over images of per-image Dice (empty prediction on empty mask counts 1).
@@ -49,6 +59,12 @@ pub struct SegSummary {
     /// `TP / (TP + FP + FN)` over all pixels (1 if everything is empty).
     #[serde(deserialize_with = "nullable_f64")]
     pub iou_pooled: f64,
+    /// Mean over images of the 95th-percentile Hausdorff distance (see [`super::surface`]).
+    #[serde(default = "nan", deserialize_with = "nullable_f64")]
+    pub hd95_per_image: f64,
+    /// Mean over images of the average symmetric surface distance.
+    #[serde(default = "nan", deserialize_with = "nullable_f64")]
+    pub assd_per_image: f64,
     /// Number of images.
     pub images: u64,
 }
@@ -57,8 +73,14 @@ impl std::fmt::Display for SegSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "dice {:.4} / iou {:.4} per image, dice {:.4} / iou {:.4} pooled, {} images",
-            self.dice_per_image, self.iou_per_image, self.dice_pooled, self.iou_pooled, self.images
+            "dice {:.4} / iou {:.4} per image, dice {:.4} / iou {:.4} pooled, hd95 {:.2} / assd {:.2} px, {} images",
+            self.dice_per_image,
+            self.iou_per_image,
+            self.dice_pooled,
+            self.iou_pooled,
+            self.hd95_per_image,
+            self.assd_per_image,
+            self.images
         )
     }
 }
@@ -92,10 +114,10 @@ fn check_shape(
 
 impl SegMetrics {
     /// Number of values in [`SegMetrics::to_vec`].
-    pub const VEC_LEN: usize = 6;
+    pub const VEC_LEN: usize = 8;
 
-    /// Adds a batch of `n_images` images of `pixels_per_image` pixels each (any layout, as
-    /// long as each image's pixels are contiguous: `[N, H, W]` or `[N, 1, H, W]`).
+    /// Adds a batch of `n_images` images of `height`x`width` pixels each (`[N, H, W]` or
+    /// `[N, 1, H, W]`, row-major).
     ///
     /// `pred` holds **probabilities**: a pixel is predicted foreground when
     /// `pred > threshold` (use `0.5` for sigmoid outputs; for raw logits, `threshold = 0.0`
@@ -106,20 +128,16 @@ impl SegMetrics {
         pred: &[f32],
         mask: &[f32],
         n_images: usize,
-        pixels_per_image: usize,
+        height: usize,
+        width: usize,
         threshold: f32,
     ) -> Result<(), MetricsError> {
-        check_shape(pred.len(), mask.len(), n_images, pixels_per_image)?;
-        for (p, m) in pred
-            .chunks_exact(pixels_per_image)
-            .zip(mask.chunks_exact(pixels_per_image))
-        {
-            let c = Confusion::from_pairs(
-                p.iter()
-                    .zip(m)
-                    .map(|(&p, &m)| (p > threshold, m > MASK_THRESHOLD)),
-            );
-            self.add_image(&c);
+        let hw = height * width;
+        check_shape(pred.len(), mask.len(), n_images, hw)?;
+        for (p, m) in pred.chunks_exact(hw).zip(mask.chunks_exact(hw)) {
+            let p: Vec<bool> = p.iter().map(|&p| p > threshold).collect();
+            let m: Vec<bool> = m.iter().map(|&m| m > MASK_THRESHOLD).collect();
+            self.add_image(&p, &m, height, width);
         }
         Ok(())
     }
@@ -130,31 +148,37 @@ impl SegMetrics {
         pred: &[u8],
         mask: &[u8],
         n_images: usize,
-        pixels_per_image: usize,
+        height: usize,
+        width: usize,
     ) -> Result<(), MetricsError> {
-        check_shape(pred.len(), mask.len(), n_images, pixels_per_image)?;
-        for (p, m) in pred
-            .chunks_exact(pixels_per_image)
-            .zip(mask.chunks_exact(pixels_per_image))
-        {
-            let c = Confusion::from_pairs(p.iter().zip(m).map(|(&p, &m)| (p != 0, m != 0)));
-            self.add_image(&c);
+        let hw = height * width;
+        check_shape(pred.len(), mask.len(), n_images, hw)?;
+        for (p, m) in pred.chunks_exact(hw).zip(mask.chunks_exact(hw)) {
+            let p: Vec<bool> = p.iter().map(|&p| p != 0).collect();
+            let m: Vec<bool> = m.iter().map(|&m| m != 0).collect();
+            self.add_image(&p, &m, height, width);
         }
         Ok(())
     }
 
-    /// Adds one image given its confusion counts.
-    pub fn add_image(&mut self, c: &Confusion) {
-        self.dice_sum += dice(c);
-        self.iou_sum += iou(c);
+    /// Adds one `height`x`width` image given as binary prediction and mask.
+    pub fn add_image(&mut self, pred: &[bool], mask: &[bool], height: usize, width: usize) {
+        let c = Confusion::from_pairs(pred.iter().copied().zip(mask.iter().copied()));
+        let d = surface_distances(pred, mask, height, width);
+        self.dice_sum += dice(&c);
+        self.iou_sum += iou(&c);
+        self.hd95_sum += d.hd95;
+        self.assd_sum += d.assd;
         self.images += 1;
-        self.pooled.add(c);
+        self.pooled.add(&c);
     }
 
     /// Adds another accumulator's sums (other ranks, other datasets). Exact.
     pub fn merge(&mut self, other: &SegMetrics) {
         self.dice_sum += other.dice_sum;
         self.iou_sum += other.iou_sum;
+        self.hd95_sum += other.hd95_sum;
+        self.assd_sum += other.assd_sum;
         self.images += other.images;
         self.pooled.add(&other.pooled);
     }
@@ -177,6 +201,8 @@ impl SegMetrics {
                 iou_per_image: f64::NAN,
                 dice_pooled: f64::NAN,
                 iou_pooled: f64::NAN,
+                hd95_per_image: f64::NAN,
+                assd_per_image: f64::NAN,
                 images: 0,
             };
         }
@@ -186,11 +212,14 @@ impl SegMetrics {
             iou_per_image: self.iou_sum / n,
             dice_pooled: dice(&self.pooled),
             iou_pooled: iou(&self.pooled),
+            hd95_per_image: self.hd95_sum / n,
+            assd_per_image: self.assd_sum / n,
             images: self.images,
         }
     }
 
-    /// The sums as `[dice_sum, iou_sum, images, TP, FP, FN]`, for an all-reduce (sum).
+    /// The sums as `[dice_sum, iou_sum, images, TP, FP, FN, hd95_sum, assd_sum]`, for an
+    /// all-reduce (sum).
     ///
     /// Reduce in `f64`: counts are exact up to 2^53, but an `f32` reduction loses pixels past
     /// 2^24 (~16.7 M, a few hundred 256x256 images).
@@ -202,13 +231,15 @@ impl SegMetrics {
             self.pooled.true_pos as f64,
             self.pooled.false_pos as f64,
             self.pooled.false_neg as f64,
+            self.hd95_sum,
+            self.assd_sum,
         ]
     }
 
     /// Inverse of [`SegMetrics::to_vec`] (also accepts an element-wise sum of such vectors).
     pub fn from_vec(v: &[f64]) -> Result<Self, MetricsError> {
-        let [dice_sum, iou_sum, images, tp, fp, fneg] = <[f64; Self::VEC_LEN]>::try_from(v)
-            .map_err(|_| {
+        let [dice_sum, iou_sum, images, tp, fp, fneg, hd95_sum, assd_sum] =
+            <[f64; Self::VEC_LEN]>::try_from(v).map_err(|_| {
                 MetricsError::BadVector(format!("{} values, expected {}", v.len(), Self::VEC_LEN))
             })?;
         let count = |name: &str, x: f64| -> Result<u64, MetricsError> {
@@ -235,9 +266,18 @@ impl SegMetrics {
                 )));
             }
         }
+        for (name, s) in [("hd95_sum", hd95_sum), ("assd_sum", assd_sum)] {
+            if !(s.is_finite() && s >= 0.0) {
+                return Err(MetricsError::BadVector(format!(
+                    "{name} = {s} is not a sum of distances"
+                )));
+            }
+        }
         Ok(Self {
             dice_sum,
             iou_sum,
+            hd95_sum,
+            assd_sum,
             images,
             pooled,
         })

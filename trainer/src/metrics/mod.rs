@@ -18,6 +18,7 @@ pub mod dice;
 pub mod error;
 pub mod iou;
 pub mod paired;
+pub mod surface;
 
 #[cfg(test)]
 mod tests;
@@ -27,3 +28,4 @@ pub use confusion::Confusion;
 pub use dice::dice;
 pub use error::MetricsError;
 pub use iou::iou;
+pub use surface::{surface_distances, SurfaceDistances};

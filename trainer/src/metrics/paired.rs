@@ -127,7 +127,7 @@ pub struct Paired {
     pub mean_diff: f64,
     pub ci_low: f64,
     pub ci_high: f64,
-    /// Images where b scores higher, equal, lower.
+    /// Images where b scores better (higher; lower for a distance), equal, worse.
     pub b_better: usize,
     pub equal: usize,
     pub b_worse: usize,
@@ -135,8 +135,9 @@ pub struct Paired {
 }
 
 /// Compares `b` against `a` (same length, same images in the same order) with `resamples`
-/// bootstrap draws from a generator seeded by `seed`.
-pub fn compare(a: &[f64], b: &[f64], resamples: usize, seed: u64) -> Paired {
+/// bootstrap draws from a generator seeded by `seed`. `lower_is_better` for distances (HD95):
+/// it only decides which images count as better and worse.
+pub fn compare(a: &[f64], b: &[f64], resamples: usize, seed: u64, lower_is_better: bool) -> Paired {
     let n = a.len().min(b.len());
     let d: Vec<f64> = (0..n).map(|i| b[i] - a[i]).collect();
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
@@ -159,9 +160,15 @@ pub fn compare(a: &[f64], b: &[f64], resamples: usize, seed: u64) -> Paired {
         mean_diff,
         ci_low,
         ci_high,
-        b_better: d.iter().filter(|x| **x > 0.0).count(),
+        b_better: d
+            .iter()
+            .filter(|x| (**x > 0.0) != lower_is_better && **x != 0.0)
+            .count(),
         equal: d.iter().filter(|x| **x == 0.0).count(),
-        b_worse: d.iter().filter(|x| **x < 0.0).count(),
+        b_worse: d
+            .iter()
+            .filter(|x| (**x < 0.0) != lower_is_better && **x != 0.0)
+            .count(),
         wilcoxon: wilcoxon(&d),
     }
 }
@@ -206,11 +213,17 @@ mod tests {
             .enumerate()
             .map(|(i, x)| x + 0.05 + ((i % 5) as f64 - 2.0) / 100.0)
             .collect();
-        let p = compare(&a, &b, 2000, 1);
+        let p = compare(&a, &b, 2000, 1, false);
         assert!((p.mean_diff - 0.05).abs() < 1e-12);
         assert!(p.ci_low <= p.mean_diff && p.mean_diff <= p.ci_high);
         assert!(p.ci_high - p.ci_low < 0.01, "{p:?}");
         assert_eq!(p.b_better + p.equal + p.b_worse, 200);
-        assert_eq!(compare(&a, &b, 2000, 1), p, "seeded");
+        assert_eq!(compare(&a, &b, 2000, 1, false), p, "seeded");
+        let lower = compare(&a, &b, 2000, 1, true);
+        assert_eq!(
+            (lower.b_better, lower.equal, lower.b_worse),
+            (p.b_worse, p.equal, p.b_better)
+        );
+        assert_eq!(lower.mean_diff, p.mean_diff);
     }
 }

@@ -8,7 +8,7 @@ fn close(a: f64, b: f64) -> bool {
 
 fn summary_of(pred: &[f32], mask: &[f32], n: usize, ppi: usize) -> SegSummary {
     let mut m = SegMetrics::default();
-    m.update(pred, mask, n, ppi, 0.5).unwrap();
+    m.update(pred, mask, n, 1, ppi, 0.5).unwrap();
     m.summary()
 }
 
@@ -23,6 +23,8 @@ fn perfect_prediction_is_one() {
             iou_per_image: 1.0,
             dice_pooled: 1.0,
             iou_pooled: 1.0,
+            hd95_per_image: 0.0,
+            assd_per_image: 0.0,
             images: 2
         }
     );
@@ -86,7 +88,7 @@ fn partial_overlap_and_an_empty_image() {
     let pred = [1., 1., 0., 0., /* B */ 0., 0., 0., 0.];
     let mask = [1., 0., 1., 0., /* B */ 0., 0., 0., 0.];
     let mut m = SegMetrics::default();
-    m.update(&pred, &mask, 2, 4, 0.5).unwrap();
+    m.update(&pred, &mask, 2, 1, 4, 0.5).unwrap();
     assert_eq!(
         m.pooled(),
         Confusion {
@@ -125,7 +127,7 @@ fn threshold_is_strict_and_works_on_logits() {
     let mask = [1., 1., 0., 0.];
     // Probabilities: 0.5 is not above 0.5.
     let mut m = SegMetrics::default();
-    m.update(&[0.5, 0.51, 0.49, f32::NAN], &mask, 1, 4, 0.5)
+    m.update(&[0.5, 0.51, 0.49, f32::NAN], &mask, 1, 1, 4, 0.5)
         .unwrap();
     assert_eq!(
         m.pooled(),
@@ -137,7 +139,8 @@ fn threshold_is_strict_and_works_on_logits() {
     );
     // Logits with threshold 0 mean probability 0.5.
     let mut m = SegMetrics::default();
-    m.update(&[3.0, 0.1, -0.1, -4.0], &mask, 1, 4, 0.0).unwrap();
+    m.update(&[3.0, 0.1, -0.1, -4.0], &mask, 1, 1, 4, 0.0)
+        .unwrap();
     assert_eq!(
         m.pooled(),
         Confusion {
@@ -148,7 +151,7 @@ fn threshold_is_strict_and_works_on_logits() {
     );
     // Soft masks: > 0.5 is foreground.
     let mut m = SegMetrics::default();
-    m.update(&[1., 1.], &[0.6, 0.5], 1, 2, 0.5).unwrap();
+    m.update(&[1., 1.], &[0.6, 0.5], 1, 1, 2, 0.5).unwrap();
     assert_eq!(
         m.pooled(),
         Confusion {
@@ -169,9 +172,9 @@ fn binary_update_matches_float_update() {
         .collect();
     let mask_f: Vec<f32> = mask_u8.iter().map(|&x| f32::from(x)).collect();
     let mut a = SegMetrics::default();
-    a.update_binary(&pred_u8, &mask_u8, 3, 3).unwrap();
+    a.update_binary(&pred_u8, &mask_u8, 1, 3, 3).unwrap();
     let mut b = SegMetrics::default();
-    b.update(&pred_f, &mask_f, 3, 3, 0.5).unwrap();
+    b.update(&pred_f, &mask_f, 1, 3, 3, 0.5).unwrap();
     assert_eq!(a, b);
 }
 
@@ -196,13 +199,13 @@ fn merge_and_vector_sum_are_exact() {
     let mut parts = Vec::new();
     for (p, m) in batches() {
         let mut part = SegMetrics::default();
-        part.update(&p, &m, p.len() / 4, 4, 0.5).unwrap();
+        part.update(&p, &m, p.len() / 4, 2, 2, 0.5).unwrap();
         parts.push(part);
         all_p.extend(p);
         all_m.extend(m);
     }
     whole
-        .update(&all_p, &all_m, all_p.len() / 4, 4, 0.5)
+        .update(&all_p, &all_m, all_p.len() / 4, 2, 2, 0.5)
         .unwrap();
 
     let mut merged = SegMetrics::default();
@@ -234,14 +237,14 @@ fn no_images_gives_nan() {
     assert!(s.dice_per_image.is_nan() && s.iou_per_image.is_nan());
     assert!(s.dice_pooled.is_nan() && s.iou_pooled.is_nan());
     let mut m = SegMetrics::default();
-    m.update(&[], &[], 0, 16, 0.5).unwrap();
+    m.update(&[], &[], 0, 4, 4, 0.5).unwrap();
     assert_eq!(m.images(), 0);
 }
 
 #[test]
 fn shape_errors() {
     let mut m = SegMetrics::default();
-    let err = m.update(&[0.; 7], &[0.; 8], 2, 4, 0.5).unwrap_err();
+    let err = m.update(&[0.; 7], &[0.; 8], 2, 2, 2, 0.5).unwrap_err();
     assert!(matches!(
         err,
         MetricsError::Shape {
@@ -251,7 +254,7 @@ fn shape_errors() {
             ..
         }
     ));
-    let err = m.update(&[0.; 8], &[0.; 6], 2, 4, 0.5).unwrap_err();
+    let err = m.update(&[0.; 8], &[0.; 6], 2, 2, 2, 0.5).unwrap_err();
     assert!(matches!(
         err,
         MetricsError::Shape {
@@ -260,22 +263,42 @@ fn shape_errors() {
             ..
         }
     ));
-    let err = m.update_binary(&[], &[], 3, 0).unwrap_err();
+    let err = m.update_binary(&[], &[], 3, 0, 5).unwrap_err();
     assert!(matches!(err, MetricsError::BadSize { .. }), "{err}");
-    let err = m.update(&[], &[], usize::MAX, 2, 0.5).unwrap_err();
+    let err = m.update(&[], &[], usize::MAX, 1, 2, 0.5).unwrap_err();
     assert!(matches!(err, MetricsError::BadSize { .. }), "{err}");
     assert_eq!(m, SegMetrics::default()); // nothing half-applied
 }
 
 #[test]
 fn from_vec_rejects_invalid_sums() {
-    assert!(SegMetrics::from_vec(&[0.; 5]).is_err());
-    assert!(SegMetrics::from_vec(&[0., 0., 1.5, 0., 0., 0.]).is_err()); // fractional count
-    assert!(SegMetrics::from_vec(&[0., 0., 1., -1., 0., 0.]).is_err()); // negative count
-    assert!(SegMetrics::from_vec(&[3., 0., 2., 0., 0., 0.]).is_err()); // dice sum > images
-    assert!(SegMetrics::from_vec(&[f64::NAN, 0., 2., 0., 0., 0.]).is_err());
-    let ok = SegMetrics::from_vec(&[2., 2., 2., 0., 0., 0.]).unwrap();
+    let v = |x: [f64; 6]| [x[0], x[1], x[2], x[3], x[4], x[5], 0.0, 0.0];
+    assert!(SegMetrics::from_vec(&[0.; 6]).is_err());
+    assert!(SegMetrics::from_vec(&v([0., 0., 1.5, 0., 0., 0.])).is_err()); // fractional count
+    assert!(SegMetrics::from_vec(&v([0., 0., 1., -1., 0., 0.])).is_err()); // negative count
+    assert!(SegMetrics::from_vec(&v([3., 0., 2., 0., 0., 0.])).is_err()); // dice sum > images
+    assert!(SegMetrics::from_vec(&v([f64::NAN, 0., 2., 0., 0., 0.])).is_err());
+    assert!(SegMetrics::from_vec(&[2., 2., 2., 0., 0., 0., -1., 0.]).is_err()); // distance < 0
+    assert!(SegMetrics::from_vec(&[2., 2., 2., 0., 0., 0., 0., f64::INFINITY]).is_err());
+    let ok = SegMetrics::from_vec(&[2., 2., 2., 0., 0., 0., 3., 1.]).unwrap();
     assert_eq!(ok.summary().dice_per_image, 1.0);
+    assert_eq!(ok.summary().hd95_per_image, 1.5);
+    assert_eq!(ok.summary().assd_per_image, 0.5);
+}
+
+#[test]
+fn distances_are_averaged_per_image_and_old_results_read_as_nan() {
+    // 2x3 images. A: perfect (0). B: empty prediction on a target: the diagonal, sqrt(13).
+    let pred = [1., 1., 0., 0., 0., 0., /* B */ 0., 0., 0., 0., 0., 0.];
+    let mask = [1., 1., 0., 0., 0., 0., /* B */ 0., 0., 1., 0., 0., 0.];
+    let mut m = SegMetrics::default();
+    m.update(&pred, &mask, 2, 2, 3, 0.5).unwrap();
+    let s = m.summary();
+    assert!(close(s.hd95_per_image, 13f64.sqrt() / 2.0), "{s}");
+    assert!(close(s.assd_per_image, 13f64.sqrt() / 2.0), "{s}");
+    let old = r#"{"dice_per_image":1,"iou_per_image":1,"dice_pooled":1,"iou_pooled":1,"images":2}"#;
+    let s: SegSummary = serde_json::from_str(old).unwrap();
+    assert!(s.hd95_per_image.is_nan() && s.assd_per_image.is_nan());
 }
 
 #[test]

@@ -87,7 +87,7 @@ pub fn evaluate(
             };
             let (probs, maps) = super::tta::probabilities_and_maps(model, &x, mirrored)?;
             let probs: Vec<f32> = probs.detach().flatten_all()?.to_vec1()?;
-            m.update(&probs, &b.masks, b.size, b.height * b.width, spec.threshold)?;
+            m.update(&probs, &b.masks, b.size, b.height, b.width, spec.threshold)?;
             on_batch(store, &b, &probs, &maps)?;
             spec.progress.inc(1);
         }
@@ -113,20 +113,25 @@ pub fn mean_dice(results: &[EvalResult]) -> f64 {
         / results.len().max(1) as f64
 }
 
-/// A Markdown table of results, labelled with both protocols.
+/// A Markdown table of results, labelled with both protocols; boundary distances in pixels.
 pub fn table(results: &[EvalResult]) -> String {
-    let mut s = String::from("| dataset | split | images | Dice (per-image mean) | IoU (per-image mean) | Dice (pixel-pooled) | IoU (pixel-pooled) |\n|---|---|---|---|---|---|---|\n");
+    let mut s = String::from(
+        "| dataset | split | images | Dice (per-image mean) | IoU (per-image mean) | Dice (pixel-pooled) | IoU (pixel-pooled) | HD95 px | ASSD px |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
+    );
     for r in results {
         let m = &r.summary;
         s.push_str(&format!(
-            "| {} | {} | {} | {:.4} | {:.4} | {:.4} | {:.4} |\n",
+            "| {} | {} | {} | {:.4} | {:.4} | {:.4} | {:.4} | {:.2} | {:.2} |\n",
             r.dataset,
             r.split,
             m.images,
             m.dice_per_image,
             m.iou_per_image,
             m.dice_pooled,
-            m.iou_pooled
+            m.iou_pooled,
+            m.hd95_per_image,
+            m.assd_per_image
         ));
     }
     s

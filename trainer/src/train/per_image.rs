@@ -1,7 +1,7 @@
 //! Per-image results of an evaluation (`tmca eval --per-image FILE.csv`): which images a model
 //! gets wrong, and paired per-image scores for comparing two runs on the same test set.
 
-use crate::metrics::{dice, iou, Confusion, MASK_THRESHOLD};
+use crate::metrics::{dice, iou, surface_distances, Confusion, MASK_THRESHOLD};
 use crate::{Result, TrainError};
 use std::path::Path;
 use tmca_data::convert::table::csv_field;
@@ -17,6 +17,9 @@ pub struct ImageResult {
     pub source_name: String,
     pub dice: f64,
     pub iou: f64,
+    /// Boundary distances in pixels (see [`crate::metrics::surface`]).
+    pub hd95: f64,
+    pub assd: f64,
     pub predicted_pixels: u64,
     pub mask_pixels: u64,
     /// The report as stored.
@@ -31,18 +34,24 @@ pub fn image_results(store: &Store, b: &Batch, probs: &[f32], threshold: f32) ->
         .iter()
         .enumerate()
         .map(|(k, item)| {
-            let c = Confusion::from_pairs(
-                probs[k * hw..(k + 1) * hw]
-                    .iter()
-                    .zip(&b.masks[k * hw..(k + 1) * hw])
-                    .map(|(&p, &m)| (p > threshold, m > MASK_THRESHOLD)),
-            );
+            let pred: Vec<bool> = probs[k * hw..(k + 1) * hw]
+                .iter()
+                .map(|&p| p > threshold)
+                .collect();
+            let mask: Vec<bool> = b.masks[k * hw..(k + 1) * hw]
+                .iter()
+                .map(|&m| m > MASK_THRESHOLD)
+                .collect();
+            let c = Confusion::from_pairs(pred.iter().copied().zip(mask.iter().copied()));
+            let d = surface_distances(&pred, &mask, b.height, b.width);
             ImageResult {
                 dataset: info.name.clone(),
                 index: item.index,
                 source_name: store.names().get(item.index).cloned().unwrap_or_default(),
                 dice: dice(&c),
                 iou: iou(&c),
+                hd95: d.hd95,
+                assd: d.assd,
                 predicted_pixels: c.true_pos + c.false_pos,
                 mask_pixels: c.true_pos + c.false_neg,
                 report: store.reports().get(item.index).cloned().unwrap_or_default(),
@@ -54,16 +63,19 @@ pub fn image_results(store: &Store, b: &Batch, probs: &[f32], threshold: f32) ->
 /// The rows as CSV (RFC 4180), with a header; scores in full precision (rounding would make
 /// ties of paired comparisons).
 pub fn to_csv(rows: &[ImageResult]) -> String {
-    let mut s =
-        String::from("dataset,index,source_name,dice,iou,predicted_pixels,mask_pixels,report\n");
+    let mut s = String::from(
+        "dataset,index,source_name,dice,iou,hd95,assd,predicted_pixels,mask_pixels,report\n",
+    );
     for r in rows {
         s.push_str(&format!(
-            "{},{},{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{},{},{},{}\n",
             csv_field(&r.dataset),
             r.index,
             csv_field(&r.source_name),
             r.dice,
             r.iou,
+            r.hd95,
+            r.assd,
             r.predicted_pixels,
             r.mask_pixels,
             csv_field(&r.report)
@@ -95,14 +107,16 @@ mod tests {
             source_name: "a,b.png".into(),
             dice: 0.5,
             iou: 1.0 / 3.0,
+            hd95: 2.5,
+            assd: 1.0,
             predicted_pixels: 10,
             mask_pixels: 30,
             report: "Left lung, \"two\" areas.".into(),
         };
         assert_eq!(
             to_csv(&[r]),
-            "dataset,index,source_name,dice,iou,predicted_pixels,mask_pixels,report\n\
-             qata,7,\"a,b.png\",0.5,0.3333333333333333,10,30,\"Left lung, \"\"two\"\" areas.\"\n"
+            "dataset,index,source_name,dice,iou,hd95,assd,predicted_pixels,mask_pixels,report\n\
+             qata,7,\"a,b.png\",0.5,0.3333333333333333,2.5,1,10,30,\"Left lung, \"\"two\"\" areas.\"\n"
         );
     }
 }

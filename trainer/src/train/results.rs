@@ -201,6 +201,8 @@ mod tests {
                 iou_per_image: dice / 2.0,
                 dice_pooled: dice + 0.1,
                 iou_pooled: 0.25,
+                hd95_per_image: 3.5,
+                assd_per_image: 1.25,
                 images: 4,
             },
         }

@@ -120,6 +120,8 @@ pub(super) fn validate(
             ("iou_per_image", s.iou_per_image),
             ("dice_pooled", s.dice_pooled),
             ("iou_pooled", s.iou_pooled),
+            ("hd95_per_image", s.hd95_per_image),
+            ("assd_per_image", s.assd_per_image),
         ] {
             sink.scalar(&format!("val/{}/{k}", r.dataset), v, step);
         }
