@@ -165,13 +165,13 @@ mod tests {
             .collect();
         assert!(seeds.contains(&true));
         let map = squared_distance_map(&seeds, h, w);
-        for i in 0..h * w {
+        for (i, &got) in map.iter().enumerate() {
             let (y, x) = ((i / w) as f64, (i % w) as f64);
             let best = (0..h * w)
                 .filter(|&j| seeds[j])
                 .map(|j| ((j / w) as f64 - y).powi(2) + ((j % w) as f64 - x).powi(2))
                 .fold(f64::INFINITY, f64::min);
-            assert_eq!(map[i], best, "pixel {i}");
+            assert_eq!(got, best, "pixel {i}");
         }
     }
 
