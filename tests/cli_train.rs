@@ -149,8 +149,15 @@ fn train_eval_predict_write_what_they_promise() {
         fields[7],
         format!("{:.4}", tta["mean_dice_per_image"].as_f64().unwrap())
     );
+    assert_eq!(
+        fields[9],
+        format!(
+            "{:.2}",
+            tta["datasets"][0]["hd95_per_image"].as_f64().unwrap()
+        )
+    );
     assert!(
-        fields[9].starts_with("best @ ") && fields[9].ends_with(" (tta)"),
+        fields[10].starts_with("best @ ") && fields[10].ends_with(" (tta)"),
         "{csv}"
     );
     let o = tmca(&["runs", dir.path().join("data").to_str().unwrap()]);

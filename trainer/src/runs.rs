@@ -192,7 +192,7 @@ fn num(v: Option<f64>) -> String {
 }
 
 /// The columns of [`table`] and [`csv`].
-const HEADER: [&str; 11] = [
+const HEADER: [&str; 12] = [
     "run",
     "model",
     "size",
@@ -202,11 +202,12 @@ const HEADER: [&str; 11] = [
     "at step",
     "test Dice (per-image)",
     "test Dice (pooled)",
+    "test HD95 px",
     "tested",
     "config differences",
 ];
 
-fn row(r: &RunOverview) -> [String; 11] {
+fn row(r: &RunOverview) -> [String; 12] {
     let opt = |v: Option<u64>| v.map(|s| s.to_string()).unwrap_or_else(|| "–".into());
     let t = r.test.as_ref();
     [
@@ -219,6 +220,18 @@ fn row(r: &RunOverview) -> [String; 11] {
         opt(r.best_step),
         num(t.map(|t| t.mean_dice_per_image)),
         num(t.map(|t| t.mean_dice_pooled)),
+        // Mean over datasets; results from before the distances have none (NaN → "–").
+        t.map(|t| {
+            let v: Vec<f64> = t
+                .datasets
+                .iter()
+                .map(|d| d.summary.hd95_per_image)
+                .collect();
+            let x = v.iter().sum::<f64>() / v.len().max(1) as f64;
+            format!("{x:.2}")
+        })
+        .filter(|s| s != "NaN")
+        .unwrap_or_else(|| "–".into()),
         t.map(|t| {
             format!(
                 "{} @ {}{}",
