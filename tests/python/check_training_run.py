@@ -134,8 +134,48 @@ def main(run):
     check("config" in tags["tensors"], "config text missing: %r" % tags["tensors"])
     text = ea.Tensors("config")[0].tensor_proto.string_val[0].decode("utf-8")
     check(text == "```toml\n%s\n```" % raw_config.decode("utf-8"), "config text differs from config.toml")
-    print("training run OK: %d validations, %d datasets, %d overlays, %d map strips"
-          % (len(val_steps), len(datasets), len(overlays), len(maps)))
+    check_hparams(ea, tags, cfg, run)
+    print("training run OK: %d validations, %d datasets, %d overlays, %d map strips, %d hparams"
+          % (len(val_steps), len(datasets), len(overlays), len(maps), len(flatten(cfg)) - 1))
+
+
+def flatten(cfg, prefix=""):
+    """Dotted field names of a parsed config, arrays kept whole."""
+    out = {}
+    for k, v in cfg.items():
+        key = prefix + k
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def check_hparams(ea, tags, cfg, run):
+    """The HParams dashboard's session: every config field but run.dir, typed as TensorBoard's
+    own hparams_pb writes them (numbers, booleans, text; arrays as text)."""
+    from tensorboard.plugins.hparams import metadata
+
+    tag = metadata.SESSION_START_INFO_TAG
+    check(tag in tags["tensors"], "no %s among %r" % (tag, tags["tensors"]))
+    meta = ea.SummaryMetadata(tag)
+    check(meta.plugin_data.plugin_name == metadata.PLUGIN_NAME, "plugin %r" % meta.plugin_data.plugin_name)
+    data = metadata.parse_session_start_info_plugin_data(meta.plugin_data.content)
+    want = {k: v for k, v in flatten(cfg).items() if k != "run.dir"}
+    got = dict(data.hparams)
+    check(sorted(got) == sorted(want), "hparams %r != config fields %r" % (sorted(got), sorted(want)))
+    for k, v in want.items():
+        value = got[k]
+        kind = value.WhichOneof("kind")
+        if isinstance(v, bool):
+            check(kind == "bool_value" and value.bool_value == v, "%s: %r vs %r" % (k, value, v))
+        elif isinstance(v, (int, float)):
+            check(kind == "number_value" and math.isclose(value.number_value, v), "%s: %r vs %r" % (k, value, v))
+        elif isinstance(v, str):
+            check(kind == "string_value" and value.string_value == v, "%s: %r vs %r" % (k, value, v))
+        else:
+            check(kind == "string_value" and value.string_value.startswith("["), "%s: %r vs %r" % (k, value, v))
+    check(data.group_name, "no session group name")
 
 
 if __name__ == "__main__":

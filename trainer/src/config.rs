@@ -449,6 +449,37 @@ impl Config {
         toml::to_string_pretty(self).map_err(|e| bad("config", format!("cannot serialise: {e}")))
     }
 
+    /// Every field of the resolved config under its dotted name (`model.lambda`), arrays as
+    /// one value (for comparing runs: `tmca runs`, TensorBoard's HParams dashboard).
+    pub fn fields(&self) -> std::collections::BTreeMap<String, toml::Value> {
+        fn walk(
+            prefix: &str,
+            v: toml::Value,
+            out: &mut std::collections::BTreeMap<String, toml::Value>,
+        ) {
+            match v {
+                toml::Value::Table(t) => {
+                    for (k, v) in t {
+                        let key = if prefix.is_empty() {
+                            k
+                        } else {
+                            format!("{prefix}.{k}")
+                        };
+                        walk(&key, v, out);
+                    }
+                }
+                other => {
+                    out.insert(prefix.to_string(), other);
+                }
+            }
+        }
+        let mut out = std::collections::BTreeMap::new();
+        if let Ok(v) = toml::Value::try_from(self) {
+            walk("", v, &mut out);
+        }
+        out
+    }
+
     /// A stable hash of the model-defining sections (checkpoints from another model are refused).
     pub fn model_hash(&self) -> String {
         use sha2::{Digest, Sha256};

@@ -41,36 +41,19 @@ pub struct RunOverview {
 
 /// The resolved config as dotted keys and TOML values (`model.lambda` → `0.1`).
 fn flatten(cfg: &Config) -> BTreeMap<String, String> {
-    fn walk(prefix: &str, v: &toml::Value, out: &mut BTreeMap<String, String>) {
-        match v {
-            toml::Value::Table(t) => {
-                for (k, v) in t {
-                    let key = if prefix.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{prefix}.{k}")
-                    };
-                    walk(&key, v, out);
+    cfg.fields()
+        .into_iter()
+        .map(|(k, v)| {
+            let text = match v {
+                toml::Value::Array(a) => {
+                    let items: Vec<String> = a.iter().map(|x| x.to_string()).collect();
+                    format!("[{}]", items.join(","))
                 }
-            }
-            toml::Value::Array(a) => {
-                let items: Vec<String> = a.iter().map(|x| x.to_string()).collect();
-                out.insert(prefix.to_string(), format!("[{}]", items.join(",")));
-            }
-            other => {
-                out.insert(prefix.to_string(), other.to_string());
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    if let Some(v) = cfg
-        .to_toml()
-        .ok()
-        .and_then(|t| t.parse::<toml::Value>().ok())
-    {
-        walk("", &v, &mut out);
-    }
-    out
+                other => other.to_string(),
+            };
+            (k, text)
+        })
+        .collect()
 }
 
 /// Sets each run's [`RunOverview::differs`]: the config fields whose values are not the same

@@ -1,7 +1,9 @@
 //! [`MemorySink`]: keeps every record in memory, for tests.
 
 use super::error::Result;
+use super::hparams::HParam;
 use super::metric_sink::MetricSink;
+use std::collections::BTreeMap;
 
 /// One record kept by [`MemorySink`].
 #[derive(Debug, Clone, PartialEq)]
@@ -28,6 +30,13 @@ pub enum SinkRecord {
         /// Step.
         step: u64,
     },
+    /// Hyperparameters.
+    HParams {
+        /// The values by name.
+        values: BTreeMap<String, HParam>,
+        /// The session group.
+        group: String,
+    },
     /// Markdown text.
     Text {
         /// Tag.
@@ -44,6 +53,7 @@ impl SinkRecord {
     pub fn tag(&self) -> &str {
         match self {
             Self::Scalar { tag, .. } | Self::Image { tag, .. } | Self::Text { tag, .. } => tag,
+            Self::HParams { .. } => super::hparams::SESSION_START_INFO_TAG,
         }
     }
 }
@@ -132,6 +142,12 @@ impl MetricSink for MemorySink {
             tag: tag.into(),
             markdown: markdown.into(),
             step,
+        });
+    }
+    fn hparams(&mut self, values: &BTreeMap<String, HParam>, group: &str) {
+        self.records.push(SinkRecord::HParams {
+            values: values.clone(),
+            group: group.into(),
         });
     }
     fn flush(&mut self) -> Result<()> {

@@ -1,7 +1,9 @@
 //! [`MetricSink`]: where the training loop sends its metrics, and [`NullSink`].
 
 use super::error::Result;
+use super::hparams::HParam;
 use super::writer::EventWriter;
+use std::collections::BTreeMap;
 
 /// A destination for training metrics, so the training loop does not depend on TensorBoard.
 ///
@@ -15,6 +17,8 @@ pub trait MetricSink {
     fn image(&mut self, tag: &str, rgb: &[u8], height: u32, width: u32, step: u64);
     /// Records Markdown text.
     fn text(&mut self, tag: &str, markdown: &str, step: u64);
+    /// Records the run's hyperparameters (once per session; `group` names the run).
+    fn hparams(&mut self, values: &BTreeMap<String, HParam>, group: &str);
     /// Makes everything recorded so far durable; returns the first error since the last flush.
     fn flush(&mut self) -> Result<()>;
 }
@@ -27,6 +31,7 @@ impl MetricSink for NullSink {
     fn scalar(&mut self, _tag: &str, _value: f64, _step: u64) {}
     fn image(&mut self, _tag: &str, _rgb: &[u8], _height: u32, _width: u32, _step: u64) {}
     fn text(&mut self, _tag: &str, _markdown: &str, _step: u64) {}
+    fn hparams(&mut self, _values: &BTreeMap<String, HParam>, _group: &str) {}
     fn flush(&mut self) -> Result<()> {
         Ok(())
     }
@@ -41,6 +46,9 @@ impl<T: MetricSink + ?Sized> MetricSink for Box<T> {
     }
     fn text(&mut self, tag: &str, markdown: &str, step: u64) {
         (**self).text(tag, markdown, step)
+    }
+    fn hparams(&mut self, values: &BTreeMap<String, HParam>, group: &str) {
+        (**self).hparams(values, group)
     }
     fn flush(&mut self) -> Result<()> {
         (**self).flush()
@@ -75,6 +83,10 @@ impl MetricSink for EventWriter {
     }
     fn text(&mut self, tag: &str, markdown: &str, step: u64) {
         let r = self.add_text(tag, markdown, tb_step(step));
+        self.defer(r);
+    }
+    fn hparams(&mut self, values: &BTreeMap<String, HParam>, group: &str) {
+        let r = self.add_hparams(values, group);
         self.defer(r);
     }
     fn flush(&mut self) -> Result<()> {

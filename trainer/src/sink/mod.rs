@@ -1,6 +1,7 @@
 //! Metric sinks: where training sends scalars, images and text.
 //!
-//! * [`MetricSink`] is the interface the training loop uses; [`NullSink`] drops everything,
+//! * [`MetricSink`] is the interface the training loop uses (scalars, images, text and the
+//!   run's hyperparameters); [`NullSink`] drops everything,
 //!   [`MemorySink`] keeps it for tests, and [`EventWriter`] writes TensorBoard event files.
 //! * [`EventWriter`] is self-contained: TFRecord framing ([`record`]) with masked CRC-32C
 //!   ([`crc`]), a hand-written protobuf encoder ([`proto`]) for the `Event`/`Summary` messages
@@ -13,6 +14,7 @@ pub mod crc;
 pub mod error;
 pub mod event;
 pub mod filename;
+pub mod hparams;
 pub mod memory;
 pub mod metric_sink;
 pub mod png;
@@ -24,6 +26,7 @@ pub mod writer;
 mod tests;
 
 pub use error::{Result, SinkError};
+pub use hparams::HParam;
 pub use memory::{MemorySink, SinkRecord};
 pub use metric_sink::{MetricSink, NullSink};
 pub use writer::EventWriter;

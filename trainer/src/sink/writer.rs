@@ -144,6 +144,17 @@ impl EventWriter {
         self.write_value(step, &event::text_value(tag, markdown))
     }
 
+    /// Appends the run's hyperparameters for the HParams dashboard (step 0, the current time as
+    /// the session's start).
+    pub fn add_hparams(
+        &mut self,
+        values: &std::collections::BTreeMap<String, super::hparams::HParam>,
+        group: &str,
+    ) -> Result<()> {
+        let v = super::hparams::hparams_value(values, group, now().0);
+        self.write_value(0, &v)
+    }
+
     /// Writes buffered records through to the file and fsyncs it.
     pub fn flush(&mut self) -> Result<()> {
         self.out.flush().map_err(|source| SinkError::Io {

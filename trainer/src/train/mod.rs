@@ -246,6 +246,14 @@ pub fn train(
         let p = cfg.run.dir.join("config.toml");
         std::fs::write(&p, &text).map_err(|e| TrainError::io(&p, e))?;
         sink.text("config", &format!("```toml\n{text}\n```"), m.step);
+        // Every field but the run's own folder, for the HParams dashboard; the folder names it.
+        let hparams = cfg
+            .fields()
+            .iter()
+            .filter(|(k, _)| k.as_str() != "run.dir")
+            .map(|(k, v)| (k.clone(), crate::sink::HParam::from_toml(v)))
+            .collect();
+        sink.hparams(&hparams, &cfg.run.dir.display().to_string());
         vlog = Some(results::ValidationLog::open(&cfg.run.dir, m.step)?);
         let frozen: usize = params
             .vars()
