@@ -127,6 +127,43 @@ fn train_eval_predict_write_what_they_promise() {
         predicted(&low) >= predicted(&per_image),
         "a lower threshold predicts more"
     );
+    // Small components removed: each image keeps nothing or at least the limit (5% of 32²),
+    // never more than without the removal; recorded beside.
+    let small = dir.path().join("small.csv");
+    let o = tmca(&[
+        "eval",
+        run.to_str().unwrap(),
+        "--split",
+        "test",
+        "--threshold",
+        "0.01",
+        "--min-area",
+        "0.05",
+        "--per-image",
+        small.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("components under 0.05 of the image removed"));
+    let column = |path: &std::path::Path, k: usize| -> Vec<u64> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').nth(k).unwrap().parse::<u64>().unwrap())
+            .collect()
+    };
+    let (kept, all) = (column(&small, 7), column(&low, 7));
+    for (k, a) in kept.iter().zip(&all) {
+        assert!(*k == 0 || *k >= 52, "{kept:?}");
+        assert!(k <= a, "{kept:?} vs {all:?}");
+    }
+    let rec_small: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(run.join("eval/best-test-t0.01-a0.05.json")).unwrap(),
+    )
+    .unwrap();
+    assert!((rec_small["min_area"].as_f64().unwrap() - 0.05).abs() < 1e-6);
+    let o = tmca(&["eval", run.to_str().unwrap(), "--min-area", "1"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let o = tmca(&["eval", run.to_str().unwrap(), "--threshold", "1.5"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let o = tmca(&["runs", dir.path().to_str().unwrap(), "--format", "csv"]);
@@ -192,6 +229,28 @@ fn train_eval_predict_write_what_they_promise() {
         4,
         "{files:?}"
     );
+    // With small components removed, every mask keeps nothing or at least 20% of the image.
+    let pred_small = dir.path().join("pred-small");
+    let o = tmca(&[
+        "predict",
+        run.to_str().unwrap(),
+        "--store",
+        store.to_str().unwrap(),
+        "--split",
+        "test",
+        "--threshold",
+        "0.01",
+        "--min-area",
+        "0.2",
+        "--output",
+        pred_small.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let csv = std::fs::read_to_string(pred_small.join("predictions.csv")).unwrap();
+    for line in csv.lines().skip(1) {
+        let frac: f64 = line.rsplit(',').next().unwrap().parse().unwrap();
+        assert!(frac == 0.0 || frac >= 0.2, "{csv}");
+    }
 
     // One image of another size, with a report.
     let img = dir.path().join("case.png");

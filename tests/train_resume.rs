@@ -226,6 +226,7 @@ fn moving_averages_resume_exactly_and_serve_evaluation() {
         progress: &NoProgress,
         tta: false,
         folds: best.cfg.data.cv(),
+        min_area: 0.0,
     };
     let results = tmca_trainer::train::eval::evaluate(
         &best.model,
@@ -291,6 +292,7 @@ fn tiny_model_overfits_eight_samples() {
         progress: &NoProgress,
         tta: false,
         folds: None,
+        min_area: 0.0,
     };
     let r = tmca_trainer::train::eval::evaluate(
         &trained.model,

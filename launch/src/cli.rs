@@ -400,6 +400,10 @@ pub struct EvalArgs {
     /// `train.threshold`, 0.5 unless set).
     #[arg(long, value_parser = parse_threshold)]
     pub threshold: Option<f32>,
+    /// Remove predicted components (8-connected) smaller than this fraction of the image
+    /// before scoring, e.g. 0.001 (recorded beside as `…-a<F>.json`).
+    #[arg(long, value_name = "FRACTION", value_parser = parse_area)]
+    pub min_area: Option<f32>,
     /// Also write one CSV row per image here: dataset, index, source name, Dice, IoU, HD95,
     /// ASSD, predicted and mask pixels, report (for error analysis and paired comparisons of runs).
     #[arg(long)]
@@ -536,6 +540,10 @@ pub struct PredictArgs {
     /// Foreground probability threshold of the masks (default: the run's `train.threshold`).
     #[arg(long, value_parser = parse_threshold)]
     pub threshold: Option<f32>,
+    /// Remove mask components (8-connected) smaller than this fraction of the image, e.g.
+    /// 0.001 (the probability files stay as predicted).
+    #[arg(long, value_name = "FRACTION", value_parser = parse_area)]
+    pub min_area: Option<f32>,
     /// Also write `<name>_lte<L>.png` for each level L of target enhancement: the map A_l
     /// (where the model finds what the report describes, 0..1) as a heat overlay on the image,
     /// at the image's size.
@@ -569,6 +577,15 @@ fn parse_threshold(s: &str) -> Result<f32, String> {
     match s.parse::<f32>() {
         Ok(t) if t > 0.0 && t < 1.0 => Ok(t),
         _ => Err(format!("{s:?}: a probability strictly between 0 and 1")),
+    }
+}
+
+fn parse_area(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(a) if (0.0..1.0).contains(&a) => Ok(a),
+        _ => Err(format!(
+            "{s:?}: a fraction of the image's area, at least 0 and below 1"
+        )),
     }
 }
 

@@ -24,6 +24,7 @@ pub mod model;
 pub mod nn;
 pub mod optim;
 pub mod params;
+pub mod postprocess;
 pub mod pretrained;
 pub mod profile;
 pub mod runs;

@@ -74,13 +74,15 @@ fn write_outputs(
     let (h, w) = (img.height, img.width);
     let plane = h * w;
     let probs = tmca_trainer::viz::resize_bilinear(&pred.probs, model_hw, (h, w));
+    let mut fg: Vec<bool> = probs.iter().map(|&p| p > threshold).collect();
+    let keep = tmca_trainer::postprocess::min_pixels(extras.min_area, h, w);
+    tmca_trainer::postprocess::remove_small_components(&mut fg, h, w, keep);
     let mut mask = vec![0u8; plane];
     let mut overlay = Vec::with_capacity(plane * 3);
     let mut on_pixels = 0;
     for y in 0..h {
         for x in 0..w {
-            let p = probs[y * w + x];
-            let on = p > threshold;
+            let on = fg[y * w + x];
             on_pixels += on as usize;
             mask[y * w + x] = if on { 255 } else { 0 };
             let px = |c: usize| img.data[c.min(img.channels - 1) * plane + y * w + x] as f32;
@@ -123,6 +125,8 @@ struct Extras {
     probs: bool,
     maps: bool,
     tta: bool,
+    /// Components smaller than this fraction of the image are removed from the mask.
+    min_area: f32,
 }
 
 impl Extras {
@@ -131,6 +135,7 @@ impl Extras {
             probs: a.probs,
             maps: a.maps,
             tta: a.tta,
+            min_area: a.min_area.unwrap_or(0.0),
         }
     }
 }

@@ -85,7 +85,7 @@ pub fn run(a: &BenchQualityArgs) -> anyhow::Result<()> {
             )?;
             drop(sink);
             let trained = Trained::load(&cfg.run.dir, "best", &candle_core::Device::Cpu)?;
-            for r in super::train::eval_run(&trained, &[], Split::Test, false, None)? {
+            for r in super::train::eval_run(&trained, &[], Split::Test, false, 0.0, None)? {
                 let e: &mut (Vec<f64>, Vec<f64>) = per.entry(r.dataset).or_default();
                 e.0.push(r.summary.dice_per_image);
                 e.1.push(r.summary.dice_pooled);

@@ -116,16 +116,23 @@ pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
     }
     let mut rows = Vec::new();
     let per_image = a.per_image.as_ref().map(|_| &mut rows);
-    let results = eval_run(&trained, &a.store, a.split, a.tta, per_image)?;
+    let min_area = a.min_area.unwrap_or(0.0);
+    let results = eval_run(&trained, &a.store, a.split, a.tta, min_area, per_image)?;
     println!(
-        "{} ({}), split {}{}:\n{}",
+        "{} ({}), split {}{}{}:\n{}",
         a.run.display(),
         trained.checkpoint.display(),
         a.split,
         if a.tta { ", with flip TTA" } else { "" },
+        if min_area > 0.0 {
+            format!(", components under {min_area} of the image removed")
+        } else {
+            String::new()
+        },
         table(&results)
     );
-    let record = eval_record(&trained, &a.checkpoint, &results, a.tta);
+    let mut record = eval_record(&trained, &a.checkpoint, &results, a.tta);
+    record.min_area = a.min_area;
     if a.store.is_empty() {
         let mut name = eval_record_name(
             record.checkpoint.as_deref().unwrap_or("best"),
@@ -135,6 +142,9 @@ pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
         if let Some(t) = a.threshold {
             // Another threshold than the run's is another evaluation, not a replacement.
             name = name.replace(".json", &format!("-t{t}.json"));
+        }
+        if let Some(m) = a.min_area {
+            name = name.replace(".json", &format!("-a{m}.json"));
         }
         let p = write_eval_record(&a.run, &name, &record)?;
         eprintln!("recorded in {}", p.display());
@@ -179,6 +189,7 @@ pub fn eval_run(
     stores: &[std::path::PathBuf],
     split: tmca_data::Split,
     tta: bool,
+    min_area: f32,
     mut per_image: Option<&mut Vec<tmca_trainer::train::per_image::ImageResult>>,
 ) -> anyhow::Result<Vec<tmca_trainer::train::eval::EvalResult>> {
     let bar = Bar::default();
@@ -205,6 +216,7 @@ pub fn eval_run(
         } else {
             trained.cfg.data.cv()
         },
+        min_area,
     };
     Ok(evaluate(
         &trained.model,

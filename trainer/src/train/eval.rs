@@ -39,6 +39,9 @@ pub struct EvalSpec<'a> {
     pub tta: bool,
     /// Cross-validation: the validation split is this fold ([`tmca_data::folds`]).
     pub folds: Option<tmca_data::folds::Folds>,
+    /// Predicted components smaller than this fraction of the image are removed before
+    /// scoring ([`crate::postprocess`]; 0 = off).
+    pub min_area: f32,
 }
 
 /// Evaluates `model` on `split` of every store (this rank's shard, reduced over `sync`).
@@ -86,7 +89,14 @@ pub fn evaluate(
                 None
             };
             let (probs, maps) = super::tta::probabilities_and_maps(model, &x, mirrored)?;
-            let probs: Vec<f32> = probs.detach().flatten_all()?.to_vec1()?;
+            let mut probs: Vec<f32> = probs.detach().flatten_all()?.to_vec1()?;
+            crate::postprocess::clear_small_in_probs(
+                &mut probs,
+                b.size,
+                (b.height, b.width),
+                spec.threshold,
+                spec.min_area,
+            );
             m.update(&probs, &b.masks, b.size, b.height, b.width, spec.threshold)?;
             on_batch(store, &b, &probs, &maps)?;
             spec.progress.inc(1);

@@ -279,6 +279,7 @@ pub fn train(
         progress: opts.progress,
         tta: false,
         folds: cfg.data.cv(),
+        min_area: 0.0,
     };
     let save = |name: &str, m: &Manifest, opt: &AdamW, ema: Option<&Ema>| -> Result<PathBuf> {
         let weights = params

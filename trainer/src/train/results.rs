@@ -26,6 +26,10 @@ pub struct ResultRecord {
     /// Foreground probability threshold of the masks scored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threshold: Option<f32>,
+    /// Predicted components smaller than this fraction of the image were removed
+    /// (`tmca eval --min-area`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_area: Option<f32>,
     /// Mean over datasets of the per-image mean Dice (the model-selection criterion).
     #[serde(deserialize_with = "nullable_f64")]
     pub mean_dice_per_image: f64,
@@ -46,6 +50,7 @@ impl ResultRecord {
             checkpoint: None,
             tta: false,
             threshold: None,
+            min_area: None,
             mean_dice_per_image: mean_dice(results),
             mean_dice_pooled: pooled,
             datasets: results.to_vec(),
