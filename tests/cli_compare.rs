@@ -7,19 +7,7 @@ use std::fmt::Write;
 use std::path::Path;
 
 mod common;
-use common::{text, tmca};
-
-/// A deterministic stream in [0, 1).
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self) -> f64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
+use common::{text, tmca, Lcg};
 
 /// Per-image files A and B: `small` (12 images, distinct differences: exact test), `tied`
 /// (30 images, scores on a 0.05 grid: ties and zeros) and `large` (80 images).

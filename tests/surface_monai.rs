@@ -8,21 +8,7 @@
 use tmca_trainer::metrics::surface_distances;
 
 mod common;
-
-/// A deterministic stream in [0, 1).
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self) -> f64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() * n as f64) as usize
-    }
-}
+use common::Lcg;
 
 /// A random mask of one of several kinds.
 fn mask(rng: &mut Lcg, h: usize, w: usize, kind: usize) -> Vec<bool> {

@@ -74,3 +74,11 @@ pub fn write_xlsx(path: &Path, header: &[&str], rows: &[(&str, &str)]) {
     }
     wb.save(path).unwrap();
 }
+
+/// (name, split, report) of every planned sample, in plan order.
+pub fn plan_rows(plan: &super::Plan) -> Vec<(&str, crate::Split, &str)> {
+    plan.samples
+        .iter()
+        .map(|s| (s.name.as_str(), s.split, s.report.as_str()))
+        .collect()
+}

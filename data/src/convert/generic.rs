@@ -15,7 +15,7 @@
 //!   non-empty report, and every report must belong to a listed id.
 
 use super::files::{self, KeyIndex};
-use super::{carve_val, order_by_split, Plan, PlannedSample, Problems};
+use super::{finish_plan, Plan, PlannedSample, Problems};
 use crate::{DataError, Result, Split};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -205,14 +205,7 @@ pub fn plan_generic(input: &Path, val_fraction: f32) -> Result<Plan> {
     }
     problems.finish()?;
 
-    if !has_val {
-        carve_val(&mut samples, val_fraction);
-    }
-    order_by_split(&mut samples);
-    Ok(Plan {
-        samples,
-        val_from_train: !has_val,
-    })
+    Ok(finish_plan(samples, has_val, val_fraction))
 }
 
 #[cfg(test)]
@@ -243,11 +236,7 @@ mod tests {
             r#"{"test": ["n5"], "train": ["n2", "n1", "n3"], "val": ["n4"]}"#,
         );
         let plan = plan_generic(dir.path(), 0.2).unwrap();
-        let got: Vec<(&str, Split, &str)> = plan
-            .samples
-            .iter()
-            .map(|s| (s.name.as_str(), s.split, s.report.as_str()))
-            .collect();
+        let got = plan_rows(&plan);
         assert_eq!(
             got,
             vec![

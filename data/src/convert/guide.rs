@@ -18,7 +18,7 @@
 
 use super::files::{self, match_key, KeyIndex};
 use super::table::{read_table, TABLE_EXTENSIONS};
-use super::{carve_val, order_by_split, Plan, PlannedSample, Problems};
+use super::{finish_plan, Plan, PlannedSample, Problems};
 use crate::{DataError, Result, Split};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -157,14 +157,7 @@ pub fn plan_guide_decoder(input: &Path, val_fraction: f32) -> Result<Plan> {
     problems.finish()?;
 
     let has_val = tables.iter().any(|(_, s)| *s == Split::Val);
-    if !has_val {
-        carve_val(&mut samples, val_fraction);
-    }
-    order_by_split(&mut samples);
-    Ok(Plan {
-        samples,
-        val_from_train: !has_val,
-    })
+    Ok(finish_plan(samples, has_val, val_fraction))
 }
 
 #[cfg(test)]
@@ -206,11 +199,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fixture(dir.path());
         let plan = plan_guide_decoder(dir.path(), 0.4).unwrap();
-        let got: Vec<(&str, Split, &str)> = plan
-            .samples
-            .iter()
-            .map(|s| (s.name.as_str(), s.split, s.report.as_str()))
-            .collect();
+        let got = plan_rows(&plan);
         assert_eq!(
             got,
             vec![

@@ -22,7 +22,7 @@
 
 use super::files::{self, match_key, KeyIndex};
 use super::table::{read_table, Table, TABLE_EXTENSIONS};
-use super::{carve_val, order_by_split, Plan, PlannedSample, Problems};
+use super::{finish_plan, Plan, PlannedSample, Problems};
 use crate::{DataError, Result, Split};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -195,14 +195,7 @@ pub fn plan_lvit(input: &Path, val_fraction: f32) -> Result<Plan> {
     problems.finish()?;
 
     let has_val = dirs.iter().any(|d| d.split == Split::Val);
-    if !has_val {
-        carve_val(&mut samples, val_fraction);
-    }
-    order_by_split(&mut samples);
-    Ok(Plan {
-        samples,
-        val_from_train: !has_val,
-    })
+    Ok(finish_plan(samples, has_val, val_fraction))
 }
 
 #[cfg(test)]
@@ -268,11 +261,7 @@ mod tests {
         qata(dir.path(), false);
         let plan = plan_lvit(dir.path(), 0.2).unwrap();
         assert!(plan.val_from_train);
-        let got: Vec<(&str, Split, &str)> = plan
-            .samples
-            .iter()
-            .map(|s| (s.name.as_str(), s.split, s.report.as_str()))
-            .collect();
+        let got = plan_rows(&plan);
         assert_eq!(
             got,
             vec![

@@ -19,8 +19,8 @@
 //!   Names must be unique (give a `name` column when images in different folders share a file
 //!   name).
 
-use super::table::{header_name, read_cells};
-use super::{carve_val, files, order_by_split, Plan, PlannedSample, Problems};
+use super::table::{found_columns, header_name, read_cells};
+use super::{files, finish_plan, Plan, PlannedSample, Problems};
 use crate::{DataError, Result, Split};
 use std::path::{Path, PathBuf};
 
@@ -60,22 +60,12 @@ fn columns(path: &Path, row: usize, header: &[String]) -> Result<Columns> {
     let mask = find(&["mask"])?;
     let report = find(&["report", "description", "text"])?;
     let (Some(image), Some(mask), Some(report)) = (image, mask, report) else {
-        let found: Vec<String> = header
-            .iter()
-            .map(|c| c.trim_start_matches('\u{feff}').trim())
-            .filter(|c| !c.is_empty())
-            .map(|c| format!("'{c}'"))
-            .collect();
         return Err(DataError::bad(
             path,
             format!(
                 "row {row}: the table layout needs the columns 'image', 'mask' and 'report' \
                  (or 'description'/'text'), optionally 'split' and 'name'; found {}",
-                if found.is_empty() {
-                    "none".to_string()
-                } else {
-                    found.join(", ")
-                }
+                found_columns(header)
             ),
         ));
     };
@@ -186,14 +176,7 @@ pub fn plan_manifest(table: &Path, val_fraction: f32) -> Result<Plan> {
     problems.finish()?;
 
     let has_val = samples.iter().any(|s| s.split == Split::Val);
-    if !has_val {
-        carve_val(&mut samples, val_fraction);
-    }
-    order_by_split(&mut samples);
-    Ok(Plan {
-        samples,
-        val_from_train: !has_val,
-    })
+    Ok(finish_plan(samples, has_val, val_fraction))
 }
 
 #[cfg(test)]
@@ -229,11 +212,7 @@ mod tests {
             ),
         );
         let plan = plan_manifest(&root.join("data/list.csv"), 0.25).unwrap();
-        let got: Vec<(&str, Split, &str)> = plan
-            .samples
-            .iter()
-            .map(|s| (s.name.as_str(), s.split, s.report.as_str()))
-            .collect();
+        let got = plan_rows(&plan);
         assert_eq!(
             got,
             vec![

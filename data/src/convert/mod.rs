@@ -311,9 +311,22 @@ pub(crate) fn carve_val(samples: &mut [PlannedSample], fraction: f32) {
     }
 }
 
-/// Puts samples in store order: train, val, test (stable within a split).
-pub(crate) fn order_by_split(samples: &mut [PlannedSample]) {
+/// The plan of `samples` in store order (train, val, test; stable within a split). Without a
+/// validation part of the layout's own (`has_val`), the last `val_fraction` of the training
+/// samples become validation first.
+pub(crate) fn finish_plan(
+    mut samples: Vec<PlannedSample>,
+    has_val: bool,
+    val_fraction: f32,
+) -> Plan {
+    if !has_val {
+        carve_val(&mut samples, val_fraction);
+    }
     samples.sort_by_key(|s| s.split);
+    Plan {
+        samples,
+        val_from_train: !has_val,
+    }
 }
 
 /// Plans an import for `opts.layout` without the pixel-level checks of [`check_plan`].

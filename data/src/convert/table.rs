@@ -108,6 +108,21 @@ fn read_workbook_cells(path: &Path) -> Result<Cells> {
         .collect())
 }
 
+/// The non-empty header cells, quoted, for messages (`'Image', 'Text'`, or `none`).
+pub(crate) fn found_columns(header: &[String]) -> String {
+    let found: Vec<String> = header
+        .iter()
+        .map(|c| c.trim_start_matches('\u{feff}').trim())
+        .filter(|c| !c.is_empty())
+        .map(|c| format!("'{c}'"))
+        .collect();
+    if found.is_empty() {
+        "none".to_string()
+    } else {
+        found.join(", ")
+    }
+}
+
 /// A header cell as matched: without a byte-order mark, trimmed, lower-cased.
 pub(crate) fn header_name(cell: &str) -> String {
     cell.trim_start_matches('\u{feff}').trim().to_lowercase()
@@ -126,21 +141,11 @@ fn rows_from_cells(path: &Path, cells: Cells) -> Result<Table> {
     let names: Vec<String> = header.iter().map(|c| header_name(c)).collect();
     let col = |want: &str| names.iter().position(|n| n == want);
     let (Some(img_col), Some(desc_col)) = (col("image"), col("description")) else {
-        let found: Vec<String> = header
-            .iter()
-            .map(|c| c.trim_start_matches('\u{feff}').trim())
-            .filter(|c| !c.is_empty())
-            .map(|c| format!("'{c}'"))
-            .collect();
         return Err(DataError::bad(
             path,
             format!(
                 "row {header_row}: the header needs the columns 'Image' and 'Description'; found {}",
-                if found.is_empty() {
-                    "none".to_string()
-                } else {
-                    found.join(", ")
-                }
+                found_columns(&header)
             ),
         ));
     };

@@ -51,10 +51,12 @@ fn mean_sd(v: &[f64]) -> (f64, f64) {
 
 /// Trains (or reuses) every variant × seed, evaluates on test, writes the table.
 pub fn run(a: &BenchQualityArgs) -> anyhow::Result<()> {
-    // results[variant][dataset] = (per-image Dice per seed, pooled Dice per seed)
-    let mut results: Vec<(&str, DiceBySeed)> = Vec::new();
+    // results[variant] = ([dataset] = (per-image Dice per seed, pooled Dice per seed),
+    // HD95 per seed as the mean over datasets)
+    let mut results: Vec<(&str, DiceBySeed, Vec<f64>)> = Vec::new();
     for (name, apply) in variants() {
         let mut per = BTreeMap::new();
+        let mut hd95 = Vec::new();
         for seed in 0..a.seeds {
             let mut cfg = Config::default_config()?;
             apply(&mut cfg);
@@ -85,22 +87,26 @@ pub fn run(a: &BenchQualityArgs) -> anyhow::Result<()> {
             )?;
             drop(sink);
             let trained = Trained::load(&cfg.run.dir, "best", &candle_core::Device::Cpu)?;
-            for r in super::train::eval_run(&trained, &[], Split::Test, false, 0.0, None)? {
+            let test = super::train::eval_run(&trained, &[], Split::Test, false, 0.0, None)?;
+            let hd: Vec<f64> = test.iter().map(|r| r.summary.hd95_per_image).collect();
+            hd95.push(mean_sd(&hd).0);
+            for r in test {
                 let e: &mut (Vec<f64>, Vec<f64>) = per.entry(r.dataset).or_default();
                 e.0.push(r.summary.dice_per_image);
                 e.1.push(r.summary.dice_pooled);
             }
         }
-        results.push((name, per));
+        results.push((name, per, hd95));
     }
     let datasets: Vec<String> = results
         .first()
-        .map(|(_, p)| p.keys().cloned().collect())
+        .map(|(_, p, _)| p.keys().cloned().collect())
         .unwrap_or_default();
     let mut body = format!(
         "## Quality: TMCA vs ablations\n\nMeasured {} on {} by `tmca bench quality --seeds {} --steps {}` \
          (embedded default config: cpu-small, 64×64, batch 8; synthetic test splits of 40 images). \
-         Test Dice of the best-validation checkpoint, mean ± sd over seeds, as per-image mean / pixel-pooled.\n\n| variant |",
+         Test Dice of the best-validation checkpoint, mean ± sd over seeds, as per-image mean / pixel-pooled; \
+         HD95 in pixels (per-image mean, then over datasets; lower is better).\n\n| variant |",
         today(),
         machine(),
         a.seeds,
@@ -109,8 +115,8 @@ pub fn run(a: &BenchQualityArgs) -> anyhow::Result<()> {
     for d in &datasets {
         body.push_str(&format!(" {d} |"));
     }
-    body.push_str(" mean per-image | vs image-only |\n|---|");
-    body.push_str(&"---|".repeat(datasets.len() + 2));
+    body.push_str(" mean per-image | vs image-only | HD95 px |\n|---|");
+    body.push_str(&"---|".repeat(datasets.len() + 3));
     body.push('\n');
     let overall = |per: &BTreeMap<String, (Vec<f64>, Vec<f64>)>| -> f64 {
         let v: Vec<f64> = per.values().map(|(pi, _)| mean_sd(pi).0).collect();
@@ -118,10 +124,10 @@ pub fn run(a: &BenchQualityArgs) -> anyhow::Result<()> {
     };
     let baseline = results
         .iter()
-        .find(|(n, _)| *n == "image-only")
-        .map(|(_, p)| overall(p))
+        .find(|(n, _, _)| *n == "image-only")
+        .map(|(_, p, _)| overall(p))
         .unwrap_or(f64::NAN);
-    for (name, per) in &results {
+    for (name, per, hd95) in &results {
         body.push_str(&format!("| {name} |"));
         for d in &datasets {
             let (pi, po) = per.get(d).cloned().unwrap_or_default();
@@ -129,8 +135,9 @@ pub fn run(a: &BenchQualityArgs) -> anyhow::Result<()> {
             body.push_str(&format!(" {m1:.3}±{s1:.3} / {m2:.3}±{s2:.3} |"));
         }
         let o = overall(per);
+        let (h, hs) = mean_sd(hd95);
         body.push_str(&format!(
-            " {o:.3} | {:+.1} points |\n",
+            " {o:.3} | {:+.1} points | {h:.2}±{hs:.2} |\n",
             100.0 * (o - baseline)
         ));
     }
