@@ -44,11 +44,37 @@ pub struct EvalSpec<'a> {
     pub min_area: f32,
 }
 
+/// One model of an ensemble, with the tokenizer of its run (runs learn their own vocabulary).
+pub struct Member<'a> {
+    pub model: &'a Tmca,
+    pub tokenizer: &'a TextTokenizer,
+}
+
 /// Evaluates `model` on `split` of every store (this rank's shard, reduced over `sync`).
 /// `on_batch` sees each batch with its store and probabilities (for overlays, prediction files
 /// and per-image results).
 pub fn evaluate(
     model: &Tmca,
+    stores: &[Arc<Store>],
+    split: Split,
+    spec: &EvalSpec<'_>,
+    device: &Device,
+    sync: &mut dyn GradSync,
+    on_batch: &mut OnBatch<'_>,
+) -> Result<Vec<EvalResult>> {
+    let member = Member {
+        model,
+        tokenizer: &spec.tokenizer,
+    };
+    evaluate_ensemble(&[member], stores, split, spec, device, sync, on_batch)
+}
+
+/// [`evaluate`] for the mean probability of several models that share the input size and
+/// normalisation of `spec` (e.g. the fold models of a cross-validation). The loader tokenizes
+/// with `spec.tokenizer`, which must be the first member's; the others encode the reports with
+/// their own. `on_batch` gets the first member's enhancement maps.
+pub fn evaluate_ensemble(
+    members: &[Member<'_>],
     stores: &[Arc<Store>],
     split: Split,
     spec: &EvalSpec<'_>,
@@ -78,17 +104,7 @@ pub fn evaluate(
         let mut m = SegMetrics::default();
         for b in loader.epoch(0, 0) {
             let b = b?;
-            let x = to_inputs(&b, device)?;
-            let mirrored = if spec.tta {
-                Some(super::tta::mirrored_tokens(
-                    &spec.tokenizer,
-                    &b.reports,
-                    device,
-                )?)
-            } else {
-                None
-            };
-            let (probs, maps) = super::tta::probabilities_and_maps(model, &x, mirrored)?;
+            let (probs, maps) = ensemble_probabilities(members, &b, spec.tta, device)?;
             let mut probs: Vec<f32> = probs.detach().flatten_all()?.to_vec1()?;
             crate::postprocess::clear_small_in_probs(
                 &mut probs,
@@ -112,6 +128,38 @@ pub fn evaluate(
         });
     }
     Ok(out)
+}
+
+/// The members' mean foreground probability (B, 1, H, W) of batch `b` (each with flip TTA
+/// when `tta`), and the first member's enhancement maps.
+fn ensemble_probabilities(
+    members: &[Member<'_>],
+    b: &Batch,
+    tta: bool,
+    device: &Device,
+) -> Result<(Tensor, Vec<(usize, Tensor)>)> {
+    let mut x = to_inputs(b, device)?;
+    let (mut sum, mut first_maps) = (None::<Tensor>, Vec::new());
+    for (i, m) in members.iter().enumerate() {
+        if i > 0 {
+            (x.token_ids, x.attention) = super::tta::report_tokens(m.tokenizer, &b.reports, device)?;
+        }
+        let mirrored = if tta {
+            Some(super::tta::mirrored_tokens(m.tokenizer, &b.reports, device)?)
+        } else {
+            None
+        };
+        let (p, maps) = super::tta::probabilities_and_maps(m.model, &x, mirrored)?;
+        if i == 0 {
+            first_maps = maps;
+        }
+        sum = Some(match sum {
+            None => p,
+            Some(s) => (s + p)?,
+        });
+    }
+    let sum = sum.ok_or_else(|| crate::TrainError::config("ensemble", "no models to evaluate"))?;
+    Ok(((sum / members.len() as f64)?, first_maps))
 }
 
 /// Mean per-image Dice over datasets (the model-selection criterion).

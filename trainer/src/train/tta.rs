@@ -8,15 +8,15 @@ use candle_core::{Device, Tensor};
 use tmca_data::augment::swap_left_right;
 use tmca_data::tokenize::TextTokenizer;
 
-/// Token ids and attention (B, L) of the mirrored `reports`.
-pub fn mirrored_tokens(
+/// Token ids and attention (B, L) of `reports`.
+pub fn report_tokens(
     tokenizer: &TextTokenizer,
     reports: &[String],
     device: &Device,
 ) -> Result<(Tensor, Tensor)> {
     let (mut ids, mut att) = (vec![], vec![]);
     for r in reports {
-        let t = tokenizer.encode(&swap_left_right(r))?;
+        let t = tokenizer.encode(r)?;
         ids.extend(t.ids);
         att.extend(t.attention);
     }
@@ -25,6 +25,16 @@ pub fn mirrored_tokens(
         Tensor::from_vec(ids, (reports.len(), l), device)?,
         Tensor::from_vec(att, (reports.len(), l), device)?,
     ))
+}
+
+/// Token ids and attention (B, L) of the mirrored `reports`.
+pub fn mirrored_tokens(
+    tokenizer: &TextTokenizer,
+    reports: &[String],
+    device: &Device,
+) -> Result<(Tensor, Tensor)> {
+    let mirrored: Vec<String> = reports.iter().map(|r| swap_left_right(r)).collect();
+    report_tokens(tokenizer, &mirrored, device)
 }
 
 /// Foreground probabilities (B, 1, H, W) of `x`; with `mirrored` (the mirrored reports' tokens,
