@@ -155,6 +155,29 @@ fn train_eval_predict_write_what_they_promise() {
     )
     .unwrap();
     assert!((rec_small["min_area"].as_f64().unwrap() - 0.05).abs() < 1e-6);
+    // An ensemble of the run with itself scores exactly as the run; it is recorded only where
+    // --json says, with its members.
+    let ens = dir.path().join("ensemble.json");
+    let before = std::fs::read_dir(run.join("eval")).unwrap().count();
+    let r = run.to_str().unwrap();
+    let o = tmca(&[
+        "eval",
+        r,
+        r,
+        "--split",
+        "test",
+        "--json",
+        ens.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("ensemble of 2 runs"), "{}", text(&o));
+    assert_eq!(std::fs::read_dir(run.join("eval")).unwrap().count(), before);
+    let e: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&ens).unwrap()).unwrap();
+    assert_eq!(e["ensemble"].as_array().unwrap().len(), 2);
+    for key in ["dice_per_image", "iou_pooled", "hd95_per_image"] {
+        assert_eq!(e["datasets"][0][key], rec["datasets"][0][key], "{key}");
+    }
     let o = tmca(&["eval", run.to_str().unwrap(), "--min-area", "1"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let o = tmca(&["eval", run.to_str().unwrap(), "--threshold", "1.5"]);

@@ -381,8 +381,12 @@ pub struct LaunchArgs {
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
-    /// The run directory (holds config.toml, tokenizer.json, checkpoints/).
-    pub run: PathBuf,
+    /// The run directory (holds config.toml, tokenizer.json, checkpoints/). Several: their
+    /// ensemble (the mean probability; e.g. `cv/fold*` of a cross-validation), on the first
+    /// run's stores unless --store, at the first run's threshold unless --threshold; the
+    /// runs must share the input size and normalisation.
+    #[arg(required = true, num_args = 1..)]
+    pub runs: Vec<PathBuf>,
     /// `best`, `latest` or a checkpoint directory.
     #[arg(long, default_value = "best")]
     pub checkpoint: String,

@@ -4,6 +4,7 @@
 mod bench;
 mod compare;
 mod data;
+mod ensemble;
 mod export;
 mod heatmap;
 mod launch;

@@ -10,7 +10,7 @@ use tmca_trainer::config::Config;
 use tmca_trainer::inference::Trained;
 use tmca_trainer::sink::{EventWriter, MetricSink, NullSink};
 use tmca_trainer::sync::SingleProcess;
-use tmca_trainer::train::eval::{evaluate, table, EvalSpec};
+use tmca_trainer::train::eval::{evaluate_ensemble, table, EvalSpec, Member};
 use tmca_trainer::train::results::{eval_record_name, write_eval_record, ResultRecord};
 use tmca_trainer::train::{Resume, RunOptions, TrainSummary};
 
@@ -109,18 +109,22 @@ pub fn train(a: &TrainArgs) -> anyhow::Result<TrainSummary> {
 
 /// Evaluates a run on a split and prints the table.
 pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
+    if a.runs.len() > 1 {
+        return super::ensemble::eval(a);
+    }
+    let run = &a.runs[0];
     let device = tmca_worker::bind_device("auto", 0)?;
-    let mut trained = Trained::load(&a.run, &a.checkpoint, &device)?;
+    let mut trained = Trained::load(run, &a.checkpoint, &device)?;
     if let Some(t) = a.threshold {
         trained.cfg.train.threshold = t;
     }
     let mut rows = Vec::new();
     let per_image = a.per_image.as_ref().map(|_| &mut rows);
     let min_area = a.min_area.unwrap_or(0.0);
-    let results = eval_run(&trained, &a.store, a.split, a.tta, min_area, per_image)?;
+    let results = eval_run(&trained, &[], &a.store, a.split, a.tta, min_area, per_image)?;
     println!(
         "{} ({}), split {}{}{}:\n{}",
-        a.run.display(),
+        run.display(),
         trained.checkpoint.display(),
         a.split,
         if a.tta { ", with flip TTA" } else { "" },
@@ -146,7 +150,7 @@ pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
         if let Some(m) = a.min_area {
             name = name.replace(".json", &format!("-a{m}.json"));
         }
-        let p = write_eval_record(&a.run, &name, &record)?;
+        let p = write_eval_record(run, &name, &record)?;
         eprintln!("recorded in {}", p.display());
     }
     if let Some(p) = &a.per_image {
@@ -183,9 +187,11 @@ pub fn eval_record(
     record
 }
 
-/// Results of `trained` on `split` of `stores` (default: the run's stores).
+/// Results of `trained` — with `others`, of the ensemble of them all (the mean probability) —
+/// on `split` of `stores` (default: the first run's stores).
 pub fn eval_run(
     trained: &Trained,
+    others: &[Trained],
     stores: &[std::path::PathBuf],
     split: tmca_data::Split,
     tta: bool,
@@ -210,16 +216,24 @@ pub fn eval_run(
         tokenizer: trained.tokenizer.clone(),
         progress: &bar,
         tta,
-        // A cross-validated run's val split is its fold (only for the run's own stores).
-        folds: if stores_given {
+        // A cross-validated run's val split is its fold (only for the run's own stores, and
+        // not for an ensemble, whose members trained on each other's folds).
+        folds: if stores_given || !others.is_empty() {
             None
         } else {
             trained.cfg.data.cv()
         },
         min_area,
     };
-    Ok(evaluate(
-        &trained.model,
+    let members: Vec<Member<'_>> = std::iter::once(trained)
+        .chain(others)
+        .map(|t| Member {
+            model: &t.model,
+            tokenizer: &t.tokenizer,
+        })
+        .collect();
+    Ok(evaluate_ensemble(
+        &members,
         &stores,
         split,
         &spec,

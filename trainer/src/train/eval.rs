@@ -142,10 +142,15 @@ fn ensemble_probabilities(
     let (mut sum, mut first_maps) = (None::<Tensor>, Vec::new());
     for (i, m) in members.iter().enumerate() {
         if i > 0 {
-            (x.token_ids, x.attention) = super::tta::report_tokens(m.tokenizer, &b.reports, device)?;
+            (x.token_ids, x.attention) =
+                super::tta::report_tokens(m.tokenizer, &b.reports, device)?;
         }
         let mirrored = if tta {
-            Some(super::tta::mirrored_tokens(m.tokenizer, &b.reports, device)?)
+            Some(super::tta::mirrored_tokens(
+                m.tokenizer,
+                &b.reports,
+                device,
+            )?)
         } else {
             None
         };

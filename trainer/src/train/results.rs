@@ -30,6 +30,9 @@ pub struct ResultRecord {
     /// (`tmca eval --min-area`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_area: Option<f32>,
+    /// The run directories averaged, for an ensemble (`tmca eval RUN RUN…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ensemble: Option<Vec<String>>,
     /// Mean over datasets of the per-image mean Dice (the model-selection criterion).
     #[serde(deserialize_with = "nullable_f64")]
     pub mean_dice_per_image: f64,
@@ -51,6 +54,7 @@ impl ResultRecord {
             tta: false,
             threshold: None,
             min_area: None,
+            ensemble: None,
             mean_dice_per_image: mean_dice(results),
             mean_dice_pooled: pooled,
             datasets: results.to_vec(),

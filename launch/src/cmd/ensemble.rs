@@ -1,0 +1,95 @@
+//! `tmca eval RUN RUN…`: the ensemble of several runs — the mean of their probabilities, each
+//! run with its own tokenizer — e.g. the fold models of a cross-validation on the test split.
+
+use crate::cli::{EvalArgs, UsageError};
+use anyhow::Context;
+use tmca_data::Split;
+use tmca_trainer::inference::Trained;
+use tmca_trainer::train::eval::table;
+use tmca_trainer::train::setup::store_names;
+
+/// Checks that `members` can be averaged on `a`'s split and stores; the error names the run.
+fn check_members(a: &EvalArgs, members: &[Trained]) -> anyhow::Result<()> {
+    let first = &members[0];
+    for (run, t) in a.runs.iter().zip(members).skip(1) {
+        if t.input_spec() != first.input_spec() {
+            anyhow::bail!(UsageError(format!(
+                "{} takes other inputs than {} ({:?} vs {:?}): an ensemble needs one input size, \
+                 channel count and normalisation",
+                run.display(),
+                a.runs[0].display(),
+                t.input_spec(),
+                first.input_spec()
+            )));
+        }
+        if a.store.is_empty() && store_names(&t.cfg) != store_names(&first.cfg) {
+            anyhow::bail!(UsageError(format!(
+                "{} trained on other datasets ({}) than {} ({}); name the stores to evaluate with --store",
+                run.display(),
+                store_names(&t.cfg).join(", "),
+                a.runs[0].display(),
+                store_names(&first.cfg).join(", ")
+            )));
+        }
+    }
+    if a.split != Split::Test {
+        if let Some((run, _)) = a
+            .runs
+            .iter()
+            .zip(members)
+            .find(|(_, t)| t.cfg.data.cv().is_some())
+        {
+            anyhow::bail!(UsageError(format!(
+                "{} is a cross-validation run: the other members trained on its validation \
+                 images, so an ensemble is scored on --split test only",
+                run.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Evaluates the ensemble of `a.runs` and prints the table; `--json` and `--per-image` as for
+/// one run (nothing is recorded in a run directory: the ensemble is no one run's).
+pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
+    let device = tmca_worker::bind_device("auto", 0)?;
+    let mut members = a
+        .runs
+        .iter()
+        .map(|r| Trained::load(r, &a.checkpoint, &device))
+        .collect::<Result<Vec<_>, _>>()?;
+    check_members(a, &members)?;
+    if let Some(t) = a.threshold {
+        members[0].cfg.train.threshold = t;
+    }
+    let mut rows = Vec::new();
+    let per_image = a.per_image.as_ref().map(|_| &mut rows);
+    let min_area = a.min_area.unwrap_or(0.0);
+    let (first, others) = members.split_at(1);
+    let first = &first[0];
+    let results =
+        super::train::eval_run(first, others, &a.store, a.split, a.tta, min_area, per_image)?;
+    println!(
+        "ensemble of {} runs ({} checkpoints), split {}{}:\n{}",
+        members.len(),
+        a.checkpoint,
+        a.split,
+        if a.tta { ", with flip TTA" } else { "" },
+        table(&results)
+    );
+    let mut record = super::train::eval_record(first, &a.checkpoint, &results, a.tta);
+    record.min_area = a.min_area;
+    record.ensemble = Some(a.runs.iter().map(|r| r.display().to_string()).collect());
+    if let Some(p) = &a.per_image {
+        tmca_trainer::train::per_image::write_csv(p, &rows)?;
+        eprintln!("{} per-image rows in {}", rows.len(), p.display());
+    }
+    match &a.json {
+        Some(p) => {
+            let text = serde_json::to_string_pretty(&record)?;
+            std::fs::write(p, text + "\n").with_context(|| format!("writing {}", p.display()))?;
+        }
+        None => eprintln!("(an ensemble is recorded only with --json FILE)"),
+    }
+    Ok(())
+}
