@@ -245,6 +245,28 @@ fn train_eval_predict_write_what_they_promise() {
         4,
         "{files:?}"
     );
+    // The run's ensemble with itself predicts the same masks.
+    let pred_ens = dir.path().join("pred-ens");
+    let r = run.to_str().unwrap();
+    let o = tmca(&[
+        "predict",
+        r,
+        r,
+        "--store",
+        store.to_str().unwrap(),
+        "--split",
+        "test",
+        "--output",
+        pred_ens.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    for f in files.iter().filter(|f| f.ends_with("_mask.png")) {
+        let (x, y) = (
+            image::open(pred.join(f)).unwrap(),
+            image::open(pred_ens.join(f)).unwrap(),
+        );
+        assert_eq!(x.as_bytes(), y.as_bytes(), "{f}");
+    }
     // With small components removed, every mask keeps nothing or at least 20% of the image.
     let pred_small = dir.path().join("pred-small");
     let o = tmca(&[

@@ -509,8 +509,10 @@ pub enum RunsFormat {
 
 #[derive(Debug, Args)]
 pub struct PredictArgs {
-    /// The run directory.
-    pub run: PathBuf,
+    /// The run directory. Several: their ensemble (the mean probability, as `tmca eval RUN
+    /// RUN…`; threshold and batch size of the first).
+    #[arg(required = true, num_args = 1..)]
+    pub runs: Vec<PathBuf>,
     /// `best`, `latest` or a checkpoint directory.
     #[arg(long, default_value = "best")]
     pub checkpoint: String,

@@ -43,6 +43,43 @@ pub struct Trained {
     pub device: Device,
 }
 
+/// The mean prediction of several runs (an ensemble, e.g. a cross-validation's fold models):
+/// each member's probabilities from its own [`Trained::predict`], averaged; the enhancement
+/// maps are the first member's. The members must share the input size.
+pub fn predict_mean(
+    members: &[Trained],
+    items: &[(Planar<'_>, &str)],
+    tta: bool,
+) -> Result<Vec<Prediction>> {
+    let Some((first, others)) = members.split_first() else {
+        return Err(TrainError::config("ensemble", "no models to predict with"));
+    };
+    let mut preds = first.predict(items, tta)?;
+    for m in others {
+        if m.input_spec() != first.input_spec() {
+            return Err(TrainError::config(
+                "ensemble",
+                format!(
+                    "the runs take other inputs ({:?} vs {:?})",
+                    m.input_spec(),
+                    first.input_spec()
+                ),
+            ));
+        }
+        for (acc, p) in preds.iter_mut().zip(m.predict(items, tta)?) {
+            acc.probs
+                .iter_mut()
+                .zip(&p.probs)
+                .for_each(|(a, b)| *a += b);
+        }
+    }
+    let n = members.len() as f32;
+    for p in &mut preds {
+        p.probs.iter_mut().for_each(|x| *x /= n);
+    }
+    Ok(preds)
+}
+
 impl Trained {
     /// Loads `run_dir` with `checkpoint` (`best`, `latest`, or a checkpoint directory).
     pub fn load(run_dir: &Path, checkpoint: &str, device: &Device) -> Result<Self> {

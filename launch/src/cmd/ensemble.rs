@@ -3,25 +3,46 @@
 
 use crate::cli::{EvalArgs, UsageError};
 use anyhow::Context;
+use std::path::PathBuf;
 use tmca_data::Split;
 use tmca_trainer::inference::Trained;
 use tmca_trainer::train::eval::table;
 use tmca_trainer::train::setup::store_names;
 
-/// Checks that `members` can be averaged on `a`'s split and stores; the error names the run.
-fn check_members(a: &EvalArgs, members: &[Trained]) -> anyhow::Result<()> {
+/// Checks that the models of `runs` take the same inputs (size, channels, normalisation), so
+/// their probabilities can be averaged; the error names the run.
+pub fn check_inputs(runs: &[PathBuf], members: &[Trained]) -> anyhow::Result<()> {
     let first = &members[0];
-    for (run, t) in a.runs.iter().zip(members).skip(1) {
-        if t.input_spec() != first.input_spec() {
+    for (run, t) in runs.iter().zip(members).skip(1) {
+        let (x, y) = (t.input_spec(), first.input_spec());
+        if x != y {
             anyhow::bail!(UsageError(format!(
-                "{} takes other inputs than {} ({:?} vs {:?}): an ensemble needs one input size, \
-                 channel count and normalisation",
+                "{} takes other inputs than {} ({} channels of {}x{}, mean {:?}, std {:?} vs {} of \
+                 {}x{}, mean {:?}, std {:?}): an ensemble needs one input size, channel count and \
+                 normalisation",
                 run.display(),
-                a.runs[0].display(),
-                t.input_spec(),
-                first.input_spec()
+                runs[0].display(),
+                x.channels,
+                x.height,
+                x.width,
+                x.mean,
+                x.std,
+                y.channels,
+                y.height,
+                y.width,
+                y.mean,
+                y.std
             )));
         }
+    }
+    Ok(())
+}
+
+/// Checks that `members` can be averaged on `a`'s split and stores; the error names the run.
+fn check_members(a: &EvalArgs, members: &[Trained]) -> anyhow::Result<()> {
+    check_inputs(&a.runs, members)?;
+    let first = &members[0];
+    for (run, t) in a.runs.iter().zip(members).skip(1) {
         if a.store.is_empty() && store_names(&t.cfg) != store_names(&first.cfg) {
             anyhow::bail!(UsageError(format!(
                 "{} trained on other datasets ({}) than {} ({}); name the stores to evaluate with --store",

@@ -12,7 +12,7 @@ use tmca_data::augment::Planar;
 use tmca_data::convert::table::{csv_field, read_table};
 use tmca_data::store::Store;
 use tmca_data::{DataError, Progress};
-use tmca_trainer::inference::{Prediction, Trained};
+use tmca_trainer::inference::{predict_mean, Prediction, Trained};
 
 /// One image to predict, decoded.
 struct Sample {
@@ -167,10 +167,21 @@ impl Stems {
 
 /// The samples of `split` of `store`: for one of a cross-validated run's own stores (by name)
 /// its fold, else the store's own split.
-fn split_of_run(t: &Trained, store: &Store, split: tmca_data::Split) -> anyhow::Result<Vec<usize>> {
+fn split_of_run(
+    models: &[Trained],
+    store: &Store,
+    split: tmca_data::Split,
+) -> anyhow::Result<Vec<usize>> {
+    let t = &models[0];
     let name = &store.info().name;
     let own = tmca_trainer::train::setup::store_names(&t.cfg).contains(name);
     let folds = t.cfg.data.cv().filter(|_| own);
+    if models.len() > 1 && folds.is_some() && split != tmca_data::Split::Test {
+        anyhow::bail!(UsageError(format!(
+            "{name}: an ensemble of cross-validation runs predicts --split test only (each \
+             fold's validation images are another fold's training images)"
+        )));
+    }
     if let (Some(f), false) = (folds, split == tmca_data::Split::Test) {
         eprintln!(
             "{name}: fold {} of {} (the run's cross-validation)",
@@ -242,12 +253,13 @@ fn table_rows(table: &Path, images: Option<&Path>) -> anyhow::Result<Vec<(PathBu
 /// Predicts every sample in batches of `batch`, writing masks, overlays and
 /// `predictions.csv` (flushed after every batch, so an error keeps what was written).
 fn predict_all(
-    t: &Trained,
+    models: &[Trained],
     out: &Path,
     (n, fetch): Samples<'_>,
     batch: usize,
     extras: Extras,
 ) -> anyhow::Result<usize> {
+    let t = &models[0];
     let hw = (t.cfg.data.image_size, t.cfg.data.image_size);
     let thr = t.cfg.train.threshold;
     let csv_path = out.join("predictions.csv");
@@ -270,7 +282,7 @@ fn predict_all(
             .iter()
             .map(|s| (s.planar(), s.report.as_str()))
             .collect();
-        let preds = t.predict(&items, extras.tta)?;
+        let preds = predict_mean(models, &items, extras.tta)?;
         for (k, (s, p)) in samples.iter().zip(&preds).enumerate() {
             let stem = stems.unique(&s.name, start + k);
             let on = write_outputs(out, &stem, s.planar(), p, hw, thr, extras)?;
@@ -307,18 +319,23 @@ pub fn run(a: &PredictArgs) -> anyhow::Result<()> {
         None => None,
     };
     let device = tmca_worker::bind_device("auto", 0)?;
-    let mut t = Trained::load(&a.run, &a.checkpoint, &device)?;
+    let mut models = a
+        .runs
+        .iter()
+        .map(|r| Trained::load(r, &a.checkpoint, &device))
+        .collect::<Result<Vec<_>, _>>()?;
+    super::ensemble::check_inputs(&a.runs, &models)?;
     if let Some(x) = a.threshold {
-        t.cfg.train.threshold = x;
+        models[0].cfg.train.threshold = x;
     }
+    let t = &models[0];
     std::fs::create_dir_all(&a.output)
         .with_context(|| format!("creating {}", a.output.display()))?;
     let hw = (t.cfg.data.image_size, t.cfg.data.image_size);
     let batch = a.batch.unwrap_or(t.cfg.data.batch_size).max(1);
     if let (Some(path), Some(report)) = (&a.image, &a.report) {
         let s = Sample::from_file(path, report)?;
-        let pred = t
-            .predict(&[(s.planar(), report.as_str())], a.tta)?
+        let pred = predict_mean(&models, &[(s.planar(), report.as_str())], a.tta)?
             .pop()
             .context("no prediction")?;
         let stem = Stems::default().unique(&s.name, 0);
@@ -341,7 +358,7 @@ pub fn run(a: &PredictArgs) -> anyhow::Result<()> {
     if let (Some(rows), Some(table)) = (&rows, &a.table) {
         let fetch = |k: usize| Sample::from_file(&rows[k].0, &rows[k].1);
         let samples: Samples<'_> = (rows.len(), Box::new(fetch));
-        let n = predict_all(&t, &a.output, samples, batch, Extras::of(a))?;
+        let n = predict_all(&models, &a.output, samples, batch, Extras::of(a))?;
         println!(
             "{n} images of {}: masks, overlays and predictions.csv in {}",
             table.display(),
@@ -355,9 +372,9 @@ pub fn run(a: &PredictArgs) -> anyhow::Result<()> {
         ));
     };
     let store = Store::open(store_path)?;
-    let idx = split_of_run(&t, &store, a.split)?;
+    let idx = split_of_run(&models, &store, a.split)?;
     let n = predict_all(
-        &t,
+        &models,
         &a.output,
         store_samples(&store, store_path, &idx),
         batch,
