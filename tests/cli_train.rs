@@ -178,6 +178,33 @@ fn train_eval_predict_write_what_they_promise() {
     for key in ["dice_per_image", "iou_pooled", "hd95_per_image"] {
         assert_eq!(e["datasets"][0][key], rec["datasets"][0][key], "{key}");
     }
+    // A threshold sweep in the same pass: its 0.50 row is the evaluation at 0.5 (of the
+    // store named, so not recorded over the run's own evaluations).
+    let endo = dir.path().join("data/synth-endoscopy");
+    let (r, e) = (run.to_str().unwrap(), endo.to_str().unwrap());
+    let o = tmca(&["eval", r, "--split", "test", "--store", e, "--sweep"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = text(&o);
+    let row = out
+        .lines()
+        .find(|l| l.starts_with("| 0.50"))
+        .unwrap_or_else(|| panic!("{out}"));
+    let mean = format!("{:.4}", rec["mean_dice_per_image"].as_f64().unwrap());
+    assert!(row.contains(&format!("| {mean} |")), "{row} vs {mean}");
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("| 0.")).count(),
+        19,
+        "{out}"
+    );
+    assert!(out.contains("best threshold on test: "), "{out}");
+    let o = tmca(&[
+        "eval",
+        run.to_str().unwrap(),
+        "--sweep",
+        "--min-area",
+        "0.1",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let o = tmca(&["eval", run.to_str().unwrap(), "--min-area", "1"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let o = tmca(&["eval", run.to_str().unwrap(), "--threshold", "1.5"]);

@@ -408,6 +408,10 @@ pub struct EvalArgs {
     /// before scoring, e.g. 0.001 (recorded beside as `…-a<F>.json`).
     #[arg(long, value_name = "FRACTION", value_parser = parse_area)]
     pub min_area: Option<f32>,
+    /// Also score the thresholds 0.05, 0.10, …, 0.95 in the same pass and print them with the
+    /// best (choose on --split val, then evaluate test with --threshold).
+    #[arg(long, conflicts_with = "min_area")]
+    pub sweep: bool,
     /// Also write one CSV row per image here: dataset, index, source name, Dice, IoU, HD95,
     /// ASSD, predicted and mask pixels, report (for error analysis and paired comparisons of runs).
     #[arg(long)]

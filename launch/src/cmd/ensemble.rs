@@ -6,6 +6,7 @@ use anyhow::Context;
 use std::path::PathBuf;
 use tmca_data::Split;
 use tmca_trainer::inference::Trained;
+use tmca_trainer::metrics::ThresholdSweep;
 use tmca_trainer::train::eval::table;
 use tmca_trainer::train::setup::store_names;
 
@@ -85,11 +86,16 @@ pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
     }
     let mut rows = Vec::new();
     let per_image = a.per_image.as_ref().map(|_| &mut rows);
-    let min_area = a.min_area.unwrap_or(0.0);
+    let mut sweep = a.sweep.then(ThresholdSweep::grid);
+    let extras = super::train::EvalExtras {
+        tta: a.tta,
+        min_area: a.min_area.unwrap_or(0.0),
+        per_image,
+        sweep: sweep.as_mut(),
+    };
     let (first, others) = members.split_at(1);
     let first = &first[0];
-    let results =
-        super::train::eval_run(first, others, &a.store, a.split, a.tta, min_area, per_image)?;
+    let results = super::train::eval_run(first, others, &a.store, a.split, extras)?;
     println!(
         "ensemble of {} runs ({} checkpoints), split {}{}:\n{}",
         members.len(),
@@ -101,6 +107,9 @@ pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
     let mut record = super::train::eval_record(first, &a.checkpoint, &results, a.tta);
     record.min_area = a.min_area;
     record.ensemble = Some(a.runs.iter().map(|r| r.display().to_string()).collect());
+    if let Some(s) = &sweep {
+        super::train::print_sweep(s, a.split);
+    }
     if let Some(p) = &a.per_image {
         tmca_trainer::train::per_image::write_csv(p, &rows)?;
         eprintln!("{} per-image rows in {}", rows.len(), p.display());

@@ -167,7 +167,7 @@ pub fn run(a: &QuickstartArgs) -> anyhow::Result<()> {
 
     println!("5. evaluation of the best checkpoint on the held-out test splits");
     let trained = Trained::load(&cfg.run.dir, "best", &candle_core::Device::Cpu)?;
-    let results = super::train::eval_run(&trained, &[], &[], Split::Test, false, 0.0, None)?;
+    let results = super::train::eval_run(&trained, &[], &[], Split::Test, Default::default())?;
     print!("{}", table(&results));
     let record = super::train::eval_record(&trained, "best", &results, false);
     let name = tmca_trainer::train::results::eval_record_name("best", Split::Test, false);

@@ -8,6 +8,7 @@ use tmca_data::store::Store;
 use tmca_data::{NoProgress, Progress};
 use tmca_trainer::config::Config;
 use tmca_trainer::inference::Trained;
+use tmca_trainer::metrics::ThresholdSweep;
 use tmca_trainer::sink::{EventWriter, MetricSink, NullSink};
 use tmca_trainer::sync::SingleProcess;
 use tmca_trainer::train::eval::{evaluate_ensemble, table, EvalSpec, Member};
@@ -121,7 +122,14 @@ pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     let per_image = a.per_image.as_ref().map(|_| &mut rows);
     let min_area = a.min_area.unwrap_or(0.0);
-    let results = eval_run(&trained, &[], &a.store, a.split, a.tta, min_area, per_image)?;
+    let mut sweep = a.sweep.then(ThresholdSweep::grid);
+    let extras = EvalExtras {
+        tta: a.tta,
+        min_area,
+        per_image,
+        sweep: sweep.as_mut(),
+    };
+    let results = eval_run(&trained, &[], &a.store, a.split, extras)?;
     println!(
         "{} ({}), split {}{}{}:\n{}",
         run.display(),
@@ -153,6 +161,9 @@ pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
         let p = write_eval_record(run, &name, &record)?;
         eprintln!("recorded in {}", p.display());
     }
+    if let Some(s) = &sweep {
+        print_sweep(s, a.split);
+    }
     if let Some(p) = &a.per_image {
         tmca_trainer::train::per_image::write_csv(p, &rows)?;
         eprintln!("{} per-image rows in {}", rows.len(), p.display());
@@ -162,6 +173,19 @@ pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
         std::fs::write(p, text + "\n").with_context(|| format!("writing {}", p.display()))?;
     }
     Ok(())
+}
+
+/// Prints a threshold sweep and the threshold it suggests.
+pub fn print_sweep(s: &ThresholdSweep, split: tmca_data::Split) {
+    println!("\nthreshold sweep on {split}:\n{}", s.table());
+    if let Some((t, d)) = s.best() {
+        let advice = if split == tmca_data::Split::Test {
+            " (chosen on test: report it only with a threshold chosen on val)"
+        } else {
+            "; use it on test with --threshold"
+        };
+        println!("best threshold on {split}: {t:.2} (mean per-image Dice {d:.4}){advice}");
+    }
 }
 
 /// The record of an evaluation of `trained` (loaded as `checkpoint`: `best`, `latest` or a
@@ -187,6 +211,19 @@ pub fn eval_record(
     record
 }
 
+/// How an evaluation predicts, and what it collects besides the dataset metrics.
+#[derive(Default)]
+pub struct EvalExtras<'a> {
+    /// Flip test-time augmentation.
+    pub tta: bool,
+    /// Small components removed ([`tmca_trainer::postprocess`]; 0 = off).
+    pub min_area: f32,
+    /// One row per image.
+    pub per_image: Option<&'a mut Vec<tmca_trainer::train::per_image::ImageResult>>,
+    /// The metrics at other thresholds too.
+    pub sweep: Option<&'a mut ThresholdSweep>,
+}
+
 /// Results of `trained` — with `others`, of the ensemble of them all (the mean probability) —
 /// on `split` of `stores` (default: the first run's stores).
 pub fn eval_run(
@@ -194,10 +231,14 @@ pub fn eval_run(
     others: &[Trained],
     stores: &[std::path::PathBuf],
     split: tmca_data::Split,
-    tta: bool,
-    min_area: f32,
-    mut per_image: Option<&mut Vec<tmca_trainer::train::per_image::ImageResult>>,
+    extras: EvalExtras<'_>,
 ) -> anyhow::Result<Vec<tmca_trainer::train::eval::EvalResult>> {
+    let EvalExtras {
+        tta,
+        min_area,
+        mut per_image,
+        mut sweep,
+    } = extras;
     let bar = Bar::default();
     let stores_given = !stores.is_empty();
     let stores: Vec<Arc<Store>> = if stores.is_empty() {
@@ -247,6 +288,11 @@ pub fn eval_run(
                     probs,
                     trained.cfg.train.threshold,
                 ));
+            }
+            if let Some(s) = sweep.as_deref_mut() {
+                let name = &store.info().name;
+                s.update(name, probs, &b.masks, b.size, (b.height, b.width))
+                    .map_err(tmca_trainer::TrainError::from)?;
             }
             Ok(())
         },

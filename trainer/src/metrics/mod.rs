@@ -19,6 +19,7 @@ pub mod error;
 pub mod iou;
 pub mod paired;
 pub mod surface;
+pub mod sweep;
 
 #[cfg(test)]
 mod tests;
@@ -29,3 +30,4 @@ pub use dice::dice;
 pub use error::MetricsError;
 pub use iou::iou;
 pub use surface::{surface_distances, SurfaceDistances};
+pub use sweep::ThresholdSweep;

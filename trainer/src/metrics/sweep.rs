@@ -1,0 +1,132 @@
+//! [`ThresholdSweep`]: the metrics of one evaluation pass at many foreground thresholds, for
+//! choosing the threshold on the validation split (`tmca eval --split val --sweep`).
+
+use super::accumulator::SegMetrics;
+use super::error::MetricsError;
+
+/// Per dataset, a [`SegMetrics`] for each threshold.
+#[derive(Debug, Clone)]
+pub struct ThresholdSweep {
+    thresholds: Vec<f32>,
+    datasets: Vec<(String, Vec<SegMetrics>)>,
+}
+
+impl ThresholdSweep {
+    /// A sweep over `thresholds` (each in (0, 1)).
+    pub fn new(thresholds: Vec<f32>) -> Self {
+        Self {
+            thresholds,
+            datasets: Vec::new(),
+        }
+    }
+
+    /// 0.05, 0.10, …, 0.95.
+    pub fn grid() -> Self {
+        Self::new((1..20).map(|k| k as f32 * 0.05).collect())
+    }
+
+    pub fn thresholds(&self) -> &[f32] {
+        &self.thresholds
+    }
+
+    /// Adds a batch of `dataset`: `n` probability maps and masks of `height`x`width`.
+    pub fn update(
+        &mut self,
+        dataset: &str,
+        probs: &[f32],
+        masks: &[f32],
+        n: usize,
+        (height, width): (usize, usize),
+    ) -> Result<(), MetricsError> {
+        let k = match self.datasets.iter().position(|(d, _)| d == dataset) {
+            Some(k) => k,
+            None => {
+                let fresh = vec![SegMetrics::default(); self.thresholds.len()];
+                self.datasets.push((dataset.to_string(), fresh));
+                self.datasets.len() - 1
+            }
+        };
+        for (m, &t) in self.datasets[k].1.iter_mut().zip(&self.thresholds) {
+            m.update(probs, masks, n, height, width, t)?;
+        }
+        Ok(())
+    }
+
+    /// Mean over datasets of the per-image Dice at threshold number `i`.
+    fn mean_dice(&self, i: usize) -> f64 {
+        let n = self.datasets.len().max(1) as f64;
+        self.datasets
+            .iter()
+            .map(|(_, m)| m[i].summary().dice_per_image)
+            .sum::<f64>()
+            / n
+    }
+
+    /// The threshold with the highest mean per-image Dice (the first of equals) and that Dice;
+    /// `None` before any image.
+    pub fn best(&self) -> Option<(f32, f64)> {
+        if self.datasets.is_empty() {
+            return None;
+        }
+        (0..self.thresholds.len())
+            .map(|i| (self.thresholds[i], self.mean_dice(i)))
+            .fold(None, |best: Option<(f32, f64)>, (t, d)| match best {
+                Some((_, bd)) if bd >= d => best,
+                _ => Some((t, d)),
+            })
+    }
+
+    /// A Markdown table: one row per threshold, per-image Dice per dataset, their mean and
+    /// the mean HD95; the best row marked.
+    pub fn table(&self) -> String {
+        let mut s = String::from("| threshold |");
+        for (d, _) in &self.datasets {
+            s.push_str(&format!(" {d} |"));
+        }
+        s.push_str(" mean Dice (per-image) | mean HD95 px |\n|---|");
+        s.push_str(&"---|".repeat(self.datasets.len() + 2));
+        s.push('\n');
+        let best = self.best().map(|(t, _)| t);
+        let n = self.datasets.len().max(1) as f64;
+        for (i, &t) in self.thresholds.iter().enumerate() {
+            let mark = if Some(t) == best { " ←" } else { "" };
+            s.push_str(&format!("| {t:.2}{mark} |"));
+            for (_, m) in &self.datasets {
+                s.push_str(&format!(" {:.4} |", m[i].summary().dice_per_image));
+            }
+            let hd = self
+                .datasets
+                .iter()
+                .map(|(_, m)| m[i].summary().hd95_per_image)
+                .sum::<f64>()
+                / n;
+            s.push_str(&format!(" {:.4} | {hd:.2} |\n", self.mean_dice(i)));
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sweep_matches_separate_evaluations_and_finds_the_best() {
+        // One 1x4 image: probabilities 0.2, 0.4, 0.6, 0.8 over the mask 0 1 1 1.
+        let probs = [0.2, 0.4, 0.6, 0.8];
+        let mask = [0.0, 1.0, 1.0, 1.0];
+        let mut sweep = ThresholdSweep::new(vec![0.1, 0.3, 0.5, 0.7]);
+        sweep.update("a", &probs, &mask, 1, (1, 4)).unwrap();
+        for (i, &t) in sweep.thresholds().iter().enumerate() {
+            let mut m = SegMetrics::default();
+            m.update(&probs, &mask, 1, 1, 4, t).unwrap();
+            assert_eq!(sweep.datasets[0].1[i], m);
+        }
+        // At 0.3 the prediction is exactly the mask.
+        assert_eq!(sweep.best(), Some((0.3, 1.0)));
+        let table = sweep.table();
+        assert!(table.contains("| 0.30 ← | 1.0000 |"), "{table}");
+        assert_eq!(ThresholdSweep::grid().thresholds().len(), 19);
+        assert_eq!(ThresholdSweep::grid().best(), None);
+    }
+}
