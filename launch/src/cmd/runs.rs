@@ -1,7 +1,9 @@
 //! `tmca runs`: one line per run directory.
 
 use crate::cli::{RunsArgs, RunsFormat};
-use tmca_trainer::runs::{csv, find_runs, mark_differences, table, RunOverview};
+use tmca_trainer::runs::{
+    csv, find_runs, mark_differences, repeat_groups, repeats_table, table, RunOverview,
+};
 
 pub fn run(a: &RunsArgs) -> anyhow::Result<()> {
     let dirs = find_runs(&a.dirs)?;
@@ -25,7 +27,7 @@ pub fn run(a: &RunsArgs) -> anyhow::Result<()> {
     }
     mark_differences(&mut runs);
     match a.format {
-        RunsFormat::Markdown => print!("{}", table(&runs)),
+        RunsFormat::Markdown => print!("{}{}", table(&runs), repeats_table(&repeat_groups(&runs))),
         RunsFormat::Csv => print!("{}", csv(&runs)),
         RunsFormat::Json => println!("{}", serde_json::to_string_pretty(&runs)?),
     }

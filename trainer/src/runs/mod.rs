@@ -11,6 +11,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use tmca_data::convert::table::csv_field;
 
+mod repeats;
+pub use repeats::{repeat_groups, repeats_table, RepeatGroup, Spread, REPEAT_FIELDS};
+
 /// How deep below a given folder run directories are looked for.
 pub const MAX_DEPTH: usize = 4;
 
@@ -258,10 +261,10 @@ pub fn csv(runs: &[RunOverview]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn run(dir: &str, seed: u64, lambda: f64) -> RunOverview {
+    pub(crate) fn run(dir: &str, seed: u64, lambda: f64) -> RunOverview {
         let mut cfg = Config::default_config().unwrap();
         cfg.run.dir = dir.into();
         cfg.run.seed = seed;

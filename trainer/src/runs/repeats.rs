@@ -1,0 +1,165 @@
+//! Repeats of one setting (`tmca runs`): runs whose configs differ only in the seed or the
+//! cross-validation fold, summarised as mean ± sd — a seed study's or a cross-validation's
+//! result in one line.
+
+use super::RunOverview;
+use serde::Serialize;
+use std::path::PathBuf;
+
+/// The config fields in which repeats of one setting may differ.
+pub const REPEAT_FIELDS: [&str; 3] = ["run.dir", "run.seed", "data.fold"];
+
+/// Mean and sample standard deviation of the values present, and how many there were.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Spread {
+    pub mean: f64,
+    pub sd: f64,
+    pub n: usize,
+}
+
+impl Spread {
+    fn of(values: impl Iterator<Item = f64>) -> Option<Self> {
+        let v: Vec<f64> = values.filter(|x| x.is_finite()).collect();
+        if v.is_empty() {
+            return None;
+        }
+        let n = v.len();
+        let mean = v.iter().sum::<f64>() / n as f64;
+        let sd = if n > 1 {
+            (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
+        } else {
+            0.0
+        };
+        Some(Self { mean, sd, n })
+    }
+}
+
+/// Two or more runs of one setting.
+#[derive(Debug, Clone, Serialize)]
+pub struct RepeatGroup {
+    pub runs: Vec<PathBuf>,
+    /// Which of `run.seed` and `data.fold` vary among them.
+    pub varying: Vec<String>,
+    pub best_val_dice: Option<Spread>,
+    /// Of each run's test evaluation ([`RunOverview::test`]): mean per-image Dice over the
+    /// datasets, and mean HD95.
+    pub test_dice: Option<Spread>,
+    pub test_hd95: Option<Spread>,
+}
+
+/// The groups of two or more `runs` whose configs agree but for [`REPEAT_FIELDS`], in the
+/// order of their first run.
+pub fn repeat_groups(runs: &[RunOverview]) -> Vec<RepeatGroup> {
+    let setting = |r: &RunOverview| {
+        let mut c = r.config.clone();
+        for f in REPEAT_FIELDS {
+            c.remove(f);
+        }
+        c
+    };
+    let mut groups: Vec<(
+        std::collections::BTreeMap<String, String>,
+        Vec<&RunOverview>,
+    )> = Vec::new();
+    for r in runs {
+        let s = setting(r);
+        match groups.iter_mut().find(|(g, _)| *g == s) {
+            Some((_, members)) => members.push(r),
+            None => groups.push((s, vec![r])),
+        }
+    }
+    groups
+        .into_iter()
+        .filter(|(_, m)| m.len() > 1)
+        .map(|(_, m)| {
+            let varying = ["run.seed", "data.fold"]
+                .iter()
+                .filter(|f| {
+                    let first = m[0].config.get(**f);
+                    m.iter().any(|r| r.config.get(**f) != first)
+                })
+                .map(|f| f.to_string())
+                .collect();
+            let hd95 = |r: &&RunOverview| {
+                r.test.as_ref().map(|t| {
+                    let v: Vec<f64> = t
+                        .datasets
+                        .iter()
+                        .map(|d| d.summary.hd95_per_image)
+                        .collect();
+                    v.iter().sum::<f64>() / v.len().max(1) as f64
+                })
+            };
+            RepeatGroup {
+                runs: m.iter().map(|r| r.dir.clone()).collect(),
+                varying,
+                best_val_dice: Spread::of(m.iter().filter_map(|r| r.best_val_dice)),
+                test_dice: Spread::of(
+                    m.iter()
+                        .filter_map(|r| r.test.as_ref().map(|t| t.mean_dice_per_image)),
+                ),
+                test_hd95: Spread::of(m.iter().filter_map(hd95)),
+            }
+        })
+        .collect()
+}
+
+/// A Markdown table of `groups` (empty when there are none).
+pub fn repeats_table(groups: &[RepeatGroup]) -> String {
+    if groups.is_empty() {
+        return String::new();
+    }
+    let cell = |s: Option<Spread>, digits: usize| match s {
+        Some(s) => format!("{:.digits$} ± {:.digits$} (n={})", s.mean, s.sd, s.n),
+        None => "–".into(),
+    };
+    let mut out = String::from(
+        "\nRepeats of one setting (configs equal but for the seed or fold), mean ± sd:\n\n\
+         | runs | varying | best val Dice (per-image) | test Dice (per-image) | test HD95 px |\n\
+         |---|---|---|---|---|\n",
+    );
+    for g in groups {
+        let first = g.runs[0].display().to_string();
+        out.push_str(&format!(
+            "| {first} and {} more | {} | {} | {} | {} |\n",
+            g.runs.len() - 1,
+            g.varying.join(", "),
+            cell(g.best_val_dice, 4),
+            cell(g.test_dice, 4),
+            cell(g.test_hd95, 2)
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::run;
+    use super::*;
+
+    #[test]
+    fn seeds_group_and_other_settings_do_not() {
+        let mut runs = vec![
+            run("s0", 0, 0.1),
+            run("s1", 1, 0.1),
+            run("s2", 2, 0.1),
+            run("other", 0, 0.2),
+        ];
+        for (r, v) in runs.iter_mut().zip([0.5, 0.6, 0.7, 0.9]) {
+            r.best_val_dice = Some(v);
+        }
+        let g = repeat_groups(&runs);
+        assert_eq!(g.len(), 1, "{g:?}");
+        assert_eq!(g[0].runs.len(), 3);
+        assert_eq!(g[0].varying, ["run.seed"]);
+        let s = g[0].best_val_dice.unwrap();
+        assert!((s.mean - 0.6).abs() < 1e-12 && (s.sd - 0.1).abs() < 1e-12 && s.n == 3);
+        assert_eq!(g[0].test_dice, None);
+        let t = repeats_table(&g);
+        assert!(
+            t.contains("| s0 and 2 more | run.seed | 0.6000 ± 0.1000 (n=3) | – | – |"),
+            "{t}"
+        );
+        assert!(repeats_table(&repeat_groups(&runs[3..])).is_empty());
+    }
+}
