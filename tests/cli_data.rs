@@ -699,6 +699,25 @@ fn convert_each_layout_then_validate_and_inspect() {
             root
         };
         let out = outdir.join(format!("{layout}.zarr"));
+        // A dry run plans, counts and writes nothing.
+        let mut dry = args!["data", "convert", "--layout", layout, "--input", &input];
+        dry.extend(args![
+            "--output",
+            &out,
+            "--name",
+            "x",
+            "--modality",
+            modality,
+            "--dry-run"
+        ]);
+        let r = tmca(dry);
+        r.expect_code(0);
+        let [tr, va, te] = counts;
+        assert_contains(
+            &r.stdout,
+            &[&format!("train {tr}, val {va}"), "nothing written"],
+        );
+        assert!(!out.exists(), "{layout}: a dry run wrote {}", out.display());
         let r = convert(layout, &input, &out, modality, false);
         r.expect_code(0);
         let [tr, va, te] = counts;

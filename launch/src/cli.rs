@@ -129,6 +129,10 @@ pub struct ConvertArgs {
     /// Replace an existing output store (only once the new one is complete).
     #[arg(long)]
     pub force: bool,
+    /// Only plan and check (files, tables, image/mask sizes): print the samples per split and
+    /// write nothing. Mask values are read only by the conversion itself.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

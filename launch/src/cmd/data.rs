@@ -53,6 +53,21 @@ fn convert_cmd(a: &ConvertArgs) -> anyhow::Result<()> {
             .map_or(MaskRule::Exact, MaskRule::Threshold),
         force: a.force,
     };
+    if a.dry_run {
+        let plan = convert::plan(&opts, &Bar::default())?;
+        let [tr, va, te] = plan.counts();
+        println!(
+            "{}: {} samples would be imported (train {tr}, val {va}{}, test {te}); nothing written",
+            a.input.display(),
+            tr + va + te,
+            if plan.val_from_train {
+                format!(" taken from train at --val-fraction {}", a.val_fraction)
+            } else {
+                String::new()
+            }
+        );
+        return Ok(());
+    }
     let summary = convert::convert(&opts, &Bar::default())?;
     let [tr, va, te] = summary.counts;
     println!(
