@@ -64,12 +64,17 @@ fn export_and_check(dir: &Path, run: &Path, channels: u64, mean: f64) {
         before
     );
 
+    predict_and_check(dir, &[run], &export);
+}
+
+/// `tmca predict RUNS… --probs` (and with `--tta`) on an RGB image of another size than the
+/// model's, so resizing and (for a gray model) the RGB -> gray conversion are compared, then
+/// the export's own predictor against them (tests/python/check_export.py).
+fn predict_and_check(dir: &Path, runs: &[&Path], export: &Path) {
     if std::env::var_os("TMCA_SKIP_PYTHON").is_some() {
         eprintln!("TMCA_SKIP_PYTHON set: the PyTorch check of the export is skipped");
         return;
     }
-    // An RGB image of another size than the model's, so resizing and (for the gray model) the
-    // RGB -> gray conversion are part of what is compared.
     let img = dir.join("case.png");
     image::RgbImage::from_fn(50, 40, |x, y| {
         image::Rgb([(x * 5) as u8, (y * 6) as u8, ((x * y) % 251) as u8])
@@ -77,33 +82,20 @@ fn export_and_check(dir: &Path, run: &Path, channels: u64, mean: f64) {
     .save(&img)
     .unwrap();
     let report = "One polyp in the upper left.";
-    let pred = dir.join("pred");
-    let o = tmca(&[
-        "predict",
-        run.to_str().unwrap(),
-        "--image",
-        img.to_str().unwrap(),
-        "--report",
-        report,
-        "--probs",
-        "--output",
-        pred.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    let tta = dir.join("pred-tta");
-    let o = tmca(&[
-        "predict",
-        run.to_str().unwrap(),
-        "--image",
-        img.to_str().unwrap(),
-        "--report",
-        report,
-        "--probs",
-        "--tta",
-        "--output",
-        tta.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
+    let tag = export.file_name().unwrap().to_str().unwrap();
+    let (pred, tta) = (
+        dir.join(format!("pred-{tag}")),
+        dir.join(format!("tta-{tag}")),
+    );
+    for (out, flags) in [(&pred, vec!["--probs"]), (&tta, vec!["--probs", "--tta"])] {
+        let mut args: Vec<&str> = vec!["predict"];
+        args.extend(runs.iter().map(|r| r.to_str().unwrap()));
+        args.extend(["--image", img.to_str().unwrap(), "--report", report]);
+        args.extend(flags);
+        args.extend(["--output", out.to_str().unwrap()]);
+        let o = tmca(&args);
+        assert!(o.status.success(), "{}", text(&o));
+    }
     let out = common::python_check(
         "check_export.py",
         &[
@@ -134,4 +126,38 @@ fn an_rgb_model_exports_and_predicts_as_tmca_does() {
     let dir = tempfile::tempdir().unwrap();
     let run = train(dir.path(), "endoscopy", "", "");
     export_and_check(dir.path(), &run, 3, 0.5);
+
+    // An ensemble with a run of another seed: one folder per member, averaged in Python as by
+    // `tmca predict RUN RUN`.
+    let second = dir.path().join("second");
+    std::fs::create_dir(&second).unwrap();
+    let cfg = common::cli_config(&second, "endoscopy", "", "");
+    common::edit_config(&cfg, "[run]\n", "[run]\nseed = 7\n");
+    let o = tmca(&["train", cfg.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let run2 = second.join("run");
+    let ens = dir.path().join("ensemble");
+    let o = tmca(&[
+        "export",
+        run.to_str().unwrap(),
+        run2.to_str().unwrap(),
+        "--output",
+        ens.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("an ensemble of 2 runs"), "{}", text(&o));
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ens.join("model.json")).unwrap()).unwrap();
+    assert_eq!(
+        meta["ensemble"],
+        serde_json::json!(["member-0", "member-1"])
+    );
+    for f in [
+        "member-0/weights.safetensors",
+        "member-1/tokenizer.json",
+        "tmca_predict.py",
+    ] {
+        assert!(ens.join(f).is_file(), "{f} missing");
+    }
+    predict_and_check(dir.path(), &[&run, &run2], &ens);
 }

@@ -428,8 +428,11 @@ pub struct EvalArgs {
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
-    /// The run directory (holds config.toml, tokenizer.json, checkpoints/).
-    pub run: PathBuf,
+    /// The run directory (holds config.toml, tokenizer.json, checkpoints/). Several: their
+    /// ensemble (each in member-K/, averaged by the export's predictor as `tmca predict RUN
+    /// RUN…`).
+    #[arg(required = true, num_args = 1..)]
+    pub runs: Vec<PathBuf>,
     /// A new (or empty) folder for the export.
     #[arg(long)]
     pub output: PathBuf,

@@ -1,17 +1,24 @@
 //! `tmca export`: a run as a PyTorch folder.
 
 use crate::cli::ExportArgs;
-use tmca_trainer::export::export_torch;
+use tmca_trainer::export::export_models;
 use tmca_trainer::inference::Trained;
 
 pub fn run(a: &ExportArgs) -> anyhow::Result<()> {
     // On the CPU: the export is files, and a GPU-less machine can export a GPU-trained run.
-    let trained = Trained::load(&a.run, &a.checkpoint, &candle_core::Device::Cpu)?;
-    let e = export_torch(&trained, &a.output)?;
+    let members = a
+        .runs
+        .iter()
+        .map(|r| Trained::load(r, &a.checkpoint, &candle_core::Device::Cpu))
+        .collect::<Result<Vec<_>, _>>()?;
+    super::ensemble::check_inputs(&a.runs, &members)?;
+    let e = export_models(&members, &a.output)?;
+    let what = match members.as_slice() {
+        [one] => format!("{} (step {})", one.checkpoint.display(), one.step),
+        many => format!("an ensemble of {} runs", many.len()),
+    };
     println!(
-        "exported {} (step {}) to {}: {} weight tensors{}",
-        trained.checkpoint.display(),
-        trained.step,
+        "exported {what} to {}: {} weight tensors{}",
         e.dir.display(),
         e.tensors,
         if e.bert_tensors > 0 {

@@ -103,9 +103,51 @@ fn metadata(trained: &Trained) -> Result<serde_json::Value> {
     }))
 }
 
+/// Writes one model's files into `dir`: `weights.safetensors`, `tokenizer.json`, `model.json`.
+/// Returns the tensors written and how many came from a frozen BERT.
+fn write_model(trained: &Trained, dir: &Path) -> Result<(usize, usize)> {
+    let (weights, bert_tensors) = model_tensors(trained)?;
+    let meta = metadata(trained)?;
+    std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
+    let wp = dir.join("weights.safetensors");
+    candle_core::safetensors::save(&weights, &wp)
+        .map_err(|e| TrainError::file(&wp, e.to_string()))?;
+    trained.tokenizer.save(&dir.join("tokenizer.json"))?;
+    let meta = serde_json::to_string_pretty(&meta).unwrap_or_default();
+    let mp = dir.join("model.json");
+    std::fs::write(&mp, format!("{meta}\n")).map_err(|e| TrainError::io(&mp, e))?;
+    Ok((weights.len(), bert_tensors))
+}
+
 /// Writes the export of `trained` to `out` (a new or empty folder), completely or not at all:
 /// the files are written to a temporary folder beside it, which is renamed at the end.
 pub fn export_torch(trained: &Trained, out: &Path) -> Result<Exported> {
+    export_models(std::slice::from_ref(trained), out)
+}
+
+/// [`export_torch`] for several runs: their ensemble (the mean probability, as `tmca predict
+/// RUN RUN…`). Each member's files go to `member-K/`; the top-level `model.json` lists them
+/// (`ensemble`) with the first member's threshold and input. The members must take the same
+/// inputs. One member writes a plain export.
+pub fn export_models(members: &[Trained], out: &Path) -> Result<Exported> {
+    let Some(first) = members.first() else {
+        return Err(TrainError::config("ensemble", "no run to export"));
+    };
+    if let Some(m) = members
+        .iter()
+        .find(|m| m.input_spec() != first.input_spec())
+    {
+        return Err(TrainError::config(
+            "ensemble",
+            format!(
+                "{} takes other inputs than {} ({:?} vs {:?})",
+                m.checkpoint.display(),
+                first.checkpoint.display(),
+                m.input_spec(),
+                first.input_spec()
+            ),
+        ));
+    }
     if out.exists()
         && std::fs::read_dir(out)
             .map_err(|e| TrainError::io(out, e))?
@@ -117,8 +159,6 @@ pub fn export_torch(trained: &Trained, out: &Path) -> Result<Exported> {
             "exists and is not empty; choose a new folder (nothing was written)",
         ));
     }
-    let (weights, bert_tensors) = model_tensors(trained)?;
-    let meta = metadata(trained)?;
     let name = out
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -127,27 +167,57 @@ pub fn export_torch(trained: &Trained, out: &Path) -> Result<Exported> {
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
     }
-    std::fs::create_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
-    let write = |file: &str, bytes: &[u8]| {
-        let p = tmp.join(file);
-        std::fs::write(&p, bytes).map_err(|e| TrainError::io(&p, e))
+    let written = (|| {
+        let (mut tensors, mut bert_tensors) = (0, 0);
+        if members.len() == 1 {
+            (tensors, bert_tensors) = write_model(first, &tmp)?;
+        } else {
+            let mut names = Vec::new();
+            for (k, m) in members.iter().enumerate() {
+                let member = format!("member-{k}");
+                let (t, b) = write_model(m, &tmp.join(&member))?;
+                (tensors, bert_tensors) = (tensors + t, bert_tensors + b);
+                names.push(member);
+            }
+            let spec = first.input_spec();
+            let meta = serde_json::json!({
+                "format": "tmca-torch-export",
+                "version": 1,
+                "tmca_version": env!("CARGO_PKG_VERSION"),
+                "ensemble": names,
+                "checkpoints": members.iter().map(|m| m.checkpoint.display().to_string()).collect::<Vec<_>>(),
+                "input": { "channels": spec.channels, "height": spec.height, "width": spec.width,
+                           "mean": spec.mean, "std": spec.std },
+                "threshold": first.cfg.train.threshold,
+            });
+            let text = serde_json::to_string_pretty(&meta).unwrap_or_default();
+            let mp = tmp.join("model.json");
+            std::fs::write(&mp, format!("{text}\n")).map_err(|e| TrainError::io(&mp, e))?;
+        }
+        for (file, text) in [
+            ("tmca_torch.py", MIRROR),
+            ("tmca_predict.py", PREDICTOR),
+            ("README.md", README),
+        ] {
+            let p = tmp.join(file);
+            std::fs::write(&p, text).map_err(|e| TrainError::io(&p, e))?;
+        }
+        Ok((tensors, bert_tensors))
+    })();
+    let (tensors, bert_tensors) = match written {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
     };
-    let wp = tmp.join("weights.safetensors");
-    candle_core::safetensors::save(&weights, &wp)
-        .map_err(|e| TrainError::file(&wp, e.to_string()))?;
-    trained.tokenizer.save(&tmp.join("tokenizer.json"))?;
-    let meta = serde_json::to_string_pretty(&meta).unwrap_or_default();
-    write("model.json", format!("{meta}\n").as_bytes())?;
-    write("tmca_torch.py", MIRROR.as_bytes())?;
-    write("tmca_predict.py", PREDICTOR.as_bytes())?;
-    write("README.md", README.as_bytes())?;
     if out.exists() {
         std::fs::remove_dir(out).map_err(|e| TrainError::io(out, e))?;
     }
     std::fs::rename(&tmp, out).map_err(|e| TrainError::io(out, e))?;
     Ok(Exported {
         dir: out.to_path_buf(),
-        tensors: weights.len(),
+        tensors,
         bert_tensors,
     })
 }

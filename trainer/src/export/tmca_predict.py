@@ -103,13 +103,18 @@ class Predictor:
         if meta.get("format") != "tmca-torch-export" or meta.get("version") != 1:
             raise ValueError(f"{d / 'model.json'}: not a version-1 tmca export")
         self.meta = meta
+        self.device = device
+        self.threshold = meta["threshold"]
+        # An ensemble (`tmca export RUN RUN...`): one Predictor per member, probabilities averaged.
+        self.members = [Predictor(d / m, device) for m in meta.get("ensemble", [])]
+        if self.members:
+            return
         cfg = tmca_torch.ModelConfig.from_json(meta["model"])
         bert = tmca_torch.BertConfig(**meta["bert"])
         self.model = tmca_torch.Tmca(cfg, bert)
         # strict: every parameter of the mirror comes from the file, and nothing else is there.
         self.model.load_state_dict(load_file(str(d / "weights.safetensors")), strict=True)
         self.model.eval().to(device)
-        self.device = device
         self.tokenizer = Tokenizer.from_file(str(d / "tokenizer.json"))
         self.tokenizer.no_truncation()
         self.tokenizer.no_padding()
@@ -118,7 +123,6 @@ class Predictor:
         self.mean = torch.tensor(inp["mean"], dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor(inp["std"], dtype=torch.float32).view(1, -1, 1, 1)
         self.max_len, self.pad_id = meta["max_len"], meta["pad_id"]
-        self.threshold = meta["threshold"]
 
     def tokens(self, report: str) -> Tuple[List[int], List[int]]:
         """Token ids and attention mask of one report, `max_len` each (TextTokenizer::encode)."""
@@ -152,11 +156,14 @@ class Predictor:
                       tta: bool = False) -> List[np.ndarray]:
         """Foreground probabilities of each image (at its own size) described by its report;
         with `tta`, averaged with those of the mirrored image described by the mirrored report,
-        mirrored back (`tmca predict --tta`)."""
+        mirrored back (`tmca predict --tta`); for an ensemble, the members' mean."""
         if len(images) != len(reports):
             raise ValueError(f"{len(images)} images but {len(reports)} reports")
         if not images:
             return []
+        if self.members:
+            each = [m.predict_batch(images, reports, tta) for m in self.members]
+            return [np.mean([e[k] for e in each], axis=0) for k in range(len(images))]
         sizes = [_rgb(im).shape[:2] for im in images]
         x = torch.cat([self.inputs(im) for im in images]).to(self.device)
         probs = torch.sigmoid(self.model(x, *self._tokens(reports)).logits)
