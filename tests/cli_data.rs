@@ -715,12 +715,17 @@ fn convert_each_layout_then_validate_and_inspect() {
         let [tr, va, te] = counts;
         assert_contains(
             &r.stdout,
-            &[&format!("train {tr}, val {va}"), "nothing written"],
+            &[
+                &format!(
+                    "{} samples would be imported (train {tr}, val {va}",
+                    tr + va + te
+                ),
+                &format!("test {te}); nothing written"),
+            ],
         );
         assert!(!out.exists(), "{layout}: a dry run wrote {}", out.display());
         let r = convert(layout, &input, &out, modality, false);
         r.expect_code(0);
-        let [tr, va, te] = counts;
         assert_contains(
             &r.stdout,
             &[&format!(
