@@ -117,6 +117,7 @@ pub fn plan_manifest(table: &Path, val_fraction: f32) -> Result<Plan> {
 
     let mut problems = Problems::default();
     let mut samples = Vec::new();
+    let mut names: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for (row, cells) in rows {
         let get = |i: usize| cells.get(i).map(|s| s.trim()).unwrap_or("");
         let at = |message: String| DataError::bad(table, format!("row {row}: {message}"));
@@ -165,6 +166,13 @@ pub fn plan_manifest(table: &Path, val_fraction: f32) -> Result<Plan> {
                 None => continue,
             },
         };
+        if let Some(first) = names.insert(name.clone(), row) {
+            problems.push(at(format!(
+                "the name '{name}' is row {first}'s too (images of one file name in different \
+                 folders need a 'name' column)"
+            )));
+            continue;
+        }
         samples.push(PlannedSample {
             name,
             split,
@@ -290,6 +298,18 @@ mod tests {
         ] {
             assert!(err.contains(want), "{want}: {err}");
         }
+
+        std::fs::create_dir_all(root.join("b")).unwrap();
+        std::fs::copy(root.join("a.png"), root.join("b/a.png")).unwrap();
+        write(
+            &csv,
+            "image,mask,report\na.png,a_mask.png,x\nb/a.png,a_mask.png,y\n",
+        );
+        let err = plan_manifest(&csv, 0.2).unwrap_err().to_string();
+        assert!(
+            err.contains("row 3: the name 'a.png' is row 2's too"),
+            "{err}"
+        );
 
         write(&csv, "image,report,split\na.png,x,train\n");
         let err = plan_manifest(&csv, 0.2).unwrap_err().to_string();
