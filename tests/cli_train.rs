@@ -182,7 +182,11 @@ fn train_eval_predict_write_what_they_promise() {
     // store named, so not recorded over the run's own evaluations).
     let endo = dir.path().join("data/synth-endoscopy");
     let (r, e) = (run.to_str().unwrap(), endo.to_str().unwrap());
-    let o = tmca(&["eval", r, "--split", "test", "--store", e, "--sweep"]);
+    let sweep_json = dir.path().join("sweep.json");
+    let sj = sweep_json.to_str().unwrap();
+    let o = tmca(&[
+        "eval", r, "--split", "test", "--store", e, "--sweep", "--json", sj,
+    ]);
     assert!(o.status.success(), "{}", text(&o));
     let out = text(&o);
     let row = out
@@ -197,6 +201,17 @@ fn train_eval_predict_write_what_they_promise() {
         "{out}"
     );
     assert!(out.contains("best threshold on test: "), "{out}");
+    let sw: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&sweep_json).unwrap()).unwrap();
+    let rows = sw["sweep"].as_array().unwrap();
+    assert_eq!(rows.len(), 19);
+    let half = rows
+        .iter()
+        .find(|r| (r["threshold"].as_f64().unwrap() - 0.5).abs() < 1e-6);
+    assert_eq!(
+        half.unwrap()["mean_dice_per_image"],
+        sw["mean_dice_per_image"]
+    );
     let o = tmca(&[
         "eval",
         run.to_str().unwrap(),

@@ -107,6 +107,7 @@ pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
     let mut record = super::train::eval_record(first, &a.checkpoint, &results, a.tta);
     record.min_area = a.min_area;
     record.ensemble = Some(a.runs.iter().map(|r| r.display().to_string()).collect());
+    record.sweep = sweep.as_ref().map(ThresholdSweep::rows);
     if let Some(s) = &sweep {
         super::train::print_sweep(s, a.split);
     }

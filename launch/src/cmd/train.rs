@@ -145,6 +145,7 @@ pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
     );
     let mut record = eval_record(&trained, &a.checkpoint, &results, a.tta);
     record.min_area = a.min_area;
+    record.sweep = sweep.as_ref().map(ThresholdSweep::rows);
     if a.store.is_empty() {
         let mut name = eval_record_name(
             record.checkpoint.as_deref().unwrap_or("best"),

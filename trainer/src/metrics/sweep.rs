@@ -1,8 +1,21 @@
 //! [`ThresholdSweep`]: the metrics of one evaluation pass at many foreground thresholds, for
 //! choosing the threshold on the validation split (`tmca eval --split val --sweep`).
 
-use super::accumulator::SegMetrics;
+use super::accumulator::{nullable_f64, SegMetrics, SegSummary};
 use super::error::MetricsError;
+use serde::{Deserialize, Serialize};
+
+/// The metrics at one threshold of a sweep.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SweepRow {
+    pub threshold: f32,
+    #[serde(deserialize_with = "nullable_f64")]
+    pub mean_dice_per_image: f64,
+    #[serde(deserialize_with = "nullable_f64")]
+    pub mean_hd95_per_image: f64,
+    /// (dataset, its metrics at this threshold).
+    pub datasets: Vec<(String, SegSummary)>,
+}
 
 /// Per dataset, a [`SegMetrics`] for each threshold.
 #[derive(Debug, Clone)]
@@ -76,6 +89,29 @@ impl ThresholdSweep {
             })
     }
 
+    /// One record per threshold: the mean per-image Dice and HD95 over datasets and each
+    /// dataset's summary (for JSON results).
+    pub fn rows(&self) -> Vec<SweepRow> {
+        let n = self.datasets.len().max(1) as f64;
+        (0..self.thresholds.len())
+            .map(|i| SweepRow {
+                threshold: self.thresholds[i],
+                mean_dice_per_image: self.mean_dice(i),
+                mean_hd95_per_image: self
+                    .datasets
+                    .iter()
+                    .map(|(_, m)| m[i].summary().hd95_per_image)
+                    .sum::<f64>()
+                    / n,
+                datasets: self
+                    .datasets
+                    .iter()
+                    .map(|(d, m)| (d.clone(), m[i].summary()))
+                    .collect(),
+            })
+            .collect()
+    }
+
     /// A Markdown table: one row per threshold, per-image Dice per dataset, their mean and
     /// the mean HD95; the best row marked.
     pub fn table(&self) -> String {
@@ -124,6 +160,10 @@ mod tests {
         }
         // At 0.3 the prediction is exactly the mask.
         assert_eq!(sweep.best(), Some((0.3, 1.0)));
+        let rows = sweep.rows();
+        assert_eq!(rows.len(), 4);
+        assert_eq!((rows[1].threshold, rows[1].mean_dice_per_image), (0.3, 1.0));
+        assert_eq!(rows[1].datasets[0].1, sweep.datasets[0].1[1].summary());
         let table = sweep.table();
         assert!(table.contains("| 0.30 ← | 1.0000 |"), "{table}");
         assert_eq!(ThresholdSweep::grid().thresholds().len(), 19);

@@ -33,6 +33,9 @@ pub struct ResultRecord {
     /// The run directories averaged, for an ensemble (`tmca eval RUN RUN…`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ensemble: Option<Vec<String>>,
+    /// The metrics at other thresholds from the same pass (`tmca eval --sweep`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sweep: Option<Vec<crate::metrics::SweepRow>>,
     /// Mean over datasets of the per-image mean Dice (the model-selection criterion).
     #[serde(deserialize_with = "nullable_f64")]
     pub mean_dice_per_image: f64,
@@ -55,6 +58,7 @@ impl ResultRecord {
             threshold: None,
             min_area: None,
             ensemble: None,
+            sweep: None,
             mean_dice_per_image: mean_dice(results),
             mean_dice_pooled: pooled,
             datasets: results.to_vec(),
