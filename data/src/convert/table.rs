@@ -2,7 +2,8 @@
 //! reports.
 //!
 //! A table needs the columns `Image` and `Description` (matched case-insensitively, surrounding
-//! whitespace ignored); other columns are ignored. The header is the first non-empty row
+//! whitespace ignored; `Report` or `Text` also name the description when there is no
+//! `Description`); other columns are ignored. The header is the first non-empty row
 //! (of the first worksheet of a workbook). Rows that are entirely empty are skipped. A row with an
 //! image name but no description, or a description but no image name, is an error naming the
 //! file and the row (1-based, as a spreadsheet numbers it). Descriptions are kept verbatim
@@ -140,7 +141,12 @@ fn rows_from_cells(path: &Path, cells: Cells) -> Result<Table> {
     };
     let names: Vec<String> = header.iter().map(|c| header_name(c)).collect();
     let col = |want: &str| names.iter().position(|n| n == want);
-    let (Some(img_col), Some(desc_col)) = (col("image"), col("description")) else {
+    // The table layout's names for the report are understood too (a listing of new images in
+    // that layout's form can be given to `tmca predict --table`).
+    let desc = col("description")
+        .or_else(|| col("report"))
+        .or_else(|| col("text"));
+    let (Some(img_col), Some(desc_col)) = (col("image"), desc) else {
         return Err(DataError::bad(
             path,
             format!(
@@ -257,10 +263,17 @@ mod tests {
             }
         );
 
+        let alias = dir.path().join("alias.csv");
+        write_csv(&alias, &["image", "Report", "Text"], &[("a.png", "x")]);
+        assert_eq!(read_table(&alias).unwrap().rows[0].report, "x");
+
         let bad = dir.path().join("bad.csv");
-        write_csv(&bad, &["Image", "Text"], &[("a.png", "x")]);
+        write_csv(&bad, &["Image", "Caption"], &[("a.png", "x")]);
         let err = read_table(&bad).unwrap_err().to_string();
-        assert!(err.contains("bad.csv") && err.contains("'Text'"), "{err}");
+        assert!(
+            err.contains("bad.csv") && err.contains("'Caption'"),
+            "{err}"
+        );
 
         let bad = dir.path().join("bad.xlsx");
         write_xlsx(&bad, &["Name", "Description"], &[("a.png", "x")]);
