@@ -914,6 +914,23 @@ fn jpeg_masks_need_and_take_a_mask_threshold() {
     std::fs::write(root.join("list.csv"), list.replace("_seg.png", "_seg.jpg")).unwrap();
     let out = dir.path().join("k.zarr");
     let table = root.join("list.csv");
+    // A dry run reads every mask and names each JPEG one.
+    let mut dry = args!["data", "convert", "--layout", "table", "--input", &table];
+    dry.extend(args![
+        "--output",
+        &out,
+        "--name",
+        "k",
+        "--modality",
+        "endoscopy",
+        "--dry-run"
+    ]);
+    let r = tmca(dry);
+    r.expect_code(3);
+    for i in 0..5 {
+        assert_contains(&r.stderr, &[&format!("s{i}_seg.jpg")]);
+    }
+    assert_nothing_written(&out);
     let r = convert("table", &table, &out, "endoscopy", false);
     r.expect_code(3);
     assert_contains(&r.stderr, &["_seg.jpg", "--mask-threshold"]);

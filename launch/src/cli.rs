@@ -129,8 +129,8 @@ pub struct ConvertArgs {
     /// Replace an existing output store (only once the new one is complete).
     #[arg(long)]
     pub force: bool,
-    /// Only plan and check (files, tables, image/mask sizes): print the samples per split and
-    /// write nothing. Mask values are read only by the conversion itself.
+    /// Only check (files, tables, image/mask sizes, every mask's values, all problems listed
+    /// together): print the samples per split and write nothing.
     #[arg(long)]
     pub dry_run: bool,
 }

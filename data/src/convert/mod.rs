@@ -407,6 +407,30 @@ pub fn plan(opts: &ConvertOptions, progress: &dyn Progress) -> Result<Plan> {
     Ok(plan)
 }
 
+/// Decodes every mask of `plan` by `rule` (in parallel) and reports every one whose values the
+/// rule refuses, together — what only the conversion itself would otherwise find, one at a
+/// time (`tmca data convert --dry-run`). Reports the phase `masks`.
+pub fn check_masks(plan: &Plan, rule: MaskRule, progress: &dyn Progress) -> Result<()> {
+    progress.start("masks", plan.samples.len() as u64);
+    let results: Vec<Result<()>> = plan
+        .samples
+        .par_iter()
+        .map(|s| {
+            let r = crate::imageops::decode(&s.mask)
+                .and_then(|img| crate::imageops::binarize_mask(&s.mask, &img, rule))
+                .map(|_| ());
+            progress.inc(1);
+            r
+        })
+        .collect();
+    progress.finish();
+    let mut problems = Problems::default();
+    for r in results {
+        problems.check(r);
+    }
+    problems.finish()
+}
+
 /// Decodes one planned sample: image (gray or RGB by `channels`, resized bilinear) and mask
 /// (read by `rule`: 0/1 or 0/255, or thresholded; resized nearest, stored 0/1).
 pub fn decode_entry(
