@@ -36,24 +36,23 @@ fn train_eval_predict_write_what_they_promise() {
     assert!(std::fs::read_dir(run.join("tensorboard")).unwrap().count() == 1);
     assert!(text(&o).contains("Dice (per-image mean)"), "{}", text(&o));
     check_tensorboard_with_python(&run);
+    // `tmca eval RUN --split test ARGS…`, which must succeed.
+    let eval_test = |args: &[&str]| {
+        let mut all = vec!["eval", run.to_str().unwrap(), "--split", "test"];
+        all.extend(args);
+        let o = tmca(&all);
+        assert!(o.status.success(), "{}", text(&o));
+        o
+    };
 
     let per_image = dir.path().join("per-image.csv");
-    let o = tmca(&[
-        "eval",
-        run.to_str().unwrap(),
-        "--split",
-        "test",
-        "--per-image",
-        per_image.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
+    let o = eval_test(&["--per-image", per_image.to_str().unwrap()]);
     let out = text(&o);
     assert!(
         out.contains("synth-endoscopy | test | 4 |") && out.contains("pixel-pooled"),
         "{out}"
     );
-    let o = tmca(&["eval", run.to_str().unwrap(), "--split", "test", "--tta"]);
-    assert!(o.status.success(), "{}", text(&o));
+    let o = eval_test(&["--tta"]);
     assert!(
         text(&o).contains("with flip TTA") && text(&o).contains("synth-endoscopy | test | 4 |")
     );
@@ -98,17 +97,7 @@ fn train_eval_predict_write_what_they_promise() {
     assert_eq!(log.lines().count(), 2, "one validation per epoch: {log}");
     // Another threshold is recorded beside, and scores the per-image rows at that threshold.
     let low = dir.path().join("low.csv");
-    let o = tmca(&[
-        "eval",
-        run.to_str().unwrap(),
-        "--split",
-        "test",
-        "--threshold",
-        "0.01",
-        "--per-image",
-        low.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
+    let o = eval_test(&["--threshold", "0.01", "--per-image", low.to_str().unwrap()]);
     let rec_low: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(run.join("eval/best-test-t0.01.json")).unwrap(),
     )
@@ -131,11 +120,7 @@ fn train_eval_predict_write_what_they_promise() {
     // Small components removed: each image keeps nothing or at least the limit (5% of 32²),
     // never more than without the removal; recorded beside.
     let small = dir.path().join("small.csv");
-    let o = tmca(&[
-        "eval",
-        run.to_str().unwrap(),
-        "--split",
-        "test",
+    let o = eval_test(&[
         "--threshold",
         "0.01",
         "--min-area",
@@ -143,7 +128,6 @@ fn train_eval_predict_write_what_they_promise() {
         "--per-image",
         small.to_str().unwrap(),
     ]);
-    assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("components under 0.05 of the image removed"));
     let (kept, all) = (predicted(&small), predicted(&low));
     for (k, a) in kept.iter().zip(&all) {
