@@ -97,7 +97,7 @@ fn train_eval_predict_write_what_they_promise() {
     assert_eq!(log.lines().count(), 2, "one validation per epoch: {log}");
     // Another threshold is recorded beside, and scores the per-image rows at that threshold.
     let low = dir.path().join("low.csv");
-    let o = eval_test(&["--threshold", "0.01", "--per-image", low.to_str().unwrap()]);
+    eval_test(&["--threshold", "0.01", "--per-image", low.to_str().unwrap()]);
     let rec_low: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(run.join("eval/best-test-t0.01.json")).unwrap(),
     )
