@@ -358,3 +358,43 @@ fn non_finite_loss_stops_with_the_last_checkpoint_intact_or_is_skipped() {
         s.steps
     );
 }
+
+#[test]
+fn the_best_checkpoint_follows_train_select() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut cfg = config(
+        &dir.path().join("pooled"),
+        &data,
+        "select = \"dice_pooled\"",
+    );
+    cfg.train.epochs = 4;
+    let s = run(&cfg, Resume::No, None);
+    let log = tmca_trainer::train::results::read_validation_log(&cfg.run.dir).unwrap();
+    assert_eq!(log.len(), 4);
+    let best_pooled = log
+        .iter()
+        .map(|r| r.mean_dice_pooled)
+        .fold(f64::MIN, f64::max);
+    let manifest = Checkpointer::load(&cfg.run.dir.join("checkpoints/best"), &Device::Cpu)
+        .unwrap()
+        .manifest;
+    assert_eq!(manifest.best_val_dice, Some(best_pooled));
+    assert_eq!(s.best_val_dice, Some(best_pooled));
+    // `best` holds the weights of the first validation that reached it.
+    let first = log
+        .iter()
+        .find(|r| r.mean_dice_pooled == best_pooled)
+        .unwrap();
+    assert_eq!(manifest.step, first.step);
+    let err = Config::from_toml(
+        &format!(
+            "[run]\ndir = \"{}\"\n[data]\nimage_size = 32\nbatch_size = 2\nstores = [\"x\"]\n[train]\nselect = \"hd95\"",
+            dir.path().display()
+        ),
+        Path::new("t.toml"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("select") || err.contains("hd95"), "{err}");
+}

@@ -103,8 +103,11 @@ def main(run):
 
     with open(os.path.join(run, "checkpoints", "best", "manifest.json")) as f:
         best = json.load(f)["best_val_dice"]
-    check(math.isclose(max(e.value for e in mean), best, rel_tol=1e-5, abs_tol=1e-6),
-          "best val Dice in TensorBoard %r != manifest %r" % (max(e.value for e in mean), best))
+    # `best` follows train.select: the per-image (default) or the pixel-pooled mean Dice.
+    pooled = cfg["train"].get("select", "dice_per_image") == "dice_pooled"
+    chosen = series("val/mean_dice_pooled") if pooled else mean
+    check(math.isclose(max(e.value for e in chosen), best, rel_tol=1e-5, abs_tol=1e-6),
+          "best val Dice in TensorBoard %r != manifest %r" % (max(e.value for e in chosen), best))
 
     overlays = sorted(t for t in tags["images"] if t.startswith("val/overlay_"))
     want = min(cfg["train"]["preview_images"], 1)

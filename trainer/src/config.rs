@@ -240,6 +240,17 @@ pub enum OnNonFinite {
     Skip,
 }
 
+/// The validation metric that picks the `best` checkpoint and counts towards `patience`: the
+/// mean over datasets of the per-image mean Dice (LViT's protocol) or of the pixel-pooled Dice
+/// (GuideDecoder's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Select {
+    #[default]
+    DicePerImage,
+    DicePooled,
+}
+
 /// `[train]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -262,6 +273,8 @@ pub struct TrainConfig {
     pub threshold: f32,
     /// Validation overlays written to TensorBoard per validation.
     pub preview_images: usize,
+    /// The validation metric of model selection ([`Select`]).
+    pub select: Select,
 }
 
 impl Default for TrainConfig {
@@ -277,6 +290,7 @@ impl Default for TrainConfig {
             on_nonfinite: OnNonFinite::Stop,
             threshold: 0.5,
             preview_images: 4,
+            select: Select::DicePerImage,
         }
     }
 }

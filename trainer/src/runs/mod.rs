@@ -184,7 +184,7 @@ const HEADER: [&str; 12] = [
     "size",
     "datasets",
     "steps",
-    "best val Dice (per-image)",
+    "best val Dice (train.select)",
     "at step",
     "test Dice (per-image)",
     "test Dice (pooled)",

@@ -115,7 +115,7 @@ pub fn repeats_table(groups: &[RepeatGroup]) -> String {
     };
     let mut out = String::from(
         "\nRepeats of one setting (configs equal but for the seed or fold), mean ± sd:\n\n\
-         | runs | varying | best val Dice (per-image) | test Dice (per-image) | test HD95 px |\n\
+         | runs | varying | best val Dice (train.select) | test Dice (per-image) | test HD95 px |\n\
          |---|---|---|---|---|\n",
     );
     for g in groups {

@@ -176,6 +176,11 @@ pub fn mean_dice(results: &[EvalResult]) -> f64 {
         / results.len().max(1) as f64
 }
 
+/// Mean pixel-pooled Dice over datasets (`train.select = "dice_pooled"`).
+pub fn mean_dice_pooled(results: &[EvalResult]) -> f64 {
+    results.iter().map(|r| r.summary.dice_pooled).sum::<f64>() / results.len().max(1) as f64
+}
+
 /// A Markdown table of results, labelled with both protocols; boundary distances in pixels.
 pub fn table(results: &[EvalResult]) -> String {
     let mut s = String::from(

@@ -445,7 +445,7 @@ pub fn train(
                 validate(&model, &stores, &spec, cfg, device, sync, sink, m.step)
             })?;
             log_validation(vlog.as_ref(), &results, &m, cfg.train.threshold)?;
-            record_validation(results, &mut m, &mut summary, &|m| {
+            record_validation(results, &mut m, &mut summary, cfg.train.select, &|m| {
                 if rank0 {
                     save("best", m, &opt, ema.as_ref()).map(Some)
                 } else {
@@ -472,7 +472,7 @@ pub fn train(
             validate(&model, &stores, &spec, cfg, device, sync, sink, m.step)
         })?;
         log_validation(vlog.as_ref(), &results, &m, cfg.train.threshold)?;
-        record_validation(results, &mut m, &mut summary, &|m| {
+        record_validation(results, &mut m, &mut summary, cfg.train.select, &|m| {
             if rank0 {
                 save("best", m, &opt, ema.as_ref()).map(Some)
             } else {

@@ -48,8 +48,7 @@ pub struct ResultRecord {
 impl ResultRecord {
     /// The record of `results` at `step`.
     pub fn new(step: u64, results: &[EvalResult]) -> Self {
-        let pooled = results.iter().map(|r| r.summary.dice_pooled).sum::<f64>()
-            / results.len().max(1) as f64;
+        let pooled = super::eval::mean_dice_pooled(results);
         Self {
             step,
             epoch: None,

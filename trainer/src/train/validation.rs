@@ -1,10 +1,11 @@
 //! Validation during training: the metrics of every store's val split (sharded over ranks),
 //! TensorBoard's scalars and pictures, `validation.jsonl`, the best checkpoint and patience.
 
-use super::eval::{evaluate, mean_dice, EvalResult, EvalSpec};
+use super::eval::{evaluate, mean_dice, mean_dice_pooled, EvalResult, EvalSpec};
 use super::{overlay, results, TrainSummary};
 use crate::checkpoint::Manifest;
 use crate::config::Config;
+use crate::config::Select;
 use crate::sink::MetricSink;
 use crate::sync::GradSync;
 use crate::Result;
@@ -34,11 +35,15 @@ pub(super) fn record_validation(
     results: Vec<EvalResult>,
     m: &mut Manifest,
     summary: &mut TrainSummary,
+    select: Select,
     save_best: &dyn Fn(&Manifest) -> Result<Option<PathBuf>>,
 ) -> Result<()> {
-    let dice = mean_dice(&results);
+    let (dice, what) = match select {
+        Select::DicePerImage => (mean_dice(&results), "per-image mean"),
+        Select::DicePooled => (mean_dice_pooled(&results), "pixel-pooled"),
+    };
     tracing::info!(
-        "epoch {} step {}: val Dice (per-image mean over datasets) {dice:.4}",
+        "epoch {} step {}: val Dice ({what}, mean over datasets) {dice:.4}",
         m.epoch,
         m.step
     );
@@ -127,5 +132,6 @@ pub(super) fn validate(
         }
     }
     sink.scalar("val/mean_dice_per_image", mean_dice(&results), step);
+    sink.scalar("val/mean_dice_pooled", mean_dice_pooled(&results), step);
     Ok(results)
 }
