@@ -65,7 +65,7 @@ fn ensemble_averages_members_with_their_own_tokenizers() {
         &spec,
         &candle_core::Device::Cpu,
         &mut SingleProcess,
-        &mut |store, batch, probs, _| {
+        &mut |store, batch, probs, _, _| {
             let hw = batch.height * batch.width;
             for (k, item) in batch.items.iter().enumerate() {
                 let s = store.sample(item.index).unwrap();

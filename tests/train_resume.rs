@@ -235,7 +235,7 @@ fn moving_averages_resume_exactly_and_serve_evaluation() {
         &spec,
         &Device::Cpu,
         &mut SingleProcess,
-        &mut |_, _, _, _| Ok(()),
+        &mut |_, _, _, _, _| Ok(()),
     )
     .unwrap();
     let again = tmca_trainer::train::eval::mean_dice(&results);
@@ -301,7 +301,7 @@ fn tiny_model_overfits_eight_samples() {
         &spec,
         &Device::Cpu,
         &mut SingleProcess,
-        &mut |_, _, _, _| Ok(()),
+        &mut |_, _, _, _, _| Ok(()),
     )
     .unwrap();
     assert!(

@@ -281,13 +281,10 @@ pub fn eval_run(
         &spec,
         &trained.device,
         &mut SingleProcess,
-        &mut |store, b, probs, _| {
+        &mut |store, b, probs, _, scores| {
             if let Some(rows) = per_image.as_deref_mut() {
                 rows.extend(tmca_trainer::train::per_image::image_results(
-                    store,
-                    b,
-                    probs,
-                    trained.cfg.train.threshold,
+                    store, b, scores,
                 ));
             }
             if let Some(s) = sweep.as_deref_mut() {

@@ -85,6 +85,31 @@ impl std::fmt::Display for SegSummary {
     }
 }
 
+/// The scores of one image: its confusion counts, Dice, IoU and boundary distances.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ImageScores {
+    pub confusion: Confusion,
+    pub dice: f64,
+    pub iou: f64,
+    pub hd95: f64,
+    pub assd: f64,
+}
+
+impl ImageScores {
+    /// The scores of a `height`x`width` binary prediction against its mask.
+    pub fn of(pred: &[bool], mask: &[bool], height: usize, width: usize) -> Self {
+        let confusion = Confusion::from_pairs(pred.iter().copied().zip(mask.iter().copied()));
+        let d = surface_distances(pred, mask, height, width);
+        Self {
+            confusion,
+            dice: dice(&confusion),
+            iou: iou(&confusion),
+            hd95: d.hd95,
+            assd: d.assd,
+        }
+    }
+}
+
 fn check_shape(
     pred_len: usize,
     mask_len: usize,
@@ -117,7 +142,7 @@ impl SegMetrics {
     pub const VEC_LEN: usize = 8;
 
     /// Adds a batch of `n_images` images of `height`x`width` pixels each (`[N, H, W]` or
-    /// `[N, 1, H, W]`, row-major).
+    /// `[N, 1, H, W]`, row-major) and returns each image's scores.
     ///
     /// `pred` holds **probabilities**: a pixel is predicted foreground when
     /// `pred > threshold` (use `0.5` for sigmoid outputs; for raw logits, `threshold = 0.0`
@@ -131,15 +156,18 @@ impl SegMetrics {
         height: usize,
         width: usize,
         threshold: f32,
-    ) -> Result<(), MetricsError> {
+    ) -> Result<Vec<ImageScores>, MetricsError> {
         let hw = height * width;
         check_shape(pred.len(), mask.len(), n_images, hw)?;
+        let mut scores = Vec::with_capacity(n_images);
         for (p, m) in pred.chunks_exact(hw).zip(mask.chunks_exact(hw)) {
             let p: Vec<bool> = p.iter().map(|&p| p > threshold).collect();
             let m: Vec<bool> = m.iter().map(|&m| m > MASK_THRESHOLD).collect();
-            self.add_image(&p, &m, height, width);
+            let s = ImageScores::of(&p, &m, height, width);
+            self.add(&s);
+            scores.push(s);
         }
-        Ok(())
+        Ok(scores)
     }
 
     /// Like [`SegMetrics::update`] for already binary data: non-zero bytes are foreground.
@@ -156,21 +184,19 @@ impl SegMetrics {
         for (p, m) in pred.chunks_exact(hw).zip(mask.chunks_exact(hw)) {
             let p: Vec<bool> = p.iter().map(|&p| p != 0).collect();
             let m: Vec<bool> = m.iter().map(|&m| m != 0).collect();
-            self.add_image(&p, &m, height, width);
+            self.add(&ImageScores::of(&p, &m, height, width));
         }
         Ok(())
     }
 
-    /// Adds one `height`x`width` image given as binary prediction and mask.
-    pub fn add_image(&mut self, pred: &[bool], mask: &[bool], height: usize, width: usize) {
-        let c = Confusion::from_pairs(pred.iter().copied().zip(mask.iter().copied()));
-        let d = surface_distances(pred, mask, height, width);
-        self.dice_sum += dice(&c);
-        self.iou_sum += iou(&c);
-        self.hd95_sum += d.hd95;
-        self.assd_sum += d.assd;
+    /// Adds one image's scores.
+    pub fn add(&mut self, s: &ImageScores) {
+        self.dice_sum += s.dice;
+        self.iou_sum += s.iou;
+        self.hd95_sum += s.hd95;
+        self.assd_sum += s.assd;
         self.images += 1;
-        self.pooled.add(&c);
+        self.pooled.add(&s.confusion);
     }
 
     /// Adds another accumulator's sums (other ranks, other datasets). Exact.

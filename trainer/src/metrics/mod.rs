@@ -24,7 +24,7 @@ pub mod sweep;
 #[cfg(test)]
 mod tests;
 
-pub use accumulator::{SegMetrics, SegSummary, MASK_THRESHOLD};
+pub use accumulator::{ImageScores, SegMetrics, SegSummary, MASK_THRESHOLD};
 pub use confusion::Confusion;
 pub use dice::dice;
 pub use error::MetricsError;

@@ -1,7 +1,7 @@
 //! Evaluation: Dice and IoU per dataset and split, under both protocols, reduced over ranks.
 
 use super::batch::to_inputs;
-use crate::metrics::{SegMetrics, SegSummary};
+use crate::metrics::{ImageScores, SegMetrics, SegSummary};
 use crate::model::Tmca;
 use crate::sync::GradSync;
 use crate::Result;
@@ -23,9 +23,10 @@ pub struct EvalResult {
     pub summary: SegSummary,
 }
 
-/// What [`evaluate`] calls with each batch, its store, its probabilities and the enhancement
-/// maps A_l (B, 1, h, w) of the direct pass with their level.
-pub type OnBatch<'a> = dyn FnMut(&Store, &Batch, &[f32], &[(usize, Tensor)]) -> Result<()> + 'a;
+/// What [`evaluate`] calls with each batch, its store, its probabilities, the enhancement
+/// maps A_l (B, 1, h, w) of the direct pass with their level, and each image's scores.
+pub type OnBatch<'a> =
+    dyn FnMut(&Store, &Batch, &[f32], &[(usize, Tensor)], &[ImageScores]) -> Result<()> + 'a;
 
 /// Options of an evaluation pass.
 pub struct EvalSpec<'a> {
@@ -113,8 +114,8 @@ pub fn evaluate_ensemble(
                 spec.threshold,
                 spec.min_area,
             );
-            m.update(&probs, &b.masks, b.size, b.height, b.width, spec.threshold)?;
-            on_batch(store, &b, &probs, &maps)?;
+            let scores = m.update(&probs, &b.masks, b.size, b.height, b.width, spec.threshold)?;
+            on_batch(store, &b, &probs, &maps, &scores)?;
             spec.progress.inc(1);
         }
         spec.progress.finish();

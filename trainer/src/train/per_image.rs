@@ -1,7 +1,7 @@
 //! Per-image results of an evaluation (`tmca eval --per-image FILE.csv`): which images a model
 //! gets wrong, and paired per-image scores for comparing two runs on the same test set.
 
-use crate::metrics::{dice, iou, surface_distances, Confusion, MASK_THRESHOLD};
+use crate::metrics::ImageScores;
 use crate::{Result, TrainError};
 use std::path::Path;
 use tmca_data::convert::table::csv_field;
@@ -26,32 +26,23 @@ pub struct ImageResult {
     pub report: String,
 }
 
-/// The rows of one evaluated batch of `store` (`probs`: B·H·W foreground probabilities).
-pub fn image_results(store: &Store, b: &Batch, probs: &[f32], threshold: f32) -> Vec<ImageResult> {
-    let hw = b.height * b.width;
+/// The rows of one evaluated batch of `store`, from its images' `scores` (as scored for the
+/// dataset metrics).
+pub fn image_results(store: &Store, b: &Batch, scores: &[ImageScores]) -> Vec<ImageResult> {
     let info = store.info();
     b.items
         .iter()
-        .enumerate()
-        .map(|(k, item)| {
-            let pred: Vec<bool> = probs[k * hw..(k + 1) * hw]
-                .iter()
-                .map(|&p| p > threshold)
-                .collect();
-            let mask: Vec<bool> = b.masks[k * hw..(k + 1) * hw]
-                .iter()
-                .map(|&m| m > MASK_THRESHOLD)
-                .collect();
-            let c = Confusion::from_pairs(pred.iter().copied().zip(mask.iter().copied()));
-            let d = surface_distances(&pred, &mask, b.height, b.width);
+        .zip(scores)
+        .map(|(item, s)| {
+            let c = &s.confusion;
             ImageResult {
                 dataset: info.name.clone(),
                 index: item.index,
                 source_name: store.names().get(item.index).cloned().unwrap_or_default(),
-                dice: dice(&c),
-                iou: iou(&c),
-                hd95: d.hd95,
-                assd: d.assd,
+                dice: s.dice,
+                iou: s.iou,
+                hd95: s.hd95,
+                assd: s.assd,
                 predicted_pixels: c.true_pos + c.false_pos,
                 mask_pixels: c.true_pos + c.false_neg,
                 report: store.reports().get(item.index).cloned().unwrap_or_default(),

@@ -85,7 +85,7 @@ pub(super) fn validate(
         spec,
         device,
         sync,
-        &mut |_, b, probs, maps| {
+        &mut |_, b, probs, maps, _| {
             let n = want.saturating_sub(shown).min(b.size);
             for row in 0..n {
                 let rgb = overlay::overlay(b, probs, row, &mean, &std, cfg.train.threshold);
