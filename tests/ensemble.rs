@@ -1,13 +1,13 @@
 //! An ensemble evaluation (`evaluate_ensemble`, `tmca eval RUN RUN…`) scores the mean of its
 //! members' probabilities, each member reading the reports with its own tokenizer: checked
 //! against each run's own `Trained::predict` on every test image, for two runs whose learned
-//! vocabularies differ; `predict_mean` (`tmca predict RUN RUN…`) agrees.
+//! vocabularies differ; `Ensemble::predict` (`tmca predict RUN RUN…`) agrees.
 
 use std::path::Path;
 use std::sync::Mutex;
 use tmca_data::{NoProgress, Split};
 use tmca_trainer::config::Config;
-use tmca_trainer::inference::{predict_mean, Trained};
+use tmca_trainer::inference::{Ensemble, Trained};
 use tmca_trainer::sync::SingleProcess;
 use tmca_trainer::train::eval::{evaluate_ensemble, EvalSpec, Member};
 use tmca_trainer::train::Resume;
@@ -29,11 +29,12 @@ fn trained_run(dir: &Path, name: &str, seed: u64, vocab: Option<usize>) -> Train
 #[test]
 fn ensemble_averages_members_with_their_own_tokenizers() {
     let dir = tempfile::tempdir().unwrap();
-    let runs = vec![
+    let runs = Ensemble::new(vec![
         trained_run(dir.path(), "a", 1, None),
         trained_run(dir.path(), "b", 2, Some(70)),
-    ];
-    let (a, b) = (&runs[0], &runs[1]);
+    ])
+    .unwrap();
+    let (a, b) = (&runs.members()[0], &runs.members()[1]);
     let report = "small opacity in the left lower zone";
     assert_ne!(
         a.tokenizer.encode(report).unwrap().ids,
@@ -86,7 +87,8 @@ fn ensemble_averages_members_with_their_own_tokenizers() {
                         acc
                     });
                 // `tmca predict RUN RUN…` averages the same way.
-                let predicted = predict_mean(&runs, &[(planar, s.report.as_str())], false)
+                let predicted = runs
+                    .predict(&[(planar, s.report.as_str())], false)
                     .unwrap()
                     .remove(0)
                     .probs;

@@ -43,41 +43,86 @@ pub struct Trained {
     pub device: Device,
 }
 
-/// The mean prediction of several runs (an ensemble, e.g. a cross-validation's fold models):
-/// each member's probabilities from its own [`Trained::predict`], averaged; the enhancement
-/// maps are the first member's. The members must share the input size.
-pub fn predict_mean(
-    members: &[Trained],
-    items: &[(Planar<'_>, &str)],
-    tta: bool,
-) -> Result<Vec<Prediction>> {
-    let Some((first, others)) = members.split_first() else {
-        return Err(TrainError::config("ensemble", "no models to predict with"));
+/// Checks that `members` take the same inputs (size, channels, normalisation), so their
+/// probabilities can be averaged; the error names the first run that differs.
+pub fn check_same_inputs(members: &[Trained]) -> Result<()> {
+    let Some(first) = members.first() else {
+        return Err(TrainError::config("ensemble", "no runs given"));
     };
-    let mut preds = first.predict(items, tta)?;
-    for m in others {
-        if m.input_spec() != first.input_spec() {
+    let y = first.input_spec();
+    for m in &members[1..] {
+        let x = m.input_spec();
+        if x != y {
             return Err(TrainError::config(
                 "ensemble",
                 format!(
-                    "the runs take other inputs ({:?} vs {:?})",
-                    m.input_spec(),
-                    first.input_spec()
+                    "{} takes other inputs than {} ({} channels of {}x{}, mean {:?}, std {:?} vs \
+                     {} of {}x{}, mean {:?}, std {:?}): an ensemble needs one input size, channel \
+                     count and normalisation",
+                    m.checkpoint.display(),
+                    first.checkpoint.display(),
+                    x.channels,
+                    x.height,
+                    x.width,
+                    x.mean,
+                    x.std,
+                    y.channels,
+                    y.height,
+                    y.width,
+                    y.mean,
+                    y.std
                 ),
             ));
         }
-        for (acc, p) in preds.iter_mut().zip(m.predict(items, tta)?) {
-            acc.probs
-                .iter_mut()
-                .zip(&p.probs)
-                .for_each(|(a, b)| *a += b);
+    }
+    Ok(())
+}
+
+/// One or more runs predicting together (an ensemble, e.g. a cross-validation's fold models),
+/// checked once to take the same inputs ([`check_same_inputs`]).
+pub struct Ensemble {
+    members: Vec<Trained>,
+}
+
+impl Ensemble {
+    pub fn new(members: Vec<Trained>) -> Result<Self> {
+        check_same_inputs(&members)?;
+        Ok(Self { members })
+    }
+
+    /// Every member; the first sets threshold, batch size and configuration of the whole.
+    pub fn members(&self) -> &[Trained] {
+        &self.members
+    }
+
+    pub fn first(&self) -> &Trained {
+        &self.members[0]
+    }
+
+    pub fn first_mut(&mut self) -> &mut Trained {
+        &mut self.members[0]
+    }
+
+    /// The mean prediction: each member's probabilities from its own [`Trained::predict`],
+    /// averaged; the enhancement maps are the first member's.
+    pub fn predict(&self, items: &[(Planar<'_>, &str)], tta: bool) -> Result<Vec<Prediction>> {
+        let mut preds = self.first().predict(items, tta)?;
+        for m in &self.members[1..] {
+            for (acc, p) in preds.iter_mut().zip(m.predict(items, tta)?) {
+                acc.probs
+                    .iter_mut()
+                    .zip(&p.probs)
+                    .for_each(|(a, b)| *a += b);
+            }
         }
+        if self.members.len() > 1 {
+            let n = self.members.len() as f32;
+            for p in &mut preds {
+                p.probs.iter_mut().for_each(|x| *x /= n);
+            }
+        }
+        Ok(preds)
     }
-    let n = members.len() as f32;
-    for p in &mut preds {
-        p.probs.iter_mut().for_each(|x| *x /= n);
-    }
-    Ok(preds)
 }
 
 impl Trained {

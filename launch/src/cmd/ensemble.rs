@@ -3,45 +3,26 @@
 
 use crate::cli::{EvalArgs, UsageError};
 use anyhow::Context;
+use candle_core::Device;
 use std::path::PathBuf;
 use tmca_data::Split;
-use tmca_trainer::inference::Trained;
+use tmca_trainer::inference::{Ensemble, Trained};
 use tmca_trainer::metrics::ThresholdSweep;
 use tmca_trainer::train::eval::table;
 use tmca_trainer::train::setup::store_names;
 
-/// Checks that the models of `runs` take the same inputs (size, channels, normalisation), so
-/// their probabilities can be averaged; the error names the run.
-pub fn check_inputs(runs: &[PathBuf], members: &[Trained]) -> anyhow::Result<()> {
-    let first = &members[0];
-    for (run, t) in runs.iter().zip(members).skip(1) {
-        let (x, y) = (t.input_spec(), first.input_spec());
-        if x != y {
-            anyhow::bail!(UsageError(format!(
-                "{} takes other inputs than {} ({} channels of {}x{}, mean {:?}, std {:?} vs {} of \
-                 {}x{}, mean {:?}, std {:?}): an ensemble needs one input size, channel count and \
-                 normalisation",
-                run.display(),
-                runs[0].display(),
-                x.channels,
-                x.height,
-                x.width,
-                x.mean,
-                x.std,
-                y.channels,
-                y.height,
-                y.width,
-                y.mean,
-                y.std
-            )));
-        }
-    }
-    Ok(())
+/// Loads the run directories `runs` at `checkpoint` as one ensemble (one run: itself); runs
+/// that take other inputs are refused, naming them.
+pub fn load(runs: &[PathBuf], checkpoint: &str, device: &Device) -> anyhow::Result<Ensemble> {
+    let members = runs
+        .iter()
+        .map(|r| Trained::load(r, checkpoint, device))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Ensemble::new(members)?)
 }
 
 /// Checks that `members` can be averaged on `a`'s split and stores; the error names the run.
 fn check_members(a: &EvalArgs, members: &[Trained]) -> anyhow::Result<()> {
-    check_inputs(&a.runs, members)?;
     let first = &members[0];
     for (run, t) in a.runs.iter().zip(members).skip(1) {
         if a.store.is_empty() && store_names(&t.cfg) != store_names(&first.cfg) {
@@ -75,14 +56,10 @@ fn check_members(a: &EvalArgs, members: &[Trained]) -> anyhow::Result<()> {
 /// one run (nothing is recorded in a run directory: the ensemble is no one run's).
 pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
     let device = tmca_worker::bind_device("auto", 0)?;
-    let mut members = a
-        .runs
-        .iter()
-        .map(|r| Trained::load(r, &a.checkpoint, &device))
-        .collect::<Result<Vec<_>, _>>()?;
-    check_members(a, &members)?;
+    let mut models = load(&a.runs, &a.checkpoint, &device)?;
+    check_members(a, models.members())?;
     if let Some(t) = a.threshold {
-        members[0].cfg.train.threshold = t;
+        models.first_mut().cfg.train.threshold = t;
     }
     let mut rows = Vec::new();
     let per_image = a.per_image.as_ref().map(|_| &mut rows);
@@ -93,12 +70,12 @@ pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
         per_image,
         sweep: sweep.as_mut(),
     };
-    let (first, others) = members.split_at(1);
+    let (first, others) = models.members().split_at(1);
     let first = &first[0];
     let results = super::train::eval_run(first, others, &a.store, a.split, extras)?;
     println!(
         "ensemble of {} runs ({} checkpoints), split {}{}:\n{}",
-        members.len(),
+        models.members().len(),
         a.checkpoint,
         a.split,
         if a.tta { ", with flip TTA" } else { "" },

@@ -1,19 +1,13 @@
 //! `tmca export`: a run as a PyTorch folder.
 
 use crate::cli::ExportArgs;
-use tmca_trainer::export::export_models;
-use tmca_trainer::inference::Trained;
+use tmca_trainer::export::export_torch;
 
 pub fn run(a: &ExportArgs) -> anyhow::Result<()> {
     // On the CPU: the export is files, and a GPU-less machine can export a GPU-trained run.
-    let members = a
-        .runs
-        .iter()
-        .map(|r| Trained::load(r, &a.checkpoint, &candle_core::Device::Cpu))
-        .collect::<Result<Vec<_>, _>>()?;
-    super::ensemble::check_inputs(&a.runs, &members)?;
-    let e = export_models(&members, &a.output)?;
-    let what = match members.as_slice() {
+    let models = super::ensemble::load(&a.runs, &a.checkpoint, &candle_core::Device::Cpu)?;
+    let e = export_torch(&models, &a.output)?;
+    let what = match models.members() {
         [one] => format!("{} (step {})", one.checkpoint.display(), one.step),
         many => format!("an ensemble of {} runs", many.len()),
     };

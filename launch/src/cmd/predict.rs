@@ -12,7 +12,7 @@ use tmca_data::augment::Planar;
 use tmca_data::convert::table::{csv_field, read_table};
 use tmca_data::store::Store;
 use tmca_data::{DataError, Progress};
-use tmca_trainer::inference::{predict_mean, Prediction, Trained};
+use tmca_trainer::inference::{Ensemble, Prediction};
 
 /// One image to predict, decoded.
 struct Sample {
@@ -168,15 +168,15 @@ impl Stems {
 /// The samples of `split` of `store`: for one of a cross-validated run's own stores (by name)
 /// its fold, else the store's own split.
 fn split_of_run(
-    models: &[Trained],
+    models: &Ensemble,
     store: &Store,
     split: tmca_data::Split,
 ) -> anyhow::Result<Vec<usize>> {
-    let t = &models[0];
+    let t = models.first();
     let name = &store.info().name;
     let own = tmca_trainer::train::setup::store_names(&t.cfg).contains(name);
     let folds = t.cfg.data.cv().filter(|_| own);
-    if models.len() > 1 && folds.is_some() && split != tmca_data::Split::Test {
+    if models.members().len() > 1 && folds.is_some() && split != tmca_data::Split::Test {
         anyhow::bail!(UsageError(format!(
             "{name}: an ensemble of cross-validation runs predicts --split test only (each \
              fold's validation images are another fold's training images)"
@@ -253,13 +253,13 @@ fn table_rows(table: &Path, images: Option<&Path>) -> anyhow::Result<Vec<(PathBu
 /// Predicts every sample in batches of `batch`, writing masks, overlays and
 /// `predictions.csv` (flushed after every batch, so an error keeps what was written).
 fn predict_all(
-    models: &[Trained],
+    models: &Ensemble,
     out: &Path,
     (n, fetch): Samples<'_>,
     batch: usize,
     extras: Extras,
 ) -> anyhow::Result<usize> {
-    let t = &models[0];
+    let t = models.first();
     let hw = (t.cfg.data.image_size, t.cfg.data.image_size);
     let thr = t.cfg.train.threshold;
     let csv_path = out.join("predictions.csv");
@@ -282,7 +282,7 @@ fn predict_all(
             .iter()
             .map(|s| (s.planar(), s.report.as_str()))
             .collect();
-        let preds = predict_mean(models, &items, extras.tta)?;
+        let preds = models.predict(&items, extras.tta)?;
         for (k, (s, p)) in samples.iter().zip(&preds).enumerate() {
             let stem = stems.unique(&s.name, start + k);
             let on = write_outputs(out, &stem, s.planar(), p, hw, thr, extras)?;
@@ -319,23 +319,19 @@ pub fn run(a: &PredictArgs) -> anyhow::Result<()> {
         None => None,
     };
     let device = tmca_worker::bind_device("auto", 0)?;
-    let mut models = a
-        .runs
-        .iter()
-        .map(|r| Trained::load(r, &a.checkpoint, &device))
-        .collect::<Result<Vec<_>, _>>()?;
-    super::ensemble::check_inputs(&a.runs, &models)?;
+    let mut models = super::ensemble::load(&a.runs, &a.checkpoint, &device)?;
     if let Some(x) = a.threshold {
-        models[0].cfg.train.threshold = x;
+        models.first_mut().cfg.train.threshold = x;
     }
-    let t = &models[0];
+    let t = models.first();
     std::fs::create_dir_all(&a.output)
         .with_context(|| format!("creating {}", a.output.display()))?;
     let hw = (t.cfg.data.image_size, t.cfg.data.image_size);
     let batch = a.batch.unwrap_or(t.cfg.data.batch_size).max(1);
     if let (Some(path), Some(report)) = (&a.image, &a.report) {
         let s = Sample::from_file(path, report)?;
-        let pred = predict_mean(&models, &[(s.planar(), report.as_str())], a.tta)?
+        let pred = models
+            .predict(&[(s.planar(), report.as_str())], a.tta)?
             .pop()
             .context("no prediction")?;
         let stem = Stems::default().unique(&s.name, 0);

@@ -6,7 +6,7 @@
 //! a command line).
 
 use crate::checkpoint::Checkpointer;
-use crate::inference::Trained;
+use crate::inference::{Ensemble, Trained};
 use crate::model::text_encoder::TextEncoder;
 use crate::params::ParamStore;
 use crate::train::setup;
@@ -119,35 +119,14 @@ fn write_model(trained: &Trained, dir: &Path) -> Result<(usize, usize)> {
     Ok((weights.len(), bert_tensors))
 }
 
-/// Writes the export of `trained` to `out` (a new or empty folder), completely or not at all:
-/// the files are written to a temporary folder beside it, which is renamed at the end.
-pub fn export_torch(trained: &Trained, out: &Path) -> Result<Exported> {
-    export_models(std::slice::from_ref(trained), out)
-}
-
-/// [`export_torch`] for several runs: their ensemble (the mean probability, as `tmca predict
-/// RUN RUN…`). Each member's files go to `member-K/`; the top-level `model.json` lists them
-/// (`ensemble`) with the first member's threshold and input. The members must take the same
-/// inputs. One member writes a plain export.
-pub fn export_models(members: &[Trained], out: &Path) -> Result<Exported> {
-    let Some(first) = members.first() else {
-        return Err(TrainError::config("ensemble", "no run to export"));
-    };
-    if let Some(m) = members
-        .iter()
-        .find(|m| m.input_spec() != first.input_spec())
-    {
-        return Err(TrainError::config(
-            "ensemble",
-            format!(
-                "{} takes other inputs than {} ({:?} vs {:?})",
-                m.checkpoint.display(),
-                first.checkpoint.display(),
-                m.input_spec(),
-                first.input_spec()
-            ),
-        ));
-    }
+/// Writes the export of `models` to `out` (a new or empty folder), completely or not at all:
+/// the files are written to a temporary folder beside it, which is renamed at the end. One
+/// run writes a plain export; several, their ensemble (the mean probability, as `tmca predict
+/// RUN RUN…`): each member's files in `member-K/`, and a top-level `model.json` listing them
+/// (`ensemble`) with the first member's threshold and input.
+pub fn export_torch(models: &Ensemble, out: &Path) -> Result<Exported> {
+    let members = models.members();
+    let first = models.first();
     if out.exists()
         && std::fs::read_dir(out)
             .map_err(|e| TrainError::io(out, e))?
