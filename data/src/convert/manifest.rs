@@ -88,9 +88,8 @@ fn resolve(base: &Path, cell: &str) -> PathBuf {
     }
 }
 
-/// Lists the samples of the table at `table` (see the module docs) and checks that every row
-/// is complete and its files exist. Reads no pixels.
-pub fn plan_manifest(table: &Path, val_fraction: f32) -> Result<Plan> {
+/// Checks that `table` is a file (the table layout's input), naming what is there instead.
+pub(crate) fn require_table(table: &Path) -> Result<()> {
     if table.is_dir() {
         return Err(DataError::bad(
             table,
@@ -103,6 +102,13 @@ pub fn plan_manifest(table: &Path, val_fraction: f32) -> Result<Plan> {
     if !table.is_file() {
         return Err(DataError::bad(table, "the table does not exist"));
     }
+    Ok(())
+}
+
+/// Lists the samples of the table at `table` (see the module docs) and checks that every row
+/// is complete and its files exist. Reads no pixels.
+pub fn plan_manifest(table: &Path, val_fraction: f32) -> Result<Plan> {
+    require_table(table)?;
     let base = table.parent().unwrap_or(Path::new("."));
     let mut rows = read_cells(table)?
         .into_iter()

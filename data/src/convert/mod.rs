@@ -524,11 +524,9 @@ fn check_sources(plan: &Plan, output: &Path) -> Result<()> {
 /// parallel and writes in plan order. Reports the phases `checking` and `converting`.
 pub fn convert(opts: &ConvertOptions, progress: &dyn Progress) -> Result<ConvertSummary> {
     opts.validate()?;
-    if opts.layout != Layout::Table {
-        files::require_input_dir(&opts.input)?;
-    } else if !opts.input.is_file() {
-        // The planner says why (a folder given, or nothing there).
-        manifest::plan_manifest(&opts.input, opts.val_fraction)?;
+    match opts.layout {
+        Layout::Table => manifest::require_table(&opts.input)?,
+        _ => files::require_input_dir(&opts.input)?,
     }
     let source = std::fs::canonicalize(&opts.input).map_err(|e| DataError::io(&opts.input, e))?;
     check_output(&source, &opts.output)?;
