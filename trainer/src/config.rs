@@ -463,6 +463,17 @@ impl Config {
         toml::to_string_pretty(self).map_err(|e| bad("config", format!("cannot serialise: {e}")))
     }
 
+    /// A config value as one line of text: TOML's own form, arrays as `[a,b]`.
+    pub fn value_text(v: &toml::Value) -> String {
+        match v {
+            toml::Value::Array(a) => {
+                let items: Vec<String> = a.iter().map(|x| x.to_string()).collect();
+                format!("[{}]", items.join(","))
+            }
+            other => other.to_string(),
+        }
+    }
+
     /// Every field of the resolved config under its dotted name (`model.lambda`), arrays as
     /// one value (for comparing runs: `tmca runs`, TensorBoard's HParams dashboard).
     pub fn fields(&self) -> std::collections::BTreeMap<String, toml::Value> {

@@ -123,20 +123,20 @@ impl ThresholdSweep {
         s.push_str(&"---|".repeat(self.datasets.len() + 2));
         s.push('\n');
         let best = self.best().map(|(t, _)| t);
-        let n = self.datasets.len().max(1) as f64;
-        for (i, &t) in self.thresholds.iter().enumerate() {
-            let mark = if Some(t) == best { " ←" } else { "" };
-            s.push_str(&format!("| {t:.2}{mark} |"));
-            for (_, m) in &self.datasets {
-                s.push_str(&format!(" {:.4} |", m[i].summary().dice_per_image));
+        for r in self.rows() {
+            let mark = if Some(r.threshold) == best {
+                " ←"
+            } else {
+                ""
+            };
+            s.push_str(&format!("| {:.2}{mark} |", r.threshold));
+            for (_, m) in &r.datasets {
+                s.push_str(&format!(" {:.4} |", m.dice_per_image));
             }
-            let hd = self
-                .datasets
-                .iter()
-                .map(|(_, m)| m[i].summary().hd95_per_image)
-                .sum::<f64>()
-                / n;
-            s.push_str(&format!(" {:.4} | {hd:.2} |\n", self.mean_dice(i)));
+            s.push_str(&format!(
+                " {:.4} | {:.2} |\n",
+                r.mean_dice_per_image, r.mean_hd95_per_image
+            ));
         }
         s
     }

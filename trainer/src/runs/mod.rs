@@ -46,16 +46,7 @@ pub struct RunOverview {
 fn flatten(cfg: &Config) -> BTreeMap<String, String> {
     cfg.fields()
         .into_iter()
-        .map(|(k, v)| {
-            let text = match v {
-                toml::Value::Array(a) => {
-                    let items: Vec<String> = a.iter().map(|x| x.to_string()).collect();
-                    format!("[{}]", items.join(","))
-                }
-                other => other.to_string(),
-            };
-            (k, text)
-        })
+        .map(|(k, v)| (k, Config::value_text(&v)))
         .collect()
 }
 
@@ -213,11 +204,10 @@ fn row(r: &RunOverview) -> [String; 12] {
                 .iter()
                 .map(|d| d.summary.hd95_per_image)
                 .collect();
-            let x = v.iter().sum::<f64>() / v.len().max(1) as f64;
-            format!("{x:.2}")
+            v.iter().sum::<f64>() / v.len().max(1) as f64
         })
-        .filter(|s| s != "NaN")
-        .unwrap_or_else(|| "–".into()),
+        .filter(|x| x.is_finite())
+        .map_or_else(|| "–".into(), |x| format!("{x:.2}")),
         t.map(|t| {
             format!(
                 "{} @ {}{}",

@@ -30,14 +30,7 @@ impl HParam {
             toml::Value::Float(f) => HParam::Number(*f),
             toml::Value::Boolean(b) => HParam::Bool(*b),
             toml::Value::String(s) => HParam::Text(s.clone()),
-            toml::Value::Array(a) => HParam::Text(format!(
-                "[{}]",
-                a.iter()
-                    .map(|x| x.to_string())
-                    .collect::<Vec<_>>()
-                    .join(",")
-            )),
-            other => HParam::Text(other.to_string()),
+            other => HParam::Text(crate::config::Config::value_text(other)),
         }
     }
 
