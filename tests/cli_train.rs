@@ -246,17 +246,18 @@ fn train_eval_predict_write_what_they_promise() {
     // Batch mode over a store split.
     let pred = dir.path().join("pred");
     let store = dir.path().join("data/synth-endoscopy");
-    let o = tmca(&[
-        "predict",
-        run.to_str().unwrap(),
-        "--store",
-        store.to_str().unwrap(),
-        "--split",
-        "test",
-        "--output",
-        pred.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
+    // `tmca predict RUNS… --store STORE --split test ARGS… --output OUT`, which must succeed.
+    let predict_test = |runs: &[&str], args: &[&str], out: &Path| {
+        let mut all = vec!["predict"];
+        all.extend(runs);
+        all.extend(["--store", store.to_str().unwrap(), "--split", "test"]);
+        all.extend(args);
+        all.extend(["--output", out.to_str().unwrap()]);
+        let o = tmca(&all);
+        assert!(o.status.success(), "{}", text(&o));
+    };
+    let r = run.to_str().unwrap();
+    predict_test(&[r], &[], &pred);
     let files: Vec<String> = std::fs::read_dir(&pred)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -273,19 +274,7 @@ fn train_eval_predict_write_what_they_promise() {
     );
     // The run's ensemble with itself predicts the same masks.
     let pred_ens = dir.path().join("pred-ens");
-    let r = run.to_str().unwrap();
-    let o = tmca(&[
-        "predict",
-        r,
-        r,
-        "--store",
-        store.to_str().unwrap(),
-        "--split",
-        "test",
-        "--output",
-        pred_ens.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
+    predict_test(&[r, r], &[], &pred_ens);
     for f in files.iter().filter(|f| f.ends_with("_mask.png")) {
         let (x, y) = (
             image::open(pred.join(f)).unwrap(),
@@ -295,21 +284,11 @@ fn train_eval_predict_write_what_they_promise() {
     }
     // With small components removed, every mask keeps nothing or at least 20% of the image.
     let pred_small = dir.path().join("pred-small");
-    let o = tmca(&[
-        "predict",
-        run.to_str().unwrap(),
-        "--store",
-        store.to_str().unwrap(),
-        "--split",
-        "test",
-        "--threshold",
-        "0.01",
-        "--min-area",
-        "0.2",
-        "--output",
-        pred_small.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
+    predict_test(
+        &[r],
+        &["--threshold", "0.01", "--min-area", "0.2"],
+        &pred_small,
+    );
     let csv = std::fs::read_to_string(pred_small.join("predictions.csv")).unwrap();
     for line in csv.lines().skip(1) {
         let frac: f64 = line.rsplit(',').next().unwrap().parse().unwrap();
