@@ -198,16 +198,9 @@ fn row(r: &RunOverview) -> [String; 12] {
         num(t.map(|t| t.mean_dice_per_image)),
         num(t.map(|t| t.mean_dice_pooled)),
         // Mean over datasets; results from before the distances have none (NaN → "–").
-        t.map(|t| {
-            let v: Vec<f64> = t
-                .datasets
-                .iter()
-                .map(|d| d.summary.hd95_per_image)
-                .collect();
-            v.iter().sum::<f64>() / v.len().max(1) as f64
-        })
-        .filter(|x| x.is_finite())
-        .map_or_else(|| "–".into(), |x| format!("{x:.2}")),
+        t.map(ResultRecord::mean_hd95_per_image)
+            .filter(|x| x.is_finite())
+            .map_or_else(|| "–".into(), |x| format!("{x:.2}")),
         t.map(|t| {
             format!(
                 "{} @ {}{}",

@@ -80,16 +80,7 @@ pub fn repeat_groups(runs: &[RunOverview]) -> Vec<RepeatGroup> {
                 })
                 .map(|f| f.to_string())
                 .collect();
-            let hd95 = |r: &&RunOverview| {
-                r.test.as_ref().map(|t| {
-                    let v: Vec<f64> = t
-                        .datasets
-                        .iter()
-                        .map(|d| d.summary.hd95_per_image)
-                        .collect();
-                    v.iter().sum::<f64>() / v.len().max(1) as f64
-                })
-            };
+            let hd95 = |r: &&RunOverview| r.test.as_ref().map(|t| t.mean_hd95_per_image());
             RepeatGroup {
                 runs: m.iter().map(|r| r.dir.clone()).collect(),
                 varying,

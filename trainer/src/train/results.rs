@@ -46,6 +46,17 @@ pub struct ResultRecord {
 }
 
 impl ResultRecord {
+    /// Mean over datasets of the per-image HD95 (NaN for results written before the
+    /// distances existed).
+    pub fn mean_hd95_per_image(&self) -> f64 {
+        let n = self.datasets.len().max(1) as f64;
+        self.datasets
+            .iter()
+            .map(|d| d.summary.hd95_per_image)
+            .sum::<f64>()
+            / n
+    }
+
     /// The record of `results` at `step`.
     pub fn new(step: u64, results: &[EvalResult]) -> Self {
         let pooled = super::eval::mean_dice_pooled(results);
