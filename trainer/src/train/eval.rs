@@ -165,7 +165,11 @@ fn ensemble_probabilities(
         });
     }
     let sum = sum.ok_or_else(|| crate::TrainError::config("ensemble", "no models to evaluate"))?;
-    Ok(((sum / members.len() as f64)?, first_maps))
+    let mean = match members.len() {
+        1 => sum,
+        n => (sum / n as f64)?,
+    };
+    Ok((mean, first_maps))
 }
 
 /// Mean per-image Dice over datasets (the model-selection criterion).
