@@ -222,7 +222,7 @@ fn train_eval_predict_write_what_they_promise() {
     .unwrap();
     assert_eq!(
         fields[5],
-        format!("{:.4}", best["best_val_dice"].as_f64().unwrap())
+        format!("{:.4}", best["best_val"].as_f64().unwrap())
     );
     assert_eq!(
         fields[7],

@@ -47,12 +47,9 @@ fn two_ranks_of_batch_two_train_like_one_process_of_batch_four() {
         single.last_checkpoint.as_ref().unwrap(),
         ranks[0].last_checkpoint.as_ref().unwrap(),
     );
-    let (va, vb) = (
-        single.best_val_dice.unwrap(),
-        ranks[0].best_val_dice.unwrap(),
-    );
+    let (va, vb) = (single.best_val.unwrap(), ranks[0].best_val.unwrap());
     assert!((va - vb).abs() < 1e-3, "val Dice {va} vs {vb}");
-    assert_eq!(ranks[0].best_val_dice, ranks[1].best_val_dice);
+    assert_eq!(ranks[0].best_val, ranks[1].best_val);
 
     // The two-rank run resumes in one process only with the same global batch (1 x 4 = 2 x 2).
     let err = common::train_cpu(&two, &mut SingleProcess, Resume::Latest)

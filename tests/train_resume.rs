@@ -242,7 +242,7 @@ fn moving_averages_resume_exactly_and_serve_evaluation() {
     let manifest = Checkpointer::load(&dir.path().join("a/checkpoints/best"), &Device::Cpu)
         .unwrap()
         .manifest;
-    assert_eq!(Some(again), manifest.best_val_dice);
+    assert_eq!(Some(again), manifest.best_val);
 }
 
 #[test]
@@ -361,40 +361,73 @@ fn non_finite_loss_stops_with_the_last_checkpoint_intact_or_is_skipped() {
 
 #[test]
 fn the_best_checkpoint_follows_train_select() {
+    use tmca_trainer::config::Select;
+    use tmca_trainer::train::results::ResultRecord;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let mut cfg = config(
-        &dir.path().join("pooled"),
-        &data,
-        "select = \"dice_pooled\"",
+    for (select, value) in [
+        (
+            Select::DicePooled,
+            (|r: &ResultRecord| r.mean_dice_pooled) as fn(&ResultRecord) -> f64,
+        ),
+        (Select::Hd95, ResultRecord::mean_hd95_per_image),
+    ] {
+        let mut cfg = config(
+            &dir.path().join(select.name()),
+            &data,
+            &format!("select = \"{}\"", select.name()),
+        );
+        cfg.train.epochs = 4;
+        let s = run(&cfg, Resume::No, None);
+        let log = tmca_trainer::train::results::read_validation_log(&cfg.run.dir).unwrap();
+        assert_eq!(log.len(), 4);
+        let values: Vec<f64> = log.iter().map(value).collect();
+        let best = if select.lower_is_better() {
+            values.iter().copied().fold(f64::MAX, f64::min)
+        } else {
+            values.iter().copied().fold(f64::MIN, f64::max)
+        };
+        let manifest = Checkpointer::load(&cfg.run.dir.join("checkpoints/best"), &Device::Cpu)
+            .unwrap()
+            .manifest;
+        assert_eq!(manifest.best_val, Some(best), "{select:?} {values:?}");
+        assert_eq!(manifest.select, Some(select));
+        assert_eq!((s.best_val, s.select), (Some(best), select));
+        // `best` holds the weights of the first validation that reached it.
+        let first = values.iter().position(|&v| v == best).unwrap();
+        assert_eq!(manifest.step, log[first].step, "{select:?} {values:?}");
+    }
+    // Values of another metric cannot be compared with the recorded best: resuming is refused.
+    let mut cfg = config(&dir.path().join("hd95"), &data, "");
+    cfg.train.epochs = 5;
+    let err = train(
+        &cfg,
+        &Device::Cpu,
+        &mut SingleProcess,
+        &mut NullSink,
+        RunOptions {
+            resume: Resume::Latest,
+            stop_after: None,
+            stop: None,
+            progress: &NoProgress,
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("train.select")
+            && err.contains("\"hd95\"")
+            && err.contains("\"dice_per_image\""),
+        "{err}"
     );
-    cfg.train.epochs = 4;
-    let s = run(&cfg, Resume::No, None);
-    let log = tmca_trainer::train::results::read_validation_log(&cfg.run.dir).unwrap();
-    assert_eq!(log.len(), 4);
-    let best_pooled = log
-        .iter()
-        .map(|r| r.mean_dice_pooled)
-        .fold(f64::MIN, f64::max);
-    let manifest = Checkpointer::load(&cfg.run.dir.join("checkpoints/best"), &Device::Cpu)
-        .unwrap()
-        .manifest;
-    assert_eq!(manifest.best_val_dice, Some(best_pooled));
-    assert_eq!(s.best_val_dice, Some(best_pooled));
-    // `best` holds the weights of the first validation that reached it.
-    let first = log
-        .iter()
-        .find(|r| r.mean_dice_pooled == best_pooled)
-        .unwrap();
-    assert_eq!(manifest.step, first.step);
     let err = Config::from_toml(
         &format!(
-            "[run]\ndir = \"{}\"\n[data]\nimage_size = 32\nbatch_size = 2\nstores = [\"x\"]\n[train]\nselect = \"hd95\"",
+            "[run]\ndir = \"{}\"\n[data]\nimage_size = 32\nbatch_size = 2\nstores = [\"x\"]\n[train]\nselect = \"hd99\"",
             dir.path().display()
         ),
         Path::new("t.toml"),
     )
     .unwrap_err()
     .to_string();
-    assert!(err.contains("select") || err.contains("hd95"), "{err}");
+    assert!(err.contains("select") || err.contains("hd99"), "{err}");
 }

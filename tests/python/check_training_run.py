@@ -10,8 +10,8 @@ Checks, against the run's own `config.toml` and best checkpoint manifest:
     and one temperature per contrastive level), finite, temperatures within [tau_min, tau_max];
   * validation scalars per dataset and protocol (dice/iou, per-image and pixel-pooled) in [0, 1],
     boundary distances (hd95/assd per image) in [0, the image diagonal],
-    at the same steps as `val/mean_dice_per_image`, whose maximum is the best checkpoint's
-    `best_val_dice`;
+    at the same steps as `val/mean_dice_per_image`; the best of `val/mean_<train.select>`
+    (the maximum, the minimum for hd95) is the best checkpoint's `best_val`;
   * validation.jsonl: the same validations (steps, datasets, every metric) as TensorBoard;
   * validation overlays: RGB PNGs at the training image size that are not blank, and as many
     strips of the enhancement maps (one tile per LTE level);
@@ -102,12 +102,16 @@ def main(run):
                       "validation.jsonl step %d %s %s: %r vs TensorBoard %r" % (e.step, d["dataset"], metric, d[metric], tb))
 
     with open(os.path.join(run, "checkpoints", "best", "manifest.json")) as f:
-        best = json.load(f)["best_val_dice"]
-    # `best` follows train.select: the per-image (default) or the pixel-pooled mean Dice.
-    pooled = cfg["train"].get("select", "dice_per_image") == "dice_pooled"
-    chosen = series("val/mean_dice_pooled") if pooled else mean
-    check(math.isclose(max(e.value for e in chosen), best, rel_tol=1e-5, abs_tol=1e-6),
-          "best val Dice in TensorBoard %r != manifest %r" % (max(e.value for e in chosen), best))
+        manifest = json.load(f)
+    best = manifest["best_val"]
+    # `best` follows train.select (recorded in the manifest): the best of its mean over datasets.
+    select = cfg["train"].get("select", "dice_per_image")
+    check(manifest.get("select") == select, "manifest select %r != config %r" % (manifest.get("select"), select))
+    chosen = [e.value for e in series("val/mean_" + select)]
+    check(len(chosen) == len(mean), "val/mean_%s: %d values, %d validations" % (select, len(chosen), len(mean)))
+    top = min(chosen) if select == "hd95" else max(chosen)
+    check(math.isclose(top, best, rel_tol=1e-5, abs_tol=1e-6),
+          "best val %s in TensorBoard %r != manifest %r" % (select, top, best))
 
     overlays = sorted(t for t in tags["images"] if t.startswith("val/overlay_"))
     want = min(cfg["train"]["preview_images"], 1)

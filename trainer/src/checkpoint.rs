@@ -29,8 +29,11 @@ pub struct Manifest {
     pub model_hash: String,
     /// The model config, to name differing fields when refusing.
     pub model_config: serde_json::Value,
-    /// Best validation Dice so far and validations since it improved.
-    pub best_val_dice: Option<f64>,
+    /// Best value so far of the validation metric `select` (`train.select`; named
+    /// `best_val_dice` in manifests written before the metric was recorded) and validations
+    /// since it improved.
+    #[serde(alias = "best_val_dice")]
+    pub best_val: Option<f64>,
     pub stale_validations: u64,
     /// sha256 of each file of the checkpoint.
     pub files: BTreeMap<String, String>,
@@ -41,6 +44,9 @@ pub struct Manifest {
     pub global_batch: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accumulate: Option<usize>,
+    /// The metric `best_val` is of; absent in manifests written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub select: Option<crate::config::Select>,
 }
 
 impl Manifest {

@@ -240,15 +240,67 @@ pub enum OnNonFinite {
     Skip,
 }
 
-/// The validation metric that picks the `best` checkpoint and counts towards `patience`: the
-/// mean over datasets of the per-image mean Dice (LViT's protocol) or of the pixel-pooled Dice
-/// (GuideDecoder's).
+/// The validation metric that picks the `best` checkpoint and counts towards `patience`, as a
+/// mean over the datasets: the per-image mean Dice (LViT's protocol), the pixel-pooled Dice
+/// (GuideDecoder's), the same two for IoU, or the per-image HD95 (lower is better).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Select {
     #[default]
     DicePerImage,
     DicePooled,
+    IouPerImage,
+    IouPooled,
+    Hd95,
+}
+
+impl Select {
+    /// Every choice, in the order of the docs.
+    pub const ALL: [Select; 5] = [
+        Select::DicePerImage,
+        Select::DicePooled,
+        Select::IouPerImage,
+        Select::IouPooled,
+        Select::Hd95,
+    ];
+
+    /// The config value (`dice_per_image`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            Select::DicePerImage => "dice_per_image",
+            Select::DicePooled => "dice_pooled",
+            Select::IouPerImage => "iou_per_image",
+            Select::IouPooled => "iou_pooled",
+            Select::Hd95 => "hd95",
+        }
+    }
+
+    /// In words, for logs and tables.
+    pub fn label(self) -> &'static str {
+        match self {
+            Select::DicePerImage => "Dice (per-image mean)",
+            Select::DicePooled => "Dice (pixel-pooled)",
+            Select::IouPerImage => "IoU (per-image mean)",
+            Select::IouPooled => "IoU (pixel-pooled)",
+            Select::Hd95 => "HD95 px (per-image mean)",
+        }
+    }
+
+    /// HD95 is a distance: smaller is better.
+    pub fn lower_is_better(self) -> bool {
+        self == Select::Hd95
+    }
+
+    /// Whether `value` improves on `best` (a NaN value never does; anything improves on none).
+    pub fn improves(self, value: f64, best: Option<f64>) -> bool {
+        match best {
+            _ if value.is_nan() => false,
+            None => true,
+            Some(b) if b.is_nan() => true,
+            Some(b) if self.lower_is_better() => value < b,
+            Some(b) => value > b,
+        }
+    }
 }
 
 /// `[train]`
@@ -262,7 +314,7 @@ pub struct TrainConfig {
     pub val_every: u64,
     /// Also checkpoint every N optimiser steps (0 = only at validation).
     pub checkpoint_every: u64,
-    /// Stop after this many validations without a better val Dice (0 = never).
+    /// Stop after this many validations without a better value of `select` (0 = never).
     pub patience: u64,
     /// Checkpoints kept besides `best`.
     pub keep_last: usize,
@@ -574,5 +626,39 @@ mod tests {
         cfg.resolve().unwrap();
         assert_eq!(cfg.model.dims, [96, 192, 384, 768]);
         assert_eq!(cfg.text.encoder, "bert");
+    }
+
+    #[test]
+    fn selection_compares_each_metric_its_own_way() {
+        let up = Select::DicePooled;
+        assert!(up.improves(0.5, None) && up.improves(0.6, Some(0.5)));
+        assert!(!up.improves(0.5, Some(0.5)) && !up.improves(0.4, Some(0.5)));
+        let down = Select::Hd95;
+        assert!(down.improves(3.0, Some(4.0)) && !down.improves(5.0, Some(4.0)));
+        assert!(!down.improves(4.0, Some(4.0)));
+        // A NaN (no images) never becomes the best, and anything replaces a NaN best.
+        assert!(!up.improves(f64::NAN, None) && !down.improves(f64::NAN, Some(1.0)));
+        assert!(down.improves(9.0, Some(f64::NAN)));
+        for s in Select::ALL {
+            let toml = format!("[train]\nselect = \"{}\"", s.name());
+            let text = DEFAULT_CONFIG.replace("[train]", &toml);
+            assert_eq!(
+                Config::from_toml(&text, Path::new("t.toml"))
+                    .unwrap()
+                    .train
+                    .select,
+                s
+            );
+        }
+    }
+
+    /// Manifests from before the metric was recorded keep their best value.
+    #[test]
+    fn old_manifests_read_their_best_dice() {
+        let old = r#"{"version":1,"tmca_version":"0.1.0","step":4,"epoch":1,"next_batch":0,"seed":0,"model_hash":"h","model_config":{},"best_val_dice":0.25,"stale_validations":0,"files":{}}"#;
+        let m: crate::checkpoint::Manifest = serde_json::from_str(old).unwrap();
+        assert_eq!((m.best_val, m.select), (Some(0.25), None));
+        let text = serde_json::to_string(&m).unwrap();
+        assert!(text.contains("\"best_val\":0.25"), "{text}");
     }
 }

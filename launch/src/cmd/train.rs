@@ -99,9 +99,10 @@ pub fn train(a: &TrainArgs) -> anyhow::Result<TrainSummary> {
     }
     if let Some(b) = &summary.best_checkpoint {
         println!(
-            "\nbest checkpoint {} (val Dice {:.4})",
+            "\nbest checkpoint {} (val {} {:.4})",
             b.display(),
-            summary.best_val_dice.unwrap_or(f64::NAN)
+            summary.select.label(),
+            summary.best_val.unwrap_or(f64::NAN)
         );
     }
     println!("TensorBoard: tensorboard --logdir {}", tb.display());

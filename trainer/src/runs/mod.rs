@@ -28,9 +28,11 @@ pub struct RunOverview {
     pub datasets: Vec<String>,
     /// Steps of the newest step checkpoint.
     pub steps: Option<u64>,
-    /// Validations logged, and the best per-image mean val Dice with its step (`best/`).
+    /// Validations logged, and the best validation value of the run's `train.select` (by
+    /// default the per-image mean Dice) with its step (`best/`).
     pub validations: usize,
-    pub best_val_dice: Option<f64>,
+    pub best_val: Option<f64>,
+    pub select: crate::config::Select,
     pub best_step: Option<u64>,
     /// The most recent `tmca eval` of the test split at the run's threshold (else at any).
     pub test: Option<ResultRecord>,
@@ -153,7 +155,8 @@ impl RunOverview {
             datasets,
             steps,
             validations: log.len(),
-            best_val_dice: best.as_ref().and_then(|m| m.best_val_dice),
+            best_val: best.as_ref().and_then(|m| m.best_val),
+            select: cfg.train.select,
             best_step: best.map(|m| m.step),
             test,
             differs: Vec::new(),
@@ -168,6 +171,24 @@ fn num(v: Option<f64>) -> String {
         .unwrap_or_else(|| "–".into())
 }
 
+/// A best validation value: Dice and IoU to 4 places, HD95 to 2; in Markdown (`annotate`)
+/// followed by the metric unless it is the default per-image Dice.
+pub(crate) fn best_cell(
+    v: Option<f64>,
+    select: crate::config::Select,
+    annotate: bool,
+    fmt: impl Fn(f64, usize) -> String,
+) -> String {
+    let digits = if select.lower_is_better() { 2 } else { 4 };
+    match v.filter(|x| x.is_finite()) {
+        None => "–".into(),
+        Some(x) if annotate && select != crate::config::Select::default() => {
+            format!("{} ({})", fmt(x, digits), select.name())
+        }
+        Some(x) => fmt(x, digits),
+    }
+}
+
 /// The columns of [`table`] and [`csv`].
 const HEADER: [&str; 12] = [
     "run",
@@ -175,7 +196,7 @@ const HEADER: [&str; 12] = [
     "size",
     "datasets",
     "steps",
-    "best val Dice (train.select)",
+    "best val (train.select)",
     "at step",
     "test Dice (per-image)",
     "test Dice (pooled)",
@@ -184,7 +205,7 @@ const HEADER: [&str; 12] = [
     "config differences",
 ];
 
-fn row(r: &RunOverview) -> [String; 12] {
+fn row(r: &RunOverview, annotate: bool) -> [String; 12] {
     let opt = |v: Option<u64>| v.map(|s| s.to_string()).unwrap_or_else(|| "–".into());
     let t = r.test.as_ref();
     [
@@ -193,7 +214,7 @@ fn row(r: &RunOverview) -> [String; 12] {
         r.image_size.to_string(),
         r.datasets.join(" "),
         opt(r.steps),
-        num(r.best_val_dice),
+        best_cell(r.best_val, r.select, annotate, |x, d| format!("{x:.d$}")),
         opt(r.best_step),
         num(t.map(|t| t.mean_dice_per_image)),
         num(t.map(|t| t.mean_dice_pooled)),
@@ -222,7 +243,7 @@ pub fn table(runs: &[RunOverview]) -> String {
         "---|".repeat(HEADER.len())
     );
     for r in runs {
-        s.push_str(&format!("| {} |\n", row(r).join(" | ")));
+        s.push_str(&format!("| {} |\n", row(r, true).join(" | ")));
     }
     s
 }
@@ -231,7 +252,7 @@ pub fn table(runs: &[RunOverview]) -> String {
 pub fn csv(runs: &[RunOverview]) -> String {
     let mut s = HEADER.map(csv_field).join(",") + "\n";
     for r in runs {
-        let fields = row(r).map(|f| {
+        let fields = row(r, false).map(|f| {
             if f == "–" {
                 String::new()
             } else {
@@ -259,7 +280,8 @@ pub(crate) mod tests {
             datasets: vec![],
             steps: None,
             validations: 0,
-            best_val_dice: None,
+            best_val: None,
+            select: Default::default(),
             best_step: None,
             test: None,
             differs: vec![],

@@ -40,7 +40,9 @@ pub struct RepeatGroup {
     pub runs: Vec<PathBuf>,
     /// Which of `run.seed` and `data.fold` vary among them.
     pub varying: Vec<String>,
-    pub best_val_dice: Option<Spread>,
+    /// Of the best validation values of the runs' `train.select` (the same for all of them).
+    pub best_val: Option<Spread>,
+    pub select: crate::config::Select,
     /// Of each run's test evaluation ([`RunOverview::test`]): mean per-image Dice over the
     /// datasets, and mean HD95.
     pub test_dice: Option<Spread>,
@@ -84,7 +86,8 @@ pub fn repeat_groups(runs: &[RunOverview]) -> Vec<RepeatGroup> {
             RepeatGroup {
                 runs: m.iter().map(|r| r.dir.clone()).collect(),
                 varying,
-                best_val_dice: Spread::of(m.iter().filter_map(|r| r.best_val_dice)),
+                best_val: Spread::of(m.iter().filter_map(|r| r.best_val)),
+                select: m[0].select,
                 test_dice: Spread::of(
                     m.iter()
                         .filter_map(|r| r.test.as_ref().map(|t| t.mean_dice_per_image)),
@@ -100,13 +103,13 @@ pub fn repeats_table(groups: &[RepeatGroup]) -> String {
     if groups.is_empty() {
         return String::new();
     }
-    let cell = |s: Option<Spread>, digits: usize| match s {
-        Some(s) => format!("{:.digits$} ± {:.digits$} (n={})", s.mean, s.sd, s.n),
-        None => "–".into(),
-    };
+    let spread =
+        |s: Spread, digits: usize| format!("{:.digits$} ± {:.digits$} (n={})", s.mean, s.sd, s.n);
+    let cell =
+        |s: Option<Spread>, digits: usize| s.map_or_else(|| "–".into(), |s| spread(s, digits));
     let mut out = String::from(
         "\nRepeats of one setting (configs equal but for the seed or fold), mean ± sd:\n\n\
-         | runs | varying | best val Dice (train.select) | test Dice (per-image) | test HD95 px |\n\
+         | runs | varying | best val (train.select) | test Dice (per-image) | test HD95 px |\n\
          |---|---|---|---|---|\n",
     );
     for g in groups {
@@ -115,7 +118,10 @@ pub fn repeats_table(groups: &[RepeatGroup]) -> String {
             "| {first} and {} more | {} | {} | {} | {} |\n",
             g.runs.len() - 1,
             g.varying.join(", "),
-            cell(g.best_val_dice, 4),
+            match g.best_val {
+                Some(b) => super::best_cell(Some(b.mean), g.select, true, |_, d| spread(b, d)),
+                None => "–".into(),
+            },
             cell(g.test_dice, 4),
             cell(g.test_hd95, 2)
         ));
@@ -137,13 +143,13 @@ mod tests {
             run("other", 0, 0.2),
         ];
         for (r, v) in runs.iter_mut().zip([0.5, 0.6, 0.7, 0.9]) {
-            r.best_val_dice = Some(v);
+            r.best_val = Some(v);
         }
         let g = repeat_groups(&runs);
         assert_eq!(g.len(), 1, "{g:?}");
         assert_eq!(g[0].runs.len(), 3);
         assert_eq!(g[0].varying, ["run.seed"]);
-        let s = g[0].best_val_dice.unwrap();
+        let s = g[0].best_val.unwrap();
         assert!((s.mean - 0.6).abs() < 1e-12 && (s.sd - 0.1).abs() < 1e-12 && s.n == 3);
         assert_eq!(g[0].test_dice, None);
         let t = repeats_table(&g);
@@ -152,5 +158,11 @@ mod tests {
             "{t}"
         );
         assert!(repeats_table(&repeat_groups(&runs[3..])).is_empty());
+        // Another selection metric is named, HD95 to two places.
+        for r in &mut runs {
+            r.select = crate::config::Select::Hd95;
+        }
+        let t = repeats_table(&repeat_groups(&runs));
+        assert!(t.contains("| 0.60 ± 0.10 (n=3) (hd95) |"), "{t}");
     }
 }

@@ -172,18 +172,31 @@ fn ensemble_probabilities(
     Ok((mean, first_maps))
 }
 
-/// Mean per-image Dice over datasets (the model-selection criterion).
+/// The mean over datasets of one figure of their summaries.
+pub fn mean_over(results: &[EvalResult], f: impl Fn(&crate::metrics::SegSummary) -> f64) -> f64 {
+    results.iter().map(|r| f(&r.summary)).sum::<f64>() / results.len().max(1) as f64
+}
+
+/// Mean per-image Dice over datasets (the default model-selection criterion).
 pub fn mean_dice(results: &[EvalResult]) -> f64 {
-    results
-        .iter()
-        .map(|r| r.summary.dice_per_image)
-        .sum::<f64>()
-        / results.len().max(1) as f64
+    mean_over(results, |s| s.dice_per_image)
 }
 
 /// Mean pixel-pooled Dice over datasets (`train.select = "dice_pooled"`).
 pub fn mean_dice_pooled(results: &[EvalResult]) -> f64 {
-    results.iter().map(|r| r.summary.dice_pooled).sum::<f64>() / results.len().max(1) as f64
+    mean_over(results, |s| s.dice_pooled)
+}
+
+/// The value of the model-selection metric `select` (`train.select`) over datasets.
+pub fn select_value(select: crate::config::Select, results: &[EvalResult]) -> f64 {
+    use crate::config::Select;
+    match select {
+        Select::DicePerImage => mean_dice(results),
+        Select::DicePooled => mean_dice_pooled(results),
+        Select::IouPerImage => mean_over(results, |s| s.iou_per_image),
+        Select::IouPooled => mean_over(results, |s| s.iou_pooled),
+        Select::Hd95 => mean_over(results, |s| s.hd95_per_image),
+    }
 }
 
 /// A Markdown table of results, labelled with both protocols; boundary distances in pixels.

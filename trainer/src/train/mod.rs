@@ -63,7 +63,9 @@ pub struct RunOptions<'a> {
 pub struct TrainSummary {
     pub run_dir: PathBuf,
     pub steps: u64,
-    pub best_val_dice: Option<f64>,
+    /// Best validation value of `select` (`train.select`) over the run.
+    pub best_val: Option<f64>,
+    pub select: crate::config::Select,
     pub last_val: Vec<EvalResult>,
     pub last_checkpoint: Option<PathBuf>,
     pub best_checkpoint: Option<PathBuf>,
@@ -167,11 +169,12 @@ pub fn train(
         seed: cfg.run.seed,
         model_hash: cfg.model_hash(),
         model_config: model_cfg.clone(),
-        best_val_dice: None,
+        best_val: None,
         stale_validations: 0,
         files: Default::default(),
         global_batch: Some(cfg.data.batch_size * sync.world()),
         accumulate: Some(acc),
+        select: Some(cfg.train.select),
     };
     let loaded = match &opts.resume {
         Resume::No => {
@@ -218,6 +221,7 @@ pub fn train(
             files: Default::default(),
             global_batch: m.global_batch,
             accumulate: m.accumulate,
+            select: m.select,
             ..l.manifest
         };
     }
@@ -299,7 +303,8 @@ pub fn train(
     let mut summary = TrainSummary {
         run_dir: cfg.run.dir.clone(),
         steps: m.step,
-        best_val_dice: m.best_val_dice,
+        best_val: m.best_val,
+        select: cfg.train.select,
         last_val: vec![],
         last_checkpoint: None,
         best_checkpoint: None,
@@ -496,7 +501,7 @@ pub fn train(
         summary.best_checkpoint = Some(ckpt.dir().join("best"));
     }
     summary.steps = m.step;
-    summary.best_val_dice = m.best_val_dice;
+    summary.best_val = m.best_val;
     Ok(summary)
 }
 

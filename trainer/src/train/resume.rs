@@ -1,6 +1,6 @@
 //! What a checkpoint must agree on with the run that resumes from it: the model (by the hash
-//! of its config, naming the fields that differ) and the batch geometry the loader position
-//! and the schedule are counted in.
+//! of its config, naming the fields that differ), the batch geometry the loader position
+//! and the schedule are counted in, and the metric its best validation value is of.
 
 use crate::checkpoint::{differing_fields, Manifest};
 use crate::{Result, TrainError};
@@ -17,7 +17,28 @@ pub fn check(saved: &Manifest, now: &Manifest, path: &std::path::Path, world: us
             ),
         });
     }
-    check_batch_geometry(saved, now, path, world)
+    check_batch_geometry(saved, now, path, world)?;
+    check_select(saved, now, path)
+}
+
+/// The recorded best validation value is of the checkpoint's `train.select`: compared with
+/// another metric it would keep or replace `best` for no reason, so a change is refused.
+/// Manifests from before the metric was recorded are taken as they are.
+fn check_select(saved: &Manifest, now: &Manifest, path: &std::path::Path) -> Result<()> {
+    match (saved.select, now.select) {
+        (Some(s), Some(n)) if s != n => Err(TrainError::config(
+            "train.select",
+            format!(
+                "{} chose its best checkpoint by train.select = \"{}\" (best so far {}); this run has \"{}\", whose values cannot be compared with it: resume with select = \"{}\", or train a new run.dir",
+                path.display(),
+                s.name(),
+                saved.best_val.map_or_else(|| "none yet".into(), |v| format!("{v:.4}")),
+                n.name(),
+                s.name()
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// A checkpoint's loader position and schedule count micro-batches of the global batch it was

@@ -1,7 +1,7 @@
 //! Validation during training: the metrics of every store's val split (sharded over ranks),
 //! TensorBoard's scalars and pictures, `validation.jsonl`, the best checkpoint and patience.
 
-use super::eval::{evaluate, mean_dice, mean_dice_pooled, EvalResult, EvalSpec};
+use super::eval::{evaluate, select_value, EvalResult, EvalSpec};
 use super::{overlay, results, TrainSummary};
 use crate::checkpoint::Manifest;
 use crate::config::Config;
@@ -38,18 +38,16 @@ pub(super) fn record_validation(
     select: Select,
     save_best: &dyn Fn(&Manifest) -> Result<Option<PathBuf>>,
 ) -> Result<()> {
-    let (dice, what) = match select {
-        Select::DicePerImage => (mean_dice(&results), "per-image mean"),
-        Select::DicePooled => (mean_dice_pooled(&results), "pixel-pooled"),
-    };
+    let value = select_value(select, &results);
     tracing::info!(
-        "epoch {} step {}: val Dice ({what}, mean over datasets) {dice:.4}",
+        "epoch {} step {}: val {} (mean over datasets) {value:.4}",
         m.epoch,
-        m.step
+        m.step,
+        select.label()
     );
     summary.last_val = results;
-    if m.best_val_dice.is_none_or(|b| dice > b) {
-        m.best_val_dice = Some(dice);
+    if select.improves(value, m.best_val) {
+        m.best_val = Some(value);
         m.stale_validations = 0;
         if let Some(p) = save_best(m)? {
             summary.best_checkpoint = Some(p);
@@ -131,7 +129,10 @@ pub(super) fn validate(
             sink.scalar(&format!("val/{}/{k}", r.dataset), v, step);
         }
     }
-    sink.scalar("val/mean_dice_per_image", mean_dice(&results), step);
-    sink.scalar("val/mean_dice_pooled", mean_dice_pooled(&results), step);
+    // Every metric `train.select` can choose by, as `val/mean_<its name>`.
+    for select in Select::ALL {
+        let name = format!("val/mean_{}", select.name());
+        sink.scalar(&name, select_value(select, &results), step);
+    }
     Ok(results)
 }
