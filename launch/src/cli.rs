@@ -41,8 +41,8 @@ pub enum Command {
     /// Compare two models on the same images (two `tmca eval --per-image` files): mean
     /// difference per dataset with a bootstrap interval and a Wilcoxon signed-rank test.
     Compare(CompareArgs),
-    /// Summarise run directories: model, steps, best validation Dice and the latest test
-    /// evaluation of each (for comparing runs of a sweep).
+    /// Summarise run directories: model, steps, best validation value (of `train.select`) and
+    /// the latest test evaluation of each (for comparing runs of a sweep).
     Runs(RunsArgs),
     /// Print the embedded default config (a starting point for your own).
     Config,
