@@ -160,4 +160,35 @@ fn an_rgb_model_exports_and_predicts_as_tmca_does() {
         assert!(ens.join(f).is_file(), "{f} missing");
     }
     predict_and_check(dir.path(), &[&run, &run2], &ens);
+
+    // Members with different thresholds: the ensemble's must be given (export, eval, predict).
+    common::edit_config(&run2.join("config.toml"), "threshold = 0.5", "threshold = 0.4");
+    let ens2 = dir.path().join("ensemble-t");
+    let (r1, r2) = (run.to_str().unwrap(), run2.to_str().unwrap());
+    for args in [
+        vec!["export", r1, r2, "--output", ens2.to_str().unwrap()],
+        vec!["eval", r1, r2],
+    ] {
+        let o = tmca(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
+        assert!(
+            text(&o).contains("different train.threshold") && text(&o).contains("--threshold"),
+            "{}",
+            text(&o)
+        );
+    }
+    assert!(!ens2.exists(), "nothing written by a refused export");
+    let o = tmca(&[
+        "export",
+        r1,
+        r2,
+        "--output",
+        ens2.to_str().unwrap(),
+        "--threshold",
+        "0.45",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ens2.join("model.json")).unwrap()).unwrap();
+    assert!((meta["threshold"].as_f64().unwrap() - 0.45).abs() < 1e-6, "{meta}");
 }

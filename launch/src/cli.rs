@@ -439,6 +439,10 @@ pub struct ExportArgs {
     /// `best`, `latest` or a checkpoint directory.
     #[arg(long, default_value = "best")]
     pub checkpoint: String,
+    /// Foreground probability threshold the export's predictor applies (default: the run's
+    /// `train.threshold`; an ensemble of runs with different ones needs it).
+    #[arg(long, value_parser = parse_threshold)]
+    pub threshold: Option<f32>,
 }
 
 #[derive(Debug, Args)]

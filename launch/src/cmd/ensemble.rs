@@ -12,13 +12,37 @@ use tmca_trainer::train::eval::table;
 use tmca_trainer::train::setup::store_names;
 
 /// Loads the run directories `runs` at `checkpoint` as one ensemble (one run: itself); runs
-/// that take other inputs are refused, naming them.
-pub fn load(runs: &[PathBuf], checkpoint: &str, device: &Device) -> anyhow::Result<Ensemble> {
+/// that take other inputs are refused, naming them. The ensemble's foreground threshold (its
+/// first member's `train.threshold`) is `threshold` when given, else the members' own, which
+/// must then agree.
+pub fn load(
+    runs: &[PathBuf],
+    checkpoint: &str,
+    device: &Device,
+    threshold: Option<f32>,
+) -> anyhow::Result<Ensemble> {
     let members = runs
         .iter()
         .map(|r| Trained::load(r, checkpoint, device))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Ensemble::new(members)?)
+    let own: Vec<f32> = members.iter().map(|t| t.cfg.train.threshold).collect();
+    if threshold.is_none() && own.iter().any(|&t| t != own[0]) {
+        let list: Vec<String> = runs
+            .iter()
+            .zip(&own)
+            .map(|(r, t)| format!("{} {t}", r.display()))
+            .collect();
+        anyhow::bail!(UsageError(format!(
+            "the runs have different train.threshold ({}): give the ensemble's with --threshold P \
+             (choose it on the validation split with `tmca eval RUN… --split val --sweep`)",
+            list.join(", ")
+        )));
+    }
+    let mut ensemble = Ensemble::new(members)?;
+    if let Some(t) = threshold {
+        ensemble.first_mut().cfg.train.threshold = t;
+    }
+    Ok(ensemble)
 }
 
 /// Checks that `members` can be averaged on `a`'s split and stores; the error names the run.
@@ -56,11 +80,8 @@ fn check_members(a: &EvalArgs, members: &[Trained]) -> anyhow::Result<()> {
 /// one run (nothing is recorded in a run directory: the ensemble is no one run's).
 pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
     let device = tmca_worker::bind_device("auto", 0)?;
-    let mut models = load(&a.runs, &a.checkpoint, &device)?;
+    let models = load(&a.runs, &a.checkpoint, &device, a.threshold)?;
     check_members(a, models.members())?;
-    if let Some(t) = a.threshold {
-        models.first_mut().cfg.train.threshold = t;
-    }
     let mut rows = Vec::new();
     let per_image = a.per_image.as_ref().map(|_| &mut rows);
     let mut sweep = a.sweep.then(ThresholdSweep::grid);

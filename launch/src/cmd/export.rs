@@ -5,7 +5,12 @@ use tmca_trainer::export::export_torch;
 
 pub fn run(a: &ExportArgs) -> anyhow::Result<()> {
     // On the CPU: the export is files, and a GPU-less machine can export a GPU-trained run.
-    let models = super::ensemble::load(&a.runs, &a.checkpoint, &candle_core::Device::Cpu)?;
+    let models = super::ensemble::load(
+        &a.runs,
+        &a.checkpoint,
+        &candle_core::Device::Cpu,
+        a.threshold,
+    )?;
     let e = export_torch(&models, &a.output)?;
     let what = match models.members() {
         [one] => format!("{} (step {})", one.checkpoint.display(), one.step),

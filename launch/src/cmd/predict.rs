@@ -319,10 +319,7 @@ pub fn run(a: &PredictArgs) -> anyhow::Result<()> {
         None => None,
     };
     let device = tmca_worker::bind_device("auto", 0)?;
-    let mut models = super::ensemble::load(&a.runs, &a.checkpoint, &device)?;
-    if let Some(x) = a.threshold {
-        models.first_mut().cfg.train.threshold = x;
-    }
+    let models = super::ensemble::load(&a.runs, &a.checkpoint, &device, a.threshold)?;
     let t = models.first();
     std::fs::create_dir_all(&a.output)
         .with_context(|| format!("creating {}", a.output.display()))?;
