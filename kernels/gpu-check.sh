@@ -2,7 +2,7 @@
 # The prepared GPU check (issue 4, and GPU training): build here, run on a GPU machine that has
 # a CUDA 13 driver and libraries but no Rust toolchain.
 #
-#   bash kernels/gpu-check.sh build    # here: CUDA builds of examples/gpu_check.rs and of tmca
+#   bash kernels/gpu-check.sh build    # here: CUDA builds of examples/gpu_check/ and of tmca
 #                                      #   (no NCCL: the GPU machine may lack it), stripped, to
 #                                      #   target-gpu/ (gitignored; pass it as `carry`); tmca is
 #                                      #   xz-compressed so that both fit the 64 MiB carry

@@ -162,7 +162,11 @@ fn an_rgb_model_exports_and_predicts_as_tmca_does() {
     predict_and_check(dir.path(), &[&run, &run2], &ens);
 
     // Members with different thresholds: the ensemble's must be given (export, eval, predict).
-    common::edit_config(&run2.join("config.toml"), "threshold = 0.5", "threshold = 0.4");
+    common::edit_config(
+        &run2.join("config.toml"),
+        "threshold = 0.5",
+        "threshold = 0.4",
+    );
     let ens2 = dir.path().join("ensemble-t");
     let (r1, r2) = (run.to_str().unwrap(), run2.to_str().unwrap());
     for args in [
@@ -190,5 +194,8 @@ fn an_rgb_model_exports_and_predicts_as_tmca_does() {
     assert!(o.status.success(), "{}", text(&o));
     let meta: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(ens2.join("model.json")).unwrap()).unwrap();
-    assert!((meta["threshold"].as_f64().unwrap() - 0.45).abs() < 1e-6, "{meta}");
+    assert!(
+        (meta["threshold"].as_f64().unwrap() - 0.45).abs() < 1e-6,
+        "{meta}"
+    );
 }

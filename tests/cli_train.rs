@@ -36,6 +36,28 @@ fn train_eval_predict_write_what_they_promise() {
     assert!(std::fs::read_dir(run.join("tensorboard")).unwrap().count() == 1);
     assert!(text(&o).contains("Dice (per-image mean)"), "{}", text(&o));
     check_tensorboard_with_python(&run);
+    // While another process trains in the run directory (holds its lock), a second is refused
+    // before it writes anything.
+    {
+        use std::os::fd::AsRawFd;
+        let lock = std::fs::File::open(run.join(".lock")).unwrap();
+        // SAFETY: flock on a descriptor this test owns.
+        assert_eq!(
+            unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) },
+            0
+        );
+        let o = tmca(&["train", cfg.to_str().unwrap(), "--resume"]);
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        assert!(
+            text(&o).contains("in use by another tmca train"),
+            "{}",
+            text(&o)
+        );
+        // Without the lock: a finished run resumed is a no-op that succeeds.
+        drop(lock);
+        let o = tmca(&["train", cfg.to_str().unwrap(), "--resume"]);
+        assert!(o.status.success(), "{}", text(&o));
+    }
     // `tmca eval RUN --split test ARGS…`, which must succeed.
     let eval_test = |args: &[&str]| {
         let mut all = vec!["eval", run.to_str().unwrap(), "--split", "test"];
@@ -95,6 +117,10 @@ fn train_eval_predict_write_what_they_promise() {
     assert_eq!(tta["tta"], true);
     let log = std::fs::read_to_string(run.join("validation.jsonl")).unwrap();
     assert_eq!(log.lines().count(), 2, "one validation per epoch: {log}");
+    for (k, line) in log.lines().enumerate() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["epoch"], k as u64 + 1, "epochs completed: {log}");
+    }
     // Another threshold is recorded beside, and scores the per-image rows at that threshold.
     let low = dir.path().join("low.csv");
     eval_test(&["--threshold", "0.01", "--per-image", low.to_str().unwrap()]);
@@ -404,9 +430,10 @@ fn train_eval_predict_write_what_they_promise() {
     let csv = std::fs::read_to_string(pred.join("predictions.csv")).unwrap();
     assert_eq!(csv.lines().count(), 5, "store mode: header + 4 rows\n{csv}");
 
-    // Training again into the same run without --resume is refused; --resume continues.
+    // Training again into the same run without --resume is refused (a usage error);
+    // --resume continues.
     let o = tmca(&["train", cfg.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("--resume"), "{}", text(&o));
     let o = tmca(&["train", cfg.to_str().unwrap(), "--resume"]);
     assert!(o.status.success(), "{}", text(&o));

@@ -150,6 +150,7 @@ fn resume_is_bit_exact_and_bad_checkpoints_are_refused() {
     let other = config(&dir.path().join("b"), &data, "");
     let mut other = other;
     other.model.embed_dim = 24;
+    other.text.max_len = 10;
     let err = train(
         &other,
         &Device::Cpu,
@@ -162,8 +163,17 @@ fn resume_is_bit_exact_and_bad_checkpoints_are_refused() {
             progress: &NoProgress,
         },
     )
-    .unwrap_err();
-    assert!(err.to_string().contains("embed_dim"), "{err}");
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("differing fields: model.embed_dim (")
+            && err.contains("text.max_len (12 vs 10)"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("\"preset\""),
+        "only the differing fields: {err}"
+    );
 }
 
 /// With `optim.ema`, a resumed run reaches the straight run's weights and averages bit for
@@ -430,4 +440,71 @@ fn the_best_checkpoint_follows_train_select() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("select") || err.contains("hd99"), "{err}");
+}
+
+/// A resume continues the same run: another seed, fold or vocabulary is refused; a run resumed
+/// from another run's checkpoint takes that run's tokenizer.
+#[test]
+fn resume_continues_the_same_run_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let a = config(&dir.path().join("a"), &data, "");
+    run(&a, Resume::No, None);
+    let resume = |cfg: &Config, how: Resume| {
+        train(
+            cfg,
+            &Device::Cpu,
+            &mut SingleProcess,
+            &mut NullSink,
+            RunOptions {
+                resume: how,
+                stop_after: None,
+                stop: None,
+                progress: &NoProgress,
+            },
+        )
+    };
+    let mut seed = a.clone();
+    seed.run.seed = 4;
+    let err = resume(&seed, Resume::Latest).unwrap_err().to_string();
+    assert!(
+        err.contains("run.seed") && err.contains("run.seed = 3, this run has 4"),
+        "{err}"
+    );
+    let mut fold = a.clone();
+    (fold.data.folds, fold.data.fold) = (2, 1);
+    let err = resume(&fold, Resume::Latest).unwrap_err().to_string();
+    assert!(
+        err.contains("`data.fold`") && err.contains("folds (0 vs 2)"),
+        "{err}"
+    );
+    // Another vocabulary of the same size: two tokens swapped in the run's tokenizer.json.
+    let tok = a.run.dir.join("tokenizer.json");
+    let original = std::fs::read_to_string(&tok).unwrap();
+    let mut json: serde_json::Value = serde_json::from_str(&original).unwrap();
+    let vocab = json["model"]["vocab"].as_object_mut().unwrap();
+    let (x, y) = ("left".to_string(), "right".to_string());
+    let (ix, iy) = (vocab[&x].clone(), vocab[&y].clone());
+    vocab.insert(x, iy);
+    vocab.insert(y, ix);
+    std::fs::write(&tok, serde_json::to_string(&json).unwrap()).unwrap();
+    let err = resume(&a, Resume::Latest).unwrap_err().to_string();
+    assert!(err.contains("another tokenizer vocabulary"), "{err}");
+    std::fs::write(&tok, &original).unwrap();
+
+    // A new run directory resumed from a's checkpoint reads a's tokenizer and continues.
+    let mut b = a.clone();
+    b.run.dir = dir.path().join("b");
+    b.train.epochs = 3;
+    let from = Checkpointer::new(&a.run.dir, 5)
+        .latest(&Device::Cpu)
+        .unwrap()
+        .unwrap()
+        .path;
+    let s = resume(&b, Resume::From(from)).unwrap();
+    assert_eq!(s.steps, 18, "continued from step 12");
+    assert_eq!(
+        std::fs::read_to_string(b.run.dir.join("tokenizer.json")).unwrap(),
+        original
+    );
 }

@@ -187,6 +187,19 @@ impl TextTokenizer {
         std::fs::rename(&tmp, path).map_err(|e| DataError::io(path, e))
     }
 
+    /// The vocabulary in id order (special tokens included): what the embedding rows of a
+    /// text encoder trained with this tokenizer stand for.
+    pub fn vocab_in_order(&self) -> Vec<String> {
+        let mut v: Vec<(u32, String)> = self
+            .inner
+            .get_vocab(true)
+            .into_iter()
+            .map(|(t, id)| (id, t))
+            .collect();
+        v.sort();
+        v.into_iter().map(|(_, t)| t).collect()
+    }
+
     /// Size of the vocabulary, special tokens included.
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)

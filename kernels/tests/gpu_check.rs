@@ -1,7 +1,7 @@
-//! The logic of the GPU check (examples/gpu_check.rs) on the CPU: its quick correctness cases
+//! The logic of the GPU check (examples/gpu_check/) on the CPU: its quick correctness cases
 //! with Device::Cpu as the device under test, and its timing/table code at tiny sizes.
 
-#[path = "../examples/gpu_check.rs"]
+#[path = "../examples/gpu_check/main.rs"]
 mod gpu_check;
 
 use candle_core::{Device, Result, Tensor};

@@ -45,7 +45,7 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
                 });
         if let Some(e) = train {
             match e {
-                TrainError::Config { .. } => return 2,
+                TrainError::Config { .. } | TrainError::ConfigFile { .. } => return 2,
                 TrainError::Io { .. } => return 4,
                 TrainError::NonFinite { .. } => return 6,
                 TrainError::File { .. } | TrainError::Checkpoint { .. } => return 3,

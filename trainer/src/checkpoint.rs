@@ -47,6 +47,14 @@ pub struct Manifest {
     /// The metric `best_val` is of; absent in manifests written before it was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub select: Option<crate::config::Select>,
+    /// What the loader position counts in: the training datasets (name and training samples),
+    /// `data.weights`, `data.folds` and `data.fold`; absent in older manifests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+    /// sha256 of the tokenizer's vocabulary in id order (what the text encoder's embedding
+    /// rows stand for); absent in older manifests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vocabulary: Option<String>,
 }
 
 impl Manifest {
@@ -267,6 +275,14 @@ fn diff(prefix: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Ve
                     (Some(u), Some(v)) => diff(&p, u, v, out),
                     _ => out.push(p),
                 }
+            }
+        }
+        // Lists of records (datasets) by position; lists of numbers as a whole.
+        (serde_json::Value::Array(x), serde_json::Value::Array(y))
+            if x.len() == y.len() && x.iter().all(serde_json::Value::is_object) =>
+        {
+            for (i, (u, v)) in x.iter().zip(y).enumerate() {
+                diff(&format!("{prefix}.{i}"), u, v, out);
             }
         }
         _ if a != b => out.push(format!("{prefix} ({a} vs {b})")),

@@ -354,8 +354,10 @@ fn bad(field: &str, message: impl Into<String>) -> TrainError {
 impl Config {
     /// Parses TOML text; `origin` names it in errors.
     pub fn from_toml(text: &str, origin: &Path) -> Result<Self> {
-        let mut cfg: Config = toml::from_str(text)
-            .map_err(|e| TrainError::file(origin, format!("invalid config: {e}")))?;
+        let mut cfg: Config = toml::from_str(text).map_err(|e| TrainError::ConfigFile {
+            path: origin.to_path_buf(),
+            message: e.to_string(),
+        })?;
         cfg.resolve()?;
         Ok(cfg)
     }

@@ -12,6 +12,9 @@ pub enum TrainError {
     Config { field: String, message: String },
     #[error("{path}: {message}")]
     File { path: PathBuf, message: String },
+    /// A config file that is not valid TOML or names unknown fields or wrong types.
+    #[error("{path}: invalid config: {message}")]
+    ConfigFile { path: PathBuf, message: String },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

@@ -56,17 +56,17 @@
 //! `Tensor::copy` (bytes read + written) timed the same way.
 #![allow(dead_code)]
 
+mod cases;
 #[path = "../../tests/common/mod.rs"]
 mod common;
-mod cases;
 mod compare;
 mod inputs;
 mod timing;
 
-use cases::*;
-use compare::*;
-use inputs::*;
-use timing::*;
+pub(crate) use cases::*;
+pub(crate) use compare::*;
+pub(crate) use inputs::*;
+pub(crate) use timing::*;
 
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Result, Tensor, Var};

@@ -3,7 +3,11 @@
 use super::*;
 
 /// Median seconds of `reps` synchronised runs of `f` after 5 warm-up runs.
-pub(crate) fn median_time(dev: &Device, reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+pub(crate) fn median_time(
+    dev: &Device,
+    reps: usize,
+    mut f: impl FnMut() -> Result<()>,
+) -> Result<f64> {
     for _ in 0..5 {
         f()?;
     }

@@ -4,6 +4,7 @@
 
 pub mod batch;
 pub mod eval;
+mod lock;
 mod overlay;
 pub mod per_image;
 pub mod ranks;
@@ -94,6 +95,12 @@ pub fn train(
     opts: RunOptions<'_>,
 ) -> Result<TrainSummary> {
     let rank0 = sync.rank() == 0;
+    // Held to the end of the run: one training process per run directory.
+    let _lock = if rank0 {
+        Some(lock::RunLock::acquire(&cfg.run.dir)?)
+    } else {
+        None
+    };
     cfg.run.apply_precision(device);
     if let (Resume::No, Some(p)) = (&opts.resume, &cfg.model.image_weights) {
         // A fresh run will read it: say so before generating data or learning a vocabulary.
@@ -101,7 +108,11 @@ pub fn train(
     }
     let (stores, tokenizer) = ranks::prepare(sync, || {
         let stores = setup::open_stores(cfg, opts.progress)?;
-        let tokenizer = setup::tokenizer(cfg, &stores)?;
+        let from = match &opts.resume {
+            Resume::From(p) => Some(p.as_path()),
+            _ => None,
+        };
+        let tokenizer = setup::tokenizer(cfg, &stores, from)?;
         Ok((stores, tokenizer))
     })?;
     let params = ParamStore::new(cfg.run.seed).with_frozen(&cfg.optim.freeze);
@@ -109,13 +120,13 @@ pub fn train(
     setup::check_prefixes(cfg, &params)?;
     let mut opt = AdamW::new(&params, cfg.optim.adamw())?;
     let ckpt = Checkpointer::new(&cfg.run.dir, cfg.train.keep_last);
-    let model_cfg =
-        serde_json::to_value((&cfg.model, &cfg.text, cfg.data.image_size)).unwrap_or_default();
+    let model_cfg = resume::model_config(cfg);
 
     let sources = stores
         .iter()
         .map(|s| tmca_data::folds::samples(s, Split::Train, cfg.data.cv()))
         .collect::<std::result::Result<Vec<_>, _>>()?;
+    let data_cfg = resume::data_config(cfg, &stores, &sources);
     let weights = (!cfg.data.weights.is_empty()).then(|| cfg.data.weights.clone());
     let sampler = ShardedSampler::new(
         sources,
@@ -175,11 +186,19 @@ pub fn train(
         global_batch: Some(cfg.data.batch_size * sync.world()),
         accumulate: Some(acc),
         select: Some(cfg.train.select),
+        data: Some(data_cfg),
+        vocabulary: Some(resume::vocabulary_hash(&tokenizer.vocab_in_order())),
     };
     let loaded = match &opts.resume {
         Resume::No => {
             if !ckpt.steps().is_empty() {
-                return Err(TrainError::file(ckpt.dir(), "the run directory already holds checkpoints; resume with --resume or choose another run.dir"));
+                return Err(TrainError::config(
+                    "run.dir",
+                    format!(
+                        "{} already holds checkpoints: continue it with --resume, or choose another run.dir (--run-dir)",
+                        cfg.run.dir.display()
+                    ),
+                ));
             }
             None
         }
@@ -222,6 +241,8 @@ pub fn train(
             global_batch: m.global_batch,
             accumulate: m.accumulate,
             select: m.select,
+            data: m.data,
+            vocabulary: m.vocabulary,
             ..l.manifest
         };
     }
@@ -312,6 +333,7 @@ pub fn train(
         interrupted: false,
     };
     let stop_at = opts.stop_after.unwrap_or(u64::MAX).min(total);
+    let start_step = m.step;
     let (mut seen, mut t_log) = (0usize, Instant::now());
 
     'epochs: while m.step < stop_at && (cfg.train.max_steps > 0 || m.epoch < cfg.train.epochs) {
@@ -434,7 +456,9 @@ pub fn train(
                 summary.interrupted = true;
                 break 'epochs;
             }
-            if m.step >= stop_at {
+            // Out of steps: mid-epoch, stop here; at an epoch's end, finish it first (its
+            // count and validation, as a longer run would).
+            if m.step >= stop_at && m.next_batch < per_epoch {
                 break 'epochs;
             }
         }
@@ -462,7 +486,8 @@ pub fn train(
             }
             if cfg.train.patience > 0 && m.stale_validations >= cfg.train.patience {
                 tracing::info!(
-                    "early stop: no better val Dice in {} validations",
+                    "early stop: no better val {} in {} validations",
+                    cfg.train.select.label(),
                     m.stale_validations
                 );
                 summary.stopped_early = true;
@@ -471,8 +496,9 @@ pub fn train(
         }
     }
     opts.progress.finish();
-    // A step budget that ends mid-epoch still gets its final validation (and `best`).
-    if m.step >= total && m.next_batch != 0 && !summary.stopped_early {
+    // A step budget that ends mid-epoch still gets its final validation (and `best`), once:
+    // not again when a finished run is resumed.
+    if m.step >= total && m.step > start_step && m.next_batch != 0 && !summary.stopped_early {
         let results = with_averaged(ema.as_mut(), || {
             validate(&model, &stores, &spec, cfg, device, sync, sink, m.step)
         })?;

@@ -8,7 +8,10 @@ use crate::{Result, TrainError};
 /// Refuses to resume from `saved` (at `path`) a run whose own manifest is `now`.
 pub fn check(saved: &Manifest, now: &Manifest, path: &std::path::Path, world: usize) -> Result<()> {
     if saved.model_hash != now.model_hash {
-        let fields = differing_fields(&saved.model_config, &now.model_config);
+        let fields = differing_fields(
+            &named_sections(&saved.model_config),
+            &named_sections(&now.model_config),
+        );
         return Err(TrainError::Checkpoint {
             path: path.to_path_buf(),
             message: format!(
@@ -18,7 +21,97 @@ pub fn check(saved: &Manifest, now: &Manifest, path: &std::path::Path, world: us
         });
     }
     check_batch_geometry(saved, now, path, world)?;
-    check_select(saved, now, path)
+    check_select(saved, now, path)?;
+    check_data(saved, now, path)
+}
+
+/// The training data a run's loader position and sampling refer to (see [`Manifest::data`]).
+pub fn data_config(
+    cfg: &crate::config::Config,
+    stores: &[std::sync::Arc<tmca_data::store::Store>],
+    train_samples: &[Vec<usize>],
+) -> serde_json::Value {
+    let datasets: Vec<serde_json::Value> = stores
+        .iter()
+        .zip(train_samples)
+        .map(|(s, idx)| serde_json::json!({ "name": s.info().name, "train_samples": idx.len() }))
+        .collect();
+    serde_json::json!({
+        "datasets": datasets,
+        "weights": cfg.data.weights,
+        "folds": cfg.data.folds,
+        "fold": cfg.data.fold,
+    })
+}
+
+/// sha256 of `vocab` joined by newlines ([`Manifest::vocabulary`]).
+pub fn vocabulary_hash(vocab: &[String]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for t in vocab {
+        h.update(t.as_bytes());
+        h.update(b"\n");
+    }
+    format!("{:x}", h.finalize())
+}
+
+/// A run continues with the seed, the training data (datasets, weights, fold) and the
+/// vocabulary it started with: another seed or fold would continue a different run (a fold's
+/// validation images may already have been trained on), other data makes the loader position
+/// meaningless, and another vocabulary feeds the text encoder's embedding rows other words.
+/// Fields absent from older manifests are not compared.
+fn check_data(saved: &Manifest, now: &Manifest, path: &std::path::Path) -> Result<()> {
+    let refuse = |field: &str, what: String| {
+        Err(TrainError::config(
+            field,
+            format!(
+                "{} {what}: resuming would continue another run; resume with the same settings, or train a new run.dir",
+                path.display()
+            ),
+        ))
+    };
+    if saved.seed != now.seed {
+        return refuse(
+            "run.seed",
+            format!(
+                "was trained with run.seed = {}, this run has {}",
+                saved.seed, now.seed
+            ),
+        );
+    }
+    if let (Some(a), Some(b)) = (&saved.data, &now.data) {
+        let fields = differing_fields(a, b);
+        if !fields.is_empty() {
+            let named = |f: &str| fields.iter().any(|d| d.starts_with(f));
+            let field = if named("fold") {
+                "data.fold"
+            } else if named("weights") {
+                "data.weights"
+            } else {
+                "data.stores"
+            };
+            return refuse(
+                field,
+                format!(
+                    "was trained on other data; differing: {}",
+                    fields.join(", ")
+                ),
+            );
+        }
+    }
+    if let (Some(a), Some(b)) = (&saved.vocabulary, &now.vocabulary) {
+        if a != b {
+            return refuse(
+                "text",
+                "was trained with another tokenizer vocabulary than this run's tokenizer.json \
+                 (the text encoder's embedding rows would stand for other words; a run resumed \
+                 from another run's checkpoint takes that run's tokenizer.json when its own \
+                 directory has none)"
+                    .to_string(),
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The recorded best validation value is of the checkpoint's `train.select`: compared with
@@ -38,6 +131,28 @@ fn check_select(saved: &Manifest, now: &Manifest, path: &std::path::Path) -> Res
             ),
         )),
         _ => Ok(()),
+    }
+}
+
+/// The model-defining config as the manifest records it, by section (`model`, `text`,
+/// `data.image_size`), so that a refusal names the fields that differ.
+pub fn model_config(cfg: &crate::config::Config) -> serde_json::Value {
+    serde_json::json!({
+        "model": cfg.model,
+        "text": cfg.text,
+        "data": { "image_size": cfg.data.image_size },
+    })
+}
+
+/// Manifests written before [`model_config`] recorded the three parts as an array.
+fn named_sections(v: &serde_json::Value) -> serde_json::Value {
+    match v.as_array().map(Vec::as_slice) {
+        Some([model, text, size]) => serde_json::json!({
+            "model": model,
+            "text": text,
+            "data": { "image_size": size },
+        }),
+        _ => v.clone(),
     }
 }
 

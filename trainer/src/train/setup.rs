@@ -57,13 +57,25 @@ pub fn store_names(cfg: &Config) -> Vec<String> {
     given.chain(synth).collect()
 }
 
-/// The run's tokenizer: reused from the run directory (resume), else loaded from `[text]`, else
-/// learned from the training reports; saved as `<run>/tokenizer.json`.
-pub fn tokenizer(cfg: &Config, stores: &[Arc<Store>]) -> Result<Arc<TextTokenizer>> {
+/// The run's tokenizer: reused from the run directory (resume), else from the run of
+/// `resume_from` (a checkpoint `<run>/checkpoints/<name>` of another run directory: its text
+/// encoder was trained with that run's vocabulary), else loaded from `[text]`, else learned
+/// from the training reports; saved as `<run>/tokenizer.json`.
+pub fn tokenizer(
+    cfg: &Config,
+    stores: &[Arc<Store>],
+    resume_from: Option<&Path>,
+) -> Result<Arc<TextTokenizer>> {
     let t = &cfg.text;
     let saved = cfg.run.dir.join("tokenizer.json");
+    let theirs = resume_from
+        .and_then(|p| p.parent()?.parent().map(|run| run.join("tokenizer.json")))
+        .filter(|p| p.is_file());
     let tok = if saved.is_file() {
         TextTokenizer::from_file(&saved, t.max_len, true)?
+    } else if let Some(p) = theirs {
+        tracing::info!("tokenizer of the checkpoint's run: {}", p.display());
+        TextTokenizer::from_file(&p, t.max_len, true)?
     } else if t.encoder == "bert" {
         let dir = t.bert_dir.as_deref().unwrap_or(Path::new("."));
         let json = dir.join("tokenizer.json");
