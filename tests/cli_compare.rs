@@ -134,4 +134,39 @@ fn compare_agrees_with_scipy_and_refuses_other_images() {
     let o = tmca(&["compare", sa, other.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("no `dataset` column"), "{}", text(&o));
+    // A score that is not a finite number (NaN) is refused, naming the line; a missing file
+    // is an I/O error (exit 4).
+    let nan = dir.path().join("nan.csv");
+    let mut lines: Vec<String> = std::fs::read_to_string(&a)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    let mut f: Vec<String> = lines[2].split(',').map(String::from).collect();
+    f[3] = "NaN".into();
+    lines[2] = f.join(",");
+    std::fs::write(&nan, lines.join("\n") + "\n").unwrap();
+    let o = tmca(&["compare", nan.to_str().unwrap(), sb]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("line 3: score \"NaN\" is not a finite number"),
+        "{}",
+        text(&o)
+    );
+    let o = tmca(&[
+        "compare",
+        sa,
+        dir.path().join("absent.csv").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    // A reader that goes away (`| head`) ends the command quietly, without a panic.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tmca"))
+        .args(["compare", sa, sb, "--format", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    assert!(!text(&o).contains("panicked"), "{}", text(&o));
 }

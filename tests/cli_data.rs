@@ -894,6 +894,50 @@ fn failed_forced_conversion_keeps_the_old_store() {
     r.expect_code(0);
     assert_eq!(inspect_counts(&r.stdout), [4, 1, 1]);
     assert!(leftovers(&outdir).is_empty(), "{:?}", leftovers(&outdir));
+
+    // --force replaces a store, never a folder of other things or a file (exit 2, untouched),
+    // also in a dry run.
+    let thesis = outdir.join("notastore");
+    std::fs::create_dir(&thesis).unwrap();
+    std::fs::write(thesis.join("thesis.docx"), "precious").unwrap();
+    let file = outdir.join("somefile");
+    std::fs::write(&file, "hi").unwrap();
+    for target in [&thesis, &file] {
+        let r = convert("guidedecoder", &other, target, "endoscopy", true);
+        r.expect_code(2);
+        assert_contains(&r.stderr, &["is not a tmca store", "--force"]);
+        let mut dry = vec![
+            "data",
+            "convert",
+            "--layout",
+            "guidedecoder",
+            "--name",
+            "x",
+            "--modality",
+            "xray",
+            "--force",
+            "--dry-run",
+        ]
+        .into_iter()
+        .map(std::ffi::OsString::from)
+        .collect::<Vec<_>>();
+        dry.extend(args!["--input", &other, "--output", target]);
+        tmca(dry).expect_code(2);
+    }
+    assert_eq!(
+        std::fs::read_to_string(thesis.join("thesis.docx")).unwrap(),
+        "precious"
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "hi");
+
+    // The temporary folder of a killed conversion (its process gone) is removed by the next
+    // write to the same output.
+    let stale = outdir.join("store.zarr.tmp-4194303");
+    std::fs::create_dir(&stale).unwrap();
+    std::fs::write(stale.join("zarr.json"), "{}").unwrap();
+    convert("guidedecoder", &other, &out, "endoscopy", true).expect_code(0);
+    assert!(!stale.exists(), "stale temporary folder left");
+    assert!(leftovers(&outdir).is_empty(), "{:?}", leftovers(&outdir));
 }
 
 #[test]

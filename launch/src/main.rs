@@ -13,12 +13,19 @@ use clap::Parser;
 fn main() -> std::process::ExitCode {
     let tuning = alloc::tune();
     let cli = cli::Cli::parse();
+    if !matches!(
+        cli.command,
+        cli::Command::Train(_) | cli::Command::Launch(_) | cli::Command::Quickstart(_)
+    ) {
+        restore_sigpipe();
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_env("TMCA_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(if cli.verbose { "debug" } else { "info" })
     });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
     tracing::debug!("{tuning}");
@@ -28,5 +35,17 @@ fn main() -> std::process::ExitCode {
             eprintln!("error: {err:#}");
             std::process::ExitCode::from(exit::code_for(&err))
         }
+    }
+}
+
+/// Commands whose output is read by other programs end quietly, as Unix tools do, when the
+/// reader goes away (`tmca eval … | head`): the default SIGPIPE action instead of Rust's
+/// ignored SIGPIPE, under which the next print panics. Not for training, whose sockets rely on
+/// write errors.
+fn restore_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: resets one signal's disposition to the default before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

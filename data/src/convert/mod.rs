@@ -498,6 +498,34 @@ fn check_output(input: &Path, output: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The checks of the options, the input and the output before any file is read (also those
+/// of `--dry-run`): an existing output needs `force`, and `force` replaces only a store or an
+/// empty folder, never the input or a folder containing it. Returns the canonical input.
+pub fn check_destination(opts: &ConvertOptions) -> Result<PathBuf> {
+    opts.validate()?;
+    match opts.layout {
+        Layout::Table => manifest::require_table(&opts.input)?,
+        _ => files::require_input_dir(&opts.input)?,
+    }
+    let source = std::fs::canonicalize(&opts.input).map_err(|e| DataError::io(&opts.input, e))?;
+    check_output(&source, &opts.output)?;
+    if opts.output.exists() && !opts.force {
+        return Err(DataError::AlreadyExists {
+            path: opts.output.clone(),
+        });
+    }
+    if opts.output.exists() && !crate::store::replaceable(&opts.output) {
+        return Err(DataError::Config {
+            field: "output".into(),
+            message: format!(
+                "{} exists and is not a tmca store: --force replaces only a store (or an empty folder); choose another output or move it away yourself",
+                opts.output.display()
+            ),
+        });
+    }
+    Ok(source)
+}
+
 /// Refuses an existing output (replaced with `force`) that holds one of the plan's files.
 fn check_sources(plan: &Plan, output: &Path) -> Result<()> {
     let Ok(out) = std::fs::canonicalize(output) else {
@@ -523,18 +551,7 @@ fn check_sources(plan: &Plan, output: &Path) -> Result<()> {
 /// Imports a dataset into a new store. Plans and checks everything first, then decodes in
 /// parallel and writes in plan order. Reports the phases `checking` and `converting`.
 pub fn convert(opts: &ConvertOptions, progress: &dyn Progress) -> Result<ConvertSummary> {
-    opts.validate()?;
-    match opts.layout {
-        Layout::Table => manifest::require_table(&opts.input)?,
-        _ => files::require_input_dir(&opts.input)?,
-    }
-    let source = std::fs::canonicalize(&opts.input).map_err(|e| DataError::io(&opts.input, e))?;
-    check_output(&source, &opts.output)?;
-    if opts.output.exists() && !opts.force {
-        return Err(DataError::AlreadyExists {
-            path: opts.output.clone(),
-        });
-    }
+    let source = check_destination(opts)?;
     let plan = plan(opts, progress)?;
     check_sources(&plan, &opts.output)?;
     let info = store_info(opts, &source, plan.val_from_train);

@@ -17,7 +17,7 @@ mod reader;
 mod writer;
 
 pub use reader::Store;
-pub use writer::{StoreWriter, WriteOptions};
+pub use writer::{replaceable, StoreWriter, WriteOptions};
 
 /// Version of the layout this tmca writes and the newest it reads.
 pub const SCHEMA_VERSION: u32 = 1;

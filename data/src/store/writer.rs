@@ -88,6 +88,13 @@ impl StoreWriter {
         if path.exists() && !opts.force {
             return Err(DataError::AlreadyExists { path: path.into() });
         }
+        if path.exists() && !replaceable(path) {
+            return Err(DataError::bad(
+                path,
+                "exists and is not a tmca store: --force replaces only a store (or an empty folder); choose another output or move it away yourself",
+            ));
+        }
+        remove_stale_tmp(path);
         let tmp = tmp_path(path);
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp).map_err(|e| DataError::io(&tmp, e))?;
@@ -321,6 +328,52 @@ fn attributes(info: &StoreInfo, n: usize, complete: bool) -> Result<serde_json::
         obj.insert("complete".into(), complete.into());
     }
     Ok(v)
+}
+
+/// Whether `--force` may replace `path`: a tmca store (complete or not: its group metadata
+/// carries the `tmca` attribute) or an empty folder. Never a file or a folder of other things.
+pub fn replaceable(path: &Path) -> bool {
+    if !path.is_dir() {
+        return false;
+    }
+    let empty = std::fs::read_dir(path).is_ok_and(|mut d| d.next().is_none());
+    let store = std::fs::read_to_string(path.join("zarr.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .is_some_and(|v| v["attributes"].get(ATTR_KEY).is_some());
+    empty || store
+}
+
+/// Removes `<path>.tmp-<pid>` folders that writers killed before they could clean up (Ctrl-C,
+/// SIGKILL, a crash) left behind, when their process is gone.
+fn remove_stale_tmp(path: &Path) {
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    let prefix = format!("{}.tmp-", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let file = e.file_name();
+        let Some(pid) = file.to_str().and_then(|f| f.strip_prefix(&prefix)) else {
+            continue;
+        };
+        let alive = pid
+            .parse::<u32>()
+            .is_ok_and(|p| Path::new(&format!("/proc/{p}")).exists());
+        if !alive && Path::new("/proc/self").exists() {
+            let stale = e.path();
+            if std::fs::remove_dir_all(&stale).is_ok() {
+                tracing::info!("removed {} (left by an interrupted write)", stale.display());
+            }
+        }
+    }
 }
 
 /// fsyncs every file below `dir` so the rename publishes durable data.

@@ -11,8 +11,9 @@ type Scores = (Vec<String>, BTreeMap<(String, usize), f64>);
 
 fn read(path: &Path, metric: CompareMetric) -> anyhow::Result<Scores> {
     let bad = |m: String| crate::cli::UsageError(format!("{}: {m}", path.display()));
-    let mut r =
-        csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
+    // Opened first so that a missing file is an I/O error (exit code 4).
+    let file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut r = csv::Reader::from_reader(std::io::BufReader::new(file));
     let headers = r
         .headers()
         .with_context(|| format!("reading {}", path.display()))?
@@ -46,7 +47,14 @@ fn read(path: &Path, metric: CompareMetric) -> anyhow::Result<Scores> {
             .map_err(|_| bad(format!("line {row}: index {:?} is not a number", field(ix))))?;
         let v: f64 = field(sc)
             .parse()
-            .map_err(|_| bad(format!("line {row}: score {:?} is not a number", field(sc))))?;
+            .ok()
+            .filter(|v: &f64| v.is_finite())
+            .ok_or_else(|| {
+                bad(format!(
+                    "line {row}: score {:?} is not a finite number",
+                    field(sc)
+                ))
+            })?;
         let name = field(ds).to_string();
         if !order.contains(&name) {
             order.push(name.clone());

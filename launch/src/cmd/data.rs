@@ -54,6 +54,7 @@ fn convert_cmd(a: &ConvertArgs) -> anyhow::Result<()> {
         force: a.force,
     };
     if a.dry_run {
+        convert::check_destination(&opts)?;
         let plan = convert::plan(&opts, &Bar::default())?;
         convert::check_masks(&plan, opts.mask_rule, &Bar::default())?;
         let [tr, va, te] = plan.counts();
