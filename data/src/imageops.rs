@@ -1,17 +1,23 @@
 //! Image and mask decoding shared by the importers and other tools.
 //!
+//! * Files are read as a viewer shows them: the EXIF orientation of JPEG/TIFF photos is applied
+//!   (to images and masks alike), so a mask drawn on the displayed photo lines up.
 //! * Images are converted to gray (1 channel) or RGB (3 channels), resized with a triangle
-//!   (bilinear) filter and returned planar (`C*H*W`, channel-major).
+//!   (bilinear) filter and returned planar (`C*H*W`, channel-major). 16-bit images are scaled
+//!   from the smallest bit depth that holds their largest value (8, 10, 12, 14 or 16 bits), so
+//!   12-bit CT or X-ray data saved in 16-bit PNGs keeps its contrast instead of turning black.
 //! * Masks must hold exactly two kinds of values: 0 and 1, or 0 and 255 (65535 for 16-bit files,
 //!   1.0 for float files). Anything else — JPEG artefacts, intermediate labels, a "void" value —
 //!   is an error naming the file, the offending values and how many pixels carry them. RGB masks
-//!   count a pixel as foreground when any colour channel is nonzero (alpha is ignored). Masks are
-//!   resized with nearest-neighbour sampling and returned as 0/1.
+//!   count a pixel as foreground when any colour channel is nonzero. A mask with an alpha
+//!   channel that varies (a transparent PNG whose opacity marks the target) is read from its
+//!   alpha channel; a constant alpha is ignored. Masks are resized with nearest-neighbour
+//!   sampling and returned as 0/1.
 //! * [`MaskRule::Threshold`] reads masks that are binary in intent but not in their values —
 //!   JPEG-compressed masks such as Kvasir-SEG's, or anti-aliased drawings: a pixel is foreground
 //!   when its largest channel is at least the threshold times the bit depth's maximum (255,
-//!   65535, or 1.0 for float files with values ≤ 1). A mask that holds only 0 and 1 is still
-//!   read as 0/1.
+//!   65535 — 255 for a 16-bit file whose values are all ≤ 255 —, or 1.0 for float files with
+//!   values ≤ 1). A mask that holds only 0 and 1 is still read as 0/1.
 
 use crate::{DataError, Result};
 use image::{DynamicImage, ImageReader};
@@ -66,21 +72,72 @@ fn reader(path: &Path) -> Result<ImageReader<std::io::BufReader<std::fs::File>>>
         .map_err(|e| image_error(path, e))
 }
 
-/// Size `(width, height)` of an image file, reading only its header.
+/// Size `(width, height)` of an image file as displayed (EXIF orientation applied), reading
+/// only its header.
 pub fn image_size(path: &Path) -> Result<(u32, u32)> {
-    reader(path)?
-        .into_dimensions()
-        .map_err(|e| image_error(path, e))
+    use image::metadata::Orientation as O;
+    use image::ImageDecoder;
+    let mut d = reader(path)?
+        .into_decoder()
+        .map_err(|e| image_error(path, e))?;
+    let (w, h) = d.dimensions();
+    Ok(match d.orientation().unwrap_or(O::NoTransforms) {
+        O::Rotate90 | O::Rotate270 | O::Rotate90FlipH | O::Rotate270FlipH => (h, w),
+        _ => (w, h),
+    })
 }
 
 /// Decodes an image file of any supported format (the format is guessed from the content, not
-/// the extension).
+/// the extension), turned as its EXIF orientation says.
 pub fn decode(path: &Path) -> Result<DynamicImage> {
-    let img = reader(path)?.decode().map_err(|e| image_error(path, e))?;
+    use image::ImageDecoder;
+    let mut d = reader(path)?
+        .into_decoder()
+        .map_err(|e| image_error(path, e))?;
+    let orientation = d.orientation().ok();
+    let mut img = DynamicImage::from_decoder(d).map_err(|e| image_error(path, e))?;
+    if let Some(o) = orientation {
+        img.apply_orientation(o);
+    }
     if img.width() == 0 || img.height() == 0 {
         return Err(image_error(path, "the image is empty (0 pixels)"));
     }
     Ok(img)
+}
+
+/// 16-bit images as 8-bit, scaled from the smallest bit depth (8, 10, 12, 14 or 16) that holds
+/// the largest value; others unchanged.
+fn narrow_16bit(img: &DynamicImage) -> std::borrow::Cow<'_, DynamicImage> {
+    use image::ColorType as C;
+    use std::borrow::Cow;
+    let scale = |max: u16| {
+        let bits = [8u32, 10, 12, 14, 16]
+            .into_iter()
+            .find(|&b| u32::from(max) < (1 << b))
+            .unwrap_or(16);
+        255.0 / ((1u32 << bits) - 1) as f32
+    };
+    let to8 = |v: u16, k: f32| (f32::from(v) * k).round().min(255.0) as u8;
+    match img.color() {
+        C::L16 | C::La16 => {
+            let g = img.to_luma16();
+            let k = scale(g.pixels().map(|p| p.0[0]).max().unwrap_or(0));
+            let out = image::GrayImage::from_fn(g.width(), g.height(), |x, y| {
+                image::Luma([to8(g.get_pixel(x, y).0[0], k)])
+            });
+            Cow::Owned(DynamicImage::ImageLuma8(out))
+        }
+        C::Rgb16 | C::Rgba16 => {
+            let c = img.to_rgb16();
+            let max = c.pixels().flat_map(|p| p.0).max().unwrap_or(0);
+            let k = scale(max);
+            let out = image::RgbImage::from_fn(c.width(), c.height(), |x, y| {
+                image::Rgb(c.get_pixel(x, y).0.map(|v| to8(v, k)))
+            });
+            Cow::Owned(DynamicImage::ImageRgb8(out))
+        }
+        _ => Cow::Borrowed(img),
+    }
 }
 
 fn check_target(height: usize, width: usize) -> Result<(u32, u32)> {
@@ -105,6 +162,7 @@ pub fn image_to_planar(
     width: usize,
 ) -> Result<Vec<u8>> {
     let (h, w) = check_target(height, width)?;
+    let img = narrow_16bit(img);
     let filter = image::imageops::FilterType::Triangle;
     match channels {
         1 => {
@@ -182,9 +240,36 @@ fn mask_values(img: &DynamicImage) -> (Vec<u32>, u32) {
 
 /// Turns a decoded mask into 0/1 at its own size by `rule` (see the module docs).
 pub fn binarize_mask(path: &Path, img: &DynamicImage, rule: MaskRule) -> Result<Vec<u8>> {
+    let alpha = alpha_mask(img);
+    let img = alpha.as_ref().unwrap_or(img);
     match rule {
         MaskRule::Exact => exact_mask(path, img),
         MaskRule::Threshold(t) => Ok(threshold_mask(img, t)),
+    }
+}
+
+/// The alpha channel of a mask whose opacity varies (the target marked by transparency), as a
+/// gray image of the same bit depth; `None` without alpha or with a constant one.
+fn alpha_mask(img: &DynamicImage) -> Option<DynamicImage> {
+    use image::ColorType as C;
+    match img.color() {
+        C::La8 | C::Rgba8 => {
+            let a: Vec<u8> = img.to_rgba8().pixels().map(|p| p.0[3]).collect();
+            let varies = a.iter().any(|&v| v != a[0]);
+            varies
+                .then(|| image::GrayImage::from_raw(img.width(), img.height(), a))
+                .flatten()
+                .map(DynamicImage::ImageLuma8)
+        }
+        C::La16 | C::Rgba16 => {
+            let a: Vec<u16> = img.to_rgba16().pixels().map(|p| p.0[3]).collect();
+            let varies = a.iter().any(|&v| v != a[0]);
+            varies
+                .then(|| image::ImageBuffer::from_raw(img.width(), img.height(), a))
+                .flatten()
+                .map(DynamicImage::ImageLuma16)
+        }
+        _ => None,
     }
 }
 
@@ -207,6 +292,12 @@ fn threshold_mask(img: &DynamicImage, t: f32) -> Vec<u8> {
         }
         _ => {
             let (v, full) = mask_values(img);
+            // An 8-bit mask saved as 16-bit (0/255 in a 16-bit PNG) is cut at its own scale.
+            let full = if full == u16::MAX as u32 && v.iter().all(|&x| x <= 255) {
+                255
+            } else {
+                full
+            };
             (v.into_iter().map(|x| x as f32).collect(), full as f32)
         }
     };
@@ -248,8 +339,9 @@ fn exact_mask(path: &Path, img: &DynamicImage) -> Result<Vec<u8>> {
         return Err(DataError::bad(
             path,
             format!(
-                "mask values must be 0/1 or 0/255 (a binary mask; is it a JPEG or a multi-class label map? \
-                 `--mask-threshold 0.5` reads JPEG masks): {total} of {} pixels have other values: {}{more}",
+                "mask values must be 0/1 or 0/255 (a binary mask): {total} of {} pixels have other values: {}{more}. \
+                 A JPEG or anti-aliased mask: `--mask-threshold 0.5` reads it. A multi-class label map: tmca \
+                 segments one target per report, so write binary masks of the class(es) the reports describe",
                 values.len(),
                 listed.join(", ")
             ),
@@ -529,5 +621,102 @@ mod tests {
             resize_nearest(&src, 1, 4, 1, 8),
             vec![0, 0, 1, 1, 2, 2, 3, 3]
         );
+    }
+
+    #[test]
+    fn alpha_masks_and_8bit_masks_in_16bit_files() {
+        use image::{LumaA, Rgba, RgbaImage};
+        let lesion = |x: u32| x < 2;
+        // White RGB everywhere, the target in the alpha channel; and black RGB likewise.
+        for rgb in [255u8, 0] {
+            let img = DynamicImage::ImageRgba8(RgbaImage::from_fn(4, 1, |x, _| {
+                Rgba([rgb, rgb, rgb, if lesion(x) { 255 } else { 0 }])
+            }));
+            for rule in [MaskRule::Exact, MaskRule::Threshold(0.5)] {
+                assert_eq!(
+                    binarize_mask(Path::new("m"), &img, rule).unwrap(),
+                    vec![1, 1, 0, 0]
+                );
+            }
+        }
+        // A constant alpha is no mask: the colour decides.
+        let opaque = DynamicImage::ImageLumaA8(image::ImageBuffer::from_fn(4, 1, |x, _| {
+            LumaA([if lesion(x) { 255u8 } else { 0 }, 255])
+        }));
+        assert_eq!(
+            binarize_mask(Path::new("m"), &opaque, MaskRule::Exact).unwrap(),
+            vec![1, 1, 0, 0]
+        );
+        // 0/255 saved in a 16-bit file: exact and thresholded alike.
+        let img16 = DynamicImage::ImageLuma16(
+            image::ImageBuffer::from_raw(3, 1, vec![0u16, 255, 255]).unwrap(),
+        );
+        for rule in [MaskRule::Exact, MaskRule::Threshold(0.5)] {
+            assert_eq!(
+                binarize_mask(Path::new("m"), &img16, rule).unwrap(),
+                vec![0, 1, 1]
+            );
+        }
+    }
+
+    #[test]
+    fn sixteen_bit_images_keep_their_contrast() {
+        // 12-bit data (0..4095) in a 16-bit gray image spans 0..255, not 0..16.
+        let g = image::ImageBuffer::from_raw(3, 1, vec![0u16, 2048, 4095]).unwrap();
+        let out = image_to_planar(&DynamicImage::ImageLuma16(g), 1, 1, 3).unwrap();
+        assert_eq!(out, vec![0, 128, 255]);
+        // Full 16-bit range: as before.
+        let g = image::ImageBuffer::from_raw(2, 1, vec![0u16, 65535]).unwrap();
+        assert_eq!(
+            image_to_planar(&DynamicImage::ImageLuma16(g), 1, 1, 2).unwrap(),
+            vec![0, 255]
+        );
+        // RGB, 8-bit values in a 16-bit file.
+        let c = image::ImageBuffer::from_raw(1, 1, vec![10u16, 100, 255]).unwrap();
+        assert_eq!(
+            image_to_planar(&DynamicImage::ImageRgb16(c), 3, 1, 1).unwrap(),
+            vec![10, 100, 255]
+        );
+    }
+
+    /// `jpeg` with an EXIF APP1 segment saying `orientation` inserted after its SOI marker.
+    pub(crate) fn with_exif_orientation(jpeg: &[u8], orientation: u16) -> Vec<u8> {
+        let mut tiff = b"MM\0*\0\0\0\x08".to_vec(); // big-endian, IFD at offset 8
+        tiff.extend(1u16.to_be_bytes()); // one entry
+        tiff.extend(0x0112u16.to_be_bytes()); // Orientation
+        tiff.extend(3u16.to_be_bytes()); // SHORT
+        tiff.extend(1u32.to_be_bytes()); // count
+        tiff.extend(orientation.to_be_bytes());
+        tiff.extend([0, 0]); // value padding
+        tiff.extend(0u32.to_be_bytes()); // no next IFD
+        let mut app1 = b"Exif\0\0".to_vec();
+        app1.extend(tiff);
+        let mut out = jpeg[..2].to_vec(); // SOI
+        out.extend([0xFF, 0xE1]);
+        out.extend(((app1.len() + 2) as u16).to_be_bytes());
+        out.extend(app1);
+        out.extend(&jpeg[2..]);
+        out
+    }
+
+    #[test]
+    fn exif_orientation_is_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        // Stored 40 wide x 30 high, bright in the stored left columns; orientation 6 = the
+        // viewer turns it 90° clockwise: 30 wide x 40 high, bright at the top.
+        let stored = GrayImage::from_fn(40, 30, |x, _| Luma([if x < 10 { 255 } else { 0 }]));
+        let mut jpeg = Vec::new();
+        DynamicImage::ImageLuma8(stored)
+            .write_to(
+                &mut std::io::Cursor::new(&mut jpeg),
+                image::ImageFormat::Jpeg,
+            )
+            .unwrap();
+        let p = dir.path().join("turned.jpg");
+        std::fs::write(&p, with_exif_orientation(&jpeg, 6)).unwrap();
+        assert_eq!(image_size(&p).unwrap(), (30, 40));
+        let img = decode(&p).unwrap().to_luma8();
+        assert_eq!(img.dimensions(), (30, 40));
+        assert!(img.get_pixel(15, 2).0[0] > 200 && img.get_pixel(15, 37).0[0] < 50);
     }
 }

@@ -17,7 +17,7 @@
 //!   case-insensitively.
 
 use super::files::{self, match_key, KeyIndex};
-use super::table::{read_table, TABLE_EXTENSIONS};
+use super::table::{read_table_rows, TABLE_EXTENSIONS};
 use super::{finish_plan, Plan, PlannedSample, Problems};
 use crate::{DataError, Result, Split};
 use std::collections::HashMap;
@@ -100,9 +100,10 @@ pub fn plan_guide_decoder(input: &Path, val_fraction: f32) -> Result<Plan> {
     let mut listed: HashMap<String, String> = HashMap::new(); // key -> "<table> row <n>"
     let mut samples = Vec::new();
     for (path, split) in &tables {
-        let Some(table) = problems.check(read_table(path)) else {
+        let Some((table, row_problems)) = problems.check(read_table_rows(path)) else {
             continue;
         };
+        row_problems.into_iter().for_each(|e| problems.push(e));
         for row in &table.rows {
             let key = match_key(&row.image);
             if let Some(prev) = listed.get(&key) {

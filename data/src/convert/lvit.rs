@@ -21,7 +21,7 @@
 //! * Folder names are matched case-insensitively.
 
 use super::files::{self, match_key, KeyIndex};
-use super::table::{read_table, Table, TABLE_EXTENSIONS};
+use super::table::{read_table_rows, Table, TABLE_EXTENSIONS};
 use super::{finish_plan, Plan, PlannedSample, Problems};
 use crate::{DataError, Result, Split};
 use std::collections::{HashMap, HashSet};
@@ -90,9 +90,17 @@ pub fn plan_lvit(input: &Path, val_fraction: f32) -> Result<Plan> {
     }
 
     let mut problems = Problems::default();
-    let tables: Vec<Table> = table_files
+    let mut tables: Vec<Table> = Vec::new();
+    for p in &table_files {
+        if let Some((table, row_problems)) = problems.check(read_table_rows(p)) {
+            row_problems.into_iter().for_each(|e| problems.push(e));
+            tables.push(table);
+        }
+    }
+    // Images named by rows already reported (an empty description).
+    let flawed: HashSet<String> = tables
         .iter()
-        .filter_map(|p| problems.check(read_table(p)))
+        .flat_map(|t| t.flawed.iter().map(|n| match_key(n)))
         .collect();
 
     // Text by key, from all tables.
@@ -156,6 +164,9 @@ pub fn plan_lvit(input: &Path, val_fraction: f32) -> Result<Plan> {
             }
             let mask = problems.check(d.masks.find(&name, image, "mask"));
             let Some(text) = texts.get(&key) else {
+                if flawed.contains(&key) {
+                    continue;
+                }
                 problems.push(DataError::bad(
                     image,
                     format!("the image has no text row (no row for '{name}' in {table_list})"),
@@ -450,6 +461,30 @@ mod tests {
         let e = err(dir.path());
         assert!(
             e.contains("Test_text.csv") && e.contains("row 2") && e.contains("no text"),
+            "{e}"
+        );
+        // One empty description is that row's problem alone: the table's other rows still
+        // describe their images (no "has no text row" for them).
+        let dir = tempfile::tempdir().unwrap();
+        qata(dir.path(), false);
+        write_xlsx(
+            &dir.path().join("Train_Folder/Train_text.xlsx"),
+            &["Image", "Description"],
+            &[
+                ("mask_covid_1.png", "a"),
+                ("mask_covid_2.png", ""),
+                ("mask_covid_3.png", "c"),
+                ("mask_covid_4.png", "d"),
+                ("mask_covid_5.png", "e"),
+            ],
+        );
+        let e = err(dir.path());
+        assert!(
+            e.contains("row 3: image 'mask_covid_2.png' has no text"),
+            "{e}"
+        );
+        assert!(
+            !e.contains("no text row") && !e.contains("more problem"),
             "{e}"
         );
     }

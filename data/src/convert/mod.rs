@@ -196,6 +196,8 @@ pub struct ConvertSummary {
     pub output: PathBuf,
     /// Samples per split: train, val, test.
     pub counts: [usize; 3],
+    /// Samples whose mask is empty (no target).
+    pub empty_masks: usize,
 }
 
 /// One sample to import.
@@ -562,6 +564,7 @@ pub fn convert(opts: &ConvertOptions, progress: &dyn Progress) -> Result<Convert
     let mut writer = StoreWriter::create(&opts.output, &info, plan.samples.len(), &wopts)?;
     let (c, h, w) = (info.channels, info.height, info.width);
     progress.start("converting", plan.samples.len() as u64);
+    let mut empty = 0usize;
     let written = (|| {
         for block in plan.samples.chunks(BLOCK) {
             let decoded: Vec<Result<Sample>> = block
@@ -569,7 +572,9 @@ pub fn convert(opts: &ConvertOptions, progress: &dyn Progress) -> Result<Convert
                 .map(|e| decode_entry(e, opts.mask_rule, c, h, w))
                 .collect();
             for sample in decoded {
-                writer.push(sample?)?;
+                let sample = sample?;
+                empty += usize::from(sample.mask.iter().all(|&v| v == 0));
+                writer.push(sample)?;
                 progress.inc(1);
             }
         }
@@ -579,6 +584,7 @@ pub fn convert(opts: &ConvertOptions, progress: &dyn Progress) -> Result<Convert
     Ok(ConvertSummary {
         output: written?,
         counts: plan.counts(),
+        empty_masks: empty,
     })
 }
 

@@ -32,6 +32,9 @@ pub struct TextRow {
 pub struct Table {
     pub path: PathBuf,
     pub rows: Vec<TextRow>,
+    /// Image names of rows left out for a problem (an empty description), so that their
+    /// images are not reported a second time as having no row.
+    pub flawed: Vec<String>,
 }
 
 impl Table {
@@ -41,8 +44,22 @@ impl Table {
     }
 }
 
-/// Reads a table (`.csv`, otherwise a workbook).
+/// Reads a table (`.csv`, otherwise a workbook); a problem in any row is an error (all of
+/// them listed).
 pub fn read_table(path: &Path) -> Result<Table> {
+    let (table, row_problems) = read_table_rows(path)?;
+    let mut problems = Problems::default();
+    for e in row_problems {
+        problems.push(e);
+    }
+    problems.finish()?;
+    Ok(table)
+}
+
+/// Reads a table, keeping its good rows when some rows have problems (returned beside, each
+/// naming its row), so that an importer lists them with its other findings instead of losing
+/// the whole table to one empty cell. An unreadable file or header is an error.
+pub(crate) fn read_table_rows(path: &Path) -> Result<(Table, Vec<DataError>)> {
     rows_from_cells(path, read_cells(path)?)
 }
 
@@ -129,7 +146,7 @@ pub(crate) fn header_name(cell: &str) -> String {
     cell.trim_start_matches('\u{feff}').trim().to_lowercase()
 }
 
-fn rows_from_cells(path: &Path, cells: Cells) -> Result<Table> {
+fn rows_from_cells(path: &Path, cells: Cells) -> Result<(Table, Vec<DataError>)> {
     let mut it = cells
         .into_iter()
         .filter(|(_, c)| c.iter().any(|s| !s.trim().is_empty()));
@@ -155,7 +172,8 @@ fn rows_from_cells(path: &Path, cells: Cells) -> Result<Table> {
             ),
         ));
     };
-    let mut problems = Problems::default();
+    let mut problems = Vec::new();
+    let mut flawed = Vec::new();
     let mut rows = Vec::new();
     for (row, cells) in it {
         let get = |i: usize| cells.get(i).map(|s| s.trim()).unwrap_or("");
@@ -166,10 +184,13 @@ fn rows_from_cells(path: &Path, cells: Cells) -> Result<Table> {
                 path,
                 format!("row {row}: a description without an image name in the 'Image' column"),
             )),
-            (false, true) => problems.push(DataError::bad(
-                path,
-                format!("row {row}: image '{image}' has no text (empty 'Description')"),
-            )),
+            (false, true) => {
+                problems.push(DataError::bad(
+                    path,
+                    format!("row {row}: image '{image}' has no text (empty 'Description')"),
+                ));
+                flawed.push(image.to_string());
+            }
             (false, false) => rows.push(TextRow {
                 row,
                 image: image.to_string(),
@@ -177,11 +198,12 @@ fn rows_from_cells(path: &Path, cells: Cells) -> Result<Table> {
             }),
         }
     }
-    problems.finish()?;
-    Ok(Table {
+    let table = Table {
         path: path.to_path_buf(),
         rows,
-    })
+        flawed,
+    };
+    Ok((table, problems))
 }
 
 /// One field of a CSV row written by tmca (RFC 4180): quoted, with inner quotes doubled, when

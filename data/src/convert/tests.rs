@@ -318,11 +318,11 @@ fn table_layout_with_jpeg_masks_converts_with_a_threshold() {
     let want: Vec<u8> = (0..H * W).map(|p| u8::from(p % W < 6)).collect();
     assert_eq!(s.mask, want);
 
-    // An output that holds the dataset's files is refused even with --force.
+    // An output that holds the dataset's files is refused even with --force (it is no store).
     opts.output = root.join("masks");
     opts.force = true;
     let e = convert(&opts, &NoProgress).unwrap_err().to_string();
-    assert!(e.contains("a file of the dataset"), "{e}");
+    assert!(e.contains("is not a tmca store"), "{e}");
     assert!(root.join("masks/0.jpg").exists());
     // A folder as input names the layout's expectation.
     opts.input = root.clone();

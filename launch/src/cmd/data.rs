@@ -72,11 +72,23 @@ fn convert_cmd(a: &ConvertArgs) -> anyhow::Result<()> {
     }
     let summary = convert::convert(&opts, &Bar::default())?;
     let [tr, va, te] = summary.counts;
+    let total = tr + va + te;
     println!(
-        "{}: {} samples (train {tr}, val {va}, test {te})",
+        "{}: {total} samples (train {tr}, val {va}, test {te}), {} with an empty mask",
         summary.output.display(),
-        tr + va + te
+        summary.empty_masks
     );
+    if summary.empty_masks == total {
+        tracing::warn!(
+            "every mask is empty: check that the masks mark the targets ({})",
+            match opts.mask_rule {
+                MaskRule::Threshold(t) => format!(
+                    "--mask-threshold {t} keeps pixels of at least {t} of the full value; a label map with small class values comes out empty"
+                ),
+                MaskRule::Exact => "nonzero pixels are the target".into(),
+            }
+        );
+    }
     Ok(())
 }
 
