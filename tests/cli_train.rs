@@ -427,6 +427,40 @@ fn train_eval_predict_write_what_they_promise() {
         text(&o)
     );
     assert!(!bad.exists(), "nothing written");
+    // So is a file that is no image (its header is read first) ...
+    std::fs::write(new.join("notimg.png"), "not an image").unwrap();
+    std::fs::write(&table, "Image,Description
+other.png,x
+notimg.png,y
+").unwrap();
+    let predict_table = |out: &Path| {
+        tmca(&[
+            "predict",
+            run.to_str().unwrap(),
+            "--table",
+            table.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ])
+    };
+    let o = predict_table(&bad);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(
+        text(&o).contains("row 3") && text(&o).contains("notimg.png"),
+        "{}",
+        text(&o)
+    );
+    assert!(!bad.exists(), "nothing written");
+    // ... while names as LViT's tables write them (the mask's name, no extension) are found.
+    std::fs::write(&table, "Image,Description
+mask_other.png,x
+OTHER,y
+").unwrap();
+    let lvit = dir.path().join("lvit-names");
+    let o = predict_table(&lvit);
+    assert!(o.status.success(), "{}", text(&o));
+    let csv = std::fs::read_to_string(lvit.join("predictions.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 3, "{csv}");
     let csv = std::fs::read_to_string(pred.join("predictions.csv")).unwrap();
     assert_eq!(csv.lines().count(), 5, "store mode: header + 4 rows\n{csv}");
 

@@ -500,6 +500,34 @@ fn check_output(input: &Path, output: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Finds the images a table names in a folder the way the importers do: a path relative to
+/// the folder as given, else by name as LViT's tables write it (`mask_` prefix, any image
+/// extension, case; see [`files`]) — for `tmca predict --table`.
+pub struct ImageLookup {
+    index: files::KeyIndex,
+}
+
+impl ImageLookup {
+    /// Indexes the images of `dir` (an error when it is not a readable folder).
+    pub fn new(dir: &Path) -> Result<Self> {
+        if !dir.is_dir() {
+            return Err(DataError::bad(dir, "the images folder does not exist"));
+        }
+        Ok(Self {
+            index: files::KeyIndex::new(dir)?,
+        })
+    }
+
+    /// The file `name` stands for; `owner` (the table) names the error.
+    pub fn find(&self, name: &str, owner: &Path) -> Result<PathBuf> {
+        let direct = self.index.dir.join(name);
+        if direct.is_file() {
+            return Ok(direct);
+        }
+        self.index.find(name, owner, "image")
+    }
+}
+
 /// The checks of the options, the input and the output before any file is read (also those
 /// of `--dry-run`): an existing output needs `force`, and `force` replaces only a store or an
 /// empty folder, never the input or a folder containing it. Returns the canonical input.

@@ -211,43 +211,48 @@ fn store_samples<'a>(store: &'a Store, path: &'a Path, idx: &'a [usize]) -> Samp
     (idx.len(), Box::new(fetch))
 }
 
-/// The rows of a table with their image paths; every image must exist (checked before
-/// anything is written).
+/// The rows of a table with their image paths. Every image is found (as the importers match
+/// names) and its header read before anything is written; the problems name their rows.
 fn table_rows(table: &Path, images: Option<&Path>) -> anyhow::Result<Vec<(PathBuf, String)>> {
     let t = read_table(table)?;
+    if t.rows.is_empty() {
+        anyhow::bail!(DataError::bad(table, "the table has no rows"));
+    }
     let dir = images
         .map(Path::to_path_buf)
         .unwrap_or_else(|| table.parent().unwrap_or(Path::new(".")).to_path_buf());
-    let rows: Vec<(PathBuf, String, usize)> = t
-        .rows
-        .iter()
-        .map(|r| (dir.join(&r.image), r.report.clone(), r.row))
-        .collect();
-    let missing: Vec<String> = rows
-        .iter()
-        .filter(|(p, _, _)| !p.is_file())
-        .map(|(p, _, row)| format!("{} ({})", t.at(*row), p.display()))
-        .collect();
-    if !missing.is_empty() {
-        let more = if missing.len() > 3 {
-            format!(" and {} more", missing.len() - 3)
+    let lookup = tmca_data::convert::ImageLookup::new(&dir).map_err(|e| match images {
+        Some(_) => anyhow::Error::new(UsageError(format!("--images: {e}"))),
+        None => e.into(),
+    })?;
+    let mut problems = Vec::new();
+    let mut rows = Vec::new();
+    for r in &t.rows {
+        let found = lookup
+            .find(&r.image, table)
+            .and_then(|p| tmca_data::imageops::image_size(&p).map(|_| p));
+        match found {
+            Ok(p) => rows.push((p, r.report.clone())),
+            Err(e) => problems.push(format!("{}: {e}", t.at(r.row))),
+        }
+    }
+    if !problems.is_empty() {
+        let more = if problems.len() > 3 {
+            format!(" and {} more", problems.len() - 3)
         } else {
             String::new()
         };
         anyhow::bail!(DataError::bad(
             table,
             format!(
-                "{} image(s) not found (relative to {}; --images sets the folder): {}{more}",
-                missing.len(),
+                "{} image(s) not found or not readable (relative to {}; --images sets the folder): {}{more}",
+                problems.len(),
                 dir.display(),
-                missing[..missing.len().min(3)].join(", ")
+                problems[..problems.len().min(3)].join("; ")
             )
         ));
     }
-    if rows.is_empty() {
-        anyhow::bail!(DataError::bad(table, "the table has no rows"));
-    }
-    Ok(rows.into_iter().map(|(p, r, _)| (p, r)).collect())
+    Ok(rows)
 }
 
 /// Predicts every sample in batches of `batch`, writing masks, overlays and
