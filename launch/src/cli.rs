@@ -108,7 +108,8 @@ pub struct ConvertArgs {
     /// Modality: xray, ct (stored gray), endoscopy, histopathology (stored RGB).
     #[arg(long)]
     pub modality: tmca_data::Modality,
-    /// Stored image size (square); see --height/--width for other shapes.
+    /// Stored image size (square, 1–4096; images and masks are resized to it); see
+    /// --height/--width for other shapes.
     #[arg(long, default_value_t = 224)]
     pub size: usize,
     /// Stored height (overrides --size).
@@ -152,7 +153,7 @@ pub struct SynthArgs {
     /// Test samples per dataset.
     #[arg(long, default_value_t = 40)]
     pub test: usize,
-    /// Image size (square).
+    /// Image size (square, 32–4096).
     #[arg(long, default_value_t = 64)]
     pub size: usize,
     /// Seed: the same seed gives byte-identical stores.

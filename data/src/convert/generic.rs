@@ -4,7 +4,8 @@
 //! <input>/
 //!   images/<id>.<ext>      any supported image format
 //!   masks/<id>.<ext>       (or mask_<id>.<ext>)
-//!   reports/<id>.txt       UTF-8, stored verbatim (surrounding whitespace trimmed)
+//!   reports/<id>.txt       UTF-8, stored verbatim (a byte-order mark and surrounding
+//!                          whitespace trimmed)
 //!   splits.json            {"train": [ids], "val": [ids], "test": [ids]}
 //! ```
 //!
@@ -154,7 +155,8 @@ pub fn plan_generic(input: &Path, val_fraction: f32) -> Result<Plan> {
             };
             let report = match std::fs::read(report_path) {
                 Ok(bytes) => match String::from_utf8(bytes) {
-                    Ok(s) => s.trim().to_string(),
+                    // A byte-order mark (Windows Notepad writes one) is not part of the text.
+                    Ok(s) => s.trim_start_matches('\u{feff}').trim().to_string(),
                     Err(_) => {
                         problems.push(DataError::bad(report_path, "the report is not valid UTF-8"));
                         continue;
@@ -259,6 +261,11 @@ mod tests {
         assert_eq!(plan.counts(), [3, 1, 1]);
         assert_eq!(plan.samples[3].name, "n4");
         assert!(plan.val_from_train);
+
+        // A report saved with a byte-order mark reads without it.
+        std::fs::write(dir.path().join("reports/n1.txt"), "\u{feff}nuclei n1\r\n").unwrap();
+        let plan = plan_generic(dir.path(), 0.25).unwrap();
+        assert_eq!(plan.samples[0].report, "nuclei n1");
     }
 
     #[test]

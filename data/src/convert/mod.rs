@@ -162,11 +162,11 @@ impl ConvertOptions {
         if self.name.trim().is_empty() {
             return Err(cfg("name", "the dataset name is empty".into()));
         }
-        if self.height == 0 || self.width == 0 {
+        if self.height == 0 || self.width == 0 || self.height.max(self.width) > MAX_SIDE {
             return Err(cfg(
                 "size",
                 format!(
-                    "height and width must be > 0, got {}x{}",
+                    "height and width must be between 1 and {MAX_SIDE}, got {}x{} (the stored size; models train at data.image_size, typically 224)",
                     self.height, self.width
                 ),
             ));
@@ -499,6 +499,9 @@ fn check_output(input: &Path, output: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// The largest stored height or width (a 4096² RGB image is 48 MiB per sample).
+pub const MAX_SIDE: usize = 4096;
 
 /// Finds the images a table names in a folder the way the importers do: a path relative to
 /// the folder as given, else by name as LViT's tables write it (`mask_` prefix, any image

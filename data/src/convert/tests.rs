@@ -250,6 +250,10 @@ fn convert_refuses_bad_options_and_input_as_output() {
         .unwrap_err()
         .to_string()
         .contains("size"));
+    // A typo such as --size 30000 is refused before ~2.7 GB per image are asked for.
+    opts.width = 30000;
+    let e = convert(&opts, &NoProgress).unwrap_err().to_string();
+    assert!(e.contains("between 1 and 4096"), "{e}");
 
     // A bad plan writes nothing.
     let opts = ConvertOptions::new(
