@@ -408,6 +408,28 @@ fn validate_names_a_bad_mask_and_a_duplicate_image() {
 
     // inspect still works on the corrupted store (it only summarises).
     tmca(args!["data", "inspect", &store]).expect_code(0);
+
+    // A lost image shard file: its samples would read as black images.
+    std::fs::remove_file(store.join("image/c/0/0/0/0")).unwrap();
+    let r = tmca(args!["data", "validate", &store]);
+    r.expect_code(5);
+    assert_contains(
+        &r.stdout,
+        &["image data of samples 0..=9 is missing", "image/c/0/0/0/0"],
+    );
+
+    // Attributes that do not match the arrays: not a store to trust (exit 3, named).
+    let meta = store.join("zarr.json");
+    let text = std::fs::read_to_string(&meta).unwrap();
+    assert!(text.contains("\"num_samples\": 10"), "{text}");
+    std::fs::write(
+        &meta,
+        text.replace("\"num_samples\": 10", "\"num_samples\": 11"),
+    )
+    .unwrap();
+    let r = tmca(args!["data", "inspect", &store]);
+    r.expect_code(3);
+    assert_contains(&r.stderr, &["num_samples = 11", "hold 10 samples"]);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -429,10 +429,14 @@ fn train_eval_predict_write_what_they_promise() {
     assert!(!bad.exists(), "nothing written");
     // So is a file that is no image (its header is read first) ...
     std::fs::write(new.join("notimg.png"), "not an image").unwrap();
-    std::fs::write(&table, "Image,Description
+    std::fs::write(
+        &table,
+        "Image,Description
 other.png,x
 notimg.png,y
-").unwrap();
+",
+    )
+    .unwrap();
     let predict_table = |out: &Path| {
         tmca(&[
             "predict",
@@ -452,10 +456,14 @@ notimg.png,y
     );
     assert!(!bad.exists(), "nothing written");
     // ... while names as LViT's tables write them (the mask's name, no extension) are found.
-    std::fs::write(&table, "Image,Description
+    std::fs::write(
+        &table,
+        "Image,Description
 mask_other.png,x
 OTHER,y
-").unwrap();
+",
+    )
+    .unwrap();
     let lvit = dir.path().join("lvit-names");
     let o = predict_table(&lvit);
     assert!(o.status.success(), "{}", text(&o));

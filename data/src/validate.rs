@@ -109,6 +109,18 @@ pub fn validate(store: &Store, progress: &dyn Progress) -> Result<Validation> {
             }
         }
     }
+    for (range, file) in store.missing_image_shards()? {
+        problems.push(Problem {
+            index: range.start,
+            name: names[range.start].clone(),
+            message: format!(
+                "the image data of samples {}..={} is missing ({} is absent; they read as black images): the store is damaged, convert it again",
+                range.start,
+                range.end - 1,
+                file.display()
+            ),
+        });
+    }
     Ok(Validation {
         checked: store.len(),
         problems,

@@ -143,6 +143,14 @@ impl Store {
             })
             .collect::<Result<Vec<_>>>()?;
         let reports = read_strings(path, &report_arr, "report", Some(&names))?;
+        if let Some(declared) = attrs.get("num_samples").and_then(|v| v.as_u64()) {
+            if declared != n {
+                return Err(not_a_store(
+                    path,
+                    format!("its attributes say num_samples = {declared}, but its arrays hold {n} samples"),
+                ));
+            }
+        }
         Ok(Self {
             path: path.into(),
             info,
@@ -236,6 +244,27 @@ impl Store {
         self.image
             .retrieve_array_subset(&ArraySubset::new_with_ranges(&[i..i + 1, 0..c, 0..h, 0..w]))
             .map_err(|e| DataError::zarr(&self.path, format!("image of sample {i}: {e}")))
+    }
+
+    /// Sample ranges whose image shard file is absent: they would read as black images (the
+    /// fill value). A store tmca wrote has every image shard (masks may lack shards legitimately:
+    /// Zarr does not store chunks that are all zero, i.e. empty masks).
+    pub fn missing_image_shards(&self) -> Result<Vec<(std::ops::Range<usize>, PathBuf)>> {
+        let mut out = Vec::new();
+        let shards = self.image.chunk_grid_shape().first().copied().unwrap_or(0);
+        for k in 0..shards {
+            let at = [k, 0, 0, 0];
+            let file = self.path.join(self.image.chunk_key(&at).as_str());
+            if !file.is_file() {
+                let sub = self
+                    .image
+                    .chunk_subset(&at)
+                    .map_err(|e| DataError::zarr(&self.path, e))?;
+                let start = sub.start()[0] as usize;
+                out.push((start..start + sub.shape()[0] as usize, file));
+            }
+        }
+        Ok(out)
     }
 
     /// The `H*W` mask of sample `i` (values as stored; a valid store holds 0/1).
