@@ -442,7 +442,7 @@ impl Config {
         }
         let o = &self.optim;
         if !(o.lr > 0.0 && o.lr.is_finite()) {
-            return Err(bad("optim.lr", format!("{} must be > 0", o.lr)));
+            return Err(bad("optim.lr", format!("{} must be finite and > 0", o.lr)));
         }
         if !(0.0..1.0).contains(&o.beta1) || !(0.0..1.0).contains(&o.beta2) {
             return Err(bad("optim.beta1", "beta1 and beta2 must be in [0, 1)"));

@@ -141,7 +141,16 @@ impl Trained {
         let tokenizer = Arc::new(TextTokenizer::from_file(&tok_path, cfg.text.max_len, true)?);
         let ckpt = Checkpointer::new(run_dir, cfg.train.keep_last);
         let loaded = match checkpoint {
-            "best" => Checkpointer::load(&ckpt.dir().join("best"), device)?,
+            "best" => {
+                let best = ckpt.dir().join("best");
+                if !best.is_dir() && !ckpt.steps().is_empty() {
+                    return Err(TrainError::file(
+                        &best,
+                        "the run has no best checkpoint yet (it is written at the first validation); evaluate its newest one with --checkpoint latest",
+                    ));
+                }
+                Checkpointer::load(&best, device)?
+            }
             "latest" => ckpt
                 .latest(device)?
                 .ok_or_else(|| TrainError::file(ckpt.dir(), "no valid checkpoint"))?,

@@ -79,6 +79,8 @@ fn check_members(a: &EvalArgs, members: &[Trained]) -> anyhow::Result<()> {
 /// Evaluates the ensemble of `a.runs` and prints the table; `--json` and `--per-image` as for
 /// one run (nothing is recorded in a run directory: the ensemble is no one run's).
 pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
+    super::util::output_parent(a.json.as_deref())?;
+    super::util::output_parent(a.per_image.as_deref())?;
     let device = tmca_worker::bind_device("auto", 0)?;
     let models = load(&a.runs, &a.checkpoint, &device, a.threshold)?;
     check_members(a, models.members())?;

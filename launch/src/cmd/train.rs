@@ -114,6 +114,8 @@ pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
     if a.runs.len() > 1 {
         return super::ensemble::eval(a);
     }
+    super::util::output_parent(a.json.as_deref())?;
+    super::util::output_parent(a.per_image.as_deref())?;
     let run = &a.runs[0];
     let device = tmca_worker::bind_device("auto", 0)?;
     let mut trained = Trained::load(run, &a.checkpoint, &device)?;
@@ -244,7 +246,10 @@ pub fn eval_run(
     let bar = Bar::default();
     let stores_given = !stores.is_empty();
     let stores: Vec<Arc<Store>> = if stores.is_empty() {
-        tmca_trainer::train::setup::open_stores(&trained.cfg, &bar)?
+        tmca_trainer::train::setup::open_stores(&trained.cfg, &bar).context(
+            "opening the stores the run's config.toml names (relative paths are taken from the \
+             current directory; --store names others)",
+        )?
     } else {
         stores
             .iter()

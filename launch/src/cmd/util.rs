@@ -14,6 +14,18 @@ pub fn ensure_synth(dir: &Path, cfg: &SynthConfig) -> anyhow::Result<(PathBuf, b
     Ok((path, fresh))
 }
 
+/// Creates the folders an output file (`--json`, `--per-image`) goes into, before the work
+/// that fills it: a typo in the path is found at once, not after an evaluation.
+pub fn output_parent(file: Option<&Path>) -> anyhow::Result<()> {
+    if let Some(dir) = file
+        .and_then(Path::parent)
+        .filter(|d| !d.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    Ok(())
+}
+
 /// "CPU model (N cores)" from /proc/cpuinfo, best effort.
 pub fn machine() -> String {
     let model = std::fs::read_to_string("/proc/cpuinfo")

@@ -164,6 +164,13 @@ pub fn train(
     } else {
         cfg.train.epochs * steps_per_epoch
     };
+    if rank0 && cfg.optim.warmup_steps > total / 2 {
+        tracing::warn!(
+            "optim.warmup_steps = {} is more than half of the run's {total} steps: warming up for {} steps",
+            cfg.optim.warmup_steps,
+            total / 2
+        );
+    }
     let sched = Schedule {
         base_lr: cfg.optim.lr,
         warmup_steps: cfg.optim.warmup_steps.min(total / 2),
@@ -269,6 +276,9 @@ pub fn train(
     if rank0 {
         let text = cfg.to_toml()?;
         let p = cfg.run.dir.join("config.toml");
+        if m.step > 0 {
+            resume::log_changed_settings(&p, cfg);
+        }
         std::fs::write(&p, &text).map_err(|e| TrainError::io(&p, e))?;
         sink.text("config", &format!("```toml\n{text}\n```"), m.step);
         // Every field but the run's own folder, for the HParams dashboard; the folder names it.
@@ -375,9 +385,14 @@ pub fn train(
                             return Err(TrainError::NonFinite {
                                 step: m.step,
                                 detail: format!(
-                                    "loss {v} in epoch {} batch {}; the last checkpoint is intact",
+                                    "loss {v} in epoch {} batch {}; {}; a lower optim.lr or train.on_nonfinite = \"skip\" may help",
                                     m.epoch + 1,
-                                    m.next_batch
+                                    m.next_batch,
+                                    if ckpt.steps().is_empty() {
+                                        "no checkpoint was written yet"
+                                    } else {
+                                        "the last checkpoint is intact"
+                                    }
                                 ),
                             })
                         }

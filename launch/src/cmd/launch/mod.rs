@@ -86,6 +86,8 @@ pub fn run(a: &LaunchArgs) -> anyhow::Result<()> {
                 .into(),
         ));
     }
+    // The config (with the train flags) is checked once here, not by every rank at once.
+    super::train::load_config(&a.train)?;
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
