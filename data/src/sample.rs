@@ -46,12 +46,13 @@ impl fmt::Display for Split {
 impl FromStr for Split {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_lowercase().as_str() {
-            "train" => Ok(Split::Train),
+        match s.trim().to_ascii_lowercase().as_str() {
+            "train" | "training" => Ok(Split::Train),
             "val" | "valid" | "validation" => Ok(Split::Val),
-            "test" => Ok(Split::Test),
-            other => Err(format!(
-                "unknown split '{other}' (expected train, val or test)"
+            "test" | "testing" => Ok(Split::Test),
+            _ => Err(format!(
+                "unknown split '{}' (expected train/training, val/valid/validation or test/testing)",
+                s.trim()
             )),
         }
     }

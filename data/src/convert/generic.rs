@@ -325,9 +325,9 @@ mod tests {
         assert!(m.contains("several images") && m.contains("n1.bmp"), "{m}");
 
         let dir = tempfile::tempdir().unwrap();
-        fixture(dir.path(), r#"{"training": []}"#);
+        fixture(dir.path(), r#"{"holdout": []}"#);
         let m = e(dir.path());
-        assert!(m.contains("splits.json") && m.contains("training"), "{m}");
+        assert!(m.contains("splits.json") && m.contains("holdout"), "{m}");
 
         let dir = tempfile::tempdir().unwrap();
         fixture(dir.path(), all);

@@ -19,7 +19,7 @@
 //!   Names must be unique (give a `name` column when images in different folders share a file
 //!   name).
 
-use super::table::{found_columns, header_name, read_cells};
+use super::table::{delimiter_hint, found_columns, header_name, read_cells};
 use super::{files, finish_plan, Plan, PlannedSample, Problems};
 use crate::{DataError, Result, Split};
 use std::path::{Path, PathBuf};
@@ -64,8 +64,9 @@ fn columns(path: &Path, row: usize, header: &[String]) -> Result<Columns> {
             path,
             format!(
                 "row {row}: the table layout needs the columns 'image', 'mask' and 'report' \
-                 (or 'description'/'text'), optionally 'split' and 'name'; found {}",
-                found_columns(header)
+                 (or 'description'/'text'), optionally 'split' and 'name'; found {}{}",
+                found_columns(header),
+                delimiter_hint(header)
             ),
         ));
     };
@@ -78,14 +79,23 @@ fn columns(path: &Path, row: usize, header: &[String]) -> Result<Columns> {
     })
 }
 
-/// A path cell, relative to `base` unless absolute.
+/// A path cell, relative to `base` unless absolute. A table written on Windows
+/// (`images\a.png`) is read with `/` for its separators when the cell does not name a file
+/// as it stands.
 fn resolve(base: &Path, cell: &str) -> PathBuf {
-    let p = Path::new(cell);
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        base.join(p)
+    let at = |cell: &str| {
+        let p = Path::new(cell);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            base.join(p)
+        }
+    };
+    let p = at(cell);
+    if p.exists() || !cell.contains('\\') || std::path::MAIN_SEPARATOR == '\\' {
+        return p;
     }
+    at(&cell.replace('\\', "/"))
 }
 
 /// Checks that `table` is a file (the table layout's input), naming what is there instead.
@@ -335,5 +345,32 @@ mod tests {
             err.contains("none.csv") && err.contains("does not exist"),
             "{err}"
         );
+    }
+
+    /// Tables as spreadsheets on other systems save them: Windows paths, Latin-1 text,
+    /// semicolons, other extensions, spelled-out splits.
+    #[test]
+    fn tables_from_other_systems() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        write_image(&root.join("img/a.png"), 0);
+        write_mask(&root.join("gt/a.png"), 4, 255);
+        let csv = root.join("t.csv");
+        write(&csv, "image,mask,report,split
+img\\a.png,gt\\a.png,x,Training
+");
+        let plan = plan_manifest(&csv, 0.0).unwrap();
+        assert_eq!(plan.samples[0].image, root.join("img/a.png"));
+        assert_eq!(plan.samples[0].split, Split::Train);
+        std::fs::write(&csv, b"image,mask,report\nimg/a.png,gt/a.png,caf\xe9\n").unwrap();
+        let err = plan_manifest(&csv, 0.0).unwrap_err().to_string();
+        assert!(err.contains("line 2") && err.contains("CSV UTF-8"), "{err}");
+        write(&csv, "image;mask;report\nimg/a.png;gt/a.png;x\n");
+        let err = plan_manifest(&csv, 0.0).unwrap_err().to_string();
+        assert!(err.contains("semicolon-separated"), "{err}");
+        let tsv = root.join("t.tsv");
+        write(&tsv, "image\tmask\treport\n");
+        let err = plan_manifest(&tsv, 0.0).unwrap_err().to_string();
+        assert!(err.contains("comma-separated .csv"), "{err}");
     }
 }

@@ -69,14 +69,21 @@ pub(crate) type Cells = Vec<(usize, Vec<String>)>;
 /// Every row of a table (`.csv`, otherwise the first sheet of a workbook) with its number as a
 /// spreadsheet shows it; cells as text, untrimmed.
 pub(crate) fn read_cells(path: &Path) -> Result<Cells> {
-    let is_csv = path
+    let ext = path
         .extension()
         .and_then(|e| e.to_str())
-        .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
-    if is_csv {
-        read_csv_cells(path)
-    } else {
-        read_workbook_cells(path)
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_default();
+    match ext.as_str() {
+        "csv" => read_csv_cells(path),
+        e if TABLE_EXTENSIONS.contains(&e) => read_workbook_cells(path),
+        _ => Err(DataError::bad(
+            path,
+            format!(
+                "not a table tmca reads: use a comma-separated .csv (UTF-8) or a workbook ({})",
+                TABLE_EXTENSIONS[1..].join(", ")
+            ),
+        )),
     }
 }
 
@@ -98,6 +105,14 @@ fn read_csv_cells(path: &Path) -> Result<Cells> {
 fn csv_error(path: &Path, e: csv::Error) -> DataError {
     match e.kind() {
         csv::ErrorKind::Io(_) if !path.exists() => DataError::bad(path, "the table does not exist"),
+        csv::ErrorKind::Utf8 { pos, .. } => DataError::bad(
+            path,
+            format!(
+                "{}: the text is not UTF-8 (Excel's plain \"CSV\" is Windows-1252 or Latin-1): save it as \"CSV UTF-8\" or as .xlsx",
+                pos.as_ref()
+                    .map_or_else(|| "a line".into(), |p| format!("line {}", p.line()))
+            ),
+        ),
         _ => DataError::bad(path, format!("cannot read the CSV table: {e}")),
     }
 }
@@ -141,6 +156,21 @@ pub(crate) fn found_columns(header: &[String]) -> String {
     }
 }
 
+/// When a CSV header came out as one cell holding `;` or tabs: the file uses another
+/// delimiter than the comma.
+pub(crate) fn delimiter_hint(header: &[String]) -> String {
+    let cells: Vec<&String> = header.iter().filter(|c| !c.trim().is_empty()).collect();
+    match cells.as_slice() {
+        [one] if one.contains(';') => {
+            " (the file looks semicolon-separated; tmca reads comma-separated CSV: save it with commas, or as .xlsx)".into()
+        }
+        [one] if one.contains('\t') => {
+            " (the file looks tab-separated; tmca reads comma-separated CSV: save it with commas, or as .xlsx)".into()
+        }
+        _ => String::new(),
+    }
+}
+
 /// A header cell as matched: without a byte-order mark, trimmed, lower-cased.
 pub(crate) fn header_name(cell: &str) -> String {
     cell.trim_start_matches('\u{feff}').trim().to_lowercase()
@@ -167,8 +197,9 @@ fn rows_from_cells(path: &Path, cells: Cells) -> Result<(Table, Vec<DataError>)>
         return Err(DataError::bad(
             path,
             format!(
-                "row {header_row}: the header needs the columns 'Image' and 'Description'; found {}",
-                found_columns(&header)
+                "row {header_row}: the header needs the columns 'Image' and 'Description'; found {}{}",
+                found_columns(&header),
+                delimiter_hint(&header)
             ),
         ));
     };
