@@ -274,6 +274,22 @@ fn synth_is_deterministic_validates_modalities_and_refuses_to_overwrite() {
         &["bogus", "xray", "ct", "endoscopy", "histopathology"],
     );
     assert!(!bogus.exists(), "nothing is created for a bad command line");
+    // Nor for a size out of range or a modality listed twice.
+    for (modality, size, want) in [("xray", "3", "32 to 4096"), ("xray,xray", "32", "twice")] {
+        let r = tmca(args![
+            "data",
+            "synth",
+            "--output",
+            &bogus,
+            "--modality",
+            modality,
+            "--size",
+            size
+        ]);
+        r.expect_code(2);
+        assert_contains(&r.stderr, &[want]);
+        assert!(!bogus.exists(), "nothing is created for {modality} {size}");
+    }
 
     // Writing over an existing store without --force: exit 2, old store untouched.
     let r = tmca(args![
@@ -515,6 +531,14 @@ fn preview_writes_a_png_and_names_an_empty_split() {
         r.expect_code(3);
         assert_contains(&r.stderr, &["no samples in split 'test'"]);
         assert!(!missing.exists(), "no PNG for an empty split");
+        // A preview is a PNG: another name, or no samples asked for, is a usage error.
+        let noext = dir.path().join("p3");
+        tmca(args!["data", "preview", &store, "--output", &noext]).expect_code(2);
+        tmca(args![
+            "data", "preview", &store, "--output", &png, "--count", "0"
+        ])
+        .expect_code(2);
+        assert!(!noext.exists());
     }
 }
 

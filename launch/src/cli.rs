@@ -171,15 +171,15 @@ pub struct SynthArgs {
 pub struct PreviewArgs {
     /// The store (a directory).
     pub store: PathBuf,
-    /// PNG file to write.
+    /// PNG file to write (`.png`; replaced if it exists).
     #[arg(long)]
     pub output: PathBuf,
     /// Split to show.
     #[arg(long, default_value = "train")]
     pub split: tmca_data::Split,
-    /// Number of samples (spread evenly over the split).
-    #[arg(long, default_value_t = 12)]
-    pub count: usize,
+    /// Number of samples (spread evenly over the split; at least 1).
+    #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: u64,
     /// Tiles per row.
     #[arg(long, default_value_t = 4)]
     pub columns: usize,
@@ -576,7 +576,8 @@ pub struct PredictArgs {
     pub tta: bool,
     /// Folder for `<name>_mask.png` (0/255, the image's size), `<name>_overlay.png` and, in
     /// batch mode, `predictions.csv` (one row per image: name, source, report, foreground
-    /// pixels and fraction). Names that repeat get `_<row>` appended.
+    /// pixels and fraction). A name that repeats gets `_<k>` appended (k: its 0-based place in
+    /// the listing; `predictions.csv` maps every name to its source).
     #[arg(long)]
     pub output: PathBuf,
 }

@@ -88,7 +88,10 @@ pub(crate) fn require_input_dir(input: &Path) -> Result<()> {
     if input.is_dir() {
         Ok(())
     } else if input.exists() {
-        Err(DataError::bad(input, "the input is not a folder"))
+        Err(DataError::bad(
+            input,
+            "the input is not a folder (a table listing the samples? use --layout table)",
+        ))
     } else {
         Err(DataError::bad(input, "the input folder does not exist"))
     }

@@ -356,9 +356,12 @@ mod tests {
         write_image(&root.join("img/a.png"), 0);
         write_mask(&root.join("gt/a.png"), 4, 255);
         let csv = root.join("t.csv");
-        write(&csv, "image,mask,report,split
+        write(
+            &csv,
+            "image,mask,report,split
 img\\a.png,gt\\a.png,x,Training
-");
+",
+        );
         let plan = plan_manifest(&csv, 0.0).unwrap();
         assert_eq!(plan.samples[0].image, root.join("img/a.png"));
         assert_eq!(plan.samples[0].split, Split::Train);

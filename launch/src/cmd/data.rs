@@ -107,9 +107,15 @@ fn synth_cmd(a: &SynthArgs) -> anyhow::Result<()> {
         field: "--modality".into(),
         message: e.to_string(),
     })?;
-    std::fs::create_dir_all(&a.output)
-        .with_context(|| format!("creating {}", a.output.display()))?;
+    let mut configs: Vec<SynthConfig> = Vec::new();
     for m in modalities {
+        if configs.iter().any(|c| c.modality == m) {
+            return Err(tmca_data::DataError::Config {
+                field: "--modality".into(),
+                message: format!("{m} is listed twice"),
+            }
+            .into());
+        }
         let mut cfg = SynthConfig::new(m);
         cfg.n_train = a.train;
         cfg.n_val = a.val;
@@ -118,6 +124,14 @@ fn synth_cmd(a: &SynthArgs) -> anyhow::Result<()> {
         cfg.width = a.size;
         cfg.seed = a.seed;
         cfg.max_distractors = a.max_distractors;
+        // Every setting checked before a folder is made or a store written.
+        cfg.validate()?;
+        configs.push(cfg);
+    }
+    std::fs::create_dir_all(&a.output)
+        .with_context(|| format!("creating {}", a.output.display()))?;
+    for cfg in configs {
+        let m = cfg.modality;
         let path = a.output.join(synth::dataset_name(m));
         let opts = WriteOptions {
             force: a.force,
@@ -136,9 +150,19 @@ fn synth_cmd(a: &SynthArgs) -> anyhow::Result<()> {
 }
 
 fn preview_cmd(a: &PreviewArgs) -> anyhow::Result<()> {
+    let png = a
+        .output
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("png"));
+    if !png {
+        anyhow::bail!(crate::cli::UsageError(format!(
+            "--output {}: the preview is a PNG image; name it *.png",
+            a.output.display()
+        )));
+    }
     let s = Store::open(&a.store)?;
     let idx = s.require_split(a.split)?;
-    let picks = spread(&idx, a.count);
+    let picks = spread(&idx, a.count as usize);
     let opts = preview::PreviewOptions {
         columns: a.columns,
         ..Default::default()
