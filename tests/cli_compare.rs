@@ -101,7 +101,8 @@ fn compare_agrees_with_scipy_and_refuses_other_images() {
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("ASSD in pixels (lower is better)"));
 
-    // A file missing an image, and a file that is not a per-image file, are refused (exit 2).
+    // A file missing an image is refused (exit 2), a file that is not a per-image file as bad
+    // input (exit 3).
     let short = dir.path().join("short.csv");
     let text_b = std::fs::read_to_string(&b).unwrap();
     let kept: Vec<&str> = text_b
@@ -127,12 +128,12 @@ fn compare_agrees_with_scipy_and_refuses_other_images() {
     let o = tmca(&["compare", so, sb]);
     assert!(o.status.success(), "{}", text(&o));
     let o = tmca(&["compare", so, sb, "--metric", "hd95"]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
     assert!(text(&o).contains("no `hd95` column") && text(&o).contains("evaluate again"));
     let other = dir.path().join("other.csv");
     std::fs::write(&other, "name,score\nx,1\n").unwrap();
     let o = tmca(&["compare", sa, other.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
     assert!(text(&o).contains("no `dataset` column"), "{}", text(&o));
     // A score that is not a finite number (NaN) is refused, naming the line; a missing file
     // is an I/O error (exit 4).
@@ -147,7 +148,7 @@ fn compare_agrees_with_scipy_and_refuses_other_images() {
     lines[2] = f.join(",");
     std::fs::write(&nan, lines.join("\n") + "\n").unwrap();
     let o = tmca(&["compare", nan.to_str().unwrap(), sb]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
     assert!(
         text(&o).contains("line 3: score \"NaN\" is not a finite number"),
         "{}",

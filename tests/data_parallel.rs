@@ -64,3 +64,63 @@ fn two_ranks_of_batch_two_train_like_one_process_of_batch_four() {
     let resumed = common::train_cpu(&same, &mut SingleProcess, Resume::Latest).unwrap();
     assert_eq!(resumed.steps, 16);
 }
+
+/// Evaluation sharded over ranks without padding scores every image once, as one process
+/// does, when the shares are uneven (6 val images per dataset over 4 ranks: 2, 2, 1, 1).
+#[test]
+fn uneven_evaluation_shards_score_like_one_process() {
+    use tmca_data::{NoProgress, Split};
+    use tmca_trainer::inference::Trained;
+    use tmca_trainer::train::eval::{evaluate, EvalResult, EvalSpec};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut cfg = config(&dir.path().join("run"), &data, 4);
+    cfg.train.epochs = 1;
+    run(&cfg, &mut SingleProcess);
+    let eval = |sync: &mut dyn GradSync| -> Vec<EvalResult> {
+        let t = Trained::load(&cfg.run.dir, "latest", &candle_core::Device::Cpu).unwrap();
+        let stores = tmca_trainer::train::setup::open_stores(&t.cfg, &NoProgress).unwrap();
+        let spec = EvalSpec {
+            input: t.input_spec(),
+            batch_size: 1,
+            workers: 1,
+            threshold: 0.5,
+            tokenizer: t.tokenizer.clone(),
+            progress: &NoProgress,
+            tta: false,
+            folds: None,
+            min_area: 0.0,
+        };
+        let device = candle_core::Device::Cpu;
+        evaluate(
+            &t.model,
+            &stores,
+            Split::Val,
+            &spec,
+            &device,
+            sync,
+            &mut |_, b, _, _, _| {
+                assert!(b.size > 0, "an empty batch");
+                Ok(())
+            },
+        )
+        .unwrap()
+    };
+    let one = eval(&mut SingleProcess);
+    let sharded: Vec<Vec<EvalResult>> = std::thread::scope(|s| {
+        ThreadGroup::new(4)
+            .into_iter()
+            .map(|mut g| s.spawn(move || eval(&mut g)))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect()
+    });
+    for r in &sharded {
+        for (a, b) in r.iter().zip(&one) {
+            assert_eq!(a.summary.images, 6);
+            assert!((a.summary.dice_per_image - b.summary.dice_per_image).abs() < 1e-12);
+            assert!((a.summary.hd95_per_image - b.summary.hd95_per_image).abs() < 1e-9);
+        }
+    }
+}

@@ -507,4 +507,20 @@ fn resume_continues_the_same_run_only() {
         std::fs::read_to_string(b.run.dir.join("tokenizer.json")).unwrap(),
         original
     );
+    // It keeps its own `best` (a's best value does not carry over) ...
+    assert!(b.run.dir.join("checkpoints/best").is_dir(), "b has no best");
+    // ... and its checkpoints are its own: evaluating them as a's is refused; a's own are
+    // found by name too.
+    use tmca_trainer::inference::Trained;
+    let err = Trained::load(
+        &a.run.dir,
+        b.run.dir.join("checkpoints/best").to_str().unwrap(),
+        &Device::Cpu,
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("belongs to the run"), "{err}");
+    let t = Trained::load(&a.run.dir, "step-00000012", &Device::Cpu).unwrap();
+    assert_eq!(t.step, 12);
 }

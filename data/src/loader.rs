@@ -135,7 +135,8 @@ impl Loader {
 
     /// Batches per epoch on this rank.
     pub fn batches_per_epoch(&self) -> usize {
-        let n = self.sampler.len_per_rank();
+        // This rank's own share: unpadded (evaluation) shards may differ by one sample.
+        let n = self.sampler.len_this_rank();
         if self.cfg.drop_last {
             n / self.cfg.batch_size
         } else {

@@ -169,6 +169,17 @@ impl ShardedSampler {
         self.epoch_len.div_ceil(self.world)
     }
 
+    /// Samples this rank gets per epoch: [`len_per_rank`](Self::len_per_rank) when padded;
+    /// without padding the last ranks may get one fewer (or none, with more ranks than
+    /// samples).
+    pub fn len_this_rank(&self) -> usize {
+        if self.pad {
+            self.len_per_rank()
+        } else {
+            (self.epoch_len + self.world - 1 - self.rank) / self.world
+        }
+    }
+
     /// Samples in one epoch, over all ranks, padding included.
     pub fn global_len(&self) -> usize {
         if self.pad {
@@ -276,6 +287,23 @@ mod tests {
                 .map(|index| Item { source: 0, index })
                 .collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn each_rank_knows_its_own_share() {
+        for (n, world) in [(8usize, 3usize), (2, 5), (9, 3), (1, 1)] {
+            for pad in [false, true] {
+                let lens: Vec<usize> = (0..world)
+                    .map(|r| {
+                        let s = sampler(&[n], None, false, pad, r, world);
+                        assert_eq!(s.len_this_rank(), s.epoch(0).len(), "{n} {world} {pad} {r}");
+                        s.len_this_rank()
+                    })
+                    .collect();
+                let total: usize = lens.iter().sum();
+                assert_eq!(total, if pad { n.div_ceil(world) * world } else { n });
+            }
+        }
     }
 
     #[test]

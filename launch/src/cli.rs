@@ -388,11 +388,13 @@ pub struct LaunchArgs {
 pub struct EvalArgs {
     /// The run directory (holds config.toml, tokenizer.json, checkpoints/). Several: their
     /// ensemble (the mean probability; e.g. `cv/fold*` of a cross-validation), on the first
-    /// run's stores unless --store, at the first run's threshold unless --threshold; the
-    /// runs must share the input size and normalisation.
+    /// run's stores unless --store, at the runs' common `train.threshold` (runs with
+    /// different ones need --threshold); the runs must share the input size and
+    /// normalisation.
     #[arg(required = true, num_args = 1..)]
     pub runs: Vec<PathBuf>,
-    /// `best`, `latest` or a checkpoint directory.
+    /// `best`, `latest`, the name of one of the run's checkpoints (`step-00000120`) or a
+    /// checkpoint directory of this run.
     #[arg(long, default_value = "best")]
     pub checkpoint: String,
     /// Split to evaluate.
@@ -407,11 +409,11 @@ pub struct EvalArgs {
     pub tta: bool,
     /// Foreground probability threshold of the scored masks (default: the run's
     /// `train.threshold`, 0.5 unless set).
-    #[arg(long, value_parser = parse_threshold)]
+    #[arg(long, value_parser = parse_threshold, allow_negative_numbers = true)]
     pub threshold: Option<f32>,
     /// Remove predicted components (8-connected) smaller than this fraction of the image
     /// before scoring, e.g. 0.001 (recorded beside as `…-a<F>.json`).
-    #[arg(long, value_name = "FRACTION", value_parser = parse_area)]
+    #[arg(long, value_name = "FRACTION", value_parser = parse_area, allow_negative_numbers = true)]
     pub min_area: Option<f32>,
     /// Also score the thresholds 0.05, 0.10, …, 0.95 in the same pass and print them with the
     /// best (choose on --split val, then evaluate test with --threshold).
@@ -437,12 +439,13 @@ pub struct ExportArgs {
     /// A new (or empty) folder for the export.
     #[arg(long)]
     pub output: PathBuf,
-    /// `best`, `latest` or a checkpoint directory.
+    /// `best`, `latest`, the name of one of the run's checkpoints (`step-00000120`) or a
+    /// checkpoint directory of this run.
     #[arg(long, default_value = "best")]
     pub checkpoint: String,
     /// Foreground probability threshold the export's predictor applies (default: the run's
     /// `train.threshold`; an ensemble of runs with different ones needs it).
-    #[arg(long, value_parser = parse_threshold)]
+    #[arg(long, value_parser = parse_threshold, allow_negative_numbers = true)]
     pub threshold: Option<f32>,
 }
 
@@ -526,10 +529,11 @@ pub enum RunsFormat {
 #[derive(Debug, Args)]
 pub struct PredictArgs {
     /// The run directory. Several: their ensemble (the mean probability, as `tmca eval RUN
-    /// RUN…`; threshold and batch size of the first).
+    /// RUN…`; their common threshold, or --threshold; the first run's batch size).
     #[arg(required = true, num_args = 1..)]
     pub runs: Vec<PathBuf>,
-    /// `best`, `latest` or a checkpoint directory.
+    /// `best`, `latest`, the name of one of the run's checkpoints (`step-00000120`) or a
+    /// checkpoint directory of this run.
     #[arg(long, default_value = "best")]
     pub checkpoint: String,
     /// One image file (PNG, JPEG, BMP, TIFF) …
@@ -560,11 +564,11 @@ pub struct PredictArgs {
     #[arg(long)]
     pub probs: bool,
     /// Foreground probability threshold of the masks (default: the run's `train.threshold`).
-    #[arg(long, value_parser = parse_threshold)]
+    #[arg(long, value_parser = parse_threshold, allow_negative_numbers = true)]
     pub threshold: Option<f32>,
     /// Remove mask components (8-connected) smaller than this fraction of the image, e.g.
     /// 0.001 (the probability files stay as predicted).
-    #[arg(long, value_name = "FRACTION", value_parser = parse_area)]
+    #[arg(long, value_name = "FRACTION", value_parser = parse_area, allow_negative_numbers = true)]
     pub min_area: Option<f32>,
     /// Also write `<name>_lte<L>.png` for each level L of target enhancement: the map A_l
     /// (where the model finds what the report describes, 0..1) as a heat overlay on the image,

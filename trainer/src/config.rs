@@ -556,6 +556,11 @@ impl Config {
         if let Ok(v) = toml::Value::try_from(self) {
             walk("", v, &mut out);
         }
+        // The file leaves out `fold = 0`; in a cross-validation it is a fold like the others.
+        if self.data.folds > 0 {
+            out.entry("data.fold".into())
+                .or_insert(toml::Value::Integer(self.data.fold as i64));
+        }
         out
     }
 

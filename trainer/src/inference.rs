@@ -125,6 +125,37 @@ impl Ensemble {
     }
 }
 
+/// The checkpoint directory `given` for the run `run_dir`: a path, or the name of one of the
+/// run's own checkpoints (`step-00000120`). A checkpoint inside another run directory is
+/// refused: its config, tokenizer and records belong to that run.
+fn own_checkpoint(run_dir: &Path, own: &Path, given: &str) -> Result<PathBuf> {
+    let path = Path::new(given);
+    let path = if !path.exists() && own.join(given).is_dir() {
+        own.join(given)
+    } else {
+        path.to_path_buf()
+    };
+    let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let its_run = canon(&path)
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf);
+    if let Some(other) = its_run {
+        if other.join("config.toml").is_file() && other != canon(run_dir) {
+            return Err(TrainError::config(
+                "--checkpoint",
+                format!(
+                    "{} belongs to the run {}, not to {}: name that run (its config and tokenizer go with its checkpoints)",
+                    path.display(),
+                    other.display(),
+                    run_dir.display()
+                ),
+            ));
+        }
+    }
+    Ok(path)
+}
+
 impl Trained {
     /// Loads `run_dir` with `checkpoint` (`best`, `latest`, or a checkpoint directory).
     pub fn load(run_dir: &Path, checkpoint: &str, device: &Device) -> Result<Self> {
@@ -154,8 +185,19 @@ impl Trained {
             "latest" => ckpt
                 .latest(device)?
                 .ok_or_else(|| TrainError::file(ckpt.dir(), "no valid checkpoint"))?,
-            other => Checkpointer::load(Path::new(other), device)?,
+            other => Checkpointer::load(&own_checkpoint(run_dir, ckpt.dir(), other)?, device)?,
         };
+        if let Some(v) = &loaded.manifest.vocabulary {
+            if *v != crate::train::vocabulary_hash(&tokenizer.vocab_in_order()) {
+                return Err(TrainError::Checkpoint {
+                    path: loaded.path,
+                    message: format!(
+                        "was trained with another vocabulary than {} (its text encoder would read other words); evaluate it with the tokenizer.json of the run that wrote it",
+                        tok_path.display()
+                    ),
+                });
+            }
+        }
         if loaded.manifest.model_hash != cfg.model_hash() {
             return Err(TrainError::Checkpoint {
                 path: loaded.path,

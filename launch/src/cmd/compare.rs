@@ -10,7 +10,7 @@ use tmca_trainer::metrics::paired::{compare, Paired};
 type Scores = (Vec<String>, BTreeMap<(String, usize), f64>);
 
 fn read(path: &Path, metric: CompareMetric) -> anyhow::Result<Scores> {
-    let bad = |m: String| crate::cli::UsageError(format!("{}: {m}", path.display()));
+    let bad = |m: String| tmca_data::DataError::bad(path, m);
     // Opened first so that a missing file is an I/O error (exit code 4).
     let file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
     let mut r = csv::Reader::from_reader(std::io::BufReader::new(file));
@@ -94,14 +94,16 @@ pub fn run(a: &CompareArgs) -> anyhow::Result<()> {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
+        let side = |v: &[(String, usize)], f: &Path| {
+            (!v.is_empty()).then(|| format!("{} only in {} ({})", v.len(), f.display(), show(v)))
+        };
+        let sides: Vec<String> = [side(&only_a, &a.a), side(&only_b, &a.b)]
+            .into_iter()
+            .flatten()
+            .collect();
         anyhow::bail!(crate::cli::UsageError(format!(
-            "the files score different images: {} only in {} ({}), {} only in {} ({}); evaluate both runs on the same stores and split",
-            only_a.len(),
-            a.a.display(),
-            show(&only_a),
-            only_b.len(),
-            a.b.display(),
-            show(&only_b)
+            "the files score different images: {}; evaluate both runs on the same stores and split",
+            sides.join(", ")
         )));
     }
     let mut rows = Vec::new();

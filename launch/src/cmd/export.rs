@@ -27,9 +27,9 @@ pub fn run(a: &ExportArgs) -> anyhow::Result<()> {
         }
     );
     println!(
-        "predict there: python {}/tmca_predict.py {} --image IMAGE --report \"…\"",
-        e.dir.display(),
-        e.dir.display()
+        "predict there: python {} {} --image IMAGE --report \"…\"",
+        super::util::shell_word(&e.dir.join("tmca_predict.py")),
+        super::util::shell_word(&e.dir)
     );
     Ok(())
 }

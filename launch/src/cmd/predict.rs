@@ -319,19 +319,34 @@ pub fn run(a: &PredictArgs) -> anyhow::Result<()> {
     if a.batch == Some(0) {
         anyhow::bail!(UsageError("--batch must be at least 1".into()));
     }
+    // Everything the command reads is checked before the output folder is made.
+    let single = match (&a.image, &a.report) {
+        (Some(path), Some(report)) => Some((path, report, Sample::from_file(path, report)?)),
+        _ => None,
+    };
     let rows = match &a.table {
         Some(table) => Some(table_rows(table, a.images.as_deref())?),
         None => None,
     };
+    let store = match (&single, &rows, &a.store) {
+        (None, None, Some(p)) => Some(Store::open(p)?),
+        (None, None, None) => anyhow::bail!(UsageError(
+            "give --image with --report, --store or --table".into()
+        )),
+        _ => None,
+    };
     let device = tmca_worker::bind_device("auto", 0)?;
     let models = super::ensemble::load(&a.runs, &a.checkpoint, &device, a.threshold)?;
     let t = models.first();
-    std::fs::create_dir_all(&a.output)
-        .with_context(|| format!("creating {}", a.output.display()))?;
     let hw = (t.cfg.data.image_size, t.cfg.data.image_size);
     let batch = a.batch.unwrap_or(t.cfg.data.batch_size).max(1);
-    if let (Some(path), Some(report)) = (&a.image, &a.report) {
-        let s = Sample::from_file(path, report)?;
+    let idx = match &store {
+        Some(store) => Some(split_of_run(&models, store, a.split)?),
+        None => None,
+    };
+    std::fs::create_dir_all(&a.output)
+        .with_context(|| format!("creating {}", a.output.display()))?;
+    if let Some((path, report, s)) = single {
         let pred = models
             .predict(&[(s.planar(), report.as_str())], a.tta)?
             .pop()
@@ -364,13 +379,11 @@ pub fn run(a: &PredictArgs) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let Some(store_path) = &a.store else {
+    let (Some(store), Some(idx), Some(store_path)) = (store, idx, &a.store) else {
         anyhow::bail!(UsageError(
             "give --image with --report, --store or --table".into()
         ));
     };
-    let store = Store::open(store_path)?;
-    let idx = split_of_run(&models, &store, a.split)?;
     let n = predict_all(
         &models,
         &a.output,

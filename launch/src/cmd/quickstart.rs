@@ -181,6 +181,9 @@ pub fn run(a: &QuickstartArgs) -> anyhow::Result<()> {
         data_dir.display(),
         preview_dir.display()
     );
-    println!("TensorBoard: tensorboard --logdir {}", tb.display());
+    println!(
+        "TensorBoard: tensorboard --logdir {}",
+        super::util::shell_word(&tb)
+    );
     Ok(())
 }

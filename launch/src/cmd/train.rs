@@ -9,7 +9,7 @@ use tmca_data::{NoProgress, Progress};
 use tmca_trainer::config::Config;
 use tmca_trainer::inference::Trained;
 use tmca_trainer::metrics::ThresholdSweep;
-use tmca_trainer::sink::{EventWriter, MetricSink, NullSink};
+use tmca_trainer::sink::{LazyEventWriter, MetricSink, NullSink};
 use tmca_trainer::sync::SingleProcess;
 use tmca_trainer::train::eval::{evaluate_ensemble, table, EvalSpec, Member};
 use tmca_trainer::train::results::{eval_record_name, write_eval_record, ResultRecord};
@@ -53,7 +53,8 @@ pub fn train(a: &TrainArgs) -> anyhow::Result<TrainSummary> {
     let mut rank = tmca_worker::Rank::join(&cfg.run.device)?;
     let tb = cfg.run.dir.join("tensorboard");
     let mut sink: Box<dyn MetricSink> = if rank.is_root() {
-        Box::new(EventWriter::create(&tb).with_context(|| format!("creating {}", tb.display()))?)
+        // Created with the first metric: a run refused before it writes nothing there.
+        Box::new(LazyEventWriter::new(&tb))
     } else {
         Box::new(NullSink)
     };
@@ -105,7 +106,10 @@ pub fn train(a: &TrainArgs) -> anyhow::Result<TrainSummary> {
             summary.best_val.unwrap_or(f64::NAN)
         );
     }
-    println!("TensorBoard: tensorboard --logdir {}", tb.display());
+    println!(
+        "TensorBoard: tensorboard --logdir {}",
+        super::util::shell_word(&tb)
+    );
     Ok(summary)
 }
 

@@ -26,6 +26,20 @@ pub fn output_parent(file: Option<&Path>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A path as a shell word, for the commands tmca prints to copy: single-quoted when it holds
+/// anything but plain characters.
+pub fn shell_word(p: &Path) -> String {
+    let s = p.display().to_string();
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+:@%,=".contains(c));
+    if plain {
+        s
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
 /// "CPU model (N cores)" from /proc/cpuinfo, best effort.
 pub fn machine() -> String {
     let model = std::fs::read_to_string("/proc/cpuinfo")
@@ -83,4 +97,15 @@ pub fn replace_section(file: &Path, key: &str, body: &str) -> anyhow::Result<()>
     std::fs::write(&tmp, new).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, file).with_context(|| format!("writing {}", file.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn printed_paths_are_shell_words() {
+        use std::path::Path;
+        assert_eq!(super::shell_word(Path::new("runs/q-1")), "runs/q-1");
+        assert_eq!(super::shell_word(Path::new("my runs/a")), "'my runs/a'");
+        assert_eq!(super::shell_word(Path::new("it's")), r"'it'\''s'");
+    }
 }

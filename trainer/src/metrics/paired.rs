@@ -110,8 +110,9 @@ pub fn wilcoxon(d: &[f64]) -> Option<Wilcoxon> {
     };
     Some(Wilcoxon {
         n,
-        rank_sum_plus: plus,
-        rank_sum_minus: minus,
+        // `+ 0.0`: an empty sum is 0, not the -0 a sum of negated ranks can give.
+        rank_sum_plus: plus + 0.0,
+        rank_sum_minus: minus + 0.0,
         p_value: p,
         exact,
     })

@@ -302,5 +302,18 @@ pub(crate) mod tests {
         let mut one = vec![run("a", 0, 0.1)];
         mark_differences(&mut one);
         assert!(one[0].differs.is_empty());
+        // Folds of a cross-validation, fold 0 included (its config file leaves it out).
+        let mut folds: Vec<RunOverview> = (0..3)
+            .map(|k| {
+                let mut cfg = Config::default_config().unwrap();
+                (cfg.data.folds, cfg.data.fold) = (3, k);
+                let mut r = run(&format!("f{k}"), 0, 0.1);
+                r.config = flatten(&cfg);
+                r
+            })
+            .collect();
+        mark_differences(&mut folds);
+        assert_eq!(folds[0].differs, ["data.fold=0"]);
+        assert_eq!(folds[2].differs, ["data.fold=2"]);
     }
 }

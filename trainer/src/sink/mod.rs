@@ -2,7 +2,8 @@
 //!
 //! * [`MetricSink`] is the interface the training loop uses (scalars, images, text and the
 //!   run's hyperparameters); [`NullSink`] drops everything,
-//!   [`MemorySink`] keeps it for tests, and [`EventWriter`] writes TensorBoard event files.
+//!   [`MemorySink`] keeps it for tests, and [`EventWriter`] writes TensorBoard event files
+//!   ([`LazyEventWriter`]: from the first record on).
 //! * [`EventWriter`] is self-contained: TFRecord framing ([`record`]) with masked CRC-32C
 //!   ([`crc`]), a hand-written protobuf encoder ([`proto`]) for the `Event`/`Summary` messages
 //!   ([`event`]), PNG images ([`png`]) and collision-free file names ([`filename`]).
@@ -15,6 +16,7 @@ pub mod error;
 pub mod event;
 pub mod filename;
 pub mod hparams;
+pub mod lazy;
 pub mod memory;
 pub mod metric_sink;
 pub mod png;
@@ -27,6 +29,7 @@ mod tests;
 
 pub use error::{Result, SinkError};
 pub use hparams::HParam;
+pub use lazy::LazyEventWriter;
 pub use memory::{MemorySink, SinkRecord};
 pub use metric_sink::{MetricSink, NullSink};
 pub use writer::EventWriter;

@@ -10,6 +10,7 @@ pub mod per_image;
 pub mod ranks;
 pub mod results;
 mod resume;
+pub use resume::vocabulary_hash;
 pub mod setup;
 pub mod tta;
 mod validation;
@@ -243,6 +244,11 @@ pub fn train(
             l.path.display(),
             l.manifest.step
         );
+        // A checkpoint of another run directory starts this one: its best value is that
+        // run's, and this run keeps its own `best`.
+        let own =
+            |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        let foreign = !own(&l.path).starts_with(own(ckpt.dir()));
         m = Manifest {
             files: Default::default(),
             global_batch: m.global_batch,
@@ -252,6 +258,9 @@ pub fn train(
             vocabulary: m.vocabulary,
             ..l.manifest
         };
+        if foreign {
+            (m.best_val, m.stale_validations) = (None, 0);
+        }
     }
     let mut ema = match cfg.optim.ema {
         d if d > 0.0 => {

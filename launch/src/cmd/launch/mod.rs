@@ -11,6 +11,7 @@ mod store;
 use crate::cli::LaunchArgs;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
+use std::os::unix::process::ExitStatusExt as _;
 use std::process::ExitStatus;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -224,7 +225,21 @@ async fn supervise(a: &LaunchArgs) -> anyhow::Result<()> {
                 break Err(LaunchError::Interrupted(sig));
             }
             Outcome::Failed { rank, status } => {
+                // The other ranks usually fail right after, one of them with the cause (rank
+                // 0's data error, while rank 1 reports only that rank 0 left): give them a
+                // moment, then stop the rest, and report the most telling failure.
+                let mut failures = vec![(rank, status)];
+                let _ = tokio::time::timeout(Duration::from_secs(3), async {
+                    while let Some(Ok((r, Ok(st)))) = ranks.join_next().await {
+                        pids.remove(&r);
+                        if !st.success() {
+                            failures.push((r, st));
+                        }
+                    }
+                })
+                .await;
                 stop(&mut ranks, &pids, libc::SIGTERM).await;
+                let (rank, status) = cause(&failures);
                 LaunchError::RankFailed {
                     rank,
                     status,
@@ -249,6 +264,19 @@ async fn supervise(a: &LaunchArgs) -> anyhow::Result<()> {
         store.abort();
     }
     Ok(result?)
+}
+
+/// Of the ranks' failures, the one to report and act on: an exit code that says what went
+/// wrong (2–6: usage, input, I/O, validation, NaN) before the generic 1 or a signal, the
+/// lowest rank among equals, else the first failure.
+fn cause(failures: &[(usize, ExitStatus)]) -> (usize, ExitStatus) {
+    failures
+        .iter()
+        .filter(|(_, st)| matches!(st.code(), Some(2..=6)))
+        .min_by_key(|(r, _)| *r)
+        .or(failures.first())
+        .copied()
+        .unwrap_or((0, ExitStatus::from_raw(1 << 8)))
 }
 
 /// Sends `sig` to the ranks still running, waits up to 30 s for them, then kills the rest.
@@ -304,6 +332,16 @@ mod tests {
             "train my.toml --run-dir r --seed 4 --fold 2 --resume"
         );
         assert_eq!(s(train_args(&args("tmca launch"), false)), "train");
+    }
+
+    #[test]
+    fn the_telling_failure_is_reported() {
+        let code = |c: i32| ExitStatus::from_raw(c << 8);
+        // Rank 1 noticed rank 0 leave (1) before rank 0 reported its data error (3).
+        let (r, st) = cause(&[(1, code(1)), (0, code(3))]);
+        assert_eq!((r, st.code()), (0, Some(3)));
+        assert_eq!(cause(&[(2, code(1)), (1, code(1))]).0, 2);
+        assert_eq!(cause(&[(1, code(6)), (0, code(2))]).0, 0);
     }
 
     #[test]
