@@ -9,7 +9,8 @@ Loads the export with its own `tmca_predict.Predictor` (PyTorch mirror, strict w
 and requires, at the image's size, its probabilities to equal tmca's `<stem>_prob.npy`
 (within 1e-4), to round to its `<stem>_prob.png` within one level of 255, and its mask to
 equal tmca's `<stem>_mask.png` except where the probability is within 1e-4 of the threshold; then runs the export's command line and requires
-its files to hold the same prediction. With TMCA_TTA_DIR, the Predictor's flip test-time
+its files to hold the same prediction, and its mistakes (a missing or unreadable image, a
+folder that is no export) to end in one line with tmca's exit codes. With TMCA_TTA_DIR, the Predictor's flip test-time
 augmentation must give tmca's `--tta` probabilities (within 1e-4) too.
 """
 
@@ -67,6 +68,18 @@ def main(export, image, report, tmca_out, tmca_tta=None):
             fail("the command line's probabilities differ from the Predictor's")
         if not np.array_equal(cli_mask > 127, ours):
             fail("the command line's mask differs from the Predictor's")
+        # Mistakes on its command line: one line, tmca's exit codes, no traceback.
+        junk = os.path.join(out, "notimage.png")
+        with open(junk, "w") as f:
+            f.write("not an image")
+        script = os.path.join(export, "tmca_predict.py")
+        for args, code in [([export, "--image", os.path.join(out, "absent.png")], 4),
+                           ([export, "--image", junk], 3),
+                           ([out, "--image", image], 2)]:
+            r = subprocess.run([sys.executable, script, *args, "--report", "x", "--output", out],
+                               capture_output=True, text=True)
+            if r.returncode != code or "Traceback" in r.stderr or not r.stderr.startswith("error: "):
+                fail("%r: exit %d (want %d): %s" % (args, r.returncode, code, r.stderr))
     if tmca_tta:
         from tmca_predict import swap_left_right
 

@@ -90,6 +90,16 @@ fn sha256_file(path: &Path) -> Result<String> {
     Ok(format!("{:x}", Sha256::digest(&bytes)))
 }
 
+/// Gives `path` the permissions of `like`, a file written the ordinary way: the safetensors
+/// writer creates its files readable by the owner only (0600), where a run or an export shared
+/// on a cluster should follow the user's umask like every other file.
+pub(crate) fn same_permissions(path: &Path, like: &Path) -> Result<()> {
+    let perms = std::fs::metadata(like)
+        .map_err(|e| TrainError::io(like, e))?
+        .permissions();
+    std::fs::set_permissions(path, perms).map_err(|e| TrainError::io(path, e))
+}
+
 fn fsync(path: &Path) -> Result<()> {
     std::fs::File::open(path)
         .and_then(|f| f.sync_all())
@@ -167,6 +177,9 @@ impl Checkpointer {
         let text = serde_json::to_string_pretty(&m).map_err(|e| ck_err(&mp, e.to_string()))?;
         std::fs::write(&mp, text).map_err(|e| TrainError::io(&mp, e))?;
         fsync(&mp)?;
+        for file in ["weights.safetensors", "optimizer.safetensors"] {
+            same_permissions(&tmp.join(file), &mp)?;
+        }
         let dst = self.dir.join(name);
         if dst.exists() {
             let old = self.dir.join(format!(".old-{name}-{}", std::process::id()));

@@ -94,13 +94,21 @@ fn metadata(trained: &Trained) -> Result<serde_json::Value> {
             "channels": spec.channels,
             "height": spec.height,
             "width": spec.width,
-            "mean": spec.mean,
-            "std": spec.std,
+            "mean": short(&spec.mean),
+            "std": short(&spec.std),
         },
         "max_len": trained.tokenizer.max_len(),
         "pad_id": trained.tokenizer.pad_id(),
-        "threshold": cfg.train.threshold,
+        "threshold": short(&[cfg.train.threshold])[0],
     }))
+}
+
+/// f32 settings as the decimals they were written as (`0.3`, not `0.30000001192092896`).
+fn short(values: &[f32]) -> Vec<f64> {
+    values
+        .iter()
+        .map(|v| v.to_string().parse().unwrap_or(f64::from(*v)))
+        .collect()
 }
 
 /// Writes one model's files into `dir`: `weights.safetensors`, `tokenizer.json`, `model.json`.
@@ -116,6 +124,7 @@ fn write_model(trained: &Trained, dir: &Path) -> Result<(usize, usize)> {
     let meta = serde_json::to_string_pretty(&meta).unwrap_or_default();
     let mp = dir.join("model.json");
     std::fs::write(&mp, format!("{meta}\n")).map_err(|e| TrainError::io(&mp, e))?;
+    crate::checkpoint::same_permissions(&wp, &mp)?;
     Ok((weights.len(), bert_tensors))
 }
 
@@ -133,9 +142,12 @@ pub fn export_torch(models: &Ensemble, out: &Path) -> Result<Exported> {
             .next()
             .is_some()
     {
-        return Err(TrainError::file(
-            out,
-            "exists and is not empty; choose a new folder (nothing was written)",
+        return Err(TrainError::config(
+            "--output",
+            format!(
+                "{} exists and is not empty; choose a new folder (nothing was written)",
+                out.display()
+            ),
         ));
     }
     let name = out
@@ -166,8 +178,8 @@ pub fn export_torch(models: &Ensemble, out: &Path) -> Result<Exported> {
                 "ensemble": names,
                 "checkpoints": members.iter().map(|m| m.checkpoint.display().to_string()).collect::<Vec<_>>(),
                 "input": { "channels": spec.channels, "height": spec.height, "width": spec.width,
-                           "mean": spec.mean, "std": spec.std },
-                "threshold": first.cfg.train.threshold,
+                           "mean": short(&spec.mean), "std": short(&spec.std) },
+                "threshold": short(&[first.cfg.train.threshold])[0],
             });
             let text = serde_json::to_string_pretty(&meta).unwrap_or_default();
             let mp = tmp.join("model.json");

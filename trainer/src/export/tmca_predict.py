@@ -43,13 +43,34 @@ import tmca_torch  # noqa: E402  (the model, shipped beside this file)
 ImageLike = Union["PIL.Image.Image", np.ndarray]  # noqa: F821
 
 
+def _narrow(a: np.ndarray) -> np.ndarray:
+    """16-bit pixels as 8-bit, as tmca reads them: scaled from the smallest bit depth (8, 10,
+    12, 14 or 16) that holds the largest value (12-bit CT in a 16-bit PNG keeps its contrast)."""
+    top = int(a.max(initial=0))
+    bits = next((b for b in (8, 10, 12, 14, 16) if top < (1 << b)), 16)
+    k = np.float32(255.0 / ((1 << bits) - 1))
+    # tmca rounds half away from zero (Rust's f32::round); the values are not negative.
+    return np.minimum(np.floor(a.astype(np.float32) * k + np.float32(0.5)), 255).astype(np.uint8)
+
+
 def _rgb(image: ImageLike) -> np.ndarray:
-    """An (H, W, 3) uint8 array: PIL images are converted to RGB, gray arrays replicated."""
+    """An (H, W, 3) uint8 array as tmca reads the image: PIL images turned by their EXIF
+    orientation and converted to RGB, 16-bit gray images (PIL mode I;16/I) and uint16 arrays
+    scaled by their bit depth, gray arrays replicated. (PIL itself reduces 16-bit RGB files to
+    8 bits by their high byte; tmca scales those by their bit depth too.)"""
     if hasattr(image, "convert"):
-        image = np.asarray(image.convert("RGB"))
+        from PIL import ImageOps
+
+        image = ImageOps.exif_transpose(image)
+        if image.mode.startswith("I"):
+            image = _narrow(np.asarray(image).astype(np.uint32).clip(0, 65535))
+        else:
+            image = np.asarray(image.convert("RGB"))
     a = np.asarray(image)
+    if a.dtype == np.uint16:
+        a = _narrow(a)
     if a.dtype != np.uint8:
-        raise ValueError(f"expected 8-bit pixels, got {a.dtype}")
+        raise ValueError(f"expected 8- or 16-bit pixels, got {a.dtype}")
     if a.ndim == 2:
         a = np.repeat(a[:, :, None], 3, axis=2)
     if a.ndim != 3 or a.shape[2] not in (3, 4):
@@ -179,6 +200,15 @@ class Predictor:
         return self.predict_batch([image], [report], tta)[0]
 
 
+class _Usage(Exception):
+    pass
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
 def main(argv: Sequence[str] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("export", nargs="?", default=str(HERE), help="the export folder (default: this file's)")
@@ -189,12 +219,25 @@ def main(argv: Sequence[str] = None) -> int:
     ap.add_argument("--tta", action="store_true",
                     help="flip test-time augmentation (with the mirrored report), as tmca predict --tta")
     a = ap.parse_args(argv)
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
-    p = Predictor(a.export, a.device)
-    prob = p.predict(Image.open(a.image), a.report, a.tta)
-    out = Path(a.output)
-    out.mkdir(parents=True, exist_ok=True)
+    # Mistakes get a line and tmca's exit codes (2 usage, 3 bad input, 4 I/O), no traceback.
+    try:
+        if not (Path(a.export) / "model.json").is_file():
+            raise _Usage(f"{a.export}: not a tmca export (no model.json; `tmca export RUN --output DIR` writes one)")
+        p = Predictor(a.export, a.device)
+        image = Image.open(a.image)
+        prob = p.predict(image, a.report, a.tta)
+        out = Path(a.output)
+        out.mkdir(parents=True, exist_ok=True)
+    except _Usage as e:
+        return _fail(str(e), 2)
+    except (UnidentifiedImageError, ValueError) as e:
+        return _fail(f"{a.image}: {e}", 3)
+    except OSError as e:
+        return _fail(str(e), 4)
+    except RuntimeError as e:  # e.g. a device torch cannot use
+        return _fail(f"--device {a.device}: {e}", 2)
     stem = Path(a.image).stem
     Image.fromarray(np.where(prob > p.threshold, 255, 0).astype(np.uint8)).save(out / f"{stem}_mask.png")
     np.save(out / f"{stem}_prob.npy", prob.astype(np.float32))
