@@ -73,3 +73,40 @@ fn tensorboard_reads_our_event_files() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A run resumed after step 5 redoes steps 6..: TensorBoard shows each step once, from the
+/// resumed session (the SessionLog START `MetricSink::resumed_after` writes).
+#[test]
+fn tensorboard_drops_what_a_resumed_run_redoes() {
+    use tmca_trainer::sink::MetricSink;
+    if std::env::var_os("TMCA_SKIP_PYTHON").is_some() {
+        eprintln!("TMCA_SKIP_PYTHON set: skipping TensorBoard's reader");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = EventWriter::create(dir.path()).unwrap();
+    for step in 1..=10u64 {
+        first.scalar("loss", step as f64, step);
+    }
+    MetricSink::flush(&mut first).unwrap();
+    drop(first);
+    // The resumed session's file sorts after the first (names carry the second they start).
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let mut second = EventWriter::create(dir.path()).unwrap();
+    second.resumed_after(5);
+    for step in 6..=12u64 {
+        second.scalar("loss", 100.0 + step as f64, step);
+    }
+    MetricSink::flush(&mut second).unwrap();
+    let out = std::process::Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/python/check_resume_purge.py"))
+        .arg(dir.path())
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -28,7 +28,8 @@ pub enum Command {
     /// Train data-parallel on this node: start --nproc ranks of `tmca train` that meet through a
     /// rendezvous store and average gradients over a TCP ring (no MPI needed); stop all on the
     /// first failure and restart from the latest checkpoint up to --max-restarts times. Across
-    /// nodes, use mpirun or srun (README).
+    /// nodes: one `tmca launch` per node with --nnodes/--node-rank/--master, or mpirun/srun
+    /// (README).
     Launch(LaunchArgs),
     /// Evaluate a trained run: Dice and IoU per dataset, per-image mean and pixel-pooled, and
     /// the boundary distances HD95 and ASSD (pixels).
@@ -366,9 +367,10 @@ pub struct LaunchArgs {
     /// (not after a config, data or NaN error: those would fail again).
     #[arg(long, default_value_t = 0)]
     pub max_restarts: u32,
-    /// Compute threads per rank (RAYON_NUM_THREADS); default: this machine's cores / nproc.
-    #[arg(long)]
-    pub threads: Option<usize>,
+    /// Compute threads per rank (RAYON_NUM_THREADS, at least 1); default: this machine's
+    /// cores / nproc.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub threads: Option<u64>,
     /// Machines in the job: run `tmca launch` on each with the same --nnodes, --nproc and
     /// --master and its own --node-rank; node n runs ranks n·nproc … (n+1)·nproc − 1.
     #[arg(long, default_value_t = 1)]

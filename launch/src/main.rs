@@ -32,8 +32,14 @@ fn main() -> std::process::ExitCode {
     match cmd::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {}", error_text(&err));
-            std::process::ExitCode::from(exit::code_for(&err))
+            let code = exit::code_for(&err);
+            // A config or command-line error is the same on every rank: rank 0 says it once
+            // (instead of every rank of a launch at once, interleaved).
+            let rank = tmca_worker::rank_env(|k| std::env::var(k).ok()).map_or(0, |e| e.rank);
+            if code != 2 || rank == 0 {
+                eprintln!("error: {}", error_text(&err));
+            }
+            std::process::ExitCode::from(code)
         }
     }
 }

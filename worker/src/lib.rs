@@ -40,7 +40,7 @@ pub enum WorkerError {
         value: String,
         message: String,
     },
-    #[error("{launcher} started {world} ranks, but this tmca was built without multi-process support; rebuild with `cargo build --release --features mpi` (needs an MPI library such as libopenmpi-dev)")]
+    #[error("{launcher} started {world} ranks, but this tmca was built without multi-process support; rebuild with `cargo build --release -p tmca-launch --features mpi` (needs an MPI library such as libopenmpi-dev), or start the ranks with `tmca launch --nproc N`, which needs no MPI")]
     NotBuilt {
         launcher: &'static str,
         world: usize,

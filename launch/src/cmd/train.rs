@@ -34,6 +34,13 @@ pub fn load_config(a: &TrainArgs) -> anyhow::Result<Config> {
                     .into()
             ));
         }
+        if f >= cfg.data.folds {
+            anyhow::bail!(crate::cli::UsageError(format!(
+                "--fold {f}: folds are numbered 0 to {} (data.folds = {})",
+                cfg.data.folds - 1,
+                cfg.data.folds
+            )));
+        }
         cfg.data.fold = f;
     }
     cfg.resolve()?;

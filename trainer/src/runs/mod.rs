@@ -113,12 +113,12 @@ impl RunOverview {
     pub fn read(dir: &Path) -> Result<Self> {
         let cfg = Config::load(&dir.join("config.toml"))?;
         let ckpt = Checkpointer::new(dir, 0);
-        let steps = ckpt
+        let newest = ckpt
             .steps()
             .iter()
             .rev()
-            .find_map(|p| Manifest::read(p).ok())
-            .map(|m| m.step);
+            .find_map(|p| Manifest::read(p).ok());
+        let steps = newest.as_ref().map(|m| m.step);
         let best = Manifest::read(&ckpt.dir().join("best")).ok();
         let log = read_validation_log(dir)?;
         let evals = read_eval_records(dir)?;
@@ -160,9 +160,23 @@ impl RunOverview {
             best_step: best.map(|m| m.step),
             test,
             differs: Vec::new(),
-            config: flatten(&cfg),
+            config: with_global_batch(flatten(&cfg), newest.as_ref()),
         })
     }
+}
+
+/// The run's samples per optimiser step over all ranks (`ranks × data.batch_size ×
+/// optim.accumulate`, from its checkpoints), as the pseudo-field `train.global_batch`: runs on
+/// other numbers of ranks are other settings, not repeats of one.
+fn with_global_batch(
+    mut config: BTreeMap<String, String>,
+    m: Option<&Manifest>,
+) -> BTreeMap<String, String> {
+    if let Some(g) = m.and_then(|m| m.global_batch) {
+        let acc = m.and_then(|m| m.accumulate).unwrap_or(1);
+        config.insert("train.global_batch".into(), (g * acc).to_string());
+    }
+    config
 }
 
 fn num(v: Option<f64>) -> String {
@@ -315,5 +329,21 @@ pub(crate) mod tests {
         mark_differences(&mut folds);
         assert_eq!(folds[0].differs, ["data.fold=0"]);
         assert_eq!(folds[2].differs, ["data.fold=2"]);
+        // The same config on 2 ranks and on 1: another global batch, not a repeat.
+        let manifest = |g: usize| -> Manifest {
+            let mut m: Manifest = serde_json::from_str(
+                r#"{"version":1,"tmca_version":"0","step":1,"epoch":0,"next_batch":0,"seed":0,"model_hash":"h","model_config":{},"best_val":null,"stale_validations":0,"files":{}}"#,
+            )
+            .unwrap();
+            m.global_batch = Some(g);
+            m
+        };
+        let mut two = vec![run("r2", 0, 0.1), run("r1", 0, 0.1)];
+        for (r, g) in two.iter_mut().zip([8, 4]) {
+            r.config = with_global_batch(r.config.clone(), Some(&manifest(g)));
+        }
+        mark_differences(&mut two);
+        assert_eq!(two[0].differs, ["train.global_batch=8"]);
+        assert!(repeat_groups(&two).is_empty());
     }
 }

@@ -16,6 +16,16 @@ pub mod event_field {
     pub const FILE_VERSION: u32 = 3;
     /// `Summary summary = 5` (oneof `what`)
     pub const SUMMARY: u32 = 5;
+    /// `SessionLog session_log = 7` (oneof `what`; 6 is the deprecated `log_message`)
+    pub const SESSION_LOG: u32 = 7;
+}
+
+/// `SessionLog` fields and values.
+pub mod session_log {
+    /// `SessionStatus status = 1`
+    pub const STATUS: u32 = 1;
+    /// `SessionStatus.START`
+    pub const START: u64 = 1;
 }
 
 /// `Summary` and `Summary.Value` fields.
@@ -79,6 +89,20 @@ pub fn file_version_event(wall_time: f64) -> Vec<u8> {
     let mut ev = Message::new();
     ev.double(event_field::WALL_TIME, wall_time)
         .string(event_field::FILE_VERSION, FILE_VERSION);
+    ev.into_bytes()
+}
+
+/// `Event { wall_time, step, session_log: SessionLog { status: START } }`: a (re)started
+/// session from `step` on. TensorBoard's reader drops what earlier files hold at this step and
+/// later (`purge_orphaned_data`), so a run resumed from a checkpoint does not show the steps
+/// it redoes twice.
+pub fn session_start_event(wall_time: f64, step: i64) -> Vec<u8> {
+    let mut log = Message::new();
+    log.uint(session_log::STATUS, session_log::START);
+    let mut ev = Message::new();
+    ev.double(event_field::WALL_TIME, wall_time)
+        .int(event_field::STEP, step)
+        .message(event_field::SESSION_LOG, &log);
     ev.into_bytes()
 }
 

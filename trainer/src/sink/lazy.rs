@@ -68,6 +68,11 @@ impl MetricSink for LazyEventWriter {
             w.hparams(values, group);
         }
     }
+    fn resumed_after(&mut self, step: u64) {
+        if let Some(w) = self.writer() {
+            w.resumed_after(step);
+        }
+    }
     fn flush(&mut self) -> Result<()> {
         if let Some(e) = self.failed.take() {
             return Err(e);

@@ -19,6 +19,9 @@ pub trait MetricSink {
     fn text(&mut self, tag: &str, markdown: &str, step: u64);
     /// Records the run's hyperparameters (once per session; `group` names the run).
     fn hparams(&mut self, values: &BTreeMap<String, HParam>, group: &str);
+    /// Says that the run resumed after `step`: what was recorded for later steps is being
+    /// redone (TensorBoard drops the old records). Nothing by default.
+    fn resumed_after(&mut self, _step: u64) {}
     /// Makes everything recorded so far durable; returns the first error since the last flush.
     fn flush(&mut self) -> Result<()>;
 }
@@ -49,6 +52,9 @@ impl<T: MetricSink + ?Sized> MetricSink for Box<T> {
     }
     fn hparams(&mut self, values: &BTreeMap<String, HParam>, group: &str) {
         (**self).hparams(values, group)
+    }
+    fn resumed_after(&mut self, step: u64) {
+        (**self).resumed_after(step)
     }
     fn flush(&mut self) -> Result<()> {
         (**self).flush()
@@ -87,6 +93,10 @@ impl MetricSink for EventWriter {
     }
     fn hparams(&mut self, values: &BTreeMap<String, HParam>, group: &str) {
         let r = self.add_hparams(values, group);
+        self.defer(r);
+    }
+    fn resumed_after(&mut self, step: u64) {
+        let r = self.add_session_start(tb_step(step.saturating_add(1)));
         self.defer(r);
     }
     fn flush(&mut self) -> Result<()> {

@@ -88,6 +88,13 @@ impl EventWriter {
     }
 
     /// Appends a scalar (`simple_value`, shown by the Scalars dashboard).
+    /// Marks a session that (re)starts at `step`: TensorBoard then drops the records earlier
+    /// files hold from `step` on (those of the steps a resumed run redoes).
+    pub fn add_session_start(&mut self, step: i64) -> Result<()> {
+        let (wall, _) = now();
+        self.write(&event::session_start_event(wall, step))
+    }
+
     pub fn add_scalar(&mut self, tag: &str, value: f32, step: i64) -> Result<()> {
         self.write_value(step, &event::scalar_value(tag, value))
     }

@@ -287,6 +287,7 @@ pub fn train(
         let p = cfg.run.dir.join("config.toml");
         if m.step > 0 {
             resume::log_changed_settings(&p, cfg);
+            sink.resumed_after(m.step);
         }
         std::fs::write(&p, &text).map_err(|e| TrainError::io(&p, e))?;
         sink.text("config", &format!("```toml\n{text}\n```"), m.step);
@@ -392,7 +393,7 @@ pub fn train(
                     match cfg.train.on_nonfinite {
                         OnNonFinite::Stop => {
                             return Err(TrainError::NonFinite {
-                                step: m.step,
+                                step: m.step + 1,
                                 detail: format!(
                                     "loss {v} in epoch {} batch {}; {}; a lower optim.lr or train.on_nonfinite = \"skip\" may help",
                                     m.epoch + 1,

@@ -146,7 +146,7 @@ async fn start_store(
                 .and_then(|(_, p)| p.parse::<u16>().ok())
                 .ok_or_else(|| {
                     anyhow::Error::new(crate::cli::UsageError(format!(
-                        "--master {master}: expected host:port"
+                        "--master {master}: expected host:port with a port from 1 to 65535"
                     )))
                 })?;
             let listener = TcpListener::bind(("0.0.0.0", port))
@@ -161,7 +161,7 @@ async fn start_store(
 async fn supervise(a: &LaunchArgs) -> anyhow::Result<()> {
     let (store_addr, store) = start_store(a).await?;
     let world = a.nnodes * a.nproc;
-    let threads = a.threads.unwrap_or_else(|| {
+    let threads = a.threads.map(|t| t as usize).unwrap_or_else(|| {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         (cores / a.nproc).max(1)
     });
@@ -174,7 +174,18 @@ async fn supervise(a: &LaunchArgs) -> anyhow::Result<()> {
         let mut pids = BTreeMap::new();
         for local in 0..a.nproc {
             let rank = a.node_rank * a.nproc + local;
-            let mut child = Command::new(&exe)
+            let mut cmd = Command::new(&exe);
+            #[cfg(target_os = "linux")]
+            // SAFETY: prctl is async-signal-safe; it runs in the child between fork and exec.
+            // A launcher killed outright (SIGKILL, OOM) takes its ranks along: they get the
+            // SIGTERM a stop sends (and stop with a checkpoint) instead of training on orphaned.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                    Ok(())
+                });
+            }
+            let mut child = cmd
                 .args(train_args(a, attempt > 0))
                 .env("RANK", rank.to_string())
                 .env("LOCAL_RANK", local.to_string())
