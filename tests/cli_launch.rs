@@ -92,6 +92,45 @@ fn node(n: usize, master: &str, cfg: &Path, extra: &[&str]) -> std::process::Chi
         .unwrap()
 }
 
+/// Nodes started with different --nproc are told so at once (exit 2), not left waiting for
+/// ranks that never come.
+#[test]
+fn nodes_of_different_shapes_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), "shapes", 2, 2);
+    let master = free_port_address();
+    let launch = |n: usize, nproc: &str| {
+        tmca()
+            .args([
+                "launch",
+                "--nnodes",
+                "2",
+                "--nproc",
+                nproc,
+                "--threads",
+                "1",
+            ])
+            .args(["--node-rank", &n.to_string(), "--master", &master])
+            .arg(&cfg)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (n0, n1) = (launch(0, "1"), launch(1, "2"));
+    for o in [
+        n0.wait_with_output().unwrap(),
+        n1.wait_with_output().unwrap(),
+    ] {
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        assert!(
+            text(&o).contains("same --nnodes and --nproc"),
+            "{}",
+            text(&o)
+        );
+    }
+}
+
 fn free_port_address() -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     format!("127.0.0.1:{}", l.local_addr().unwrap().port())

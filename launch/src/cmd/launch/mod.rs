@@ -32,6 +32,9 @@ pub enum LaunchError {
         "stopped by signal {0}; the ranks were told to stop (resume with `tmca launch … --resume`)"
     )]
     Interrupted(i32),
+    /// The nodes were started with different `--nnodes`/`--nproc`.
+    #[error("{0}")]
+    Mismatch(String),
 }
 
 fn restarts_note(restarts: u32) -> String {
@@ -54,6 +57,7 @@ impl LaunchError {
                 }
             }
             LaunchError::Interrupted(s) => (128 + s).clamp(1, 255) as u8,
+            LaunchError::Mismatch(_) => 2,
         }
     }
 }
@@ -68,6 +72,47 @@ enum Outcome {
     Done,
     Failed { rank: usize, status: ExitStatus },
     Signal(i32),
+    Mismatch(String),
+}
+
+/// Every node must be started with the same `--nnodes` and `--nproc`, or the world sizes the
+/// ranks are told disagree and the rendezvous waits for ranks that never come. Each launcher
+/// records its shape in the store; node 0 compares the others' with its own, the others
+/// node 0's. A mismatch arrives on the returned channel (nothing, while nodes are missing).
+fn watch_node_shapes(a: &LaunchArgs, store: &str) -> tokio::sync::mpsc::UnboundedReceiver<String> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    if a.nnodes < 2 {
+        return rx;
+    }
+    let shape = format!("{}x{}", a.nnodes, a.nproc);
+    let (me, nnodes, store) = (a.node_rank, a.nnodes, store.to_string());
+    std::thread::spawn(move || {
+        let patience = Duration::from_secs(600);
+        let Ok(mut c) = tmca_worker::store::StoreClient::connect(&store, patience) else {
+            return;
+        };
+        if c.set(&format!("launch/shape/{me}"), &shape).is_err() {
+            return;
+        }
+        let others: Vec<usize> = if me == 0 {
+            (1..nnodes).collect()
+        } else {
+            vec![0]
+        };
+        for k in others {
+            match c.get(&format!("launch/shape/{k}")) {
+                Ok(theirs) if theirs != shape => {
+                    let _ = tx.send(format!(
+                        "node {k} was started with --nnodes x --nproc = {theirs}, this node (--node-rank {me}) with {shape}: start every node with the same --nnodes and --nproc"
+                    ));
+                    return;
+                }
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+    });
+    rx
 }
 
 pub fn run(a: &LaunchArgs) -> anyhow::Result<()> {
@@ -168,6 +213,7 @@ async fn supervise(a: &LaunchArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe()?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut shapes = watch_node_shapes(a, &store_addr);
     let mut attempt = 0u32;
     let result = loop {
         let mut ranks = JoinSet::new();
@@ -227,6 +273,7 @@ async fn supervise(a: &LaunchArgs) -> anyhow::Result<()> {
                 },
                 _ = term.recv() => break Outcome::Signal(libc::SIGTERM),
                 _ = int.recv() => break Outcome::Signal(libc::SIGINT),
+                Some(m) = shapes.recv() => break Outcome::Mismatch(m),
             }
         };
         let failed = match outcome {
@@ -234,6 +281,11 @@ async fn supervise(a: &LaunchArgs) -> anyhow::Result<()> {
             Outcome::Signal(sig) => {
                 stop(&mut ranks, &pids, sig).await;
                 break Err(LaunchError::Interrupted(sig));
+            }
+            Outcome::Mismatch(m) => {
+                // Found as the nodes start: the ranks are still meeting, with nothing to save.
+                stop(&mut ranks, &pids, libc::SIGKILL).await;
+                break Err(LaunchError::Mismatch(m));
             }
             Outcome::Failed { rank, status } => {
                 // The other ranks usually fail right after, one of them with the cause (rank
@@ -250,6 +302,13 @@ async fn supervise(a: &LaunchArgs) -> anyhow::Result<()> {
                 })
                 .await;
                 stop(&mut ranks, &pids, libc::SIGTERM).await;
+                // Ranks that failed because the nodes do not fit together (node 0 saw it first
+                // and left with the store): say that instead.
+                if let Ok(Some(m)) =
+                    tokio::time::timeout(Duration::from_millis(500), shapes.recv()).await
+                {
+                    break Err(LaunchError::Mismatch(m));
+                }
                 let (rank, status) = cause(&failures);
                 LaunchError::RankFailed {
                     rank,
