@@ -49,7 +49,11 @@ keep_last = 5
     Config::from_toml(&text, Path::new("test.toml")).unwrap()
 }
 
-fn run(cfg: &Config, resume: Resume, stop_after: Option<u64>) -> tmca_trainer::train::TrainSummary {
+fn try_run(
+    cfg: &Config,
+    resume: Resume,
+    stop_after: Option<u64>,
+) -> tmca_trainer::Result<tmca_trainer::train::TrainSummary> {
     train(
         cfg,
         &Device::Cpu,
@@ -62,7 +66,10 @@ fn run(cfg: &Config, resume: Resume, stop_after: Option<u64>) -> tmca_trainer::t
             progress: &NoProgress,
         },
     )
-    .unwrap()
+}
+
+fn run(cfg: &Config, resume: Resume, stop_after: Option<u64>) -> tmca_trainer::train::TrainSummary {
+    try_run(cfg, resume, stop_after).unwrap()
 }
 
 fn weights(ckpt: &Path) -> Vec<u8> {
@@ -110,19 +117,7 @@ fn resume_is_bit_exact_and_bad_checkpoints_are_refused() {
     );
 
     // A fresh run refuses to overwrite a run directory with checkpoints.
-    let err = train(
-        &cut,
-        &Device::Cpu,
-        &mut SingleProcess,
-        &mut NullSink,
-        RunOptions {
-            resume: Resume::No,
-            stop_after: None,
-            stop: None,
-            progress: &NoProgress,
-        },
-    )
-    .unwrap_err();
+    let err = try_run(&cut, Resume::No, None).unwrap_err();
     assert!(
         err.to_string().contains("already holds checkpoints"),
         "{err}"
@@ -151,20 +146,9 @@ fn resume_is_bit_exact_and_bad_checkpoints_are_refused() {
     let mut other = other;
     other.model.embed_dim = 24;
     other.text.max_len = 10;
-    let err = train(
-        &other,
-        &Device::Cpu,
-        &mut SingleProcess,
-        &mut NullSink,
-        RunOptions {
-            resume: Resume::From(prev.path.clone()),
-            stop_after: None,
-            stop: None,
-            progress: &NoProgress,
-        },
-    )
-    .unwrap_err()
-    .to_string();
+    let err = try_run(&other, Resume::From(prev.path.clone()), None)
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("differing fields: model.embed_dim (")
             && err.contains("text.max_len (12 vs 10)"),
@@ -331,19 +315,7 @@ fn non_finite_loss_stops_with_the_last_checkpoint_intact_or_is_skipped() {
     cfg.optim.lr = 1e30;
     cfg.optim.warmup_steps = 0;
     cfg.optim.grad_clip = 0.0;
-    let err = train(
-        &cfg,
-        &Device::Cpu,
-        &mut SingleProcess,
-        &mut NullSink,
-        RunOptions {
-            resume: Resume::No,
-            stop_after: None,
-            stop: None,
-            progress: &NoProgress,
-        },
-    )
-    .unwrap_err();
+    let err = try_run(&cfg, Resume::No, None).unwrap_err();
     assert!(
         matches!(err, tmca_trainer::TrainError::NonFinite { .. }),
         "{err}"
@@ -410,20 +382,7 @@ fn the_best_checkpoint_follows_train_select() {
     // Values of another metric cannot be compared with the recorded best: resuming is refused.
     let mut cfg = config(&dir.path().join("hd95"), &data, "");
     cfg.train.epochs = 5;
-    let err = train(
-        &cfg,
-        &Device::Cpu,
-        &mut SingleProcess,
-        &mut NullSink,
-        RunOptions {
-            resume: Resume::Latest,
-            stop_after: None,
-            stop: None,
-            progress: &NoProgress,
-        },
-    )
-    .unwrap_err()
-    .to_string();
+    let err = try_run(&cfg, Resume::Latest, None).unwrap_err().to_string();
     assert!(
         err.contains("train.select")
             && err.contains("\"hd95\"")
@@ -450,20 +409,7 @@ fn resume_continues_the_same_run_only() {
     let data = dir.path().join("data");
     let a = config(&dir.path().join("a"), &data, "");
     run(&a, Resume::No, None);
-    let resume = |cfg: &Config, how: Resume| {
-        train(
-            cfg,
-            &Device::Cpu,
-            &mut SingleProcess,
-            &mut NullSink,
-            RunOptions {
-                resume: how,
-                stop_after: None,
-                stop: None,
-                progress: &NoProgress,
-            },
-        )
-    };
+    let resume = |cfg: &Config, how: Resume| try_run(cfg, how, None);
     let mut seed = a.clone();
     seed.run.seed = 4;
     let err = resume(&seed, Resume::Latest).unwrap_err().to_string();
