@@ -447,6 +447,12 @@ fn resume_continues_the_same_run_only() {
         .unwrap()
         .unwrap()
         .path;
+    // A checkpoint path that is none is refused before the new directory gets anything.
+    let err = resume(&b, Resume::From(dir.path().join("none")))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("manifest.json"), "{err}");
+    assert!(!b.run.dir.join("tokenizer.json").exists());
     let s = resume(&b, Resume::From(from)).unwrap();
     assert_eq!(s.steps, 18, "continued from step 12");
     assert_eq!(

@@ -107,6 +107,10 @@ pub fn train(
         // A fresh run will read it: say so before generating data or learning a vocabulary.
         pretrained::weight_file(p)?;
     }
+    if let Resume::From(p) = &opts.resume {
+        // Read before anything is written (a tokenizer taken from its run, data generated).
+        Manifest::read(p)?;
+    }
     let (stores, tokenizer) = ranks::prepare(sync, || {
         let stores = setup::open_stores(cfg, opts.progress)?;
         let from = match &opts.resume {
