@@ -149,6 +149,12 @@ impl Checkpointer {
         &self.dir
     }
 
+    /// Whether the checkpoint directory `path` is one of this run's (compared canonically).
+    pub fn holds(&self, path: &Path) -> bool {
+        let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        canon(path).starts_with(canon(&self.dir))
+    }
+
     /// Writes checkpoint `name` (`step-000123` or `best`) atomically.
     pub fn save(
         &self,

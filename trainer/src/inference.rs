@@ -128,20 +128,21 @@ impl Ensemble {
 /// The checkpoint directory `given` for the run `run_dir`: a path, or the name of one of the
 /// run's own checkpoints (`step-00000120`). A checkpoint inside another run directory is
 /// refused: its config, tokenizer and records belong to that run.
-fn own_checkpoint(run_dir: &Path, own: &Path, given: &str) -> Result<PathBuf> {
+fn own_checkpoint(run_dir: &Path, ckpt: &Checkpointer, given: &str) -> Result<PathBuf> {
     let path = Path::new(given);
-    let path = if !path.exists() && own.join(given).is_dir() {
-        own.join(given)
+    let path = if !path.exists() && ckpt.dir().join(given).is_dir() {
+        ckpt.dir().join(given)
     } else {
         path.to_path_buf()
     };
-    let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
-    let its_run = canon(&path)
-        .parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf);
+    if ckpt.holds(&path) {
+        return Ok(path);
+    }
+    let its_run = std::fs::canonicalize(&path)
+        .ok()
+        .and_then(|p| Some(p.parent()?.parent()?.to_path_buf()));
     if let Some(other) = its_run {
-        if other.join("config.toml").is_file() && other != canon(run_dir) {
+        if other.join("config.toml").is_file() {
             return Err(TrainError::config(
                 "--checkpoint",
                 format!(
@@ -185,10 +186,10 @@ impl Trained {
             "latest" => ckpt
                 .latest(device)?
                 .ok_or_else(|| TrainError::file(ckpt.dir(), "no valid checkpoint"))?,
-            other => Checkpointer::load(&own_checkpoint(run_dir, ckpt.dir(), other)?, device)?,
+            other => Checkpointer::load(&own_checkpoint(run_dir, &ckpt, other)?, device)?,
         };
         if let Some(v) = &loaded.manifest.vocabulary {
-            if *v != crate::train::vocabulary_hash(&tokenizer.vocab_in_order()) {
+            if *v != crate::train::vocabulary_hash(&tokenizer) {
                 return Err(TrainError::Checkpoint {
                     path: loaded.path,
                     message: format!(

@@ -329,7 +329,7 @@ pub fn run(a: &PredictArgs) -> anyhow::Result<()> {
         None => None,
     };
     let store = match (&single, &rows, &a.store) {
-        (None, None, Some(p)) => Some(Store::open(p)?),
+        (None, None, Some(p)) => Some((p, Store::open(p)?)),
         (None, None, None) => anyhow::bail!(UsageError(
             "give --image with --report, --store or --table".into()
         )),
@@ -340,8 +340,11 @@ pub fn run(a: &PredictArgs) -> anyhow::Result<()> {
     let t = models.first();
     let hw = (t.cfg.data.image_size, t.cfg.data.image_size);
     let batch = a.batch.unwrap_or(t.cfg.data.batch_size).max(1);
-    let idx = match &store {
-        Some(store) => Some(split_of_run(&models, store, a.split)?),
+    let store = match store {
+        Some((path, store)) => {
+            let idx = split_of_run(&models, &store, a.split)?;
+            Some((path, store, idx))
+        }
         None => None,
     };
     std::fs::create_dir_all(&a.output)
@@ -379,10 +382,8 @@ pub fn run(a: &PredictArgs) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let (Some(store), Some(idx), Some(store_path)) = (store, idx, &a.store) else {
-        anyhow::bail!(UsageError(
-            "give --image with --report, --store or --table".into()
-        ));
+    let Some((store_path, store, idx)) = store else {
+        return Ok(()); // one of the three inputs above was given
     };
     let n = predict_all(
         &models,

@@ -199,7 +199,7 @@ pub fn train(
         accumulate: Some(acc),
         select: Some(cfg.train.select),
         data: Some(data_cfg),
-        vocabulary: Some(resume::vocabulary_hash(&tokenizer.vocab_in_order())),
+        vocabulary: Some(resume::vocabulary_hash(&tokenizer)),
     };
     let loaded = match &opts.resume {
         Resume::No => {
@@ -250,9 +250,7 @@ pub fn train(
         );
         // A checkpoint of another run directory starts this one: its best value is that
         // run's, and this run keeps its own `best`.
-        let own =
-            |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
-        let foreign = !own(&l.path).starts_with(own(ckpt.dir()));
+        let foreign = !ckpt.holds(&l.path);
         m = Manifest {
             files: Default::default(),
             global_batch: m.global_batch,

@@ -1,6 +1,7 @@
 //! What a checkpoint must agree on with the run that resumes from it: the model (by the hash
 //! of its config, naming the fields that differ), the batch geometry the loader position
-//! and the schedule are counted in, and the metric its best validation value is of.
+//! and the schedule are counted in, the seed, training data and vocabulary (else it would
+//! continue another run), and the metric its best validation value is of.
 
 use crate::checkpoint::{differing_fields, Manifest};
 use crate::{Result, TrainError};
@@ -44,11 +45,12 @@ pub fn data_config(
     })
 }
 
-/// sha256 of `vocab` joined by newlines ([`Manifest::vocabulary`]).
-pub fn vocabulary_hash(vocab: &[String]) -> String {
+/// sha256 of the tokenizer's vocabulary in id order, tokens joined by newlines
+/// ([`Manifest::vocabulary`]).
+pub fn vocabulary_hash(tokenizer: &tmca_data::tokenize::TextTokenizer) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
-    for t in vocab {
+    for t in tokenizer.vocab_in_order() {
         h.update(t.as_bytes());
         h.update(b"\n");
     }
