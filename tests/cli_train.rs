@@ -562,3 +562,45 @@ fn config_errors_exit_2_and_name_the_field() {
         text(&o)
     );
 }
+
+/// A start refused for what only the data can tell (a batch larger than the training set)
+/// leaves no run directory; a tokenizer.json left by a run whose checkpoints were deleted (the
+/// README's way to retrain) is made anew from the config, not taken over.
+#[test]
+fn a_refused_start_leaves_nothing_and_a_retrain_takes_no_stale_tokenizer() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = common::cli_config(dir.path(), "xray", "", "");
+    let run = dir.path().join("run");
+    common::edit_config(&cfg, "batch_size = 4", "batch_size = 1000");
+    let o = tmca(&["train", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("data.batch_size"), "{}", text(&o));
+    assert!(!run.exists(), "a refused start left {}", run.display());
+
+    common::edit_config(&cfg, "batch_size = 1000", "batch_size = 4");
+    common::edit_config(&cfg, "epochs = 2", "epochs = 1");
+    let o = tmca(&["train", cfg.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let vocab = |p: &Path| {
+        let t: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+        t["model"]["vocab"].as_object().unwrap().len()
+    };
+    let learned = vocab(&run.join("tokenizer.json"));
+    std::fs::remove_dir_all(run.join("checkpoints")).unwrap();
+    // Smaller than what was learned, above what the reports' characters need.
+    let small = learned - 3;
+    common::edit_config(
+        &cfg,
+        "max_len = 12",
+        &format!("max_len = 12\nvocab_size = {small}"),
+    );
+    let o = tmca(&["train", cfg.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("made anew"), "{}", text(&o));
+    let made = vocab(&run.join("tokenizer.json"));
+    assert!(
+        made <= small,
+        "the stale tokenizer ({learned}) was kept: {made}"
+    );
+}

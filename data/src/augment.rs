@@ -335,7 +335,7 @@ fn resample(
                 if src.channels == 1 {
                     sample(0)
                 } else {
-                    0.299 * sample(0) + 0.587 * sample(1) + 0.114 * sample(2)
+                    0.2126 * sample(0) + 0.7152 * sample(1) + 0.0722 * sample(2)
                 }
             };
             for c in 0..spec.channels {
@@ -408,7 +408,7 @@ fn resample_rotated(
                 } else if src.channels == 1 {
                     sample(0)
                 } else {
-                    0.299 * sample(0) + 0.587 * sample(1) + 0.114 * sample(2)
+                    0.2126 * sample(0) + 0.7152 * sample(1) + 0.0722 * sample(2)
                 };
                 let v = ((v - 0.5) * gain + 0.5 + bias).clamp(0.0, 1.0);
                 image_out[c * opix + o] = (v - spec.mean[c]) / spec.std[c];

@@ -153,6 +153,25 @@ fn check_target(height: usize, width: usize) -> Result<(u32, u32)> {
     Ok((conv(height, "height")?, conv(width, "width")?))
 }
 
+/// The 8-bit gray of an image: Rec. 709 luma in integers, rounded,
+/// `(2126 R + 7152 G + 722 B + 5000) / 10000` (a gray picture stored as RGB keeps its values;
+/// tmca's exported predictor computes the same).
+pub fn gray8(img: &DynamicImage) -> image::GrayImage {
+    if let DynamicImage::ImageLuma8(g) = img {
+        return g.clone();
+    }
+    let rgb = img.to_rgb8();
+    let (w, h) = rgb.dimensions();
+    let luma = rgb
+        .pixels()
+        .map(|p| {
+            let [r, g, b] = p.0.map(u32::from);
+            ((2126 * r + 7152 * g + 722 * b + 5000) / 10000) as u8
+        })
+        .collect();
+    image::GrayImage::from_raw(w, h, luma).unwrap_or_else(|| image::GrayImage::new(w, h))
+}
+
 /// Converts a decoded image to `channels` (1: gray, 3: RGB), resizes it (triangle filter) to
 /// `height`x`width` and returns it planar (`C*H*W`).
 pub fn image_to_planar(
@@ -166,7 +185,7 @@ pub fn image_to_planar(
     let filter = image::imageops::FilterType::Triangle;
     match channels {
         1 => {
-            let gray = img.to_luma8();
+            let gray = gray8(&img);
             let gray = if gray.dimensions() == (w, h) {
                 gray
             } else {
@@ -195,6 +214,41 @@ pub fn image_to_planar(
             message: format!("must be 1 or 3, got {other}"),
         }),
     }
+}
+
+/// A planar 8-bit picture (`channels` 1 or 3, `height`×`width`) as an import at
+/// `out_height`×`out_width` with `out_channels` would have stored it ([`image_to_planar`]: gray
+/// by [`gray8`], resized with the anti-aliasing triangle filter). New
+/// images go to a model this way, so that they are prepared as its training images were.
+pub fn planar_as_imported(
+    data: &[u8],
+    (channels, height, width): (usize, usize, usize),
+    out_channels: usize,
+    out_height: usize,
+    out_width: usize,
+) -> Result<Vec<u8>> {
+    let (h, w) = check_target(height, width)?;
+    let plane = height * width;
+    let bad = || DataError::Config {
+        field: "channels".into(),
+        message: format!(
+            "{channels} channels of {height}x{width} in {} values",
+            data.len()
+        ),
+    };
+    let img = match channels {
+        1 => DynamicImage::ImageLuma8(
+            image::GrayImage::from_raw(w, h, data.to_vec()).ok_or_else(bad)?,
+        ),
+        3 if data.len() == 3 * plane => {
+            let rgb = (0..plane)
+                .flat_map(|i| [data[i], data[plane + i], data[2 * plane + i]])
+                .collect();
+            DynamicImage::ImageRgb8(image::RgbImage::from_raw(w, h, rgb).ok_or_else(bad)?)
+        }
+        _ => return Err(bad()),
+    };
+    image_to_planar(&img, out_channels, out_height, out_width)
 }
 
 /// Decodes `path`, converts it to gray (`channels` 1) or RGB (3), resizes it to
@@ -471,6 +525,48 @@ mod tests {
 
     fn gray_mask(w: u32, h: u32, on: u8, off: u8) -> GrayImage {
         GrayImage::from_fn(w, h, |x, _| Luma([if x < w / 2 { on } else { off }]))
+    }
+
+    #[test]
+    fn gray_is_rounded_rec709_luma_and_keeps_gray_pictures() {
+        let rgb = RgbImage::from_fn(256, 2, |x, y| {
+            let v = x as u8;
+            if y == 0 {
+                Rgb([v, v, v])
+            } else {
+                Rgb([v, 255 - v, v / 2])
+            }
+        });
+        let g = gray8(&DynamicImage::ImageRgb8(rgb));
+        for x in 0..256u32 {
+            assert_eq!(g.get_pixel(x, 0).0[0] as u32, x, "gray {x} kept");
+            let (r, gg, b) = (x, 255 - x, x / 2);
+            let want = (0.2126 * r as f64 + 0.7152 * gg as f64 + 0.0722 * b as f64).round();
+            assert_eq!(f64::from(g.get_pixel(x, 1).0[0]), want, "colour {x}");
+        }
+    }
+
+    #[test]
+    fn a_picture_already_decoded_is_prepared_as_its_file_is_imported() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("colour.png");
+        image::RgbImage::from_fn(57, 43, |x, y| {
+            image::Rgb([(x * 4) as u8, (y * 5) as u8, ((x * y) % 253) as u8])
+        })
+        .save(&path)
+        .unwrap();
+        let own = load_image(&path, 3, 43, 57).unwrap();
+        for (c, h, w) in [(1, 24, 20), (3, 24, 20), (1, 43, 57), (3, 90, 64)] {
+            let imported = load_image(&path, c, h, w).unwrap();
+            let prepared = planar_as_imported(&own, (3, 43, 57), c, h, w).unwrap();
+            assert_eq!(prepared, imported, "{c} channels at {h}x{w}");
+        }
+        let gray = load_image(&path, 1, 43, 57).unwrap();
+        assert_eq!(
+            planar_as_imported(&gray, (1, 43, 57), 1, 24, 20).unwrap(),
+            load_image(&path, 1, 24, 20).unwrap()
+        );
+        assert!(planar_as_imported(&own, (3, 40, 57), 1, 24, 20).is_err());
     }
 
     #[test]

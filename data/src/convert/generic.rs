@@ -16,7 +16,7 @@
 //!   non-empty report, and every report must belong to a listed id.
 
 use super::files::{self, KeyIndex};
-use super::{finish_plan, Plan, PlannedSample, Problems};
+use super::{finish_plan, Planned, PlannedSample, Problems};
 use crate::{DataError, Result, Split};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -75,7 +75,7 @@ fn read_splits(path: &Path) -> Result<(SplitIds, bool)> {
 
 /// Lists the samples of a generic-layout dataset at `input` and checks that the split list,
 /// images, masks and reports agree (see the module docs). Reads no pixels.
-pub fn plan_generic(input: &Path, val_fraction: f32) -> Result<Plan> {
+pub(crate) fn plan_generic(input: &Path, val_fraction: f32) -> Result<Planned> {
     files::require_input_dir(input)?;
     let images_dir = files::require_dir(input, "images", LAYOUT)?;
     let masks = KeyIndex::new(&files::require_dir(input, "masks", LAYOUT)?)?;
@@ -205,9 +205,7 @@ pub fn plan_generic(input: &Path, val_fraction: f32) -> Result<Plan> {
             format!("the report has no image '{id}' in {}", images_dir.display()),
         ));
     }
-    problems.finish()?;
-
-    Ok(finish_plan(samples, has_val, val_fraction))
+    Ok(finish_plan(samples, has_val, val_fraction, problems))
 }
 
 #[cfg(test)]
@@ -237,7 +235,9 @@ mod tests {
             dir.path(),
             r#"{"test": ["n5"], "train": ["n2", "n1", "n3"], "val": ["n4"]}"#,
         );
-        let plan = plan_generic(dir.path(), 0.2).unwrap();
+        let plan = plan_generic(dir.path(), 0.2)
+            .and_then(Planned::finish)
+            .unwrap();
         let got = plan_rows(&plan);
         assert_eq!(
             got,
@@ -257,21 +257,30 @@ mod tests {
             dir.path(),
             r#"{"train": ["n1", "n2", "n3", "n4"], "test": ["n5"]}"#,
         );
-        let plan = plan_generic(dir.path(), 0.25).unwrap();
+        let plan = plan_generic(dir.path(), 0.25)
+            .and_then(Planned::finish)
+            .unwrap();
         assert_eq!(plan.counts(), [3, 1, 1]);
         assert_eq!(plan.samples[3].name, "n4");
         assert!(plan.val_from_train);
 
         // A report saved with a byte-order mark reads without it.
         std::fs::write(dir.path().join("reports/n1.txt"), "\u{feff}nuclei n1\r\n").unwrap();
-        let plan = plan_generic(dir.path(), 0.25).unwrap();
+        let plan = plan_generic(dir.path(), 0.25)
+            .and_then(Planned::finish)
+            .unwrap();
         assert_eq!(plan.samples[0].report, "nuclei n1");
     }
 
     #[test]
     fn bad_inputs() {
         let all = r#"{"train": ["n1", "n2", "n3", "n4"], "test": ["n5"]}"#;
-        let e = |root: &Path| plan_generic(root, 0.2).unwrap_err().to_string();
+        let e = |root: &Path| {
+            plan_generic(root, 0.2)
+                .and_then(Planned::finish)
+                .unwrap_err()
+                .to_string()
+        };
 
         let dir = tempfile::tempdir().unwrap();
         fixture(

@@ -18,7 +18,7 @@
 
 use super::files::{self, match_key, KeyIndex};
 use super::table::{read_table_rows, TABLE_EXTENSIONS};
-use super::{finish_plan, Plan, PlannedSample, Problems};
+use super::{finish_plan, Planned, PlannedSample, Problems};
 use crate::{DataError, Result, Split};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -47,7 +47,7 @@ fn find_table(dir: &Path, stem: &str) -> Result<Option<PathBuf>> {
 
 /// Lists the samples of a GuideDecoder-layout dataset at `input` and checks that tables, images
 /// and masks agree (see the module docs). Reads no pixels.
-pub fn plan_guide_decoder(input: &Path, val_fraction: f32) -> Result<Plan> {
+pub(crate) fn plan_guide_decoder(input: &Path, val_fraction: f32) -> Result<Planned> {
     files::require_input_dir(input)?;
     let images_dir = files::require_dir(input, "Images", LAYOUT)?;
     let masks = KeyIndex::new(&files::require_dir(input, "GTs", LAYOUT)?)?;
@@ -155,10 +155,9 @@ pub fn plan_guide_decoder(input: &Path, val_fraction: f32) -> Result<Plan> {
             }
         }
     }
-    problems.finish()?;
 
     let has_val = tables.iter().any(|(_, s)| *s == Split::Val);
-    Ok(finish_plan(samples, has_val, val_fraction))
+    Ok(finish_plan(samples, has_val, val_fraction, problems))
 }
 
 #[cfg(test)]
@@ -199,7 +198,9 @@ mod tests {
     fn plan_in_file_order_with_val_from_train() {
         let dir = tempfile::tempdir().unwrap();
         fixture(dir.path());
-        let plan = plan_guide_decoder(dir.path(), 0.4).unwrap();
+        let plan = plan_guide_decoder(dir.path(), 0.4)
+            .and_then(Planned::finish)
+            .unwrap();
         let got = plan_rows(&plan);
         assert_eq!(
             got,
@@ -230,14 +231,21 @@ mod tests {
             &["Image", "Description"],
             &[("b.png", "4"), ("a.png", "5")],
         );
-        let plan = plan_guide_decoder(dir.path(), 0.4).unwrap();
+        let plan = plan_guide_decoder(dir.path(), 0.4)
+            .and_then(Planned::finish)
+            .unwrap();
         assert_eq!(plan.counts(), [3, 2, 1]);
         assert!(!plan.val_from_train);
     }
 
     #[test]
     fn bad_inputs() {
-        let e = |root: &Path| plan_guide_decoder(root, 0.2).unwrap_err().to_string();
+        let e = |root: &Path| {
+            plan_guide_decoder(root, 0.2)
+                .and_then(Planned::finish)
+                .unwrap_err()
+                .to_string()
+        };
 
         let dir = tempfile::tempdir().unwrap();
         fixture(dir.path());

@@ -22,7 +22,7 @@
 
 use super::files::{self, match_key, KeyIndex};
 use super::table::{read_table_rows, Table, TABLE_EXTENSIONS};
-use super::{finish_plan, Plan, PlannedSample, Problems};
+use super::{finish_plan, Planned, PlannedSample, Problems};
 use crate::{DataError, Result, Split};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -45,7 +45,7 @@ struct SplitDir {
 
 /// Lists the samples of an LViT-layout dataset at `input` and checks that tables, images and
 /// masks agree (see the module docs). Reads no pixels.
-pub fn plan_lvit(input: &Path, val_fraction: f32) -> Result<Plan> {
+pub(crate) fn plan_lvit(input: &Path, val_fraction: f32) -> Result<Planned> {
     files::require_input_dir(input)?;
     let mut dirs = Vec::new();
     let mut table_files = files::list_with_extensions(input, &TABLE_EXTENSIONS)?;
@@ -203,10 +203,9 @@ pub fn plan_lvit(input: &Path, val_fraction: f32) -> Result<Plan> {
             ),
         ));
     }
-    problems.finish()?;
 
     let has_val = dirs.iter().any(|d| d.split == Split::Val);
-    Ok(finish_plan(samples, has_val, val_fraction))
+    Ok(finish_plan(samples, has_val, val_fraction, problems))
 }
 
 #[cfg(test)]
@@ -270,7 +269,9 @@ mod tests {
     fn qata_without_val_folder() {
         let dir = tempfile::tempdir().unwrap();
         qata(dir.path(), false);
-        let plan = plan_lvit(dir.path(), 0.2).unwrap();
+        let plan = plan_lvit(dir.path(), 0.2)
+            .and_then(Planned::finish)
+            .unwrap();
         assert!(plan.val_from_train);
         let got = plan_rows(&plan);
         assert_eq!(
@@ -309,7 +310,9 @@ mod tests {
                 ("mask_covid_7.png", "v"),
             ],
         );
-        let plan = plan_lvit(dir.path(), 0.2).unwrap();
+        let plan = plan_lvit(dir.path(), 0.2)
+            .and_then(Planned::finish)
+            .unwrap();
         assert!(!plan.val_from_train);
         assert_eq!(plan.counts(), [5, 1, 1]);
         let val = &plan.samples[5];
@@ -344,13 +347,16 @@ mod tests {
             &["Image", "Description"],
             &[("c.png", "tc")],
         );
-        let plan = plan_lvit(r, 0.0).unwrap();
+        let plan = plan_lvit(r, 0.0).and_then(Planned::finish).unwrap();
         assert_eq!(plan.counts(), [2, 0, 1]);
         assert!(plan.samples[1].mask.ends_with("labelcol/b.bmp"));
     }
 
     fn err(dir: &Path) -> String {
-        plan_lvit(dir, 0.2).unwrap_err().to_string()
+        plan_lvit(dir, 0.2)
+            .and_then(Planned::finish)
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
@@ -446,7 +452,7 @@ mod tests {
             &["Image", "Description"],
             &[("covid_2.png", "one infected areas")],
         );
-        assert!(plan_lvit(dir.path(), 0.2).is_ok());
+        assert!(plan_lvit(dir.path(), 0.2).and_then(Planned::finish).is_ok());
     }
 
     #[test]

@@ -20,7 +20,7 @@
 //!   name).
 
 use super::table::{delimiter_hint, found_columns, header_name, read_cells};
-use super::{files, finish_plan, Plan, PlannedSample, Problems};
+use super::{files, finish_plan, Planned, PlannedSample, Problems};
 use crate::{DataError, Result, Split};
 use std::path::{Path, PathBuf};
 
@@ -117,7 +117,7 @@ pub(crate) fn require_table(table: &Path) -> Result<()> {
 
 /// Lists the samples of the table at `table` (see the module docs) and checks that every row
 /// is complete and its files exist. Reads no pixels.
-pub fn plan_manifest(table: &Path, val_fraction: f32) -> Result<Plan> {
+pub(crate) fn plan_manifest(table: &Path, val_fraction: f32) -> Result<Planned> {
     require_table(table)?;
     let base = table.parent().unwrap_or(Path::new("."));
     let mut rows = read_cells(table)?
@@ -197,10 +197,9 @@ pub fn plan_manifest(table: &Path, val_fraction: f32) -> Result<Plan> {
             report: report.to_string(),
         });
     }
-    problems.finish()?;
 
     let has_val = samples.iter().any(|s| s.split == Split::Val);
-    Ok(finish_plan(samples, has_val, val_fraction))
+    Ok(finish_plan(samples, has_val, val_fraction, problems))
 }
 
 #[cfg(test)]
@@ -235,7 +234,9 @@ mod tests {
                 abs.display()
             ),
         );
-        let plan = plan_manifest(&root.join("data/list.csv"), 0.25).unwrap();
+        let plan = plan_manifest(&root.join("data/list.csv"), 0.25)
+            .and_then(Planned::finish)
+            .unwrap();
         let got = plan_rows(&plan);
         assert_eq!(
             got,
@@ -275,7 +276,7 @@ mod tests {
             }
         }
         wb.save(&xlsx).unwrap();
-        let plan = plan_manifest(&xlsx, 0.0).unwrap();
+        let plan = plan_manifest(&xlsx, 0.0).and_then(Planned::finish).unwrap();
         let names: Vec<(&str, Split)> = plan
             .samples
             .iter()
@@ -303,7 +304,10 @@ mod tests {
              a.png,a_mask.png,bad split,holdout\n\
              a.png,a_mask.png,,test\n",
         );
-        let err = plan_manifest(&csv, 0.2).unwrap_err().to_string();
+        let err = plan_manifest(&csv, 0.2)
+            .and_then(Planned::finish)
+            .unwrap_err()
+            .to_string();
         for want in [
             "row 3: the 'mask' cell is empty",
             "row 4: the image",
@@ -321,24 +325,37 @@ mod tests {
             &csv,
             "image,mask,report\na.png,a_mask.png,x\nb/a.png,a_mask.png,y\n",
         );
-        let err = plan_manifest(&csv, 0.2).unwrap_err().to_string();
+        let err = plan_manifest(&csv, 0.2)
+            .and_then(Planned::finish)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("row 3: the name 'a.png' is row 2's too"),
             "{err}"
         );
 
         write(&csv, "image,report,split\na.png,x,train\n");
-        let err = plan_manifest(&csv, 0.2).unwrap_err().to_string();
+        let err = plan_manifest(&csv, 0.2)
+            .and_then(Planned::finish)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("'mask'") && err.contains("found 'image', 'report', 'split'"),
             "{err}"
         );
         write(&csv, "image,mask,report,text\na.png,a_mask.png,x,y\n");
-        let err = plan_manifest(&csv, 0.2).unwrap_err().to_string();
+        let err = plan_manifest(&csv, 0.2)
+            .and_then(Planned::finish)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("more than one column for report"), "{err}");
-        let err = plan_manifest(root, 0.2).unwrap_err().to_string();
+        let err = plan_manifest(root, 0.2)
+            .and_then(Planned::finish)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("table file as --input"), "{err}");
         let err = plan_manifest(&root.join("none.csv"), 0.2)
+            .and_then(Planned::finish)
             .unwrap_err()
             .to_string();
         assert!(
@@ -362,18 +379,27 @@ mod tests {
 img\\a.png,gt\\a.png,x,Training
 ",
         );
-        let plan = plan_manifest(&csv, 0.0).unwrap();
+        let plan = plan_manifest(&csv, 0.0).and_then(Planned::finish).unwrap();
         assert_eq!(plan.samples[0].image, root.join("img/a.png"));
         assert_eq!(plan.samples[0].split, Split::Train);
         std::fs::write(&csv, b"image,mask,report\nimg/a.png,gt/a.png,caf\xe9\n").unwrap();
-        let err = plan_manifest(&csv, 0.0).unwrap_err().to_string();
+        let err = plan_manifest(&csv, 0.0)
+            .and_then(Planned::finish)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("line 2") && err.contains("CSV UTF-8"), "{err}");
         write(&csv, "image;mask;report\nimg/a.png;gt/a.png;x\n");
-        let err = plan_manifest(&csv, 0.0).unwrap_err().to_string();
+        let err = plan_manifest(&csv, 0.0)
+            .and_then(Planned::finish)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("semicolon-separated"), "{err}");
         let tsv = root.join("t.tsv");
         write(&tsv, "image\tmask\treport\n");
-        let err = plan_manifest(&tsv, 0.0).unwrap_err().to_string();
+        let err = plan_manifest(&tsv, 0.0)
+            .and_then(Planned::finish)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("comma-separated .csv"), "{err}");
     }
 }

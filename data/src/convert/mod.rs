@@ -320,19 +320,43 @@ pub(crate) fn finish_plan(
     mut samples: Vec<PlannedSample>,
     has_val: bool,
     val_fraction: f32,
-) -> Plan {
+    problems: Problems,
+) -> Planned {
     if !has_val {
         carve_val(&mut samples, val_fraction);
     }
     samples.sort_by_key(|s| s.split);
-    Plan {
-        samples,
-        val_from_train: !has_val,
+    Planned {
+        plan: Plan {
+            samples,
+            val_from_train: !has_val,
+        },
+        problems,
+    }
+}
+
+/// A layout's plan of the samples it could match, with the problems of the others (rows
+/// without images, images without rows, …), so that later checks can list theirs too.
+#[derive(Debug)]
+pub(crate) struct Planned {
+    plan: Plan,
+    problems: Problems,
+}
+
+impl Planned {
+    /// The plan if no problem was found; otherwise every problem as one error.
+    pub fn finish(self) -> Result<Plan> {
+        self.problems.finish()?;
+        Ok(self.plan)
     }
 }
 
 /// Plans an import for `opts.layout` without the pixel-level checks of [`check_plan`].
 pub fn plan_layout(layout: Layout, input: &Path, val_fraction: f32) -> Result<Plan> {
+    planned(layout, input, val_fraction)?.finish()
+}
+
+fn planned(layout: Layout, input: &Path, val_fraction: f32) -> Result<Planned> {
     match layout {
         Layout::Lvit => lvit::plan_lvit(input, val_fraction),
         Layout::GuideDecoder => guide::plan_guide_decoder(input, val_fraction),
@@ -345,6 +369,12 @@ pub fn plan_layout(layout: Layout, input: &Path, val_fraction: f32) -> Result<Pl
 /// and mask headers that decode and agree in size. Reads only file headers (in parallel).
 pub fn check_plan(plan: &Plan, progress: &dyn Progress) -> Result<()> {
     let mut problems = Problems::default();
+    check_plan_into(plan, progress, &mut problems)?;
+    problems.finish()
+}
+
+/// [`check_plan`], adding the problems found to `problems`; `Err` only for an empty plan.
+fn check_plan_into(plan: &Plan, progress: &dyn Progress, problems: &mut Problems) -> Result<()> {
     if plan.samples.is_empty() {
         return Err(DataError::Config {
             field: "input".into(),
@@ -384,7 +414,7 @@ pub fn check_plan(plan: &Plan, progress: &dyn Progress) -> Result<()> {
     for r in headers {
         problems.check(r);
     }
-    problems.finish()
+    Ok(())
 }
 
 fn check_sizes(s: &PlannedSample) -> Result<()> {
@@ -398,21 +428,42 @@ fn check_sizes(s: &PlannedSample) -> Result<()> {
     Ok(())
 }
 
-/// Plans an import ([`plan_layout`]) and checks it ([`check_plan`]).
+/// Plans an import ([`plan_layout`]) and checks it ([`check_plan`]); every problem found is
+/// listed in one error.
 pub fn plan(opts: &ConvertOptions, progress: &dyn Progress) -> Result<Plan> {
+    planned_and_checked(opts, progress)?.finish()
+}
+
+/// [`plan`], and every mask decoded by `rule` ([`check_masks`]): what `--dry-run` checks, all
+/// problems — of the tables, file headers and mask values — listed together.
+pub fn dry_run(opts: &ConvertOptions, progress: &dyn Progress) -> Result<Plan> {
+    let mut p = planned_and_checked(opts, progress)?;
+    check_masks_into(&p.plan, opts.mask_rule, progress, &mut p.problems);
+    p.finish()
+}
+
+fn planned_and_checked(opts: &ConvertOptions, progress: &dyn Progress) -> Result<Planned> {
     opts.validate()?;
-    let plan = plan_layout(opts.layout, &opts.input, opts.val_fraction)?;
-    if plan.samples.is_empty() {
+    let mut p = planned(opts.layout, &opts.input, opts.val_fraction)?;
+    if p.plan.samples.is_empty() {
+        // The problems say why nothing matched; without any, there was nothing.
+        p.problems.finish()?;
         return Err(DataError::bad(&opts.input, "no samples found to import"));
     }
-    check_plan(&plan, progress)?;
-    Ok(plan)
+    check_plan_into(&p.plan, progress, &mut p.problems)?;
+    Ok(p)
 }
 
 /// Decodes every mask of `plan` by `rule` (in parallel) and reports every one whose values the
 /// rule refuses, together — what only the conversion itself would otherwise find, one at a
 /// time (`tmca data convert --dry-run`). Reports the phase `masks`.
 pub fn check_masks(plan: &Plan, rule: MaskRule, progress: &dyn Progress) -> Result<()> {
+    let mut problems = Problems::default();
+    check_masks_into(plan, rule, progress, &mut problems);
+    problems.finish()
+}
+
+fn check_masks_into(plan: &Plan, rule: MaskRule, progress: &dyn Progress, problems: &mut Problems) {
     progress.start("masks", plan.samples.len() as u64);
     let results: Vec<Result<()>> = plan
         .samples
@@ -426,11 +477,9 @@ pub fn check_masks(plan: &Plan, rule: MaskRule, progress: &dyn Progress) -> Resu
         })
         .collect();
     progress.finish();
-    let mut problems = Problems::default();
     for r in results {
         problems.check(r);
     }
-    problems.finish()
 }
 
 /// Decodes one planned sample: image (gray or RGB by `channels`, resized bilinear) and mask

@@ -55,8 +55,7 @@ fn convert_cmd(a: &ConvertArgs) -> anyhow::Result<()> {
     };
     if a.dry_run {
         convert::check_destination(&opts)?;
-        let plan = convert::plan(&opts, &Bar::default())?;
-        convert::check_masks(&plan, opts.mask_rule, &Bar::default())?;
+        let plan = convert::dry_run(&opts, &Bar::default())?;
         let [tr, va, te] = plan.counts();
         println!(
             "{}: {} samples would be imported (train {tr}, val {va}{}, test {te}); nothing written",

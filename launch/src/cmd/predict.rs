@@ -23,6 +23,16 @@ struct Sample {
     height: usize,
     width: usize,
     report: String,
+    /// Read from an image file (not from a store).
+    file: bool,
+}
+
+/// The model's input size: channels and side.
+type InputSize = (usize, usize);
+
+fn input_size(models: &Ensemble) -> InputSize {
+    let cfg = &models.first().cfg;
+    (cfg.model.in_channels, cfg.data.image_size)
 }
 
 impl Sample {
@@ -32,6 +42,32 @@ impl Sample {
             channels: self.channels,
             height: self.height,
             width: self.width,
+        }
+    }
+
+    /// What the model is given: a file's picture as an import at the model's size would have
+    /// stored it (anti-aliased, gray as imported: prepared as the training images were); a
+    /// store's sample as stored (resampled to the model's size as in evaluation).
+    fn model_input(&self, (channels, side): InputSize) -> anyhow::Result<Option<Vec<u8>>> {
+        if !self.file {
+            return Ok(None);
+        }
+        let own = (self.channels, self.height, self.width);
+        let data = tmca_data::imageops::planar_as_imported(&self.data, own, channels, side, side)
+            .with_context(|| format!("preparing {}", self.source))?;
+        Ok(Some(data))
+    }
+
+    /// [`Self::planar`], or `input` of [`Self::model_input`] when there is one.
+    fn input_planar<'a>(&'a self, input: &'a Option<Vec<u8>>, size: InputSize) -> Planar<'a> {
+        match input {
+            Some(data) => Planar {
+                data,
+                channels: size.0,
+                height: size.1,
+                width: size.1,
+            },
+            None => self.planar(),
         }
     }
 
@@ -51,6 +87,7 @@ impl Sample {
             height: h,
             width: w,
             report: report.to_string(),
+            file: true,
         })
     }
 }
@@ -206,6 +243,7 @@ fn store_samples<'a>(store: &'a Store, path: &'a Path, idx: &'a [usize]) -> Samp
             height: info.height,
             width: info.width,
             report: store.reports()[i].clone(),
+            file: false,
         })
     };
     (idx.len(), Box::new(fetch))
@@ -283,9 +321,15 @@ fn predict_all(
         let samples = (start..(start + batch).min(n))
             .map(&fetch)
             .collect::<anyhow::Result<Vec<_>>>()?;
+        let size = input_size(models);
+        let inputs = samples
+            .iter()
+            .map(|s| s.model_input(size))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let items: Vec<(Planar<'_>, &str)> = samples
             .iter()
-            .map(|s| (s.planar(), s.report.as_str()))
+            .zip(&inputs)
+            .map(|(s, input)| (s.input_planar(input, size), s.report.as_str()))
             .collect();
         let preds = models.predict(&items, extras.tta)?;
         for (k, (s, p)) in samples.iter().zip(&preds).enumerate() {
@@ -350,8 +394,10 @@ pub fn run(a: &PredictArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&a.output)
         .with_context(|| format!("creating {}", a.output.display()))?;
     if let Some((path, report, s)) = single {
+        let size = input_size(&models);
+        let input = s.model_input(size)?;
         let pred = models
-            .predict(&[(s.planar(), report.as_str())], a.tta)?
+            .predict(&[(s.input_planar(&input, size), report.as_str())], a.tta)?
             .pop()
             .context("no prediction")?;
         let stem = Stems::default().unique(&s.name, 0);

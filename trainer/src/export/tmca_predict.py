@@ -15,12 +15,14 @@ From Python:
     mask = prob > p.threshold
     probs = p.predict_batch([img1, img2], [report1, report2])
 
-The preprocessing is tmca's (`tmca predict`): the image as 8-bit RGB at its own size, resized
-bilinearly with pixel centres aligned (PyTorch's align_corners=False, no antialiasing) to the
-model's size, gray = 0.299 R + 0.587 G + 0.114 B for a one-channel model, scaled to [0, 1] and
-normalised with the run's mean and std; the report tokenised with the run's tokenizer.json
+The preprocessing is tmca's (`tmca predict`), which prepares a new image as `tmca data convert`
+prepared the training images: the image as 8-bit RGB at its own size, gray by the Rec. 709
+weights in integers for a one-channel model (tmca's `imageops::gray8`), resized to the model's size with
+the image crate's triangle filter (anti-aliased when shrinking; reproduced exactly here), scaled
+to [0, 1] and normalised with the run's mean and std; the report tokenised with the run's tokenizer.json
 ([CLS] ... [SEP], truncated to max_len keeping the closing [SEP], padded); the probability map
-resized back the same way to the image's size. Needs torch, numpy, safetensors, tokenizers and
+resized back to the image's size bilinearly with pixel centres aligned (PyTorch's
+align_corners=False). Needs torch, numpy, safetensors, tokenizers and
 Pillow.
 """
 
@@ -106,6 +108,61 @@ def swap_left_right(report: str) -> str:
     return "".join(out)
 
 
+def _luma(a: np.ndarray) -> np.ndarray:
+    """Gray of (H, W, 3) uint8 RGB as tmca's import makes it (imageops::gray8: Rec. 709
+    weights in integers, rounded)."""
+    r, g, b = (a[:, :, k].astype(np.uint32) for k in range(3))
+    return ((2126 * r + 7152 * g + 722 * b + 5000) // 10000).astype(np.uint8)
+
+
+def _triangle_taps(n_in: int, n_out: int) -> List[Tuple[int, List[np.float32]]]:
+    """First input index and weights of each output pixel of the image crate's triangle-filter
+    resize (`imageops::resize(.., FilterType::Triangle)`), in its float32 arithmetic."""
+    f = np.float32
+    ratio = f(n_in) / f(n_out)
+    sratio = ratio if ratio >= f(1) else f(1)
+    support = f(1) * sratio
+    taps = []
+    for o in range(n_out):
+        centre = (f(o) + f(0.5)) * ratio
+        left = min(max(int(np.floor(centre - support)), 0), n_in - 1)
+        right = min(max(int(np.ceil(centre + support)), left + 1), n_in)
+        centre = centre - f(0.5)
+        ws, total = [], f(0)
+        for i in range(left, right):
+            x = abs((f(i) - centre) / sratio)
+            w = f(1) - x if x < f(1) else f(0)
+            ws.append(w)
+            total = f(total + w)
+        taps.append((left, [f(w / total) for w in ws]))
+    return taps
+
+
+def _resize_u8(a: np.ndarray, hw: Tuple[int, int]) -> np.ndarray:
+    """(H, W, C) uint8 resized to `hw` exactly as tmca's import resizes images (the image
+    crate's triangle filter, anti-aliased when shrinking: columns, then rows, in float32,
+    rounded half away from zero)."""
+    h, w = hw
+    if a.shape[:2] == (h, w):
+        return a
+    src = a.astype(np.float32)
+    tmp = np.empty((h, a.shape[1], a.shape[2]), np.float32)
+    for o, (left, ws) in enumerate(_triangle_taps(a.shape[0], h)):
+        t = np.zeros(tmp.shape[1:], np.float32)
+        for k, wt in enumerate(ws):
+            t += src[left + k] * wt
+        tmp[o] = t
+    out = np.empty((h, w, a.shape[2]), np.float32)
+    for o, (left, ws) in enumerate(_triangle_taps(a.shape[1], w)):
+        t = np.zeros((h, a.shape[2]), np.float32)
+        for k, wt in enumerate(ws):
+            t += tmp[:, left + k] * wt
+        out[:, o] = t
+    out = np.clip(out, 0, 255)
+    whole = np.trunc(out)
+    return (whole + (out - whole >= 0.5)).astype(np.uint8)
+
+
 def _resize(x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
     if tuple(x.shape[-2:]) == tuple(hw):
         return x
@@ -159,11 +216,14 @@ class Predictor:
         return ids + [self.pad_id] * pad, [1] * n + [0] * pad
 
     def inputs(self, image: ImageLike) -> torch.Tensor:
-        """The (1, C, h, w) model input of one image (augment::process without augmentation)."""
-        x = torch.from_numpy(_rgb(image).copy()).float().permute(2, 0, 1)[None]
-        x = _resize(x, (self.height, self.width)) / 255.0
+        """The (1, C, h, w) model input of one image: prepared as tmca's import stores an image
+        (gray by Rec. 709 weights, resized with an anti-aliasing triangle filter, `_resize_u8`),
+        then normalised (augment::process without augmentation)."""
+        a = _rgb(image)
         if self.channels == 1:
-            x = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
+            a = _luma(a)[:, :, None]
+        a = _resize_u8(a, (self.height, self.width))
+        x = torch.from_numpy(np.ascontiguousarray(a)).float().permute(2, 0, 1)[None] / 255.0
         return (x.clamp(0.0, 1.0) - self.mean) / self.std
 
     def _tokens(self, reports: Sequence[str]) -> Tuple[torch.Tensor, torch.Tensor]:

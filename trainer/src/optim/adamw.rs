@@ -52,6 +52,9 @@ struct Slot {
     lr_scale: f64,
     m: Tensor,
     v: Tensor,
+    /// Updates this parameter has had: its moments' bias correction (PyTorch keeps one count
+    /// per parameter too, so one released from `optim.freeze` on resume starts at 1).
+    steps: u64,
 }
 
 /// The optimiser and its state.
@@ -79,6 +82,7 @@ impl AdamW {
                     lr_scale,
                     m,
                     v,
+                    steps: 0,
                 })
             })
             .collect::<Result<_>>()?;
@@ -100,17 +104,19 @@ impl AdamW {
         (d, self.slots.len() - d)
     }
 
-    /// One update with learning rate `lr`. Parameters without a gradient are left untouched.
+    /// One update with learning rate `lr`. Parameters without a gradient are left untouched
+    /// (and their update count with them).
     pub fn step(&mut self, grads: &Grads, lr: f64) -> Result<()> {
         self.step += 1;
-        let t = self.step as i32;
         let (b1, b2) = (self.cfg.beta1, self.cfg.beta2);
-        let bc1 = 1.0 - b1.powi(t);
-        let bc2 = 1.0 - b2.powi(t);
         for s in &mut self.slots {
             let Some(g) = grads.get(&s.name) else {
                 continue;
             };
+            s.steps += 1;
+            let t = i32::try_from(s.steps).unwrap_or(i32::MAX);
+            let bc1 = 1.0 - b1.powi(t);
+            let bc2 = 1.0 - b2.powi(t);
             let lr = lr * s.lr_scale;
             s.m = ((&s.m * b1)? + (g * (1.0 - b1))?)?;
             s.v = ((&s.v * b2)? + (g.sqr()? * (1.0 - b2))?)?;
@@ -127,19 +133,23 @@ impl AdamW {
         Ok(())
     }
 
-    /// State tensors for a checkpoint: `m.<name>`, `v.<name>`.
-    pub fn state(&self) -> HashMap<String, Tensor> {
+    /// State tensors for a checkpoint: `m.<name>`, `v.<name>` and the update count
+    /// `steps.<name>` (an f64 scalar).
+    pub fn state(&self) -> Result<HashMap<String, Tensor>> {
         let mut out = HashMap::new();
         for s in &self.slots {
             out.insert(format!("m.{}", s.name), s.m.clone());
             out.insert(format!("v.{}", s.name), s.v.clone());
+            let steps = Tensor::new(s.steps as f64, s.m.device())?;
+            out.insert(format!("steps.{}", s.name), steps);
         }
-        out
+        Ok(out)
     }
 
     /// Restores [`state`](Self::state) and the step count. Parameters the state has no
-    /// moments for (frozen when it was written, `optim.freeze`) start from zero moments; their
-    /// names are returned.
+    /// moments for (frozen when it was written, `optim.freeze`) start from zero moments and
+    /// zero updates; their names are returned. A state without update counts (written before
+    /// they were kept) counts `step` updates for every parameter it has moments of.
     pub fn load_state(
         &mut self,
         state: &HashMap<String, Tensor>,
@@ -165,6 +175,22 @@ impl AdamW {
                 }
                 *slot = t.clone();
             }
+            let sk = format!("steps.{}", s.name);
+            s.steps = match state.get(&sk) {
+                None => step,
+                Some(t) => {
+                    let n = t
+                        .to_dtype(candle_core::DType::F64)
+                        .and_then(|t| t.to_scalar::<f64>())
+                        .map_err(|e| format!("optimiser state '{sk}': {e}"))?;
+                    if !(n >= 0.0 && n <= step as f64 && n.fract() == 0.0) {
+                        return Err(format!(
+                            "optimiser state '{sk}' is {n}, not a count of at most {step} updates"
+                        ));
+                    }
+                    n as u64
+                }
+            };
         }
         self.step = step;
         Ok(fresh)
@@ -220,5 +246,93 @@ mod tests {
         assert!((full - 0.1 * 1.5).abs() < 1e-5, "{full}");
         assert!((moved("enc.a.weight") - 0.05 * 1.5).abs() < 1e-5);
         assert_eq!(moved("enc.b.weight"), 0.0);
+    }
+
+    /// Two parameters, 1 each; `store` and `names`.
+    fn two_params(dev: &Device) -> (ParamStore, [&'static str; 2]) {
+        let store = ParamStore::new(0);
+        let names = ["a.weight", "b.weight"];
+        store.preload(names.map(|n| {
+            (
+                n.to_string(),
+                Tensor::ones((2, 3), DType::F32, dev).unwrap(),
+            )
+        }));
+        let vb = store.var_builder(dev);
+        for n in names {
+            vb.get((2, 3), n).unwrap();
+        }
+        (store, names)
+    }
+
+    fn value(store: &ParamStore, n: &str) -> f32 {
+        let v = store.vars().into_iter().find(|(k, _)| k == n).unwrap().1;
+        v.as_tensor().to_vec2::<f32>().unwrap()[0][0]
+    }
+
+    /// A parameter released from `optim.freeze` on a resume at step 1000 starts its bias
+    /// correction at 1, as PyTorch's per-parameter step does: its first update moves it by lr
+    /// (it moved 2.5 lr with the run's step count), while one resumed with moments carries on.
+    #[test]
+    fn each_parameter_counts_its_own_updates() {
+        let dev = Device::Cpu;
+        let (store, names) = two_params(&dev);
+        let cfg = AdamWConfig {
+            weight_decay: 0.0,
+            ..Default::default()
+        };
+        let g = |v: f32| Tensor::full(v, (2, 3), &dev).unwrap();
+        let mut first = AdamW::new(&store, cfg.clone()).unwrap();
+        let mut only_b = Grads::default();
+        only_b.insert("b.weight", g(0.3));
+        for _ in 0..3 {
+            first.step(&only_b, 0.1).unwrap();
+        }
+        let state = first.state().unwrap();
+        assert_eq!(state["steps.a.weight"].to_scalar::<f64>().unwrap(), 0.0);
+        assert_eq!(state["steps.b.weight"].to_scalar::<f64>().unwrap(), 3.0);
+
+        // Resumed at step 1000 with moments for b only (a was frozen when it was written).
+        let mut state = state;
+        state.retain(|k, _| k.ends_with("b.weight"));
+        state.remove("steps.b.weight");
+        let mut opt = AdamW::new(&store, cfg.clone()).unwrap();
+        assert_eq!(opt.load_state(&state, 1000).unwrap(), ["a.weight"]);
+        let before = names.map(|n| value(&store, n));
+        let mut both = Grads::default();
+        both.insert("a.weight", g(0.3));
+        both.insert("b.weight", g(0.3));
+        opt.step(&both, 0.1).unwrap();
+        let moved = |k: usize| before[k] - value(&store, names[k]);
+        assert!(
+            (moved(0) - 0.1).abs() < 1e-5,
+            "released parameter moved {}",
+            moved(0)
+        );
+        // b's moments are those of 3 updates; without its own count it takes the run's 1000:
+        // bias corrections ≈ 1 and 1 − 0.999^1001, a move of m/(√(v/0.632)+ε) ≠ lr.
+        let m = 0.3 * (1.0 - 0.9f64.powi(4));
+        let v = 0.09 * (1.0 - 0.999f64.powi(4));
+        let want = 0.1 * m / ((v / (1.0 - 0.999f64.powi(1001))).sqrt() + 1e-8);
+        assert!(
+            (f64::from(moved(1)) - want).abs() < 1e-5,
+            "{} vs {want}",
+            moved(1)
+        );
+
+        // Counts survive a checkpoint round trip; a count beyond the step is refused.
+        let saved = opt.state().unwrap();
+        assert_eq!(saved["steps.a.weight"].to_scalar::<f64>().unwrap(), 1.0);
+        assert_eq!(saved["steps.b.weight"].to_scalar::<f64>().unwrap(), 1001.0);
+        let mut again = AdamW::new(&store, cfg).unwrap();
+        assert!(again.load_state(&saved, 1001).unwrap().is_empty());
+        assert_eq!(
+            again.state().unwrap()["steps.a.weight"]
+                .to_scalar::<f64>()
+                .unwrap(),
+            1.0
+        );
+        let e = again.load_state(&saved, 5).unwrap_err();
+        assert!(e.contains("steps.b.weight"), "{e}");
     }
 }

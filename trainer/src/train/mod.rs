@@ -4,6 +4,7 @@
 
 pub mod batch;
 pub mod eval;
+mod fresh_dir;
 mod lock;
 mod overlay;
 pub mod per_image;
@@ -96,12 +97,27 @@ pub fn train(
     opts: RunOptions<'_>,
 ) -> Result<TrainSummary> {
     let rank0 = sync.rank() == 0;
+    // Declared before the lock, so dropped after it: a directory this run created goes again
+    // if the run fails before training starts.
+    let mut fresh_dir = rank0.then(|| fresh_dir::FreshDir::note(&cfg.run.dir));
     // Held to the end of the run: one training process per run directory.
     let _lock = if rank0 {
         Some(lock::RunLock::acquire(&cfg.run.dir)?)
     } else {
         None
     };
+    let ckpt = Checkpointer::new(&cfg.run.dir, cfg.train.keep_last);
+    let has_checkpoints = !ckpt.steps().is_empty();
+    if matches!(opts.resume, Resume::No) && has_checkpoints {
+        // Before anything is written into the run directory (its tokenizer.json above all).
+        return Err(TrainError::config(
+            "run.dir",
+            format!(
+                "{} already holds checkpoints: continue it with --resume, or choose another run.dir (--run-dir)",
+                cfg.run.dir.display()
+            ),
+        ));
+    }
     cfg.run.apply_precision(device);
     if let (Resume::No, Some(p)) = (&opts.resume, &cfg.model.image_weights) {
         // A fresh run will read it: say so before generating data or learning a vocabulary.
@@ -117,14 +133,15 @@ pub fn train(
             Resume::From(p) => Some(p.as_path()),
             _ => None,
         };
-        let tokenizer = setup::tokenizer(cfg, &stores, from)?;
+        // Rank 0 has just written it for the others.
+        let use_saved = (matches!(opts.resume, Resume::Latest) && has_checkpoints) || !rank0;
+        let tokenizer = setup::tokenizer(cfg, &stores, from, use_saved)?;
         Ok((stores, tokenizer))
     })?;
     let params = ParamStore::new(cfg.run.seed).with_frozen(&cfg.optim.freeze);
     let model = setup::build_model(cfg, tokenizer.vocab_size(), &params, device, false)?;
     setup::check_prefixes(cfg, &params)?;
     let mut opt = AdamW::new(&params, cfg.optim.adamw())?;
-    let ckpt = Checkpointer::new(&cfg.run.dir, cfg.train.keep_last);
     let model_cfg = resume::model_config(cfg);
 
     let sources = stores
@@ -202,18 +219,7 @@ pub fn train(
         vocabulary: Some(resume::vocabulary_hash(&tokenizer)),
     };
     let loaded = match &opts.resume {
-        Resume::No => {
-            if !ckpt.steps().is_empty() {
-                return Err(TrainError::config(
-                    "run.dir",
-                    format!(
-                        "{} already holds checkpoints: continue it with --resume, or choose another run.dir (--run-dir)",
-                        cfg.run.dir.display()
-                    ),
-                ));
-            }
-            None
-        }
+        Resume::No => None,
         Resume::Latest => ckpt.latest(device)?,
         Resume::From(p) => Some(Checkpointer::load(p, device)?),
     };
@@ -334,7 +340,7 @@ pub fn train(
             .into_iter()
             .map(|(k, v)| (k, v.as_tensor().clone()))
             .collect();
-        let mut state = opt.state();
+        let mut state = opt.state()?;
         if let Some(e) = ema {
             state.extend(e.state());
         }
@@ -354,6 +360,9 @@ pub fn train(
         stopped_early: false,
         interrupted: false,
     };
+    if let Some(f) = &mut fresh_dir {
+        f.keep();
+    }
     let stop_at = opts.stop_after.unwrap_or(u64::MAX).min(total);
     let start_step = m.step;
     let (mut seen, mut t_log) = (0usize, Instant::now());

@@ -57,7 +57,8 @@ pub fn store_names(cfg: &Config) -> Vec<String> {
     given.chain(synth).collect()
 }
 
-/// The run's tokenizer: reused from the run directory (resume), else from the run of
+/// The run's tokenizer: reused from the run directory with `use_saved` (a resume of a run
+/// with checkpoints; ranks other than 0), else from the run of
 /// `resume_from` (a checkpoint `<run>/checkpoints/<name>` of another run directory: its text
 /// encoder was trained with that run's vocabulary), else loaded from `[text]`, else learned
 /// from the training reports; saved as `<run>/tokenizer.json`.
@@ -65,13 +66,23 @@ pub fn tokenizer(
     cfg: &Config,
     stores: &[Arc<Store>],
     resume_from: Option<&Path>,
+    use_saved: bool,
 ) -> Result<Arc<TextTokenizer>> {
     let t = &cfg.text;
     let saved = cfg.run.dir.join("tokenizer.json");
     let theirs = resume_from
         .and_then(|p| p.parent()?.parent().map(|run| run.join("tokenizer.json")))
         .filter(|p| p.is_file());
-    let tok = if saved.is_file() {
+    // The run's own tokenizer.json counts only beside its checkpoints: one left by a run
+    // without any (its checkpoints deleted to retrain) is made anew from this config.
+    let keep = use_saved && saved.is_file();
+    if !keep && saved.is_file() {
+        tracing::info!(
+            "{}: left by a run without checkpoints; made anew from this config",
+            saved.display()
+        );
+    }
+    let tok = if keep {
         TextTokenizer::from_file(&saved, t.max_len, true)?
     } else if let Some(p) = theirs {
         tracing::info!("tokenizer of the checkpoint's run: {}", p.display());
@@ -99,7 +110,7 @@ pub fn tokenizer(
         TextTokenizer::learn(&reports, t.vocab_size, t.max_len)?
     };
     std::fs::create_dir_all(&cfg.run.dir).map_err(|e| TrainError::io(&cfg.run.dir, e))?;
-    if !saved.is_file() {
+    if !keep {
         tok.save(&saved)?;
     }
     Ok(Arc::new(tok))
