@@ -333,11 +333,23 @@ fn non_finite_loss_stops_with_the_last_checkpoint_intact_or_is_skipped() {
 
     cfg.run.dir = dir.path().join("skip");
     cfg.train.on_nonfinite = tmca_trainer::config::OnNonFinite::Skip;
-    let s = run(&cfg, Resume::No, None);
+    // Every batch after the first update is non-finite and skipping changes no weight: after
+    // a run of skipped batches (here one epoch's) it ends as "stop" does, where it looped
+    // over epochs forever before.
+    let err = try_run(&cfg, Resume::No, None).unwrap_err();
     assert!(
-        s.steps < 12,
+        matches!(err, tmca_trainer::TrainError::NonFinite { .. })
+            && err.to_string().contains("in a row"),
+        "{err}"
+    );
+    let last = Checkpointer::new(&cfg.run.dir, 5)
+        .latest(&Device::Cpu)
+        .unwrap()
+        .expect("the steps before were checkpointed");
+    assert!(
+        (1..12).contains(&last.manifest.step),
         "non-finite steps were skipped, not applied ({} steps)",
-        s.steps
+        last.manifest.step
     );
 }
 
@@ -475,4 +487,46 @@ fn resume_continues_the_same_run_only() {
     assert!(err.contains("belongs to the run"), "{err}");
     let t = Trained::load(&a.run.dir, "step-00000012", &Device::Cpu).unwrap();
     assert_eq!(t.step, 12);
+}
+
+/// A run restarted before its first checkpoint starts at step 0 again: it tells TensorBoard
+/// so (a START at step 1 drops the earlier session's records), and every checkpoint flushes
+/// the event file, so that what a resume does not redo is on disk.
+#[test]
+fn a_restart_from_step_0_tells_tensorboard_and_checkpoints_flush_the_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(
+        &dir.path().join("run"),
+        &dir.path().join("data"),
+        "checkpoint_every = 2",
+    );
+    cfg.train.epochs = 1;
+    let go = |resume: Resume| {
+        let mut sink = tmca_trainer::sink::MemorySink::new();
+        train(
+            &cfg,
+            &Device::Cpu,
+            &mut SingleProcess,
+            &mut sink,
+            RunOptions {
+                resume,
+                stop_after: None,
+                stop: None,
+                progress: &NoProgress,
+            },
+        )
+        .unwrap();
+        sink
+    };
+    let fresh = go(Resume::No);
+    assert!(fresh.resumed_after.is_empty());
+    let steps = Checkpointer::new(&cfg.run.dir, 99).steps().len();
+    assert!(
+        fresh.flushes >= steps + 1,
+        "{} flushes for {steps} checkpoints",
+        fresh.flushes
+    );
+    std::fs::remove_dir_all(&cfg.run.dir).unwrap();
+    let restarted = go(Resume::Latest);
+    assert_eq!(restarted.resumed_after, [0]);
 }

@@ -367,8 +367,8 @@ pub struct LaunchArgs {
     /// (not after a config, data or NaN error: those would fail again).
     #[arg(long, default_value_t = 0)]
     pub max_restarts: u32,
-    /// Compute threads per rank (RAYON_NUM_THREADS, at least 1); default: this machine's
-    /// cores / nproc.
+    /// Compute threads per rank (RAYON_NUM_THREADS, at least 1); default: the environment's
+    /// RAYON_NUM_THREADS if set, else the cores this launcher may use / nproc.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub threads: Option<u64>,
     /// Machines in the job: run `tmca launch` on each with the same --nnodes, --nproc and

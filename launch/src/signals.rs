@@ -51,20 +51,68 @@ pub fn received() -> i32 {
     SIGNAL.load(Ordering::SeqCst)
 }
 
-/// Training stopped early on a signal, with a checkpoint where it stopped.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "stopped by signal {signal} after step {step}; checkpoint {checkpoint}; continue with --resume"
-)]
+/// Training stopped early on a signal, with a checkpoint where it stopped: this process's
+/// own signal, or (`signal` 0) another rank's, which all ranks stop at together.
+#[derive(Debug)]
 pub struct Interrupted {
     pub signal: i32,
     pub step: u64,
     pub checkpoint: String,
 }
 
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.signal {
+            0 => write!(
+                f,
+                "stopped after step {} because another rank was stopped",
+                self.step
+            )?,
+            s => write!(f, "stopped by signal {s} after step {}", self.step)?,
+        }
+        write!(
+            f,
+            "; checkpoint {}; continue with --resume",
+            self.checkpoint
+        )
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
 impl Interrupted {
-    /// 128 + the signal, as a shell reports a process the signal ended.
+    /// 128 + the signal, as a shell reports a process the signal ended; a stop at another
+    /// rank's request as SIGTERM's (143), so that launchers see a stop, not a failure.
     pub fn exit_code(&self) -> u8 {
-        (128 + self.signal).clamp(1, 255) as u8
+        let sig = if self.signal == 0 {
+            libc::SIGTERM
+        } else {
+            self.signal
+        };
+        (128 + sig).clamp(1, 255) as u8
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stop_at_another_ranks_request_reads_as_one() {
+        let peer = Interrupted {
+            signal: 0,
+            step: 7,
+            checkpoint: "written by rank 0".into(),
+        };
+        assert_eq!(peer.exit_code(), 143);
+        assert!(peer.to_string().contains("another rank"), "{peer}");
+        let own = Interrupted {
+            signal: libc::SIGINT,
+            ..peer
+        };
+        assert_eq!(own.exit_code(), 130);
+        assert!(own
+            .to_string()
+            .starts_with("stopped by signal 2 after step 7"));
     }
 }

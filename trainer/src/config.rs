@@ -351,6 +351,21 @@ fn bad(field: &str, message: impl Into<String>) -> TrainError {
     TrainError::config(field, message)
 }
 
+/// The first field (in `fields`' order) holding NaN or an infinity, alone or in an array.
+fn non_finite(fields: &std::collections::BTreeMap<String, toml::Value>) -> Option<(String, f64)> {
+    fn find(v: &toml::Value) -> Option<f64> {
+        match v {
+            toml::Value::Float(x) if !x.is_finite() => Some(*x),
+            toml::Value::Array(a) => a.iter().find_map(find),
+            toml::Value::Table(t) => t.values().find_map(find),
+            _ => None,
+        }
+    }
+    fields
+        .iter()
+        .find_map(|(k, v)| find(v).map(|x| (k.clone(), x)))
+}
+
 impl Config {
     /// Parses TOML text; `origin` names it in errors.
     pub fn from_toml(text: &str, origin: &Path) -> Result<Self> {
@@ -375,6 +390,9 @@ impl Config {
 
     /// Expands presets and validates every section.
     pub fn resolve(&mut self) -> Result<()> {
+        if let Some((field, x)) = non_finite(&self.fields()) {
+            return Err(bad(&field, format!("{x} is not a finite number")));
+        }
         if !["auto", "cpu", "cuda"].contains(&self.run.device.as_str()) {
             return Err(bad(
                 "run.device",
@@ -418,21 +436,40 @@ impl Config {
                 ),
             ));
         }
-        if d.mean.len() < c || d.std.len() < c {
-            return Err(bad(
-                "data.mean",
-                format!("need at least {c} values in data.mean and data.std"),
-            ));
+        for (field, v) in [("data.mean", &d.mean), ("data.std", &d.std)] {
+            if v.len() < c || v.len() > 3 {
+                return Err(bad(
+                    field,
+                    format!(
+                        "{} values: give one per image channel (1 or 3; a gray model uses the first)",
+                        v.len()
+                    ),
+                ));
+            }
+        }
+        let mut seen = std::collections::HashMap::new();
+        for s in &d.stores {
+            let key = std::fs::canonicalize(s).unwrap_or_else(|_| s.components().collect());
+            if let Some(prev) = seen.insert(key, s) {
+                return Err(bad(
+                    "data.stores",
+                    format!(
+                        "{} is listed twice (also as {}): give data.weights to draw a store more often",
+                        s.display(),
+                        prev.display()
+                    ),
+                ));
+            }
         }
         if d.std.iter().any(|&s| s <= 0.0) {
             return Err(bad("data.std", "values must be > 0"));
         }
         d.augment.validate()?;
         if let Some(s) = &d.synth {
-            if s.size % 32 != 0 {
+            if s.size == 0 || s.size % 32 != 0 {
                 return Err(bad(
                     "data.synth.size",
-                    format!("{} must be a multiple of 32", s.size),
+                    format!("{} must be a positive multiple of 32", s.size),
                 ));
             }
             for m in &s.modalities {
@@ -447,10 +484,18 @@ impl Config {
         if !(0.0..1.0).contains(&o.beta1) || !(0.0..1.0).contains(&o.beta2) {
             return Err(bad("optim.beta1", "beta1 and beta2 must be in [0, 1)"));
         }
-        if o.weight_decay < 0.0 || o.grad_clip < 0.0 || o.eps <= 0.0 {
+        for (field, v) in [
+            ("optim.weight_decay", o.weight_decay),
+            ("optim.grad_clip", o.grad_clip),
+        ] {
+            if v < 0.0 {
+                return Err(bad(field, format!("{v} must be >= 0 (0 = off)")));
+            }
+        }
+        if o.eps <= 0.0 {
             return Err(bad(
-                "optim.weight_decay",
-                "weight_decay and grad_clip must be >= 0",
+                "optim.eps",
+                format!("{} must be > 0 (e.g. 1e-8)", o.eps),
             ));
         }
         if !(0.0..=1.0).contains(&o.min_lr_ratio) {
@@ -494,10 +539,16 @@ impl Config {
         if t.val_every == 0 {
             return Err(bad("train.val_every", "must be at least 1"));
         }
-        if !(0.0..1.0).contains(&t.threshold) {
+        if !(t.threshold > 0.0 && t.threshold < 1.0) {
             return Err(bad(
                 "train.threshold",
                 format!("{} must be in (0, 1)", t.threshold),
+            ));
+        }
+        if t.keep_last == 0 {
+            return Err(bad(
+                "train.keep_last",
+                "must be at least 1 (the latest checkpoint is what --resume continues)",
             ));
         }
         Ok(())
@@ -617,6 +668,62 @@ mod tests {
         assert_eq!(a.model_hash(), h);
         a.model.dims[0] += 8;
         assert_ne!(a.model_hash(), h);
+    }
+
+    /// Values that parse but make no sense are refused naming their field (exit 2 in the
+    /// binary), before a run writes anything: NaN and infinities anywhere, negative level
+    /// weights, a store listed twice, one value too many, …
+    #[test]
+    fn senseless_values_are_refused_by_field() {
+        let cases: [(&str, &str, &str); 14] = [
+            (
+                "[optim]\n",
+                "[optim]\nweight_decay = nan\n",
+                "optim.weight_decay",
+            ),
+            ("grad_clip = 1.0", "grad_clip = nan", "optim.grad_clip"),
+            ("[optim]\n", "[optim]\neps = 0.0\n", "optim.eps"),
+            ("[data]\n", "[data]\nstd = [inf, inf, inf]\n", "data.std"),
+            (
+                "[data]\n",
+                "[data]\nmean = [0.5, 0.5, 0.5, 0.5, 0.5]\n",
+                "data.mean",
+            ),
+            ("[model]\n", "[model]\nlte_tau = nan\n", "model.lte_tau"),
+            (
+                "[1.0, 1.0, 1.0, 1.0]",
+                "[-1.0, 1.0, 1.0, 1.0]",
+                "model.contrastive_weights",
+            ),
+            ("max_len = 24", "max_len = 100000", "text.max_len"),
+            (
+                "stores = []",
+                "stores = [\"a/x.zarr\", \"a//x.zarr/\"]",
+                "data.stores",
+            ),
+            ("\nsize = 64", "\nsize = 0", "data.synth.size"),
+            ("keep_last = 2", "keep_last = 0", "train.keep_last"),
+            ("[train]\n", "[train]\nthreshold = 0.0\n", "train.threshold"),
+            (
+                "encoder = \"scratch\"",
+                "encoder = \"bert\"\nbert_dir = \"b\"\ntokenizer = \"t.json\"",
+                "text.tokenizer",
+            ),
+            (
+                "[data.augment]\n",
+                "[data.augment]\nbrightness = nan\n",
+                "data.augment.brightness",
+            ),
+        ];
+        for (from, to, field) in cases {
+            assert!(DEFAULT_CONFIG.contains(from), "{from}");
+            let text = DEFAULT_CONFIG.replacen(from, to, 1);
+            let err = match Config::from_toml(&text, Path::new("t.toml")) {
+                Ok(_) => panic!("{to:?} accepted"),
+                Err(e) => e.to_string(),
+            };
+            assert!(err.contains(field), "{to:?}: {err}");
+        }
     }
 
     /// The example config of the README's step-by-step section is a valid config.

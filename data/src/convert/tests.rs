@@ -334,3 +334,30 @@ fn table_layout_with_jpeg_masks_converts_with_a_threshold() {
     let e = convert(&opts, &NoProgress).unwrap_err().to_string();
     assert!(e.contains("table file as --input"), "{e}");
 }
+
+/// `--dry-run` lists every kind of problem at once: a report without its image (the layout's
+/// own check), an image and mask of different sizes (headers) and a mask of bad values (its
+/// pixels) — before, the last two showed only once the first was fixed.
+#[test]
+fn a_dry_run_lists_layout_header_and_mask_problems_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    generic_input(&input);
+    std::fs::write(input.join("reports/orphan.txt"), "text of no image").unwrap();
+    write_mask_sized(&input.join("masks/b.png"), W + 3, H, 4, 255);
+    write_mask(&input.join("masks/c.png"), 4, 128);
+    let opts = ConvertOptions::new(
+        Layout::Generic,
+        &input,
+        &dir.path().join("out"),
+        "g",
+        Modality::Ct,
+    );
+    let e = dry_run(&opts, &NoProgress).unwrap_err().to_string();
+    for part in ["orphan", "b.png", "c.png"] {
+        assert!(e.contains(part), "{part} missing from: {e}");
+    }
+    // The import itself stops at the layout's and the headers' problems, before decoding.
+    let e = plan(&opts, &NoProgress).unwrap_err().to_string();
+    assert!(e.contains("orphan") && e.contains("b.png"), "{e}");
+}

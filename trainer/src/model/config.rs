@@ -4,6 +4,9 @@ use crate::{Result, TrainError};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
+/// Longest `text.max_len`: BERT's 512 positions (reports are a few dozen tokens).
+pub const MAX_TEXT_LEN: usize = 512;
+
 /// `[model]`: image encoder size and the three TMCA modules.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -240,6 +243,12 @@ impl ModelConfig {
                 ),
             ));
         }
+        if let Some(w) = self.contrastive_weights.iter().find(|w| !(**w >= 0.0)) {
+            return Err(bad(
+                "model.contrastive_weights",
+                format!("{w}: the levels' weights must be >= 0 (model.lambda scales them all)"),
+            ));
+        }
         if !levels_ok(&self.lte_levels) {
             return Err(bad(
                 "model.lte_levels",
@@ -305,10 +314,16 @@ impl ModelConfig {
                 ))
             }
         }
-        if text.max_len < 3 {
+        if !(3..=MAX_TEXT_LEN).contains(&text.max_len) {
             return Err(bad(
                 "text.max_len",
-                format!("{} (at least 3)", text.max_len),
+                format!("{} (3 to {MAX_TEXT_LEN} tokens)", text.max_len),
+            ));
+        }
+        if text.encoder == "bert" && text.tokenizer.is_some() {
+            return Err(bad(
+                "text.tokenizer",
+                "not used with text.encoder = \"bert\": the BERT's own vocabulary (text.bert_dir) tokenises; remove one of them".into(),
             ));
         }
         Ok(())

@@ -65,6 +65,8 @@ pub struct MemorySink {
     pub records: Vec<SinkRecord>,
     /// How many times `flush` was called.
     pub flushes: usize,
+    /// The steps `resumed_after` was called with.
+    pub resumed_after: Vec<u64>,
 }
 
 impl MemorySink {
@@ -149,6 +151,9 @@ impl MetricSink for MemorySink {
             values: values.clone(),
             group: group.into(),
         });
+    }
+    fn resumed_after(&mut self, step: u64) {
+        self.resumed_after.push(step);
     }
     fn flush(&mut self) -> Result<()> {
         self.flushes += 1;

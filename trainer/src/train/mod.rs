@@ -61,6 +61,10 @@ pub struct RunOptions<'a> {
     pub progress: &'a dyn Progress,
 }
 
+/// Most batches in a row `train.on_nonfinite = "skip"` passes over (or one epoch's, if fewer)
+/// before the run ends as with `"stop"`.
+const MAX_SKIPPED_IN_ROW: usize = 50;
+
 /// The outcome of a run.
 #[derive(Debug, Clone)]
 pub struct TrainSummary {
@@ -295,6 +299,10 @@ pub fn train(
         let p = cfg.run.dir.join("config.toml");
         if m.step > 0 {
             resume::log_changed_settings(&p, cfg);
+        }
+        if m.step > 0 || matches!(opts.resume, Resume::Latest) {
+            // Also at step 0: a run restarted before its first checkpoint redoes what an
+            // earlier session recorded (nothing to drop in a fresh run).
             sink.resumed_after(m.step);
         }
         std::fs::write(&p, &text).map_err(|e| TrainError::io(&p, e))?;
@@ -366,6 +374,7 @@ pub fn train(
     let stop_at = opts.stop_after.unwrap_or(u64::MAX).min(total);
     let start_step = m.step;
     let (mut seen, mut t_log) = (0usize, Instant::now());
+    let (mut skipped_in_row, mut stop_while_skipping) = (0usize, false);
 
     'epochs: while m.step < stop_at && (cfg.train.max_steps > 0 || m.epoch < cfg.train.epochs) {
         let mut batches = loader.epoch(m.epoch, m.next_batch);
@@ -418,15 +427,36 @@ pub fn train(
                             })
                         }
                         OnNonFinite::Skip => {
-                            tracing::warn!("skipping step {}: loss {v}", m.step);
+                            // Skipped batches change no weight: a run of them is no bad batch
+                            // but a broken setup, which skipping would repeat forever.
+                            skipped_in_row += 1;
+                            if skipped_in_row >= per_epoch.min(MAX_SKIPPED_IN_ROW) {
+                                return Err(TrainError::NonFinite {
+                                    step: m.step + 1,
+                                    detail: format!(
+                                        "{skipped_in_row} batches in a row had a non-finite loss (last: {v}); train.on_nonfinite = \"skip\" passes over single bad batches, not this: check data.mean/std, the data and optim.lr"
+                                    ),
+                                });
+                            }
+                            tracing::warn!("skipping step {}: loss {v}", m.step + 1);
+                            if values.stop {
+                                stop_while_skipping = true;
+                                break;
+                            }
                             continue;
                         }
                     }
                 }
+                skipped_in_row = 0;
                 grads.accumulate(Grads::from_backward(&params, &losses.total.backward()?))?;
                 loss_sum += v;
                 parts += 1;
                 last = Some(values);
+            }
+            if stop_while_skipping {
+                tracing::warn!("stop requested: stopping after step {}", m.step);
+                summary.interrupted = true;
+                break 'epochs;
             }
             if parts == 0 {
                 continue;
@@ -486,6 +516,8 @@ pub fn train(
                 && m.step.is_multiple_of(cfg.train.checkpoint_every)
             {
                 summary.last_checkpoint = Some(save_step(&m, &opt, ema.as_ref())?);
+                // What a resume from this checkpoint will not redo is on disk too.
+                sink.flush()?;
             }
             if last.as_ref().is_some_and(|l| l.stop) {
                 tracing::warn!("stop requested: stopping after step {}", m.step);
@@ -519,6 +551,7 @@ pub fn train(
             })?;
             if rank0 {
                 summary.last_checkpoint = Some(save_step(&m, &opt, ema.as_ref())?);
+                sink.flush()?;
             }
             if cfg.train.patience > 0 && m.stale_validations >= cfg.train.patience {
                 tracing::info!(

@@ -206,7 +206,13 @@ async fn start_store(
 async fn supervise(a: &LaunchArgs) -> anyhow::Result<()> {
     let (store_addr, store) = start_store(a).await?;
     let world = a.nnodes * a.nproc;
-    let threads = a.threads.map(|t| t as usize).unwrap_or_else(|| {
+    // --threads, else the environment's RAYON_NUM_THREADS (as for one process), else the
+    // cores this launcher may use, shared.
+    let from_env = std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&t| t > 0);
+    let threads = a.threads.map(|t| t as usize).or(from_env).unwrap_or_else(|| {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         (cores / a.nproc).max(1)
     });
@@ -248,13 +254,15 @@ async fn supervise(a: &LaunchArgs) -> anyhow::Result<()> {
             ranks.spawn(async move { (rank, child.wait().await) });
         }
         eprintln!(
-            "tmca launch: {} ranks{}, {threads} threads each, attempt {} of {}",
+            "tmca launch: {} rank{}{}, {threads} thread{} each, attempt {} of {}",
             a.nproc,
+            if a.nproc == 1 { "" } else { "s" },
             if a.nnodes > 1 {
                 format!(" on node {} of {} ({world} in all)", a.node_rank, a.nnodes)
             } else {
                 String::new()
             },
+            if threads == 1 { "" } else { "s" },
             attempt + 1,
             a.max_restarts + 1
         );
@@ -310,6 +318,12 @@ async fn supervise(a: &LaunchArgs) -> anyhow::Result<()> {
                     break Err(LaunchError::Mismatch(m));
                 }
                 let (rank, status) = cause(&failures);
+                // A rank stopped on request (a signal of its own, or its peers stopping with
+                // it) saved a checkpoint: that ends the launch as a stop, with no restart.
+                if let Some(code @ (130 | 143)) = status.code() {
+                    eprintln!("tmca launch: rank {rank} was stopped ({status}); stopping");
+                    break Err(LaunchError::Interrupted(code - 128));
+                }
                 LaunchError::RankFailed {
                     rank,
                     status,
