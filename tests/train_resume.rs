@@ -522,7 +522,7 @@ fn a_restart_from_step_0_tells_tensorboard_and_checkpoints_flush_the_events() {
     assert!(fresh.resumed_after.is_empty());
     let steps = Checkpointer::new(&cfg.run.dir, 99).steps().len();
     assert!(
-        fresh.flushes >= steps + 1,
+        fresh.flushes > steps,
         "{} flushes for {steps} checkpoints",
         fresh.flushes
     );

@@ -349,7 +349,7 @@ fn a_dry_run_lists_layout_header_and_mask_problems_together() {
     let opts = ConvertOptions::new(
         Layout::Generic,
         &input,
-        &dir.path().join("out"),
+        dir.path().join("out"),
         "g",
         Modality::Ct,
     );

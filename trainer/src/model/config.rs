@@ -243,7 +243,7 @@ impl ModelConfig {
                 ),
             ));
         }
-        if let Some(w) = self.contrastive_weights.iter().find(|w| !(**w >= 0.0)) {
+        if let Some(w) = self.contrastive_weights.iter().find(|w| **w < 0.0) {
             return Err(bad(
                 "model.contrastive_weights",
                 format!("{w}: the levels' weights must be >= 0 (model.lambda scales them all)"),

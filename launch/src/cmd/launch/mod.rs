@@ -212,10 +212,14 @@ async fn supervise(a: &LaunchArgs) -> anyhow::Result<()> {
         .ok()
         .and_then(|v| v.trim().parse::<usize>().ok())
         .filter(|&t| t > 0);
-    let threads = a.threads.map(|t| t as usize).or(from_env).unwrap_or_else(|| {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        (cores / a.nproc).max(1)
-    });
+    let threads = a
+        .threads
+        .map(|t| t as usize)
+        .or(from_env)
+        .unwrap_or_else(|| {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            (cores / a.nproc).max(1)
+        });
     let exe = std::env::current_exe()?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
