@@ -32,17 +32,22 @@ pub struct AugmentConfig {
     /// Apply augmentation to training batches at all.
     pub enabled: bool,
     /// Range of the crop's area as a fraction of the image, e.g. [0.75, 1.0]; [1, 1] disables.
+    #[serde(serialize_with = "crate::short_float::many")]
     pub crop_scale: [f32; 2],
     /// Range of the crop's aspect ratio (width / height).
+    #[serde(serialize_with = "crate::short_float::many")]
     pub crop_ratio: [f32; 2],
     /// Maximum brightness shift, as a fraction of full scale (0 disables).
+    #[serde(serialize_with = "crate::short_float::one")]
     pub brightness: f32,
     /// Maximum relative contrast change (0 disables).
+    #[serde(serialize_with = "crate::short_float::one")]
     pub contrast: f32,
     /// Left–right flip policy.
     pub flip: FlipPolicy,
     /// Maximum rotation in degrees, drawn uniformly in ±rotate (0 disables; LViT uses 20).
     /// Small angles keep the report true; sides are never swapped by a rotation.
+    #[serde(serialize_with = "crate::short_float::one")]
     pub rotate: f32,
 }
 

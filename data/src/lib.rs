@@ -22,6 +22,7 @@ pub mod preview;
 pub mod progress;
 pub mod sample;
 pub mod sampler;
+pub mod short_float;
 pub mod store;
 pub mod synth;
 pub mod tokenize;

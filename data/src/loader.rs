@@ -80,6 +80,16 @@ pub fn report_group(report: &str) -> u64 {
         })
 }
 
+/// The contrastive group of a report cut at `text.max_len`: a hash of the token ids the model
+/// sees (FNV-1a like [`report_group`], over a marker byte and the ids' bytes).
+pub fn token_group(ids: &[u32]) -> u64 {
+    std::iter::once(0xffu8)
+        .chain(ids.iter().flat_map(|i| i.to_le_bytes()))
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+        })
+}
+
 /// Builds batches for one rank from one or more stores.
 pub struct Loader {
     stores: Vec<Arc<Store>>,
@@ -282,7 +292,13 @@ impl Job {
             let tokens = self.tokenizer.encode(&report)?;
             batch.token_ids.extend_from_slice(&tokens.ids);
             batch.attention.extend_from_slice(&tokens.attention);
-            batch.report_groups.push(report_group(&report));
+            batch.report_groups.push(if tokens.truncated {
+                // The model sees the cut text: reports that agree up to the cut are the same
+                // to it, so they are positives of each other.
+                token_group(&tokens.ids)
+            } else {
+                report_group(&report)
+            });
             batch.reports.push(report);
         }
         Ok(batch)
@@ -518,11 +534,35 @@ mod tests {
                 // The stored mask covers the image's left half and the report says "left".
                 assert_eq!(r.contains("left"), left_cols > right_cols, "{r}");
                 seen_flip |= r.contains("right");
-                assert_eq!(b.report_groups[row], report_group(r));
+                // Whole reports by their text, cut ones by their tokens.
+                let l = b.token_ids.len() / b.size;
+                let ids = &b.token_ids[row * l..(row + 1) * l];
+                let g = b.report_groups[row];
+                assert!(g == report_group(r) || g == token_group(ids), "{r}");
             }
         }
         assert!(seen_flip);
         assert_eq!(report_group("Left lung.."), report_group("left  LUNG"));
         assert_ne!(report_group("left lung"), report_group("right lung"));
+    }
+
+    /// Reports cut at `max_len` are grouped by what the model sees: two that agree up to the
+    /// cut are one group (identical embeddings are no negatives of each other); whole reports
+    /// keep their text's group.
+    #[test]
+    fn cut_reports_are_grouped_by_their_tokens() {
+        let reports = [
+            "opacity in the lower zone of the left lung and the right lung",
+            "opacity in the lower zone of the left lung and the upper zone",
+            "opacity in the lower zone",
+        ];
+        let all: Vec<String> = reports.iter().map(|r| r.to_string()).collect();
+        let tok = TextTokenizer::learn(&all, 200, 8).unwrap();
+        let t: Vec<crate::tokenize::Tokens> =
+            reports.iter().map(|r| tok.encode(r).unwrap()).collect();
+        assert!(t[0].truncated && t[1].truncated && !t[2].truncated);
+        assert_eq!(t[0].ids, t[1].ids);
+        assert_eq!(token_group(&t[0].ids), token_group(&t[1].ids));
+        assert_ne!(report_group(reports[0]), report_group(reports[1]));
     }
 }

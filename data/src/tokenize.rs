@@ -44,6 +44,8 @@ impl std::fmt::Debug for TextTokenizer {
 pub struct Tokens {
     pub ids: Vec<u32>,
     pub attention: Vec<u32>,
+    /// The text had more than `max_len` tokens: the model sees only its beginning.
+    pub truncated: bool,
 }
 
 fn tok_err(path: &Path, e: impl std::fmt::Display) -> DataError {
@@ -227,7 +229,8 @@ impl TextTokenizer {
             .encode(text, true)
             .map_err(|e| tok_err(&self.source, format!("cannot encode {text:?}: {e}")))?;
         let mut ids: Vec<u32> = enc.get_ids().to_vec();
-        if ids.len() > self.max_len {
+        let truncated = ids.len() > self.max_len;
+        if truncated {
             // Keep the closing special token (e.g. [SEP]) when truncating.
             let last = ids[ids.len() - 1];
             ids.truncate(self.max_len);
@@ -239,7 +242,11 @@ impl TextTokenizer {
         let mut attention = vec![1u32; n];
         ids.resize(self.max_len, self.pad_id);
         attention.resize(self.max_len, 0);
-        Ok(Tokens { ids, attention })
+        Ok(Tokens {
+            ids,
+            attention,
+            truncated,
+        })
     }
 
     /// The tokens of `text` as strings (for inspection and tests).

@@ -20,7 +20,7 @@ pub struct Cli {
 pub enum Command {
     /// Run the main job on the embedded default: generate the four synthetic datasets, validate
     /// them, render previews, measure the loader, train a CPU-sized TMCA and evaluate it on the
-    /// test splits (single process, CPU, a few minutes).
+    /// test splits (single process, CPU; about 1.5 minutes on 2 cores after the build).
     Quickstart(QuickstartArgs),
     /// Train TMCA (one process; under tmca launch, mpirun or srun, one rank). Without a
     /// CONFIG, trains the embedded default on the synthetic datasets.
@@ -179,7 +179,7 @@ pub struct PreviewArgs {
     #[arg(long, default_value = "train")]
     pub split: tmca_data::Split,
     /// Number of samples (spread evenly over the split; at least 1).
-    #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 12, value_parser = parse_positive)]
     pub count: u64,
     /// Tiles per row.
     #[arg(long, default_value_t = 4)]
@@ -191,7 +191,8 @@ pub enum BenchCommand {
     /// Random sample reads/s from a store on disk and loader batches/s with augmentation.
     Data(BenchDataArgs),
     /// Test-split Dice of TMCA and its ablations (image-only, no contrastive, single-level,
-    /// no LTE) on the four synthetic datasets over several seeds, mean ± sd.
+    /// no LTE) and variants (composed ops, rotation augmentation, EMA) on the four synthetic
+    /// datasets over several seeds, mean ± sd.
     Quality(BenchQualityArgs),
     /// Training-step and inference throughput, peak memory and loader rate of the default
     /// `cpu-small` TMCA at several image sizes, with a per-part profile of the step, against
@@ -369,7 +370,7 @@ pub struct LaunchArgs {
     pub max_restarts: u32,
     /// Compute threads per rank (RAYON_NUM_THREADS, at least 1); default: the environment's
     /// RAYON_NUM_THREADS if set, else the cores this launcher may use / nproc.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_parser = parse_positive)]
     pub threads: Option<u64>,
     /// Machines in the job: run `tmca launch` on each with the same --nnodes, --nproc and
     /// --master and its own --node-rank; node n runs ranks n·nproc … (n+1)·nproc − 1.
@@ -426,7 +427,7 @@ pub struct EvalArgs {
     #[arg(long)]
     pub per_image: Option<PathBuf>,
     /// Also write the results as JSON here. Evaluations of the run's own stores are always
-    /// recorded in RUN/eval/<checkpoint>-<split>[-tta].json (read by `tmca runs`).
+    /// recorded in RUN/eval/<checkpoint>-<split>[-tta][-t<P>][-a<F>].json (read by `tmca runs`).
     #[arg(long)]
     pub json: Option<PathBuf>,
 }
@@ -552,7 +553,7 @@ pub struct PredictArgs {
     pub split: tmca_data::Split,
     /// Or every row of a table of new images (batch mode, no masks needed): a `.csv` or
     /// `.xlsx` with the columns `Image` (file name) and `Description` (report), as LViT's and
-    /// GuideDecoder's tables.
+    /// GuideDecoder's tables, or `image` and `report` (a `mask` column is ignored).
     #[arg(long)]
     pub table: Option<PathBuf>,
     /// Folder the table's image names are relative to (default: the table's folder).
@@ -599,6 +600,14 @@ fn parse_nproc(s: &str) -> Result<usize, String> {
     }
     s.parse()
         .map_err(|_| format!("{s:?}: a number of ranks, or `gpu`"))
+}
+
+/// A count of at least 1.
+fn parse_positive(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("{s:?}: a whole number, at least 1")),
+    }
 }
 
 /// A command line that parses but does not make sense (exit code 2, as clap's own errors).

@@ -116,9 +116,15 @@ pub struct DataConfig {
     #[serde(default = "default_prefetch")]
     pub prefetch: usize,
     /// Per-channel normalisation `(x/255 − mean) / std`.
-    #[serde(default = "default_mean")]
+    #[serde(
+        default = "default_mean",
+        serialize_with = "tmca_data::short_float::many"
+    )]
     pub mean: Vec<f32>,
-    #[serde(default = "default_std")]
+    #[serde(
+        default = "default_std",
+        serialize_with = "tmca_data::short_float::many"
+    )]
     pub std: Vec<f32>,
     #[serde(default)]
     pub augment: AugmentConfig,
@@ -322,6 +328,7 @@ pub struct TrainConfig {
     pub log_every: u64,
     pub on_nonfinite: OnNonFinite,
     /// Probability threshold of a foreground pixel in evaluation.
+    #[serde(serialize_with = "tmca_data::short_float::one")]
     pub threshold: f32,
     /// Validation overlays written to TensorBoard per validation.
     pub preview_images: usize,

@@ -8,7 +8,8 @@ pub type Result<T, E = TrainError> = std::result::Result<T, E>;
 /// Everything that can go wrong building, training, evaluating or checkpointing a model.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
-    #[error("invalid config field `{field}`: {message}")]
+    /// A config field's value, or (`field` starting with `--`) a command-line flag's.
+    #[error("{}", config_message(field, message))]
     Config { field: String, message: String },
     #[error("{path}: {message}")]
     File { path: PathBuf, message: String },
@@ -60,5 +61,13 @@ impl TrainError {
             path: path.into(),
             source,
         }
+    }
+}
+
+fn config_message(field: &str, message: &str) -> String {
+    if field.starts_with("--") {
+        format!("{field}: {message}")
+    } else {
+        format!("invalid config field `{field}`: {message}")
     }
 }

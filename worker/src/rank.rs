@@ -12,7 +12,6 @@ use crate::env::{rank_env, RankEnv, TMCA_LAUNCH};
 use crate::store::StoreClient;
 use crate::{bind_device, TcpGroup, WorkerError, ATTEMPT_VAR, STORE_VAR};
 use candle_core::Device;
-use std::time::Duration;
 use tmca_trainer::config::Config;
 use tmca_trainer::sink::MetricSink;
 use tmca_trainer::sync::{GradSync, SingleProcess};
@@ -98,7 +97,8 @@ fn store(
         ),
     })?;
     let attempt = get(ATTEMPT_VAR).unwrap_or_else(|| "0".into());
-    let client = StoreClient::connect(&addr, Duration::from_secs(60))?;
+    // As long as a rendezvous waits for a missing rank: nodes may be started minutes apart.
+    let client = StoreClient::connect(&addr, crate::store::WAIT)?;
     Ok((client, format!("attempt{attempt}")))
 }
 

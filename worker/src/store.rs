@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 /// How long a `GET` waits for another rank's key.
 pub const WAIT: Duration = Duration::from_secs(600);
 
+/// How often a connection still waited for is reported.
+const TELL_EVERY: Duration = Duration::from_secs(30);
+
 /// A connection to the store.
 pub struct StoreClient {
     addr: String,
@@ -26,13 +29,30 @@ impl StoreClient {
     /// Connects to `addr` (host:port), retrying for up to `patience` while the store starts.
     pub fn connect(addr: &str, patience: Duration) -> Result<Self, WorkerError> {
         let start = Instant::now();
+        let mut told = Duration::ZERO;
         let stream = loop {
             match TcpStream::connect(addr) {
                 Ok(s) => break s,
                 Err(e) if start.elapsed() >= patience => {
-                    return Err(err(addr, format!("cannot connect: {e}")))
+                    return Err(err(
+                        addr,
+                        format!(
+                            "cannot connect in {} s: {e} (is node 0's tmca launch running, and is this its --master address and port?)",
+                            patience.as_secs()
+                        ),
+                    ));
                 }
-                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+                Err(e) => {
+                    // Nodes started by hand can be minutes apart: say what is awaited.
+                    if start.elapsed() >= told + TELL_EVERY {
+                        told = start.elapsed();
+                        tracing::info!(
+                            "waiting for the rendezvous store at {addr} (node 0's launcher) for {} s: {e}",
+                            told.as_secs()
+                        );
+                    }
+                    std::thread::sleep(Duration::from_millis(50))
+                }
             }
         };
         stream.set_nodelay(true).map_err(|e| err(addr, e))?;

@@ -153,8 +153,18 @@ impl TcpGroup {
         self.inp.resize(8 + m * T::SIZE, 0);
         let (out, inp) = (&self.out, &mut self.inp);
         let (rank, world) = (self.rank, self.world);
-        let fail = |what: &str, e: std::io::Error| {
-            TrainError::Collective(format!("rank {rank} {what}: {e}"))
+        let fail = |what: &str, peer: usize, e: std::io::Error| {
+            let lost = matches!(
+                e.kind(),
+                std::io::ErrorKind::UnexpectedEof
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::ConnectionReset
+            );
+            TrainError::Collective(if lost {
+                format!("rank {rank} lost its connection to rank {peer}, which has left (its own error says why): {e}")
+            } else {
+                format!("rank {rank} {what} (rank {peer}): {e}")
+            })
         };
         std::thread::scope(|s| {
             let sender = s.spawn(move || next.write_all(out));
@@ -171,8 +181,14 @@ impl TcpGroup {
             let sent = sender
                 .join()
                 .unwrap_or_else(|_| Err(std::io::Error::other("sender thread panicked")));
-            got.map_err(|e| fail("receiving from the previous rank", e))?;
-            sent.map_err(|e| fail("sending to the next rank", e))
+            got.map_err(|e| {
+                fail(
+                    "receiving from the previous rank",
+                    (rank + world - 1) % world,
+                    e,
+                )
+            })?;
+            sent.map_err(|e| fail("sending to the next rank", (rank + 1) % world, e))
         })?;
         for (i, b) in self.inp[8..].chunks_exact(T::SIZE).enumerate() {
             recv(i, T::get(b));

@@ -86,7 +86,9 @@ pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
     check_members(a, models.members())?;
     let mut rows = Vec::new();
     let per_image = a.per_image.as_ref().map(|_| &mut rows);
-    let mut sweep = a.sweep.then(ThresholdSweep::grid);
+    let mut sweep = a
+        .sweep
+        .then(|| ThresholdSweep::grid().with_min_area(a.min_area.unwrap_or(0.0)));
     let extras = super::train::EvalExtras {
         tta: a.tta,
         min_area: a.min_area.unwrap_or(0.0),

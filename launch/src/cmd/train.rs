@@ -136,7 +136,9 @@ pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     let per_image = a.per_image.as_ref().map(|_| &mut rows);
     let min_area = a.min_area.unwrap_or(0.0);
-    let mut sweep = a.sweep.then(ThresholdSweep::grid);
+    let mut sweep = a
+        .sweep
+        .then(|| ThresholdSweep::grid().with_min_area(min_area));
     let extras = EvalExtras {
         tta: a.tta,
         min_area,

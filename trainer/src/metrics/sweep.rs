@@ -22,6 +22,9 @@ pub struct SweepRow {
 pub struct ThresholdSweep {
     thresholds: Vec<f32>,
     datasets: Vec<(String, Vec<SegMetrics>)>,
+    /// `tmca eval --min-area`: at each threshold, predicted components smaller than this
+    /// fraction of the image are removed before scoring, as at the evaluation's own.
+    min_area: f32,
 }
 
 impl ThresholdSweep {
@@ -30,7 +33,14 @@ impl ThresholdSweep {
         Self {
             thresholds,
             datasets: Vec::new(),
+            min_area: 0.0,
         }
+    }
+
+    /// The sweep of an evaluation with `--min-area`: small components are removed at each
+    /// threshold (the probabilities given to [`Self::update`] are those before any removal).
+    pub fn with_min_area(self, min_area: f32) -> Self {
+        Self { min_area, ..self }
     }
 
     /// 0.05, 0.10, …, 0.95.
@@ -59,7 +69,22 @@ impl ThresholdSweep {
                 self.datasets.len() - 1
             }
         };
+        let mut cleaned = Vec::new();
         for (m, &t) in self.datasets[k].1.iter_mut().zip(&self.thresholds) {
+            let probs = if self.min_area > 0.0 {
+                cleaned.clear();
+                cleaned.extend_from_slice(probs);
+                crate::postprocess::clear_small_in_probs(
+                    &mut cleaned,
+                    n,
+                    (height, width),
+                    t,
+                    self.min_area,
+                );
+                &cleaned[..]
+            } else {
+                probs
+            };
             m.update(probs, masks, n, height, width, t)?;
         }
         Ok(())
@@ -168,5 +193,35 @@ mod tests {
         assert!(table.contains("| 0.30 ← | 1.0000 |"), "{table}");
         assert_eq!(ThresholdSweep::grid().thresholds().len(), 19);
         assert_eq!(ThresholdSweep::grid().best(), None);
+    }
+
+    /// With `--min-area`, each threshold removes the components too small at that threshold:
+    /// one 4x4 image, a 1-pixel speck (0.9) and a 4-pixel target (0.6, the mask), a speck at
+    /// 0.4 joining the target only at 0.3. Removing under 2 pixels (min area 2/16): at 0.5 the
+    /// prediction is the mask; before, the sweep saw probabilities cleaned at the run's
+    /// threshold whatever the row.
+    #[test]
+    fn with_min_area_each_threshold_removes_its_own_small_components() {
+        #[rustfmt::skip]
+        let probs = [
+            0.9, 0.0, 0.0, 0.0,
+            0.0, 0.0, 0.6, 0.6,
+            0.0, 0.0, 0.6, 0.6,
+            0.0, 0.0, 0.0, 0.4,
+        ];
+        let mask: Vec<f32> = probs.iter().map(|&p| f32::from(p == 0.6)).collect();
+        let mut sweep = ThresholdSweep::new(vec![0.3, 0.5, 0.8]).with_min_area(2.0 / 16.0);
+        sweep.update("a", &probs, &mask, 1, (4, 4)).unwrap();
+        for (i, &t) in sweep.thresholds().iter().enumerate() {
+            let mut cleaned = probs;
+            crate::postprocess::clear_small_in_probs(&mut cleaned, 1, (4, 4), t, 2.0 / 16.0);
+            let mut m = SegMetrics::default();
+            m.update(&cleaned, &mask, 1, 4, 4, t).unwrap();
+            assert_eq!(sweep.datasets[0].1[i], m, "threshold {t}");
+        }
+        let dice = |i: usize| sweep.datasets[0].1[i].summary().dice_per_image;
+        assert_eq!(dice(1), 1.0, "speck removed at 0.5");
+        assert!(dice(0) < 1.0, "at 0.3 the 0.4 pixel joins the target");
+        assert_eq!(dice(2), 0.0, "at 0.8 only the speck is above, and removed");
     }
 }

@@ -103,8 +103,11 @@ pub fn repeats_table(groups: &[RepeatGroup]) -> String {
     if groups.is_empty() {
         return String::new();
     }
-    let spread =
-        |s: Spread, digits: usize| format!("{:.digits$} ± {:.digits$} (n={})", s.mean, s.sd, s.n);
+    // One value has no spread to show (not ± 0).
+    let spread = |s: Spread, digits: usize| match s.n {
+        1 => format!("{:.digits$} (n=1)", s.mean),
+        _ => format!("{:.digits$} ± {:.digits$} (n={})", s.mean, s.sd, s.n),
+    };
     let cell =
         |s: Option<Spread>, digits: usize| s.map_or_else(|| "–".into(), |s| spread(s, digits));
     let mut out = String::from(
@@ -158,6 +161,15 @@ mod tests {
             "{t}"
         );
         assert!(repeats_table(&repeat_groups(&runs[3..])).is_empty());
+        // A repeat with one test evaluation shows its value alone, no "± 0.0000".
+        let mut one = g.clone();
+        one[0].test_dice = Some(Spread {
+            mean: 0.5,
+            sd: 0.0,
+            n: 1,
+        });
+        let t = repeats_table(&one);
+        assert!(t.contains("| 0.5000 (n=1) |"), "{t}");
         // Another selection metric is named, HD95 to two places.
         for r in &mut runs {
             r.select = crate::config::Select::Hd95;

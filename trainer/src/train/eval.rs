@@ -23,8 +23,9 @@ pub struct EvalResult {
     pub summary: SegSummary,
 }
 
-/// What [`evaluate`] calls with each batch, its store, its probabilities, the enhancement
-/// maps A_l (B, 1, h, w) of the direct pass with their level, and each image's scores.
+/// What [`evaluate`] calls with each batch, its store, its probabilities (before any
+/// `min_area` removal), the enhancement maps A_l (B, 1, h, w) of the direct pass with their
+/// level, and each image's scores (after it).
 pub type OnBatch<'a> =
     dyn FnMut(&Store, &Batch, &[f32], &[(usize, Tensor)], &[ImageScores]) -> Result<()> + 'a;
 
@@ -107,6 +108,7 @@ pub fn evaluate_ensemble(
             let b = b?;
             let (probs, maps) = ensemble_probabilities(members, &b, spec.tta, device)?;
             let mut probs: Vec<f32> = probs.detach().flatten_all()?.to_vec1()?;
+            let raw = (spec.min_area > 0.0).then(|| probs.clone());
             crate::postprocess::clear_small_in_probs(
                 &mut probs,
                 b.size,
@@ -115,7 +117,7 @@ pub fn evaluate_ensemble(
                 spec.min_area,
             );
             let scores = m.update(&probs, &b.masks, b.size, b.height, b.width, spec.threshold)?;
-            on_batch(store, &b, &probs, &maps, &scores)?;
+            on_batch(store, &b, raw.as_deref().unwrap_or(&probs), &maps, &scores)?;
             spec.progress.inc(1);
         }
         spec.progress.finish();

@@ -253,11 +253,13 @@ pub fn train(
                 l.path.display()
             );
         }
-        tracing::info!(
-            "resumed from {} at step {}",
-            l.path.display(),
-            l.manifest.step
-        );
+        if rank0 {
+            tracing::info!(
+                "resumed from {} at step {}",
+                l.path.display(),
+                l.manifest.step
+            );
+        }
         // A checkpoint of another run directory starts this one: its best value is that
         // run's, and this run keeps its own `best`.
         let foreign = !ckpt.holds(&l.path);
@@ -454,7 +456,9 @@ pub fn train(
                 last = Some(values);
             }
             if stop_while_skipping {
-                tracing::warn!("stop requested: stopping after step {}", m.step);
+                if rank0 {
+                    tracing::warn!("stop requested: stopping after step {}", m.step);
+                }
                 summary.interrupted = true;
                 break 'epochs;
             }
@@ -520,7 +524,9 @@ pub fn train(
                 sink.flush()?;
             }
             if last.as_ref().is_some_and(|l| l.stop) {
-                tracing::warn!("stop requested: stopping after step {}", m.step);
+                if rank0 {
+                    tracing::warn!("stop requested: stopping after step {}", m.step);
+                }
                 summary.interrupted = true;
                 break 'epochs;
             }
@@ -542,23 +548,32 @@ pub fn train(
                 validate(&model, &stores, &spec, cfg, device, sync, sink, m.step)
             })?;
             log_validation(vlog.as_ref(), &results, &m, cfg.train.threshold)?;
-            record_validation(results, &mut m, &mut summary, cfg.train.select, &|m| {
-                if rank0 {
-                    save("best", m, &opt, ema.as_ref()).map(Some)
-                } else {
-                    Ok(None)
-                }
-            })?;
+            record_validation(
+                results,
+                &mut m,
+                &mut summary,
+                cfg.train.select,
+                rank0,
+                &|m| {
+                    if rank0 {
+                        save("best", m, &opt, ema.as_ref()).map(Some)
+                    } else {
+                        Ok(None)
+                    }
+                },
+            )?;
             if rank0 {
                 summary.last_checkpoint = Some(save_step(&m, &opt, ema.as_ref())?);
                 sink.flush()?;
             }
             if cfg.train.patience > 0 && m.stale_validations >= cfg.train.patience {
-                tracing::info!(
-                    "early stop: no better val {} in {} validations",
-                    cfg.train.select.label(),
-                    m.stale_validations
-                );
+                if rank0 {
+                    tracing::info!(
+                        "early stop: no better val {} in {} validations",
+                        cfg.train.select.label(),
+                        m.stale_validations
+                    );
+                }
                 summary.stopped_early = true;
                 break;
             }
@@ -572,13 +587,20 @@ pub fn train(
             validate(&model, &stores, &spec, cfg, device, sync, sink, m.step)
         })?;
         log_validation(vlog.as_ref(), &results, &m, cfg.train.threshold)?;
-        record_validation(results, &mut m, &mut summary, cfg.train.select, &|m| {
-            if rank0 {
-                save("best", m, &opt, ema.as_ref()).map(Some)
-            } else {
-                Ok(None)
-            }
-        })?;
+        record_validation(
+            results,
+            &mut m,
+            &mut summary,
+            cfg.train.select,
+            rank0,
+            &|m| {
+                if rank0 {
+                    save("best", m, &opt, ema.as_ref()).map(Some)
+                } else {
+                    Ok(None)
+                }
+            },
+        )?;
     }
     if rank0 {
         let name = format!("step-{:08}", m.step);

@@ -30,21 +30,24 @@ pub(super) fn log_validation(
     Ok(())
 }
 
-/// Logs a validation, keeps the best checkpoint (via `save_best`) and the patience count.
+/// Logs a validation (rank 0), keeps the best checkpoint (via `save_best`) and the patience count.
 pub(super) fn record_validation(
     results: Vec<EvalResult>,
     m: &mut Manifest,
     summary: &mut TrainSummary,
     select: Select,
+    rank0: bool,
     save_best: &dyn Fn(&Manifest) -> Result<Option<PathBuf>>,
 ) -> Result<()> {
     let value = select_value(select, &results);
-    tracing::info!(
-        "epoch {} step {}: val {} (mean over datasets) {value:.4}",
-        m.epoch,
-        m.step,
-        select.label()
-    );
+    if rank0 {
+        tracing::info!(
+            "epoch {} step {}: val {} (mean over datasets) {value:.4}",
+            m.epoch,
+            m.step,
+            select.label()
+        );
+    }
     summary.last_val = results;
     if select.improves(value, m.best_val) {
         m.best_val = Some(value);

@@ -349,6 +349,11 @@ async fn supervise(a: &LaunchArgs) -> anyhow::Result<()> {
         );
     };
     if let Some(store) = store {
+        if matches!(result, Err(LaunchError::Mismatch(_))) {
+            // The other nodes read this node's shape from the store to say what differs:
+            // keep it up a moment for those that have not yet.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
         store.abort();
     }
     Ok(result?)
