@@ -251,6 +251,7 @@ fn batch(b: usize, c: usize, (h, w): (usize, usize), seed: u64) -> Res<(Inputs, 
             token_ids: Tensor::from_vec(ids, (b, MAX_LEN), &dev)?.to_dtype(DType::U32)?,
             attention: Tensor::from_vec(att, (b, MAX_LEN), &dev)?.to_dtype(DType::U32)?,
             masks: Some(Tensor::from_vec(masks, (b, 1, h, w), &dev)?),
+            drop_path: None,
         },
         groups,
     ))

@@ -530,3 +530,30 @@ fn a_restart_from_step_0_tells_tensorboard_and_checkpoints_flush_the_events() {
     let restarted = go(Resume::Latest);
     assert_eq!(restarted.resumed_after, [0]);
 }
+
+/// Stochastic depth (`optim.drop_path`) changes training and resumes exactly: the branches
+/// dropped after a resume are the ones an uninterrupted run drops.
+#[test]
+fn stochastic_depth_trains_differently_and_resumes_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let plain = config(&dir.path().join("plain"), &data, "");
+    let p = run(&plain, Resume::No, None);
+    let mut straight = config(&dir.path().join("a"), &data, "");
+    straight.optim.drop_path = 0.5;
+    let s = run(&straight, Resume::No, None);
+    assert_ne!(
+        weights(p.last_checkpoint.as_ref().unwrap()),
+        weights(s.last_checkpoint.as_ref().unwrap()),
+        "drop_path changed nothing"
+    );
+    let mut cut = config(&dir.path().join("b"), &data, "");
+    cut.optim.drop_path = 0.5;
+    run(&cut, Resume::No, Some(5));
+    let second = run(&cut, Resume::Latest, None);
+    assert_eq!(
+        weights(s.last_checkpoint.as_ref().unwrap()),
+        weights(second.last_checkpoint.as_ref().unwrap()),
+        "resumed run must reach identical weights"
+    );
+}

@@ -187,6 +187,10 @@ pub struct OptimConfig {
     /// validation, the best checkpoint, eval, predict and export use the averaged weights.
     #[serde(skip_serializing_if = "is_zero")]
     pub ema: f64,
+    /// Stochastic depth of the image encoder's blocks while training (0 = off; ConvNeXt-T
+    /// fine-tuning uses 0.1–0.4): the rate of the last block, rising linearly from 0.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub drop_path: f64,
 }
 
 fn is_zero(v: &f64) -> bool {
@@ -209,6 +213,7 @@ impl Default for OptimConfig {
             freeze: vec![],
             lr_scale: BTreeMap::new(),
             ema: 0.0,
+            drop_path: 0.0,
         }
     }
 }
@@ -513,6 +518,12 @@ impl Config {
         }
         if o.accumulate == 0 {
             return Err(bad("optim.accumulate", "must be at least 1"));
+        }
+        if !(0.0..1.0).contains(&o.drop_path) {
+            return Err(bad(
+                "optim.drop_path",
+                format!("{} must be in [0, 1) (0 = off; e.g. 0.1)", o.drop_path),
+            ));
         }
         if !(0.0..1.0).contains(&o.ema) {
             return Err(bad(

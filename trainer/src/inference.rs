@@ -265,6 +265,7 @@ impl Trained {
             token_ids: Tensor::from_vec(ids, (n, l), &self.device)?,
             attention: Tensor::from_vec(att, (n, l), &self.device)?,
             masks: None,
+            drop_path: None,
         };
         let mirrored = if tta {
             let reports: Vec<String> = items.iter().map(|(_, r)| r.to_string()).collect();

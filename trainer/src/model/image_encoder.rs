@@ -30,11 +30,20 @@ impl Block {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_scaled(x, None)
+    }
+
+    /// [`Self::forward`] with the residual branch scaled per sample by `scale` (B, 1, 1, 1):
+    /// stochastic depth ([`super::drop_path`]).
+    pub fn forward_scaled(&self, x: &Tensor, scale: Option<&Tensor>) -> Result<Tensor> {
         let y = self.dwconv.forward(x)?.permute((0, 2, 3, 1))?;
         let y = self.norm.forward(&y)?;
         let y = self.pwconv2.forward(&gelu(&self.pwconv1.forward(&y)?)?)?;
         let y = y.broadcast_mul(&self.gamma)?.permute((0, 3, 1, 2))?;
-        x + y
+        match scale {
+            Some(s) => x + y.broadcast_mul(s)?,
+            None => x + y,
+        }
     }
 }
 
@@ -92,14 +101,25 @@ impl ImageEncoder {
 
     /// `x` (B, C, H, W) → [F1 (B,d0,H/4,W/4), F2, F3, F4 (B,d3,H/32,W/32)].
     pub fn forward(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+        self.forward_dropping(x, None)
+    }
+
+    /// [`Self::forward`] with stochastic depth (training).
+    pub fn forward_dropping(
+        &self,
+        x: &Tensor,
+        drop: Option<&super::drop_path::DropPath>,
+    ) -> Result<Vec<Tensor>> {
         let mut h = self.stem_norm.forward(&self.stem_conv.forward(x)?)?;
         let mut feats = Vec::with_capacity(4);
+        let mut k = 0;
         for (i, stage) in self.stages.iter().enumerate() {
             if i > 0 {
                 h = self.downsample[i - 1].forward(&h)?;
             }
             for block in stage {
-                h = block.forward(&h)?;
+                h = block.forward_scaled(&h, drop.and_then(|d| d.block(k)))?;
+                k += 1;
             }
             feats.push(h.clone());
         }

@@ -5,6 +5,7 @@
 pub mod config;
 pub mod contrastive;
 pub mod decoder;
+pub mod drop_path;
 pub mod image_encoder;
 pub mod loss;
 pub mod lte;
@@ -37,6 +38,8 @@ pub struct Inputs {
     pub attention: Tensor,
     /// (B, 1, H, W) 0/1 masks (training and evaluation only).
     pub masks: Option<Tensor>,
+    /// Training only: the image encoder blocks' stochastic depth for this batch.
+    pub drop_path: Option<drop_path::DropPath>,
 }
 
 /// What a forward pass produces.
@@ -160,7 +163,9 @@ impl Tmca {
 
     /// Runs the model. With masks, also returns the contrastive embeddings of this batch.
     pub fn forward(&self, x: &Inputs) -> Result<Output> {
-        let feats = self.image.forward(&x.images)?;
+        let feats = self
+            .image
+            .forward_dropping(&x.images, x.drop_path.as_ref())?;
         let text = match &self.text {
             Some(enc) => Some(enc.forward(&x.token_ids, &x.attention)?),
             None => None,

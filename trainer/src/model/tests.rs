@@ -68,6 +68,7 @@ pub(crate) fn batch(
             token_ids: Tensor::from_vec(ids, (b, l), &dev).unwrap(),
             attention: Tensor::from_vec(att, (b, l), &dev).unwrap(),
             masks: Some(t(masks, (b, 1, hw, hw))),
+            drop_path: None,
         },
         groups,
     )

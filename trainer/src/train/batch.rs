@@ -15,5 +15,6 @@ pub fn to_inputs(b: &Batch, device: &Device) -> Result<Inputs> {
             (b.size, 1, b.height, b.width),
             device,
         )?),
+        drop_path: None,
     })
 }

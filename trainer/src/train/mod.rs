@@ -18,6 +18,7 @@ mod validation;
 
 use crate::checkpoint::{Checkpointer, Manifest, MANIFEST_VERSION};
 use crate::config::{Config, OnNonFinite};
+use crate::model::drop_path::DropPath;
 use crate::optim::{AdamW, Ema, Grads, Schedule};
 use crate::params::ParamStore;
 use crate::pretrained;
@@ -60,6 +61,9 @@ pub struct RunOptions<'a> {
     pub stop: Option<&'a AtomicBool>,
     pub progress: &'a dyn Progress,
 }
+
+/// Distinguishes the stochastic-depth draws from the loader's, which share the run's seed.
+const DROP_PATH_STREAM: u64 = 0xD509;
 
 /// Most batches in a row `train.on_nonfinite = "skip"` passes over (or one epoch's, if fewer)
 /// before the run ends as with `"stop"`.
@@ -391,7 +395,26 @@ pub fn train(
             while parts < acc && m.next_batch < per_epoch {
                 let Some(b) = batches.next() else { break };
                 let b = b?;
-                let x = to_inputs(&b, device)?;
+                let mut x = to_inputs(&b, device)?;
+                if cfg.optim.drop_path > 0.0 {
+                    // Drawn per (seed, epoch, batch, rank): a resumed run drops the same.
+                    let seed = tmca_data::sampler::derive_seed(&[
+                        cfg.run.seed,
+                        DROP_PATH_STREAM,
+                        m.epoch,
+                        m.next_batch as u64,
+                        sync.rank() as u64,
+                    ]);
+                    let mut rng =
+                        <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(seed);
+                    x.drop_path = DropPath::sample(
+                        cfg.optim.drop_path,
+                        &cfg.model.depths,
+                        b.size,
+                        &mut rng,
+                        device,
+                    )?;
+                }
                 let out = model.forward(&x)?;
                 let masks = x
                     .masks

@@ -65,6 +65,7 @@ pub fn probabilities_and_maps(
         token_ids,
         attention,
         masks: None,
+        drop_path: None,
     };
     let q = candle_nn::ops::sigmoid(&model.forward(&flipped)?.logits)?.flip(&[3])?;
     Ok((((p + q)? * 0.5)?, out.maps))
@@ -112,6 +113,7 @@ mod tests {
             token_ids: ids,
             attention: att,
             masks: None,
+            drop_path: None,
         };
         let plain = probabilities(&model, &x, None).unwrap();
         let logits = model.forward(&x).unwrap().logits;
@@ -139,6 +141,7 @@ mod tests {
             token_ids: ids,
             attention: att,
             masks: None,
+            drop_path: None,
         };
         let tta_m = probabilities(
             &model,
