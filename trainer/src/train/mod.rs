@@ -571,19 +571,13 @@ pub fn train(
                 validate(&model, &stores, &spec, cfg, device, sync, sink, m.step)
             })?;
             log_validation(vlog.as_ref(), &results, &m, cfg.train.threshold)?;
+            let best = |m: &Manifest| save("best", m, &opt, ema.as_ref());
             record_validation(
                 results,
                 &mut m,
                 &mut summary,
                 cfg.train.select,
-                rank0,
-                &|m| {
-                    if rank0 {
-                        save("best", m, &opt, ema.as_ref()).map(Some)
-                    } else {
-                        Ok(None)
-                    }
-                },
+                rank0.then_some(&best),
             )?;
             if rank0 {
                 summary.last_checkpoint = Some(save_step(&m, &opt, ema.as_ref())?);
@@ -610,19 +604,13 @@ pub fn train(
             validate(&model, &stores, &spec, cfg, device, sync, sink, m.step)
         })?;
         log_validation(vlog.as_ref(), &results, &m, cfg.train.threshold)?;
+        let best = |m: &Manifest| save("best", m, &opt, ema.as_ref());
         record_validation(
             results,
             &mut m,
             &mut summary,
             cfg.train.select,
-            rank0,
-            &|m| {
-                if rank0 {
-                    save("best", m, &opt, ema.as_ref()).map(Some)
-                } else {
-                    Ok(None)
-                }
-            },
+            rank0.then_some(&best),
         )?;
     }
     if rank0 {

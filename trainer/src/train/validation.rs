@@ -30,17 +30,20 @@ pub(super) fn log_validation(
     Ok(())
 }
 
-/// Logs a validation (rank 0), keeps the best checkpoint (via `save_best`) and the patience count.
+/// Writes the `best` checkpoint of a manifest.
+pub(super) type SaveBest<'a> = dyn Fn(&Manifest) -> Result<PathBuf> + 'a;
+
+/// Logs a validation and keeps the best checkpoint (rank 0: `save_best`), and the patience
+/// count.
 pub(super) fn record_validation(
     results: Vec<EvalResult>,
     m: &mut Manifest,
     summary: &mut TrainSummary,
     select: Select,
-    rank0: bool,
-    save_best: &dyn Fn(&Manifest) -> Result<Option<PathBuf>>,
+    save_best: Option<&SaveBest<'_>>,
 ) -> Result<()> {
     let value = select_value(select, &results);
-    if rank0 {
+    if save_best.is_some() {
         tracing::info!(
             "epoch {} step {}: val {} (mean over datasets) {value:.4}",
             m.epoch,
@@ -52,8 +55,8 @@ pub(super) fn record_validation(
     if select.improves(value, m.best_val) {
         m.best_val = Some(value);
         m.stale_validations = 0;
-        if let Some(p) = save_best(m)? {
-            summary.best_checkpoint = Some(p);
+        if let Some(save) = save_best {
+            summary.best_checkpoint = Some(save(m)?);
         }
     } else {
         m.stale_validations += 1;
