@@ -75,6 +75,22 @@ fn export_and_check(dir: &Path, run: &Path, channels: u64, mean: f64) {
         std::fs::read(export.join("weights.safetensors")).unwrap(),
         before
     );
+    // Onto a file: refused as a usage error too, the file kept.
+    let file = dir.join("notes.txt");
+    std::fs::write(&file, "mine").unwrap();
+    let o = tmca(&[
+        "export",
+        run.to_str().unwrap(),
+        "--output",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("--output") && text(&o).contains("is a file"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "mine");
 
     predict_and_check(dir, &[run], &export);
 }

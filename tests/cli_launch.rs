@@ -327,3 +327,80 @@ fn a_config_error_is_not_restarted_and_keeps_its_exit_code() {
         "{out}"
     );
 }
+
+/// SIGTERM to one rank (a scheduler or a user stopping that process): every rank stops after
+/// the same step with a checkpoint, the other saying why, and the launch ends as stopped
+/// (exit 143) instead of restarting.
+#[test]
+fn a_rank_stopped_alone_stops_the_launch_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), "one", 2, 6);
+    common::checkpoint_every_4(&cfg);
+    let launcher = launch_until_first_checkpoint(&cfg, &["--max-restarts", "2"]);
+    let mut ranks = children(launcher.id());
+    ranks.sort();
+    assert_eq!(ranks.len(), 2, "{ranks:?}");
+    Command::new("kill")
+        .args(["-TERM", &ranks[1].to_string()])
+        .status()
+        .unwrap();
+    let o = launcher.wait_with_output().unwrap();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(143), "{out}");
+    assert!(out.contains("because another rank was stopped"), "{out}");
+    assert!(!out.contains("restart 1"), "{out}");
+    assert!(!out.contains("signal 0"), "{out}");
+}
+
+/// A --master port that is taken is an I/O error (exit 4) naming the port.
+#[test]
+fn a_busy_master_port_is_an_io_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), "busy", 2, 1);
+    let taken = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let o = tmca()
+        .args([
+            "launch",
+            "--nnodes",
+            "2",
+            "--node-rank",
+            "0",
+            "--nproc",
+            "1",
+        ])
+        .args(["--master", &format!("127.0.0.1:{port}")])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("rendezvous store on port {port}")),
+        "{}",
+        text(&o)
+    );
+}
+
+/// A node still waiting for node 0 (never started here) ends at once on SIGTERM: its ranks
+/// have nothing to save yet, so they do not wait for a step to end (they did, 30 s).
+#[test]
+fn a_node_waiting_for_node_0_stops_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), "wait", 2, 1);
+    let master = free_port_address();
+    let child = node(1, &master, &cfg, &[]);
+    std::thread::sleep(Duration::from_secs(3));
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let t = Instant::now();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(143), "{}", text(&o));
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "{:?}: {}",
+        t.elapsed(),
+        text(&o)
+    );
+}

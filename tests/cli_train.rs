@@ -222,14 +222,36 @@ fn train_eval_predict_write_what_they_promise() {
         half.unwrap()["mean_dice_per_image"],
         sw["mean_dice_per_image"]
     );
+    // With --min-area each threshold removes its own small components: the 0.50 row is the
+    // evaluation with --min-area at 0.5.
+    let sweep_a = dir.path().join("sweep-a.json");
     let o = tmca(&[
         "eval",
-        run.to_str().unwrap(),
+        r,
+        "--split",
+        "test",
+        "--store",
+        e,
         "--sweep",
         "--min-area",
         "0.1",
+        "--json",
+        sweep_a.to_str().unwrap(),
     ]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(o.status.success(), "{}", text(&o));
+    let sa: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&sweep_a).unwrap()).unwrap();
+    let half = sa["sweep"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| (r["threshold"].as_f64().unwrap() - 0.5).abs() < 1e-6)
+        .cloned();
+    assert_eq!(
+        half.unwrap()["mean_dice_per_image"],
+        sa["mean_dice_per_image"]
+    );
+    assert_eq!(sa["min_area"].as_f64(), Some(0.1));
     let o = tmca(&["eval", run.to_str().unwrap(), "--min-area", "1"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let o = tmca(&["eval", run.to_str().unwrap(), "--threshold", "1.5"]);

@@ -419,8 +419,9 @@ pub struct EvalArgs {
     #[arg(long, value_name = "FRACTION", value_parser = parse_area, allow_negative_numbers = true)]
     pub min_area: Option<f32>,
     /// Also score the thresholds 0.05, 0.10, …, 0.95 in the same pass and print them with the
-    /// best (choose on --split val, then evaluate test with --threshold).
-    #[arg(long, conflicts_with = "min_area")]
+    /// best (choose on --split val, then evaluate test with --threshold); with --min-area, each
+    /// threshold removes its own small components.
+    #[arg(long)]
     pub sweep: bool,
     /// Also write one CSV row per image here: dataset, index, source name, Dice, IoU, HD95,
     /// ASSD, predicted and mask pixels, report (for error analysis and paired comparisons of runs).

@@ -7,6 +7,8 @@
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
 
 static STOP: AtomicBool = AtomicBool::new(false);
+/// Whether a first signal waits for the step to end (training); before, it ends the process.
+static GRACEFUL: AtomicBool = AtomicBool::new(false);
 static SIGNAL: AtomicI32 = AtomicI32::new(0);
 /// CLOCK_MONOTONIC milliseconds of the first signal.
 static FIRST_MS: AtomicI64 = AtomicI64::new(0);
@@ -24,6 +26,12 @@ fn now_ms() -> i64 {
 extern "C" fn on_signal(sig: libc::c_int) {
     // Only async-signal-safe work: atomics, clock_gettime and _exit.
     let now = now_ms();
+    if !GRACEFUL.load(Ordering::SeqCst) {
+        // Still meeting the other ranks (a node may wait minutes for another): nothing to
+        // save yet, so end now.
+        // SAFETY: _exit is async-signal-safe.
+        unsafe { libc::_exit(128 + sig) };
+    }
     if SIGNAL.swap(sig, Ordering::SeqCst) != 0 {
         if now - FIRST_MS.load(Ordering::SeqCst) >= 2000 {
             // SAFETY: _exit is async-signal-safe.
@@ -33,6 +41,12 @@ extern "C" fn on_signal(sig: libc::c_int) {
     }
     FIRST_MS.store(now, Ordering::SeqCst);
     STOP.store(true, Ordering::SeqCst);
+}
+
+/// From now on a first signal asks the trainer to stop after its step (call once the ranks
+/// have met); until then a signal ends the process at once.
+pub fn graceful() {
+    GRACEFUL.store(true, Ordering::SeqCst);
 }
 
 /// Installs the handler; the flag it sets is what `RunOptions::stop` takes.

@@ -438,6 +438,14 @@ impl Config {
                 ),
             ));
         }
+        if d.weights.iter().any(|w| *w < 0.0)
+            || (!d.weights.is_empty() && d.weights.iter().sum::<f64>() <= 0.0)
+        {
+            return Err(bad(
+                "data.weights",
+                format!("{:?}: weights must be >= 0, and not all 0", d.weights),
+            ));
+        }
         let c = self.model.in_channels;
         if d.folds == 1 || (d.folds > 0 && d.fold >= d.folds) || (d.folds == 0 && d.fold > 0) {
             return Err(bad(
@@ -493,8 +501,10 @@ impl Config {
         if !(o.lr > 0.0 && o.lr.is_finite()) {
             return Err(bad("optim.lr", format!("{} must be finite and > 0", o.lr)));
         }
-        if !(0.0..1.0).contains(&o.beta1) || !(0.0..1.0).contains(&o.beta2) {
-            return Err(bad("optim.beta1", "beta1 and beta2 must be in [0, 1)"));
+        for (field, b) in [("optim.beta1", o.beta1), ("optim.beta2", o.beta2)] {
+            if !(0.0..1.0).contains(&b) {
+                return Err(bad(field, format!("{b} must be in [0, 1)")));
+            }
         }
         for (field, v) in [
             ("optim.weight_decay", o.weight_decay),
@@ -693,7 +703,7 @@ mod tests {
     /// weights, a store listed twice, one value too many, …
     #[test]
     fn senseless_values_are_refused_by_field() {
-        let cases: [(&str, &str, &str); 14] = [
+        let cases: [(&str, &str, &str); 16] = [
             (
                 "[optim]\n",
                 "[optim]\nweight_decay = nan\n",
@@ -722,6 +732,12 @@ mod tests {
             ("\nsize = 64", "\nsize = 0", "data.synth.size"),
             ("keep_last = 2", "keep_last = 0", "train.keep_last"),
             ("[train]\n", "[train]\nthreshold = 0.0\n", "train.threshold"),
+            ("[optim]\n", "[optim]\nbeta2 = 1.0\n", "optim.beta2"),
+            (
+                "stores = []",
+                "stores = []\nweights = [-1.0, 1.0, 1.0, 1.0]",
+                "data.weights",
+            ),
             (
                 "encoder = \"scratch\"",
                 "encoder = \"bert\"\nbert_dir = \"b\"\ntokenizer = \"t.json\"",

@@ -98,7 +98,7 @@ fn store(
     })?;
     let attempt = get(ATTEMPT_VAR).unwrap_or_else(|| "0".into());
     // As long as a rendezvous waits for a missing rank: nodes may be started minutes apart.
-    let client = StoreClient::connect(&addr, crate::store::WAIT)?;
+    let client = StoreClient::connect_telling(&addr, crate::store::WAIT, env.local_rank == 0)?;
     Ok((client, format!("attempt{attempt}")))
 }
 

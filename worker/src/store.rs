@@ -28,6 +28,16 @@ fn err(addr: &str, message: impl std::fmt::Display) -> WorkerError {
 impl StoreClient {
     /// Connects to `addr` (host:port), retrying for up to `patience` while the store starts.
     pub fn connect(addr: &str, patience: Duration) -> Result<Self, WorkerError> {
+        Self::connect_telling(addr, patience, false)
+    }
+
+    /// [`Self::connect`], logging every 30 s while it waits when `tell` (one process per
+    /// node says it, not every rank).
+    pub fn connect_telling(
+        addr: &str,
+        patience: Duration,
+        tell: bool,
+    ) -> Result<Self, WorkerError> {
         let start = Instant::now();
         let mut told = Duration::ZERO;
         let stream = loop {
@@ -44,7 +54,7 @@ impl StoreClient {
                 }
                 Err(e) => {
                     // Nodes started by hand can be minutes apart: say what is awaited.
-                    if start.elapsed() >= told + TELL_EVERY {
+                    if tell && start.elapsed() >= told + TELL_EVERY {
                         told = start.elapsed();
                         tracing::info!(
                             "waiting for the rendezvous store at {addr} (node 0's launcher) for {} s: {e}",

@@ -58,6 +58,7 @@ pub fn train(a: &TrainArgs) -> anyhow::Result<TrainSummary> {
     };
     let stop = crate::signals::install();
     let mut rank = tmca_worker::Rank::join(&cfg.run.device)?;
+    crate::signals::graceful();
     let tb = cfg.run.dir.join("tensorboard");
     let mut sink: Box<dyn MetricSink> = if rank.is_root() {
         // Created with the first metric: a run refused before it writes nothing there.

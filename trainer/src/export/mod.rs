@@ -136,6 +136,15 @@ fn write_model(trained: &Trained, dir: &Path) -> Result<(usize, usize)> {
 pub fn export_torch(models: &Ensemble, out: &Path) -> Result<Exported> {
     let members = models.members();
     let first = models.first();
+    if out.exists() && !out.is_dir() {
+        return Err(TrainError::config(
+            "--output",
+            format!(
+                "{} is a file, not a folder; choose a new folder (nothing was written)",
+                out.display()
+            ),
+        ));
+    }
     if out.exists()
         && std::fs::read_dir(out)
             .map_err(|e| TrainError::io(out, e))?

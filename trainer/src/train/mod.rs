@@ -143,7 +143,7 @@ pub fn train(
         };
         // Rank 0 has just written it for the others.
         let use_saved = (matches!(opts.resume, Resume::Latest) && has_checkpoints) || !rank0;
-        let tokenizer = setup::tokenizer(cfg, &stores, from, use_saved)?;
+        let tokenizer = setup::tokenizer(cfg, &stores, from, use_saved, rank0)?;
         Ok((stores, tokenizer))
     })?;
     let params = ParamStore::new(cfg.run.seed).with_frozen(&cfg.optim.freeze);
@@ -624,6 +624,11 @@ pub fn train(
             summary.last_checkpoint = Some(save(&name, &m, &opt, ema.as_ref())?);
         }
         sink.flush()?;
+    }
+    if sync.world() > 1 {
+        // The others end only once rank 0's last checkpoint is complete: a launcher that
+        // sees them end (and a --resume after it) finds it there.
+        sync.all_reduce_sum_f64(&mut [0.0])?;
     }
     if summary.best_checkpoint.is_none() && ckpt.dir().join("best").is_dir() {
         summary.best_checkpoint = Some(ckpt.dir().join("best"));

@@ -67,16 +67,24 @@ pub fn tokenizer(
     stores: &[Arc<Store>],
     resume_from: Option<&Path>,
     use_saved: bool,
+    rank0: bool,
 ) -> Result<Arc<TextTokenizer>> {
     let t = &cfg.text;
     let saved = cfg.run.dir.join("tokenizer.json");
+    if !rank0 && !saved.is_file() {
+        // Rank 0 writes it before the others start; gone means rank 0 gave up meanwhile.
+        return Err(TrainError::Collective(format!(
+            "{} is missing: rank 0 writes it before the other ranks read it (its error says why it is gone)",
+            saved.display()
+        )));
+    }
     let theirs = resume_from
         .and_then(|p| p.parent()?.parent().map(|run| run.join("tokenizer.json")))
         .filter(|p| p.is_file());
     // The run's own tokenizer.json counts only beside its checkpoints: one left by a run
     // without any (its checkpoints deleted to retrain) is made anew from this config.
     let keep = use_saved && saved.is_file();
-    if !keep && saved.is_file() {
+    if !keep && rank0 && saved.is_file() {
         tracing::info!(
             "{}: left by a run without checkpoints; made anew from this config",
             saved.display()

@@ -32,6 +32,12 @@ pub enum LaunchError {
         "stopped by signal {0}; the ranks were told to stop (resume with `tmca launch … --resume`)"
     )]
     Interrupted(i32),
+    /// A rank was stopped on its own (a signal to it, or its peers on another node stopping):
+    /// every rank stopped after the same step, with a checkpoint.
+    #[error(
+        "rank {rank} was stopped ({status}), and every rank with it (resume with `tmca launch … --resume`)"
+    )]
+    RankStopped { rank: usize, status: ExitStatus },
     /// The nodes were started with different `--nnodes`/`--nproc`.
     #[error("{0}")]
     Mismatch(String),
@@ -57,6 +63,7 @@ impl LaunchError {
                 }
             }
             LaunchError::Interrupted(s) => (128 + s).clamp(1, 255) as u8,
+            LaunchError::RankStopped { status, .. } => status.code().unwrap_or(143) as u8,
             LaunchError::Mismatch(_) => 2,
         }
     }
@@ -196,7 +203,12 @@ async fn start_store(
                 })?;
             let listener = TcpListener::bind(("0.0.0.0", port))
                 .await
-                .map_err(|e| anyhow::anyhow!("serving the rendezvous store on port {port}: {e}"))?;
+                .map_err(|e| {
+                    // An I/O error (exit 4), with what it was for.
+                    anyhow::Error::new(e).context(format!(
+                        "serving the rendezvous store on port {port} (--master: a free port of this machine)"
+                    ))
+                })?;
             Ok((master.clone(), Some(tokio::spawn(store::serve(listener)))))
         }
         (Some(master), _) => Ok((master.clone(), None)),
@@ -324,9 +336,8 @@ async fn supervise(a: &LaunchArgs) -> anyhow::Result<()> {
                 let (rank, status) = cause(&failures);
                 // A rank stopped on request (a signal of its own, or its peers stopping with
                 // it) saved a checkpoint: that ends the launch as a stop, with no restart.
-                if let Some(code @ (130 | 143)) = status.code() {
-                    eprintln!("tmca launch: rank {rank} was stopped ({status}); stopping");
-                    break Err(LaunchError::Interrupted(code - 128));
+                if let Some(130 | 143) = status.code() {
+                    break Err(LaunchError::RankStopped { rank, status });
                 }
                 LaunchError::RankFailed {
                     rank,
