@@ -2,8 +2,8 @@
 //!
 //! * Files are read as a viewer shows them: the EXIF orientation of JPEG/TIFF photos is applied
 //!   (to images and masks alike), so a mask drawn on the displayed photo lines up.
-//! * Images are converted to gray (1 channel) or RGB (3 channels), resized with a triangle
-//!   (bilinear) filter and returned planar (`C*H*W`, channel-major). 16-bit images are scaled
+//! * Images are converted to gray (1 channel; Rec. 709 luma, [`gray8`]) or RGB (3 channels),
+//!   resized with a triangle (bilinear, anti-aliased when shrinking) filter and returned planar (`C*H*W`, channel-major). 16-bit images are scaled
 //!   from the smallest bit depth that holds their largest value (8, 10, 12, 14 or 16 bits), so
 //!   12-bit CT or X-ray data saved in 16-bit PNGs keeps its contrast instead of turning black.
 //! * Masks must hold exactly two kinds of values: 0 and 1, or 0 and 255 (65535 for 16-bit files,

@@ -141,9 +141,8 @@ pub fn train(
             Resume::From(p) => Some(p.as_path()),
             _ => None,
         };
-        // Rank 0 has just written it for the others.
-        let use_saved = (matches!(opts.resume, Resume::Latest) && has_checkpoints) || !rank0;
-        let tokenizer = setup::tokenizer(cfg, &stores, from, use_saved, rank0)?;
+        let resuming = matches!(opts.resume, Resume::Latest) && has_checkpoints;
+        let tokenizer = setup::tokenizer(cfg, &stores, from, resuming, rank0)?;
         Ok((stores, tokenizer))
     })?;
     let params = ParamStore::new(cfg.run.seed).with_frozen(&cfg.optim.freeze);

@@ -57,8 +57,8 @@ pub fn store_names(cfg: &Config) -> Vec<String> {
     given.chain(synth).collect()
 }
 
-/// The run's tokenizer: reused from the run directory with `use_saved` (a resume of a run
-/// with checkpoints; ranks other than 0), else from the run of
+/// The run's tokenizer. Ranks other than 0 read the one rank 0 saved. Rank 0 reuses the run
+/// directory's when `resuming` (a resume of a run with checkpoints), else takes the run of
 /// `resume_from` (a checkpoint `<run>/checkpoints/<name>` of another run directory: its text
 /// encoder was trained with that run's vocabulary), else loaded from `[text]`, else learned
 /// from the training reports; saved as `<run>/tokenizer.json`.
@@ -66,25 +66,28 @@ pub fn tokenizer(
     cfg: &Config,
     stores: &[Arc<Store>],
     resume_from: Option<&Path>,
-    use_saved: bool,
+    resuming: bool,
     rank0: bool,
 ) -> Result<Arc<TextTokenizer>> {
     let t = &cfg.text;
     let saved = cfg.run.dir.join("tokenizer.json");
-    if !rank0 && !saved.is_file() {
-        // Rank 0 writes it before the others start; gone means rank 0 gave up meanwhile.
-        return Err(TrainError::Collective(format!(
-            "{} is missing: rank 0 writes it before the other ranks read it (its error says why it is gone)",
-            saved.display()
-        )));
+    if !rank0 {
+        if !saved.is_file() {
+            // Rank 0 writes it before the others start; gone means rank 0 gave up meanwhile.
+            return Err(TrainError::Collective(format!(
+                "{} is missing: rank 0 writes it before the other ranks read it (its error says why it is gone)",
+                saved.display()
+            )));
+        }
+        return Ok(Arc::new(TextTokenizer::from_file(&saved, t.max_len, true)?));
     }
     let theirs = resume_from
         .and_then(|p| p.parent()?.parent().map(|run| run.join("tokenizer.json")))
         .filter(|p| p.is_file());
     // The run's own tokenizer.json counts only beside its checkpoints: one left by a run
     // without any (its checkpoints deleted to retrain) is made anew from this config.
-    let keep = use_saved && saved.is_file();
-    if !keep && rank0 && saved.is_file() {
+    let keep = resuming && saved.is_file();
+    if !keep && saved.is_file() {
         tracing::info!(
             "{}: left by a run without checkpoints; made anew from this config",
             saved.display()
