@@ -557,3 +557,25 @@ fn stochastic_depth_trains_differently_and_resumes_exactly() {
         "resumed run must reach identical weights"
     );
 }
+
+/// A step budget that ends mid-epoch validates once more after the loop. The step checkpoint
+/// saved just before, at the same step, is written again with that validation's best value:
+/// a longer run resumed from it compares its validations with that value, not an older one.
+#[test]
+fn the_last_checkpoint_holds_the_final_validation() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        &dir.path().join("run"),
+        &dir.path().join("data"),
+        "max_steps = 3\ncheckpoint_every = 3",
+    );
+    let s = run(&cfg, Resume::No, None);
+    assert_eq!(s.steps, 3);
+    let log = tmca_trainer::train::results::read_validation_log(&cfg.run.dir).unwrap();
+    assert_eq!(log.iter().map(|r| r.step).collect::<Vec<_>>(), [3]);
+    assert!(s.best_val.is_some());
+    let last = Checkpointer::load(&cfg.run.dir.join("checkpoints/step-00000003"), &Device::Cpu)
+        .unwrap()
+        .manifest;
+    assert_eq!((last.step, last.best_val), (3, s.best_val));
+}

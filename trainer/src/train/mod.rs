@@ -598,7 +598,9 @@ pub fn train(
     opts.progress.finish();
     // A step budget that ends mid-epoch still gets its final validation (and `best`), once:
     // not again when a finished run is resumed.
-    if m.step >= total && m.step > start_step && m.next_batch != 0 && !summary.stopped_early {
+    let validate_at_end =
+        m.step >= total && m.step > start_step && m.next_batch != 0 && !summary.stopped_early;
+    if validate_at_end {
         let results = with_averaged(ema.as_mut(), || {
             validate(&model, &stores, &spec, cfg, device, sync, sink, m.step)
         })?;
@@ -613,12 +615,15 @@ pub fn train(
         )?;
     }
     if rank0 {
+        // Saved again after that validation even when this step's checkpoint exists: its
+        // manifest carries the best value and patience count a longer resumed run compares with.
         let name = format!("step-{:08}", m.step);
-        if summary
-            .last_checkpoint
-            .as_ref()
-            .and_then(|p| p.file_name())
-            .is_none_or(|n| n != name.as_str())
+        if validate_at_end
+            || summary
+                .last_checkpoint
+                .as_ref()
+                .and_then(|p| p.file_name())
+                .is_none_or(|n| n != name.as_str())
         {
             summary.last_checkpoint = Some(save(&name, &m, &opt, ema.as_ref())?);
         }
