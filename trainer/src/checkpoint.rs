@@ -191,7 +191,14 @@ impl Checkpointer {
             let old = self.dir.join(format!(".old-{name}-{}", std::process::id()));
             std::fs::rename(&dst, &old).map_err(|e| TrainError::io(&dst, e))?;
             std::fs::rename(&tmp, &dst).map_err(|e| TrainError::io(&dst, e))?;
-            std::fs::remove_dir_all(&old).map_err(|e| TrainError::io(&old, e))?;
+            // The new checkpoint is in place: a leftover old copy is not worth stopping for
+            // (the next run's `recover` removes it).
+            if let Err(e) = std::fs::remove_dir_all(&old) {
+                tracing::warn!(
+                    "could not remove the replaced checkpoint {}: {e}",
+                    old.display()
+                );
+            }
         } else {
             std::fs::rename(&tmp, &dst).map_err(|e| TrainError::io(&dst, e))?;
         }
@@ -200,6 +207,39 @@ impl Checkpointer {
             self.prune()?;
         }
         Ok(dst)
+    }
+
+    /// Tidies what a writer killed mid-[`save`](Self::save) left (call with the run's lock
+    /// held, so no writer is alive): removes `.tmp-*` directories, puts back a `.old-<name>-<pid>`
+    /// copy whose replacement never arrived (killed between the two renames) and removes the
+    /// other `.old-*` copies. Returns the checkpoints put back.
+    pub fn recover(&self) -> Result<Vec<PathBuf>> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Ok(vec![]);
+        };
+        let mut restored = vec![];
+        for entry in entries.filter_map(|e| e.ok()) {
+            let path = entry.path();
+            let Some(file) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            let old_of = file
+                .strip_prefix(".old-")
+                .and_then(|rest| rest.rsplit_once('-'))
+                .map(|(name, _pid)| name.to_string());
+            if let Some(name) = old_of.filter(|n| !self.dir.join(n).exists()) {
+                let dst = self.dir.join(&name);
+                std::fs::rename(&path, &dst).map_err(|e| TrainError::io(&dst, e))?;
+                tracing::warn!(
+                    "put back checkpoint {} (a run was stopped while replacing it)",
+                    dst.display()
+                );
+                restored.push(dst);
+            } else if file.starts_with(".tmp-") || file.starts_with(".old-") {
+                std::fs::remove_dir_all(&path).map_err(|e| TrainError::io(&path, e))?;
+            }
+        }
+        Ok(restored)
     }
 
     /// Step checkpoints, oldest first.
@@ -308,3 +348,6 @@ fn diff(prefix: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Ve
         _ => {}
     }
 }
+
+#[cfg(test)]
+mod tests;

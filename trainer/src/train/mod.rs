@@ -115,6 +115,9 @@ pub fn train(
         None
     };
     let ckpt = Checkpointer::new(&cfg.run.dir, cfg.train.keep_last);
+    if rank0 {
+        ckpt.recover()?;
+    }
     let has_checkpoints = !ckpt.steps().is_empty();
     if matches!(opts.resume, Resume::No) && has_checkpoints {
         // Before anything is written into the run directory (its tokenizer.json above all).
