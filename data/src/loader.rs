@@ -204,7 +204,13 @@ impl Loader {
                     };
                     let lo = b * bs;
                     let hi = ((b + 1) * bs).min(job.items.len());
-                    if tx.send((b, job.build(lo, hi))).is_err() {
+                    // A panic while building (a bug) becomes this batch's error: the batch
+                    // would never arrive, and the consumer would wait for it forever.
+                    let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        job.build(lo, hi)
+                    }))
+                    .unwrap_or_else(|panic| Err(DataError::bad("loader", panicked(b, &*panic))));
+                    if tx.send((b, built)).is_err() {
                         return;
                     }
                 })
@@ -247,6 +253,10 @@ impl Job {
             self.tokenizer.max_len(),
         );
         let b = hi - lo;
+        #[cfg(test)]
+        if b == tests::PANICKING_BATCH {
+            panic!("test panic in batch building");
+        }
         let mut batch = Batch {
             size: b,
             channels: c,
@@ -360,6 +370,16 @@ impl Iterator for BatchIter {
     }
 }
 
+/// The message of a worker's panic while building batch `b`.
+fn panicked(b: usize, panic: &(dyn std::any::Any + Send)) -> String {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into());
+    format!("a worker thread failed while building batch {b} (a bug in tmca: {what})")
+}
+
 impl Drop for BatchIter {
     fn drop(&mut self) {
         let (lock, cv) = &*self.gate;
@@ -439,6 +459,25 @@ mod tests {
             seed: 11,
         };
         Loader::new(stores.to_vec(), sampler, tok, cfg).unwrap()
+    }
+
+    /// Batches of this size panic while being built (no other test uses it).
+    pub(super) const PANICKING_BATCH: usize = 7;
+
+    /// A worker that panics (a bug) does not leave the consumer waiting for its batch: the
+    /// batch comes back as an error that says what happened, with one worker or several.
+    #[test]
+    fn a_panicking_worker_is_an_error_not_a_hang() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = stores(dir.path());
+        for workers in [1, 3] {
+            let mut it = loader(&s, PANICKING_BATCH, workers, 0, 1).epoch(0, 0);
+            let err = it.next().unwrap().unwrap_err().to_string();
+            assert!(
+                err.contains("batch 0") && err.contains("test panic in batch building"),
+                "{err}"
+            );
+        }
     }
 
     fn stores(dir: &Path) -> Vec<Arc<Store>> {
