@@ -32,6 +32,9 @@ extern "C" fn on_signal(sig: libc::c_int) {
         // SAFETY: _exit is async-signal-safe.
         unsafe { libc::_exit(128 + sig) };
     }
+    // The first signal's time is set before SIGNAL says a signal came: a second signal
+    // handled on another thread in between must not read 0 and take itself as late.
+    let _ = FIRST_MS.compare_exchange(0, now, Ordering::SeqCst, Ordering::SeqCst);
     if SIGNAL.swap(sig, Ordering::SeqCst) != 0 {
         if now - FIRST_MS.load(Ordering::SeqCst) >= 2000 {
             // SAFETY: _exit is async-signal-safe.
@@ -39,7 +42,6 @@ extern "C" fn on_signal(sig: libc::c_int) {
         }
         return;
     }
-    FIRST_MS.store(now, Ordering::SeqCst);
     STOP.store(true, Ordering::SeqCst);
 }
 

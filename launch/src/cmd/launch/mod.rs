@@ -6,9 +6,11 @@
 //! the ring, every node's ranks fail, and every launcher restarts once, so all nodes meet again
 //! under the same attempt number.
 
+mod rank_process;
 mod store;
 
 use crate::cli::LaunchArgs;
+use rank_process::RankProcess;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt as _;
@@ -266,7 +268,7 @@ async fn supervise(a: &LaunchArgs) -> anyhow::Result<()> {
                 .process_group(0)
                 .kill_on_drop(true)
                 .spawn()?;
-            pids.insert(rank, child.id());
+            pids.insert(rank, child.id().map(RankProcess::open));
             ranks.spawn(async move { (rank, child.wait().await) });
         }
         eprintln!(
@@ -386,14 +388,11 @@ fn cause(failures: &[(usize, ExitStatus)]) -> (usize, ExitStatus) {
 /// Sends `sig` to the ranks still running, waits up to 30 s for them, then kills the rest.
 async fn stop(
     ranks: &mut JoinSet<(usize, std::io::Result<ExitStatus>)>,
-    pids: &BTreeMap<usize, Option<u32>>,
+    pids: &BTreeMap<usize, Option<RankProcess>>,
     sig: i32,
 ) {
-    for pid in pids.values().flatten() {
-        // SAFETY: kill(2) on a child we spawned and have not reaped yet.
-        unsafe {
-            libc::kill(*pid as libc::pid_t, sig);
-        }
+    for p in pids.values().flatten() {
+        p.signal(sig);
     }
     let drained = tokio::time::timeout(Duration::from_secs(30), async {
         while ranks.join_next().await.is_some() {}
