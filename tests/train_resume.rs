@@ -257,6 +257,11 @@ fn config_errors_name_the_field() {
     bad("[optim]\nlr = -1.0", "optim.lr");
     bad("[train]\nbogus = 1", "bogus");
     bad("[text]\nencoder = \"gpt\"", "text.encoder");
+    // Epochs × steps per epoch past what a step count holds: refused when training starts.
+    let mut cfg = config(&dir.path().join("many"), &dir.path().join("data"), "");
+    cfg.train.epochs = i64::MAX as u64;
+    let err = try_run(&cfg, Resume::No, None).unwrap_err().to_string();
+    assert!(err.contains("train.epochs"), "{err}");
 }
 
 #[test]

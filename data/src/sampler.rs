@@ -145,12 +145,7 @@ impl ShardedSampler {
             return order;
         }
         for _ in 0..self.epoch_len {
-            let mut x = rng.random::<f64>() * total;
-            let mut s = 0;
-            while s + 1 < self.weights.len() && (x >= self.weights[s] || self.weights[s] == 0.0) {
-                x -= self.weights[s];
-                s += 1;
-            }
+            let s = pick_source(&self.weights, rng.random::<f64>() * total);
             if pos[s] == perms[s].len() {
                 perms[s].shuffle(&mut rng);
                 pos[s] = 0;
@@ -216,6 +211,18 @@ impl ShardedSampler {
     pub fn world(&self) -> usize {
         self.world
     }
+}
+
+/// The source a draw `x` in [0, Σ weights) falls in: never one of weight 0, also when float
+/// rounding carries `x` past the last positive weight (a weight-0 source may be empty).
+fn pick_source(weights: &[f64], mut x: f64) -> usize {
+    let last = weights.iter().rposition(|&w| w > 0.0).unwrap_or(0);
+    let mut s = 0;
+    while s < last && (x >= weights[s] || weights[s] == 0.0) {
+        x -= weights[s];
+        s += 1;
+    }
+    s
 }
 
 #[cfg(test)]
@@ -344,5 +351,21 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("data.weights"), "{e}");
+    }
+
+    /// Draws fall in proportion to the weights, skip weight-0 sources, and a draw at the top
+    /// of the range, where subtracting the weights in turn leaves a rounding residue, stays in
+    /// the last source of positive weight.
+    #[test]
+    fn draws_never_land_in_a_source_of_weight_zero() {
+        let w = [0.1, 0.0, 0.2, 0.0];
+        let total: f64 = w.iter().sum();
+        assert_eq!(pick_source(&w, 0.0), 0);
+        assert_eq!(pick_source(&w, 0.0999), 0);
+        assert_eq!(pick_source(&w, 0.1), 2);
+        // 0.30000000000000004 − 0.1 − 0.2 > 0: walking on would reach source 3.
+        assert!(total - 0.1 - 0.2 > 0.0);
+        assert_eq!(pick_source(&w, total), 2);
+        assert_eq!(pick_source(&[0.0, 1.0], 0.0), 1);
     }
 }

@@ -204,6 +204,16 @@ mod tests {
             matches!(e, DataError::SchemaTooNew { found: 99, .. }),
             "{e}"
         );
+        // 2³² + 1 is not schema 1.
+        std::fs::write(
+            &meta_path,
+            meta.replace("\"schema_version\": 1", "\"schema_version\": 4294967297"),
+        )
+        .unwrap();
+        assert!(matches!(
+            Store::open(&p).unwrap_err(),
+            DataError::SchemaTooNew { .. }
+        ));
         std::fs::write(
             &meta_path,
             meta.replace("\"complete\": true", "\"complete\": false"),

@@ -66,8 +66,9 @@ impl Store {
         let schema_version = attrs
             .get("schema_version")
             .and_then(|v| v.as_u64())
-            .ok_or_else(|| not_a_store(path, "attribute tmca.schema_version is missing"))?
-            as u32;
+            .ok_or_else(|| not_a_store(path, "attribute tmca.schema_version is missing"))?;
+        // A number past u32 is newer than any schema, not a small one.
+        let schema_version = u32::try_from(schema_version).unwrap_or(u32::MAX);
         if schema_version > SCHEMA_VERSION {
             return Err(DataError::SchemaTooNew {
                 path: path.into(),

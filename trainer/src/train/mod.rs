@@ -194,7 +194,18 @@ pub fn train(
     let total = if cfg.train.max_steps > 0 {
         cfg.train.max_steps
     } else {
-        cfg.train.epochs * steps_per_epoch
+        cfg.train
+            .epochs
+            .checked_mul(steps_per_epoch)
+            .ok_or_else(|| {
+                TrainError::config(
+                    "train.epochs",
+                    format!(
+                        "{} epochs of {steps_per_epoch} steps are more steps than can be counted",
+                        cfg.train.epochs
+                    ),
+                )
+            })?
     };
     if rank0 && cfg.optim.warmup_steps > total / 2 {
         tracing::warn!(
