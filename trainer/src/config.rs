@@ -644,7 +644,7 @@ impl Config {
     }
 
     /// A stable hash of the model-defining sections (checkpoints from another model are refused).
-    pub fn model_hash(&self) -> String {
+    pub fn model_hash(&self) -> Result<String> {
         use sha2::{Digest, Sha256};
         // `model.ops` picks an implementation of the same function, not another model;
         // `model.image_weights` only sets initial values.
@@ -653,9 +653,9 @@ impl Config {
             image_weights: None,
             ..self.model.clone()
         };
-        let text =
-            serde_json::to_string(&(&model, &self.text, self.data.image_size)).unwrap_or_default();
-        format!("{:x}", Sha256::digest(text.as_bytes()))[..16].to_string()
+        let text = serde_json::to_string(&(&model, &self.text, self.data.image_size))
+            .map_err(|e| TrainError::config("model", format!("cannot serialise: {e}")))?;
+        Ok(format!("{:x}", Sha256::digest(text.as_bytes()))[..16].to_string())
     }
 }
 
@@ -674,7 +674,7 @@ mod tests {
         assert!(cfg.run.tf32, "TF32 on by default");
         let again = Config::from_toml(&cfg.to_toml().unwrap(), Path::new("resolved")).unwrap();
         assert_eq!(again, cfg);
-        assert_eq!(again.model_hash(), cfg.model_hash());
+        assert_eq!(again.model_hash().unwrap(), cfg.model_hash().unwrap());
     }
 
     #[test]
@@ -689,13 +689,13 @@ mod tests {
         assert!(err.to_string().contains("run.device"), "{err}");
         // Where the run starts from does not change what the model is.
         let mut a = Config::default_config().unwrap();
-        let h = a.model_hash();
+        let h = a.model_hash().unwrap();
         a.model.image_weights = Some("convnext.safetensors".into());
         a.optim.freeze = vec!["image_encoder.".into()];
         a.run.tf32 = false;
-        assert_eq!(a.model_hash(), h);
+        assert_eq!(a.model_hash().unwrap(), h);
         a.model.dims[0] += 8;
-        assert_ne!(a.model_hash(), h);
+        assert_ne!(a.model_hash().unwrap(), h);
     }
 
     /// Values that parse but make no sense are refused naming their field (exit 2 in the

@@ -199,7 +199,7 @@ impl Trained {
                 });
             }
         }
-        if loaded.manifest.model_hash != cfg.model_hash() {
+        if loaded.manifest.model_hash != cfg.model_hash()? {
             return Err(TrainError::Checkpoint {
                 path: loaded.path,
                 message: "does not belong to this run's model configuration".into(),

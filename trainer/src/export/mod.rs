@@ -121,8 +121,9 @@ fn write_model(trained: &Trained, dir: &Path) -> Result<(usize, usize)> {
     candle_core::safetensors::save(&weights, &wp)
         .map_err(|e| TrainError::file(&wp, e.to_string()))?;
     trained.tokenizer.save(&dir.join("tokenizer.json"))?;
-    let meta = serde_json::to_string_pretty(&meta).unwrap_or_default();
     let mp = dir.join("model.json");
+    let meta =
+        serde_json::to_string_pretty(&meta).map_err(|e| TrainError::file(&mp, e.to_string()))?;
     std::fs::write(&mp, format!("{meta}\n")).map_err(|e| TrainError::io(&mp, e))?;
     crate::checkpoint::same_permissions(&wp, &mp)?;
     Ok((weights.len(), bert_tensors))
@@ -190,8 +191,9 @@ pub fn export_torch(models: &Ensemble, out: &Path) -> Result<Exported> {
                            "mean": short(&spec.mean), "std": short(&spec.std) },
                 "threshold": short(&[first.cfg.train.threshold])[0],
             });
-            let text = serde_json::to_string_pretty(&meta).unwrap_or_default();
             let mp = tmp.join("model.json");
+            let text = serde_json::to_string_pretty(&meta)
+                .map_err(|e| TrainError::file(&mp, e.to_string()))?;
             std::fs::write(&mp, format!("{text}\n")).map_err(|e| TrainError::io(&mp, e))?;
         }
         for (file, text) in [

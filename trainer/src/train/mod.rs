@@ -228,7 +228,7 @@ pub fn train(
         epoch: 0,
         next_batch: 0,
         seed: cfg.run.seed,
-        model_hash: cfg.model_hash(),
+        model_hash: cfg.model_hash()?,
         model_config: model_cfg.clone(),
         best_val: None,
         stale_validations: 0,

@@ -174,7 +174,8 @@ pub fn write_eval_record(run_dir: &Path, name: &str, record: &ResultRecord) -> R
     let dir = run_dir.join("eval");
     std::fs::create_dir_all(&dir).map_err(|e| TrainError::io(&dir, e))?;
     let path = dir.join(name);
-    let text = serde_json::to_string_pretty(record).unwrap_or_default();
+    let text =
+        serde_json::to_string_pretty(record).map_err(|e| TrainError::file(&path, e.to_string()))?;
     write_atomic(&path, format!("{text}\n").as_bytes())?;
     Ok(path)
 }
