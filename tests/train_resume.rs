@@ -584,3 +584,77 @@ fn the_last_checkpoint_holds_the_final_validation() {
         .manifest;
     assert_eq!((last.step, last.best_val), (3, s.best_val));
 }
+
+/// Rolling back: a run resumed from an earlier checkpoint of its own moves the later step
+/// checkpoints aside (nothing deleted), so its new ones are not pruned as the oldest and the
+/// next `--resume` continues the new branch. With every step checkpoint unreadable, `--resume`
+/// continues from `best`; with that unreadable too it refuses instead of starting over; a
+/// fresh run refuses a directory that holds only `best`.
+#[test]
+fn rolling_back_and_unreadable_checkpoints_keep_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&dir.path().join("r"), &dir.path().join("data"), "");
+    cfg.train.keep_last = 2;
+    cfg.train.checkpoint_every = 2;
+    run(&cfg, Resume::No, None);
+    let ck = Checkpointer::new(&cfg.run.dir, 2);
+    let names = |ck: &Checkpointer| -> Vec<String> {
+        ck.steps()
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect()
+    };
+    assert_eq!(names(&ck), ["step-00000010", "step-00000012"]);
+    let best = cfg.run.dir.join("checkpoints/best");
+    let best_step = Checkpointer::load(&best, &Device::Cpu)
+        .unwrap()
+        .manifest
+        .step;
+    assert!(
+        best_step < 12,
+        "the test needs a best before the end: {best_step}"
+    );
+
+    // Back to `best`, a few steps on: the new branch's checkpoints are the run's.
+    run(&cfg, Resume::From(best.clone()), Some(best_step + 1));
+    let aside: Vec<_> = std::fs::read_dir(ck.dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("superseded-")
+        })
+        .collect();
+    assert_eq!(aside.len(), 1);
+    assert!(aside[0].join("step-00000012/manifest.json").is_file());
+    let now = ck.latest(&Device::Cpu).unwrap().unwrap();
+    assert_eq!(now.manifest.step, best_step + 1);
+
+    // Every step checkpoint unreadable: continue from `best`, moving the broken ones aside.
+    for p in ck.steps() {
+        std::fs::write(p.join("weights.safetensors"), b"broken").unwrap();
+    }
+    let s = run(&cfg, Resume::Latest, Some(best_step + 1));
+    assert_eq!(s.steps, best_step + 1);
+    // `best` unreadable as well: refused, not a new run over the old one.
+    for p in ck.steps() {
+        std::fs::write(p.join("weights.safetensors"), b"broken").unwrap();
+    }
+    std::fs::write(best.join("weights.safetensors"), b"broken").unwrap();
+    let err = try_run(&cfg, Resume::Latest, None).unwrap_err().to_string();
+    assert!(err.contains("checkpoints can be read"), "{err}");
+
+    // Only `best` left: a fresh run is refused.
+    let mut only_best = config(&dir.path().join("b"), &dir.path().join("data"), "");
+    only_best.train.epochs = 1;
+    run(&only_best, Resume::No, None);
+    for p in Checkpointer::new(&only_best.run.dir, 5).steps() {
+        std::fs::remove_dir_all(p).unwrap();
+    }
+    let err = try_run(&only_best, Resume::No, None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("already holds checkpoints"), "{err}");
+}

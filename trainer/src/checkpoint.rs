@@ -303,13 +303,86 @@ impl Checkpointer {
 
     /// The newest step checkpoint that verifies; corrupted ones are skipped with a warning.
     pub fn latest(&self, device: &Device) -> Result<Option<Loaded>> {
-        for p in self.steps().iter().rev() {
+        let steps = self.steps();
+        for p in steps.iter().rev() {
             match Self::load(p, device) {
                 Ok(l) => return Ok(Some(l)),
                 Err(e) => tracing::warn!("skipping checkpoint: {e}"),
             }
         }
-        Ok(None)
+        // `best` is a whole checkpoint too (weights, optimiser, position): with no readable
+        // step checkpoint it is where the run is, rather than nowhere.
+        let best = self.dir.join("best");
+        if best.is_dir() {
+            match Self::load(&best, device) {
+                Ok(l) => {
+                    tracing::warn!(
+                        "no readable step checkpoint: taking {} (step {})",
+                        best.display(),
+                        l.manifest.step
+                    );
+                    return Ok(Some(l));
+                }
+                Err(e) => tracing::warn!("skipping checkpoint: {e}"),
+            }
+        } else if steps.is_empty() {
+            return Ok(None);
+        }
+        Err(ck_err(
+            &self.dir,
+            format!(
+                "none of its {} checkpoints can be read (the warnings above say why): continue from one you trust with --resume-from, or move them away to start over",
+                steps.len() + usize::from(best.is_dir())
+            ),
+        ))
+    }
+
+    /// Whether the run has a checkpoint to continue from (a step checkpoint or `best`).
+    pub fn any(&self) -> bool {
+        !self.steps().is_empty() || self.dir.join("best").is_dir()
+    }
+
+    /// Moves the step checkpoints later than `step` into `superseded-<unix seconds>/`: a run
+    /// resumed from an earlier checkpoint starts another branch, whose checkpoints would
+    /// otherwise be pruned as the oldest at once and lose to those on the next `--resume`.
+    /// Nothing is deleted. Returns the folder they went to, if any went.
+    pub fn supersede_after(&self, step: u64) -> Result<Option<PathBuf>> {
+        let later: Vec<PathBuf> = self
+            .steps()
+            .into_iter()
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str()?.strip_prefix("step-")?.parse::<u64>().ok())
+                    .is_some_and(|s| s > step)
+            })
+            .collect();
+        if later.is_empty() {
+            return Ok(None);
+        }
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut aside = self.dir.join(format!("superseded-{secs}"));
+        for n in 1.. {
+            if !aside.exists() {
+                break;
+            }
+            aside = self.dir.join(format!("superseded-{secs}-{n}"));
+        }
+        std::fs::create_dir_all(&aside).map_err(|e| TrainError::io(&aside, e))?;
+        for p in &later {
+            if let Some(name) = p.file_name() {
+                let to = aside.join(name);
+                std::fs::rename(p, &to).map_err(|e| TrainError::io(p, e))?;
+            }
+        }
+        tracing::warn!(
+            "resumed from step {step}: moved the {} later step checkpoint{} of the run to {}",
+            later.len(),
+            if later.len() == 1 { "" } else { "s" },
+            aside.display()
+        );
+        Ok(Some(aside))
     }
 }
 

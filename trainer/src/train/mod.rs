@@ -118,7 +118,7 @@ pub fn train(
     if rank0 {
         ckpt.recover()?;
     }
-    let has_checkpoints = !ckpt.steps().is_empty();
+    let has_checkpoints = ckpt.any();
     if matches!(opts.resume, Resume::No) && has_checkpoints {
         // Before anything is written into the run directory (its tokenizer.json above all).
         return Err(TrainError::config(
@@ -250,6 +250,9 @@ pub fn train(
     let mut resumed_state = None;
     if let Some(l) = loaded {
         resume::check(&l.manifest, &m, &l.path, sync.world())?;
+        if rank0 {
+            ckpt.supersede_after(l.manifest.step)?;
+        }
         params
             .assign_all(&l.weights)
             .map_err(|e| TrainError::Checkpoint {

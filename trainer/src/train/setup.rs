@@ -85,8 +85,11 @@ pub fn tokenizer(
         .and_then(|p| p.parent()?.parent().map(|run| run.join("tokenizer.json")))
         .filter(|p| p.is_file());
     // The run's own tokenizer.json counts only beside its checkpoints: one left by a run
-    // without any (its checkpoints deleted to retrain) is made anew from this config.
-    let keep = resuming && saved.is_file();
+    // without any (its checkpoints deleted to retrain) is made anew from this config. A
+    // checkpoint of this same run brings this same file.
+    let canon = |p: &Path| std::fs::canonicalize(p).ok();
+    let own = theirs.as_deref().is_some_and(|p| canon(p) == canon(&saved));
+    let keep = (resuming || own) && saved.is_file();
     if !keep && saved.is_file() {
         tracing::info!(
             "{}: left by a run without checkpoints; made anew from this config",
