@@ -331,7 +331,7 @@ fn inspect_and_validate_a_good_store() {
         let store = dir.path().join(ds);
         let r = tmca(args!["data", "inspect", &store]);
         r.expect_code(0);
-        assert_contains(&r.stdout, &[ds, modality, "schema       v1"]);
+        assert_contains(&r.stdout, &[ds, modality, "schema       v2"]);
         assert!(
             r.stdout
                 .lines()
@@ -425,8 +425,21 @@ fn validate_names_a_bad_mask_and_a_duplicate_image() {
     // inspect still works on the corrupted store (it only summarises).
     tmca(args!["data", "inspect", &store]).expect_code(0);
 
-    // A lost image shard file: its samples would read as black images.
+    // A lost image shard file: a schema-2 store (every chunk written) does not open, and says
+    // which file and samples; in a schema-1 store (zero chunks left out) validate finds it.
     std::fs::remove_file(store.join("image/c/0/0/0/0")).unwrap();
+    for cmd in ["validate", "inspect"] {
+        let r = tmca(args!["data", cmd, &store]);
+        r.expect_code(3);
+        assert_contains(&r.stderr, &["damaged", "image/c/0/0/0/0", "samples 0–9"]);
+    }
+    let meta = store.join("zarr.json");
+    let text = std::fs::read_to_string(&meta).unwrap();
+    std::fs::write(
+        &meta,
+        text.replace("\"schema_version\": 2", "\"schema_version\": 1"),
+    )
+    .unwrap();
     let r = tmca(args!["data", "validate", &store]);
     r.expect_code(5);
     assert_contains(
@@ -476,10 +489,10 @@ fn not_a_store_and_a_newer_schema_exit_3() {
     let store = dir.path().join("synth-xray");
     let meta_path = store.join("zarr.json");
     let meta = std::fs::read_to_string(&meta_path).unwrap();
-    let newer = meta.replace("\"schema_version\": 1", "\"schema_version\": 99");
+    let newer = meta.replace("\"schema_version\": 2", "\"schema_version\": 99");
     assert_ne!(
         newer, meta,
-        "zarr.json should hold \"schema_version\": 1:\n{meta}"
+        "zarr.json should hold \"schema_version\": 2:\n{meta}"
     );
     std::fs::write(&meta_path, newer).unwrap();
     for cmd in ["inspect", "validate"] {

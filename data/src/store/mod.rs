@@ -1,6 +1,6 @@
 //! The dataset store: one Zarr v3 group per dataset, readable by zarr-python 3.
 //!
-//! Layout (`SCHEMA_VERSION` 1):
+//! Layout (`SCHEMA_VERSION` 2; version 1 is read too):
 //!
 //! | array         | shape       | type    | chunking                                  |
 //! |---------------|-------------|---------|-------------------------------------------|
@@ -12,6 +12,11 @@
 //!
 //! Group attributes: `tmca` = { `schema_version`, `complete`, `num_samples`, and the fields of
 //! [`StoreInfo`](crate::StoreInfo) }.
+//!
+//! Schema 2 over 1: every chunk file is written, also those holding only the fill value (all
+//! empty masks, all training splits, which Zarr leaves out by default), so a missing file is
+//! damage and opening the store says which; and the zstd frames carry their checksum, so a
+//! changed byte inside a chunk fails its read instead of changing pixels.
 
 mod reader;
 mod writer;
@@ -20,7 +25,7 @@ pub use reader::Store;
 pub use writer::{replaceable, StoreWriter, WriteOptions};
 
 /// Version of the layout this tmca writes and the newest it reads.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// The attribute key under which tmca keeps its metadata.
 pub const ATTR_KEY: &str = "tmca";
@@ -100,6 +105,68 @@ mod tests {
                 (0..n).step_by(3).collect::<Vec<_>>()
             );
         }
+    }
+
+    /// Schema 2: chunks of zeros are written too (all-empty masks, all-training splits), so a missing chunk file stops the store from opening, naming the file and its
+    /// samples; a changed byte inside a chunk fails that sample's read (zstd checksum). A
+    /// schema-1 store with the same file missing opens, as before.
+    #[test]
+    fn missing_or_changed_chunks_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s");
+        let (n, h, w) = (6, 8, 8);
+        let mut wr = StoreWriter::create(
+            &p,
+            &info(1, h, w),
+            n,
+            &WriteOptions {
+                shard_samples: 2,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        for i in 0..n {
+            let mut s = sample(i, 1, h, w);
+            (s.mask, s.split) = (vec![0; h * w], Split::Train);
+            wr.push(s).unwrap();
+        }
+        wr.finish().unwrap();
+        for file in ["mask/c/0/0/0", "mask/c/2/0/0", "split/c/0"] {
+            assert!(p.join(file).is_file(), "{file} was not written");
+        }
+        assert_eq!(Store::open(&p).unwrap().mask(5).unwrap(), vec![0; h * w]);
+
+        let shard = p.join("mask/c/1/0/0");
+        let bytes = std::fs::read(&shard).unwrap();
+        std::fs::remove_file(&shard).unwrap();
+        let err = Store::open(&p).unwrap_err().to_string();
+        assert!(
+            err.contains("damaged")
+                && err.contains(&shard.display().to_string())
+                && err.contains("samples 2–3"),
+            "{err}"
+        );
+        let meta_path = p.join("zarr.json");
+        let meta = std::fs::read_to_string(&meta_path).unwrap();
+        let v1 = meta.replace("\"schema_version\": 2", "\"schema_version\": 1");
+        std::fs::write(&meta_path, &v1).unwrap();
+        assert_eq!(Store::open(&p).unwrap().mask(2).unwrap(), vec![0; h * w]);
+        std::fs::write(&meta_path, &meta).unwrap();
+        std::fs::write(&shard, &bytes).unwrap();
+
+        // Zero a stretch inside sample 3's compressed image (the second subchunk of shard 1).
+        let img = p.join("image/c/1/0/0/0");
+        let mut bytes = std::fs::read(&img).unwrap();
+        let len = bytes.len();
+        bytes[len / 2 + 4..len / 2 + 12].fill(0);
+        std::fs::write(&img, &bytes).unwrap();
+        let s = Store::open(&p).unwrap();
+        assert!(s.image(2).is_ok() || s.image(3).is_ok());
+        let err = (2..4).find_map(|i| s.image(i).err()).unwrap().to_string();
+        assert!(
+            err.contains("image of sample") && err.contains("checksum"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -196,7 +263,7 @@ mod tests {
         let meta = std::fs::read_to_string(&meta_path).unwrap();
         std::fs::write(
             &meta_path,
-            meta.replace("\"schema_version\": 1", "\"schema_version\": 99"),
+            meta.replace("\"schema_version\": 2", "\"schema_version\": 99"),
         )
         .unwrap();
         let e = Store::open(&p).unwrap_err();
@@ -207,7 +274,7 @@ mod tests {
         // 2³² + 1 is not schema 1.
         std::fs::write(
             &meta_path,
-            meta.replace("\"schema_version\": 1", "\"schema_version\": 4294967297"),
+            meta.replace("\"schema_version\": 2", "\"schema_version\": 4294967297"),
         )
         .unwrap();
         assert!(matches!(

@@ -127,6 +127,39 @@ impl Store {
         let mask = open("mask", data_type::uint8(), Some(vec![n, h, w]))?;
         let report_arr = open("report", data_type::string(), Some(vec![n]))?;
         let name_arr = open("source_name", data_type::string(), Some(vec![n]))?;
+        if schema_version >= 2 {
+            // Every chunk was written: a missing file would read as fill values (empty masks,
+            // empty reports, all samples in training) without a word.
+            let arrays = [
+                ("image", &image),
+                ("mask", &mask),
+                ("split", &split_arr),
+                ("report", &report_arr),
+                ("source_name", &name_arr),
+            ];
+            let mut missing = vec![];
+            for (name, a) in arrays {
+                for (range, file) in missing_chunks(path, a)? {
+                    missing.push(format!(
+                        "{name}: {} (samples {}–{})",
+                        file.display(),
+                        range.start,
+                        range.end.saturating_sub(1)
+                    ));
+                }
+            }
+            if !missing.is_empty() {
+                return Err(DataError::bad(
+                    path,
+                    format!(
+                        "the store is damaged: {} chunk file{} missing ({}); write it again (tmca data convert / synth)",
+                        missing.len(),
+                        if missing.len() == 1 { " is" } else { "s are" },
+                        missing.join("; ")
+                    ),
+                ));
+            }
+        }
 
         let codes: Vec<u8> = split_arr
             .retrieve_array_subset(&split_arr.subset_all())
@@ -248,24 +281,11 @@ impl Store {
     }
 
     /// Sample ranges whose image shard file is absent: they would read as black images (the
-    /// fill value). A store tmca wrote has every image shard (masks may lack shards legitimately:
-    /// Zarr does not store chunks that are all zero, i.e. empty masks).
+    /// fill value). A store tmca wrote has every image shard (in a schema-1 store masks may
+    /// lack shards legitimately: Zarr left out chunks that are all zero, i.e. empty masks; a
+    /// schema-2 store with any chunk missing does not open).
     pub fn missing_image_shards(&self) -> Result<Vec<(std::ops::Range<usize>, PathBuf)>> {
-        let mut out = Vec::new();
-        let shards = self.image.chunk_grid_shape().first().copied().unwrap_or(0);
-        for k in 0..shards {
-            let at = [k, 0, 0, 0];
-            let file = self.path.join(self.image.chunk_key(&at).as_str());
-            if !file.is_file() {
-                let sub = self
-                    .image
-                    .chunk_subset(&at)
-                    .map_err(|e| DataError::zarr(&self.path, e))?;
-                let start = sub.start()[0] as usize;
-                out.push((start..start + sub.shape()[0] as usize, file));
-            }
-        }
-        Ok(out)
+        missing_chunks(&self.path, &self.image)
     }
 
     /// The `H*W` mask of sample `i` (values as stored; a valid store holds 0/1).
@@ -318,4 +338,25 @@ fn read_strings(
             })
         })
         .collect()
+}
+
+/// The chunk files of `a` (chunked along the sample axis only) that do not exist, with the
+/// samples each holds.
+fn missing_chunks(
+    path: &Path,
+    a: &Array<FilesystemStore>,
+) -> Result<Vec<(std::ops::Range<usize>, PathBuf)>> {
+    let mut out = Vec::new();
+    let chunks = a.chunk_grid_shape().first().copied().unwrap_or(0);
+    for k in 0..chunks {
+        let mut at = vec![0u64; a.shape().len()];
+        at[0] = k;
+        let file = path.join(a.chunk_key(&at).as_str());
+        if !file.is_file() {
+            let sub = a.chunk_subset(&at).map_err(|e| DataError::zarr(path, e))?;
+            let start = sub.start()[0] as usize;
+            out.push((start..start + sub.shape()[0] as usize, file));
+        }
+    }
+    Ok(out)
 }

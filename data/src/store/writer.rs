@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use zarrs::array::codec::ZstdCodec;
-use zarrs::array::{data_type, Array, ArrayBuilder, ArraySubset};
+use zarrs::array::{data_type, Array, ArrayBuilder, ArraySubset, CodecOptions};
 use zarrs::filesystem::FilesystemStore;
 use zarrs::group::GroupBuilder;
 
@@ -112,9 +112,7 @@ impl StoreWriter {
 
         let (c, h, w) = (info.channels as u64, info.height as u64, info.width as u64);
         let shard = opts.shard_samples.clamp(1, n) as u64;
-        let zstd = || -> Vec<Arc<dyn zarrs::array::BytesToBytesCodecTraits>> {
-            vec![Arc::new(ZstdCodec::new(opts.zstd_level, false))]
-        };
+        let zstd = || zstd(opts.zstd_level);
         let image = ArrayBuilder::new(
             vec![n as u64, c, h, w],
             vec![shard, c, h, w],
@@ -235,16 +233,18 @@ impl StoreWriter {
         let z = |e: zarrs::array::ArrayError| DataError::zarr(&self.tmp, e);
         let img = std::mem::take(&mut self.buf_image);
         self.image
-            .store_array_subset(
+            .store_array_subset_opt(
                 &ArraySubset::new_with_ranges(&[start..end, 0..c, 0..h, 0..w]),
                 &img,
+                &every_chunk(),
             )
             .map_err(z)?;
         let msk = std::mem::take(&mut self.buf_mask);
         self.mask
-            .store_array_subset(
+            .store_array_subset_opt(
                 &ArraySubset::new_with_ranges(&[start..end, 0..h, 0..w]),
                 &msk,
+                &every_chunk(),
             )
             .map_err(z)?;
         self.buf_image = img;
@@ -259,14 +259,14 @@ impl StoreWriter {
         let z = |e: &dyn std::fmt::Display| DataError::zarr(&self.tmp, e);
         let n = values.len() as u64;
         let array = ArrayBuilder::new(vec![n], vec![n.clamp(1, 1024)], data_type::string(), "")
-            .bytes_to_bytes_codecs(vec![Arc::new(ZstdCodec::new(self.opts.zstd_level, false))])
+            .bytes_to_bytes_codecs(zstd(self.opts.zstd_level))
             .dimension_names(["sample"].into())
             .build(self.storage.clone(), &format!("/{name}"))
             .map_err(|e| z(&e))?;
         array.store_metadata().map_err(|e| z(&e))?;
         let refs: Vec<&str> = values.iter().map(String::as_str).collect();
         array
-            .store_array_subset(&ArraySubset::new_with_shape(vec![n]), refs)
+            .store_array_subset_opt(&ArraySubset::new_with_shape(vec![n]), refs, &every_chunk())
             .map_err(|e| z(&e))?;
         Ok(())
     }
@@ -288,13 +288,17 @@ impl StoreWriter {
         let z = |e: &dyn std::fmt::Display| DataError::zarr(&self.tmp, e);
         let n = self.n as u64;
         let split = ArrayBuilder::new(vec![n], vec![n.clamp(1, 65536)], data_type::uint8(), 0u8)
-            .bytes_to_bytes_codecs(vec![Arc::new(ZstdCodec::new(self.opts.zstd_level, false))])
+            .bytes_to_bytes_codecs(zstd(self.opts.zstd_level))
             .dimension_names(["sample"].into())
             .build(self.storage.clone(), "/split")
             .map_err(|e| z(&e))?;
         split.store_metadata().map_err(|e| z(&e))?;
         split
-            .store_array_subset(&ArraySubset::new_with_shape(vec![n]), &self.splits)
+            .store_array_subset_opt(
+                &ArraySubset::new_with_shape(vec![n]),
+                &self.splits,
+                &every_chunk(),
+            )
             .map_err(|e| z(&e))?;
         let mut group = GroupBuilder::new()
             .build(self.storage.clone(), "/")
@@ -317,6 +321,18 @@ impl Drop for StoreWriter {
             let _ = std::fs::remove_dir_all(&self.tmp);
         }
     }
+}
+
+/// zstd with the frame checksum (a 32-bit xxHash of the decompressed bytes, checked on every
+/// read): a flipped byte inside a chunk is an error, not different pixels.
+fn zstd(level: i32) -> Vec<Arc<dyn zarrs::array::BytesToBytesCodecTraits>> {
+    vec![Arc::new(ZstdCodec::new(level, true))]
+}
+
+/// Chunks are stored even when they hold only the fill value (all-empty masks, all-training
+/// splits): in a schema-2 store every chunk file exists, so a missing one is damage.
+fn every_chunk() -> CodecOptions {
+    CodecOptions::default().with_store_empty_chunks(true)
 }
 
 fn attributes(info: &StoreInfo, n: usize, complete: bool) -> Result<serde_json::Value> {
