@@ -179,6 +179,31 @@ mod tests {
             .unwrap();
         assert!(matches!(err, DataError::AlreadyExists { .. }), "{err}");
         assert_eq!(Store::open(&p).unwrap().len(), 3);
+
+        // Two writers to one new output: the one that finishes second does not replace the
+        // first one's store (it was free when both started), and leaves nothing behind.
+        let q = dir.path().join("q");
+        let opts = WriteOptions::default();
+        let mut a = StoreWriter::create(&q, &info(1, 4, 4), 2, &opts).unwrap();
+        let mut b = StoreWriter::create(&q, &info(1, 4, 4), 1, &opts).unwrap();
+        for i in 0..2 {
+            a.push(sample(i, 1, 4, 4)).unwrap();
+        }
+        b.push(sample(0, 1, 4, 4)).unwrap();
+        b.finish().unwrap();
+        let err = a.finish().unwrap_err();
+        assert!(matches!(err, DataError::AlreadyExists { .. }), "{err}");
+        assert_eq!(Store::open(&q).unwrap().len(), 1);
+
+        // A `--force` writer killed between moving the old store aside and moving the new one
+        // in: the next writer puts the old one back first (and so refuses without --force).
+        std::fs::rename(&q, dir.path().join("q.old-999999999")).unwrap();
+        let err = StoreWriter::create(&q, &info(1, 4, 4), 2, &opts)
+            .err()
+            .unwrap();
+        assert!(matches!(err, DataError::AlreadyExists { .. }), "{err}");
+        assert_eq!(Store::open(&q).unwrap().len(), 1);
+        assert!(!dir.path().join("q.old-999999999").exists());
     }
 
     #[test]

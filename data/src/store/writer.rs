@@ -64,9 +64,13 @@ fn c_order() -> zarrs::array::CodecSpecificOptions {
     )
 }
 
+/// `<path>.tmp-<pid>-<n>`: the process, and the writer within it (two writers of one process
+/// to one output each have their own).
 fn tmp_path(path: &Path) -> PathBuf {
+    static WRITERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = WRITERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".tmp-{}", std::process::id()));
+    name.push(format!(".tmp-{}-{n}", std::process::id()));
     path.with_file_name(name)
 }
 
@@ -85,6 +89,8 @@ impl StoreWriter {
                 "image channels, height and width must be > 0",
             ));
         }
+        // First, so that a store a killed `--force` writer had moved aside is back in place.
+        remove_stale_tmp(path);
         if path.exists() && !opts.force {
             return Err(DataError::AlreadyExists { path: path.into() });
         }
@@ -94,7 +100,6 @@ impl StoreWriter {
                 "exists and is not a tmca store: --force replaces only a store (or an empty folder); choose another output or move it away yourself",
             ));
         }
-        remove_stale_tmp(path);
         let tmp = tmp_path(path);
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp).map_err(|e| DataError::io(&tmp, e))?;
@@ -308,7 +313,7 @@ impl StoreWriter {
             .insert(ATTR_KEY.into(), attributes(&self.info, self.n, true)?);
         group.store_metadata().map_err(|e| z(&e))?;
         sync_tree(&self.tmp)?;
-        replace_dir(&self.tmp, &self.path)?;
+        replace_dir(&self.tmp, &self.path, self.opts.force)?;
         self.finished = true;
         Ok(self.path.clone())
     }
@@ -360,8 +365,10 @@ pub fn replaceable(path: &Path) -> bool {
     empty || store
 }
 
-/// Removes `<path>.tmp-<pid>` folders that writers killed before they could clean up (Ctrl-C,
-/// SIGKILL, a crash) left behind, when their process is gone.
+/// Tidies what writers killed before they could clean up (Ctrl-C, SIGKILL, a crash) left
+/// beside `path`, when their process is gone: removes `<path>.tmp-<pid>` folders, and puts a
+/// `<path>.old-<pid>` (the store a `--force` writer had moved aside) back when nothing took its
+/// place, else removes it.
 fn remove_stale_tmp(path: &Path) {
     let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
         return;
@@ -371,23 +378,39 @@ fn remove_stale_tmp(path: &Path) {
     } else {
         parent
     };
-    let prefix = format!("{}.tmp-", name.to_string_lossy());
+    let (tmp, old) = (
+        format!("{}.tmp-", name.to_string_lossy()),
+        format!("{}.old-", name.to_string_lossy()),
+    );
     let Ok(entries) = std::fs::read_dir(parent) else {
         return;
     };
     for e in entries.flatten() {
         let file = e.file_name();
-        let Some(pid) = file.to_str().and_then(|f| f.strip_prefix(&prefix)) else {
-            continue;
+        let Some(f) = file.to_str() else { continue };
+        let (pid, moved_aside) = match (f.strip_prefix(&tmp), f.strip_prefix(&old)) {
+            (Some(pid), _) => (pid, false),
+            (_, Some(pid)) => (pid, true),
+            _ => continue,
         };
+        // `<pid>` or `<pid>-<writer>`.
+        let pid = pid.split('-').next().unwrap_or(pid);
         let alive = pid
             .parse::<u32>()
             .is_ok_and(|p| Path::new(&format!("/proc/{p}")).exists());
-        if !alive && Path::new("/proc/self").exists() {
-            let stale = e.path();
-            if std::fs::remove_dir_all(&stale).is_ok() {
-                tracing::info!("removed {} (left by an interrupted write)", stale.display());
+        if alive || !Path::new("/proc/self").exists() {
+            continue;
+        }
+        let stale = e.path();
+        if moved_aside && !path.exists() {
+            if std::fs::rename(&stale, path).is_ok() {
+                tracing::warn!(
+                    "put back {} (moved aside by an interrupted --force write)",
+                    path.display()
+                );
             }
+        } else if std::fs::remove_dir_all(&stale).is_ok() {
+            tracing::info!("removed {} (left by an interrupted write)", stale.display());
         }
     }
 }
@@ -409,7 +432,13 @@ fn sync_tree(dir: &Path) -> Result<()> {
 }
 
 /// Moves `src` to `dst`; an existing `dst` is only removed once `src` is in place.
-fn replace_dir(src: &Path, dst: &Path) -> Result<()> {
+/// Without `force`, an output another writer published meanwhile is not replaced: the new
+/// store is dropped (`AlreadyExists`) instead of silently taking its place.
+fn replace_dir(src: &Path, dst: &Path, force: bool) -> Result<()> {
+    let taken = || DataError::AlreadyExists { path: dst.into() };
+    if dst.exists() && !force {
+        return Err(taken());
+    }
     if dst.exists() {
         let mut old = dst.file_name().unwrap_or_default().to_os_string();
         old.push(format!(".old-{}", std::process::id()));
@@ -418,7 +447,12 @@ fn replace_dir(src: &Path, dst: &Path) -> Result<()> {
         std::fs::rename(src, dst).map_err(|e| DataError::io(dst, e))?;
         std::fs::remove_dir_all(&old).map_err(|e| DataError::io(&old, e))?;
     } else {
-        std::fs::rename(src, dst).map_err(|e| DataError::io(dst, e))?;
+        // rename(2) onto a folder that appeared since (another writer's store) fails: not
+        // empty.
+        std::fs::rename(src, dst).map_err(|e| match e.kind() {
+            std::io::ErrorKind::DirectoryNotEmpty | std::io::ErrorKind::AlreadyExists => taken(),
+            _ => DataError::io(dst, e),
+        })?;
     }
     if let Some(parent) = dst.parent() {
         if let Ok(d) = std::fs::File::open(parent) {
