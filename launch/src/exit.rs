@@ -48,7 +48,9 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
                 TrainError::Config { .. } | TrainError::ConfigFile { .. } => return 2,
                 TrainError::Io { .. } => return 4,
                 TrainError::NonFinite { .. } => return 6,
-                TrainError::File { .. } | TrainError::Checkpoint { .. } => return 3,
+                TrainError::File { .. } | TrainError::Checkpoint { .. } => {
+                    return os_failure_or(e, 3)
+                }
                 TrainError::Data(d) => return data_code(d),
                 _ => {}
             }
@@ -74,6 +76,50 @@ fn data_code(e: &DataError) -> u8 {
     match e {
         DataError::Config { .. } | DataError::AlreadyExists { .. } => 2,
         DataError::Io { .. } => 4,
-        _ => 3,
+        _ => os_failure_or(e, 3),
+    }
+}
+
+/// 4 when the error's message carries an operating-system error (Rust prints those as
+/// "… (os error N)": a full disk, a read-only file system, a permission) that reached us
+/// through a library that keeps only the text (zarrs' storage errors, candle's safetensors
+/// writer), else `code`: a full disk is not bad input data.
+fn os_failure_or(e: &dyn std::fmt::Display, code: u8) -> u8 {
+    if e.to_string().contains("(os error ") {
+        4
+    } else {
+        code
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::code_for;
+    use tmca_data::DataError;
+    use tmca_trainer::TrainError;
+
+    #[test]
+    fn a_full_disk_behind_a_library_error_is_an_io_failure() {
+        let full = "No space left on device (os error 28)";
+        let zarr = DataError::Zarr {
+            path: "out.zarr".into(),
+            message: format!("failed to store chunk: {full}"),
+        };
+        assert_eq!(code_for(&zarr.into()), 4);
+        let ckpt = TrainError::Checkpoint {
+            path: "run/checkpoints/step-1".into(),
+            message: full.into(),
+        };
+        assert_eq!(code_for(&ckpt.into()), 4);
+        let bad = DataError::Zarr {
+            path: "in.zarr".into(),
+            message: "image of sample 3: Restored data doesn't match checksum".into(),
+        };
+        assert_eq!(code_for(&bad.into()), 3);
+        let file = TrainError::File {
+            path: "w.safetensors".into(),
+            message: "header too large".into(),
+        };
+        assert_eq!(code_for(&file.into()), 3);
     }
 }
