@@ -256,6 +256,29 @@ fn train_eval_predict_write_what_they_promise() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let o = tmca(&["eval", run.to_str().unwrap(), "--threshold", "1.5"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    // A checkpoint the run does not have: the ones it has are listed.
+    let o = tmca(&[
+        "eval",
+        run.to_str().unwrap(),
+        "--checkpoint",
+        "step-99999999",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("no such checkpoint") && text(&o).contains("best"),
+        "{}",
+        text(&o)
+    );
+    // `best` moved aside by a run stopped while replacing it: the message says where it is.
+    let (best, aside) = (
+        run.join("checkpoints/best"),
+        run.join("checkpoints/.old-best-4242"),
+    );
+    std::fs::rename(&best, &aside).unwrap();
+    let o = tmca(&["eval", run.to_str().unwrap()]);
+    std::fs::rename(&aside, &best).unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(text(&o).contains(".old-best-4242"), "{}", text(&o));
     let o = tmca(&["runs", dir.path().to_str().unwrap(), "--format", "csv"]);
     assert!(o.status.success(), "{}", text(&o));
     let csv = String::from_utf8_lossy(&o.stdout).to_string();

@@ -154,6 +154,28 @@ fn own_checkpoint(run_dir: &Path, ckpt: &Checkpointer, given: &str) -> Result<Pa
             ));
         }
     }
+    if !path.exists() {
+        let mut names: Vec<String> = ckpt
+            .steps()
+            .iter()
+            .filter_map(|p| Some(p.file_name()?.to_string_lossy().into_owned()))
+            .collect();
+        if ckpt.dir().join("best").is_dir() {
+            names.push("best".into());
+        }
+        return Err(TrainError::config(
+            "--checkpoint",
+            format!(
+                "{given}: no such checkpoint in {}; it has: {} (or say best / latest)",
+                run_dir.display(),
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
+            ),
+        ));
+    }
     Ok(path)
 }
 
@@ -175,6 +197,25 @@ impl Trained {
         let loaded = match checkpoint {
             "best" => {
                 let best = ckpt.dir().join("best");
+                let aside = std::fs::read_dir(ckpt.dir())
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.path())
+                    .find(|p| {
+                        p.file_name()
+                            .and_then(|n| n.to_str())
+                            .is_some_and(|n| n.starts_with(".old-best-"))
+                    });
+                if let (false, Some(aside)) = (best.is_dir(), aside) {
+                    return Err(TrainError::file(
+                        &best,
+                        format!(
+                            "is missing: a run was stopped while replacing it, and the previous one is {}; `tmca train --resume` in the run puts it back, or evaluate that folder with --checkpoint",
+                            aside.display()
+                        ),
+                    ));
+                }
                 if !best.is_dir() && !ckpt.steps().is_empty() {
                     return Err(TrainError::file(
                         &best,
