@@ -361,6 +361,7 @@ fn train_eval_predict_write_what_they_promise() {
         &pred_small,
     );
     let csv = std::fs::read_to_string(pred_small.join("predictions.csv")).unwrap();
+    assert!(!pred_small.join("predictions.csv.partial").exists());
     for line in csv.lines().skip(1) {
         let frac: f64 = line.rsplit(',').next().unwrap().parse().unwrap();
         assert!(frac == 0.0 || frac >= 0.2, "{csv}");

@@ -294,7 +294,10 @@ fn table_rows(table: &Path, images: Option<&Path>) -> anyhow::Result<Vec<(PathBu
 }
 
 /// Predicts every sample in batches of `batch`, writing masks, overlays and
-/// `predictions.csv` (flushed after every batch, so an error keeps what was written).
+/// `predictions.csv`: as `predictions.csv.partial` (flushed after every batch, so an error or
+/// a kill keeps what was written, under a name that says it is incomplete) until the last
+/// image, and an earlier run's `predictions.csv` removed first (it would describe masks this
+/// run is replacing).
 fn predict_all(
     models: &Ensemble,
     out: &Path,
@@ -305,10 +308,17 @@ fn predict_all(
     let t = models.first();
     let hw = (t.cfg.data.image_size, t.cfg.data.image_size);
     let thr = t.cfg.train.threshold;
-    let csv_path = out.join("predictions.csv");
+    let (csv_path, partial) = (
+        out.join("predictions.csv"),
+        out.join("predictions.csv.partial"),
+    );
+    if csv_path.exists() {
+        std::fs::remove_file(&csv_path)
+            .with_context(|| format!("replacing the earlier {}", csv_path.display()))?;
+    }
     let mut csv = std::io::BufWriter::new(
-        std::fs::File::create(&csv_path)
-            .with_context(|| format!("creating {}", csv_path.display()))?,
+        std::fs::File::create(&partial)
+            .with_context(|| format!("creating {}", partial.display()))?,
     );
     writeln!(
         csv,
@@ -345,9 +355,12 @@ fn predict_all(
             )?;
         }
         csv.flush()
-            .with_context(|| format!("writing {}", csv_path.display()))?;
+            .with_context(|| format!("writing {}", partial.display()))?;
         bar.inc(samples.len() as u64);
     }
+    drop(csv);
+    std::fs::rename(&partial, &csv_path)
+        .with_context(|| format!("renaming {} to predictions.csv", partial.display()))?;
     bar.finish();
     if stems.renamed > 0 {
         println!(
