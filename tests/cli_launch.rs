@@ -27,17 +27,25 @@ fn write_config(dir: &Path, name: &str, batch: usize, epochs: usize) -> PathBuf 
 fn two_launched_ranks_train_like_one_process_with_the_global_batch() {
     let dir = tempfile::tempdir().unwrap();
     let one = write_config(dir.path(), "one", 4, 2);
-    let o = tmca().arg("train").arg(&one).output().unwrap();
+    let o = tmca()
+        .env("TMCA_LOG", "debug")
+        .arg("train")
+        .arg(&one)
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", text(&o));
+    let one_log = text(&o);
 
     let two = write_config(dir.path(), "two", 2, 2);
     let o = tmca()
+        .env("TMCA_LOG", "debug")
         .args(["launch", "--nproc", "2", "--threads", "1"])
         .arg(&two)
         .output()
         .unwrap();
     let out = text(&o);
     assert!(o.status.success(), "{out}");
+    common::assert_same_grad_norms(&one_log, &out);
     assert_eq!(
         out.matches("trained 16 steps on 2 ranks").count(),
         1,

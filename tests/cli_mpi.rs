@@ -26,6 +26,8 @@ fn mpirun(ranks: usize, args: &[&str]) -> Output {
         .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
         // One compute thread per rank: two ranks share this machine's cores.
         .env("RAYON_NUM_THREADS", "1")
+        // Rank 0's per-step lines (gradient norms).
+        .env("TMCA_LOG", "debug")
         .output()
         .expect("mpirun runs (Open MPI: apt-get install openmpi-bin)")
 }
@@ -35,15 +37,18 @@ fn two_mpi_ranks_train_like_one_process_with_the_global_batch() {
     let dir = tempfile::tempdir().unwrap();
     let one = write_config(dir.path(), "one", 4);
     let o = Command::new(env!("CARGO_BIN_EXE_tmca"))
+        .env("TMCA_LOG", "debug")
         .args(["train", one.to_str().unwrap()])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
+    let one_log = text(&o);
 
     let two = write_config(dir.path(), "two", 2);
     let o = mpirun(2, &["train", two.to_str().unwrap()]);
     let out = text(&o);
     assert!(o.status.success(), "{out}");
+    common::assert_same_grad_norms(&one_log, &out);
     assert!(out.contains("trained 16 steps on 2 ranks"), "{out}");
     assert_eq!(
         out.matches("trained 16 steps").count(),

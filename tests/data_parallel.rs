@@ -20,28 +20,52 @@ fn run(cfg: &Config, sync: &mut dyn GradSync) -> TrainSummary {
     common::train_cpu(cfg, sync, Resume::No).unwrap()
 }
 
+/// [`run`] logging every step; returns the summary and the steps' (loss, gradient norm)
+/// (rank 0 logs; the others return none).
+fn run_logged(cfg: &Config, sync: &mut dyn GradSync) -> (TrainSummary, Vec<(f64, f64)>) {
+    let mut cfg = cfg.clone();
+    cfg.train.log_every = 1;
+    let mut sink = tmca_trainer::sink::MemorySink::new();
+    let s = common::train_cpu_into(&cfg, sync, Resume::No, &mut sink).unwrap();
+    let (loss, norm) = (sink.scalars("train/loss"), sink.scalars("train/grad_norm"));
+    assert_eq!(loss.len(), norm.len());
+    (s, loss.iter().zip(&norm).map(|(l, n)| (l.1, n.1)).collect())
+}
+
 #[test]
 fn two_ranks_of_batch_two_train_like_one_process_of_batch_four() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let one = config(&dir.path().join("one"), &data, 4);
     assert!(one.model.uses_contrastive() && one.data.augment.enabled);
-    let single = run(&one, &mut SingleProcess);
+    let (single, single_log) = run_logged(&one, &mut SingleProcess);
     assert_eq!(single.steps, 16, "2 epochs x 32 samples / 4");
 
     let two = config(&dir.path().join("two"), &data, 2);
-    let ranks: Vec<TrainSummary> = ThreadGroup::new(2)
+    let (ranks, logs): (Vec<TrainSummary>, Vec<_>) = ThreadGroup::new(2)
         .into_iter()
         .map(|mut g| {
             let cfg = two.clone();
-            std::thread::spawn(move || run(&cfg, &mut g))
+            std::thread::spawn(move || run_logged(&cfg, &mut g))
         })
         .collect::<Vec<_>>()
         .into_iter()
         .map(|h| h.join().unwrap())
-        .collect();
+        .unzip();
     assert_eq!(ranks[0].steps, 16);
     assert!(ranks[1].last_checkpoint.is_none(), "only rank 0 writes");
+    // Step by step, the loss and the norm of the (clipped-from) averaged gradient are one
+    // process's: clipping and AdamW hide a gradient scaled by a constant (a sum for a mean)
+    // from the weights, not from its norm.
+    assert_eq!((single_log.len(), logs[1].len()), (16, 0));
+    for (step, (a, b)) in single_log.iter().zip(&logs[0]).enumerate() {
+        let rel = |x: f64, y: f64| (x - y).abs() / x.abs().max(1e-12);
+        assert!(
+            rel(a.0, b.0) < 1e-4 && rel(a.1, b.1) < 1e-3,
+            "step {}: (loss, grad norm) {a:?} vs {b:?}",
+            step + 1
+        );
+    }
 
     common::assert_trained_alike(
         single.last_checkpoint.as_ref().unwrap(),

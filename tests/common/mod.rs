@@ -15,11 +15,22 @@ pub fn train_cpu(
     sync: &mut dyn GradSync,
     resume: Resume,
 ) -> tmca_trainer::Result<TrainSummary> {
+    train_cpu_into(cfg, sync, resume, &mut tmca_trainer::sink::NullSink)
+}
+
+/// [`train_cpu`] recording into `sink`.
+#[allow(dead_code)]
+pub fn train_cpu_into(
+    cfg: &Config,
+    sync: &mut dyn GradSync,
+    resume: Resume,
+    sink: &mut dyn tmca_trainer::sink::MetricSink,
+) -> tmca_trainer::Result<TrainSummary> {
     tmca_trainer::train::train(
         cfg,
         &candle_core::Device::Cpu,
         sync,
-        &mut tmca_trainer::sink::NullSink,
+        sink,
         RunOptions {
             resume,
             stop_after: None,
@@ -147,6 +158,41 @@ pub fn assert_trained_alike(a: &Path, b: &Path) {
         }
     }
     assert!(worst.0 < 1e-3, "largest relative difference {worst:?}");
+}
+
+/// `(step, gradient norm)` of the "step N loss … grad norm G …" lines of a `TMCA_LOG=debug`
+/// log (rank 0's).
+#[allow(dead_code)]
+pub fn logged_grad_norms(log: &str) -> Vec<(u64, f64)> {
+    log.lines()
+        .filter_map(|l| {
+            let step = l.split("step ").nth(1)?.split(' ').next()?.parse().ok()?;
+            let norm = l
+                .split("grad norm ")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()?;
+            Some((step, norm))
+        })
+        .collect()
+}
+
+/// Two runs' logged gradient norms agree step by step (to the 3 decimals logged, within
+/// 1%): weights hide a gradient scaled by a constant (clipping and AdamW normalise it), its
+/// norm does not — a rank group that sums where it should average doubles it.
+#[allow(dead_code)]
+pub fn assert_same_grad_norms(a: &str, b: &str) {
+    let (x, y) = (logged_grad_norms(a), logged_grad_norms(b));
+    assert!(!x.is_empty() && x.len() == y.len(), "{x:?} vs {y:?}");
+    for ((s, p), (t, q)) in x.iter().zip(&y) {
+        assert_eq!(s, t);
+        assert!(
+            (p - q).abs() <= 0.01 * p.abs().max(1e-3),
+            "step {s}: grad norm {p} vs {q}"
+        );
+    }
 }
 
 /// `tmca ARGS` run to completion (the binary of the tmca-launch tests; other crates' tests
