@@ -26,6 +26,11 @@ macro_rules! device_tests {
                 fn $name() -> candle_core::Result<()> {
                     match candle_core::Device::new_cuda(0) {
                         Ok(dev) => super::$name(&dev),
+                        // On a machine meant to have one (TMCA_REQUIRE_GPU=1), a missing
+                        // device is a failure, not a pass.
+                        Err(e) if std::env::var_os("TMCA_REQUIRE_GPU").is_some() => {
+                            panic!("TMCA_REQUIRE_GPU is set but there is no CUDA device: {e}")
+                        }
                         Err(e) => {
                             eprintln!("skipping {}: no CUDA device ({e})", stringify!($name));
                             Ok(())
