@@ -17,6 +17,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod export;
+mod host;
 pub mod inference;
 
 pub mod metrics;

@@ -23,14 +23,7 @@ pub const PREFIX: &str = "events.out.tfevents";
 
 /// The host name, reduced to characters safe in a file name (`localhost` if unknown).
 pub fn hostname() -> String {
-    let raw = ["/proc/sys/kernel/hostname", "/etc/hostname"]
-        .iter()
-        .find_map(|p| std::fs::read_to_string(p).ok())
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok().filter(|s| !s.is_empty()))
-        .or_else(|| std::env::var("COMPUTERNAME").ok().filter(|s| !s.is_empty()))
-        .unwrap_or_else(|| "localhost".to_string());
+    let raw = crate::host::name().unwrap_or_else(|| "localhost".to_string());
     raw.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {

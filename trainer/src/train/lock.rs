@@ -80,9 +80,7 @@ fn try_lock(_: &File) -> std::io::Result<bool> {
 }
 
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "this host".into())
+    crate::host::name().unwrap_or_else(|| "this host".into())
 }
 
 #[cfg(test)]
