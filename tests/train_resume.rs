@@ -255,6 +255,7 @@ fn config_errors_name_the_field() {
         "model.contrastive_levels",
     );
     bad("[optim]\nlr = -1.0", "optim.lr");
+    bad("[model]\naux_weight = -0.5", "model.aux_weight");
     bad("[train]\nbogus = 1", "bogus");
     bad("[text]\nencoder = \"gpt\"", "text.encoder");
     // Epochs × steps per epoch past what a step count holds: refused when training starts.

@@ -32,8 +32,9 @@ pub enum DataError {
     Image { path: PathBuf, message: String },
     #[error("{path}: {message}")]
     BadInput { path: PathBuf, message: String },
-    #[error("sample {index} ({name}): {message}")]
+    #[error("{path}: sample {index} ({name}): {message}")]
     BadSample {
+        path: PathBuf,
         index: usize,
         name: String,
         message: String,

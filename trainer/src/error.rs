@@ -36,6 +36,9 @@ pub enum TrainError {
     Metrics(#[from] crate::metrics::MetricsError),
     #[error(transparent)]
     Sink(#[from] crate::sink::SinkError),
+    /// Something tmca's own code guarantees did not hold (a bug to report, exit 1).
+    #[error("internal error (a bug in tmca): {0}")]
+    Internal(String),
 }
 
 impl TrainError {

@@ -170,6 +170,7 @@ impl Store {
             .enumerate()
             .map(|(i, &c)| {
                 Split::from_code(c).ok_or_else(|| DataError::BadSample {
+                    path: path.into(),
                     index: i,
                     name: names[i].clone(),
                     message: format!("split code {c} is not 0 (train), 1 (val) or 2 (test)"),
@@ -330,6 +331,7 @@ fn read_strings(
         .enumerate()
         .map(|(i, w)| {
             String::from_utf8(data[w[0]..w[1]].to_vec()).map_err(|_| DataError::BadSample {
+                path: path.into(),
                 index: i,
                 name: names
                     .and_then(|n| n.get(i).cloned())

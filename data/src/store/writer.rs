@@ -175,6 +175,7 @@ impl StoreWriter {
     pub fn push(&mut self, sample: Sample) -> Result<()> {
         let index = self.written;
         let bad = |message: String| DataError::BadSample {
+            path: self.path.clone(),
             index,
             name: sample.name.clone(),
             message,

@@ -255,10 +255,13 @@ impl ModelConfig {
                 format!("{:?}: distinct levels in 1..=4", self.lte_levels),
             ));
         }
-        if !(self.lambda >= 0.0 && self.aux_weight >= 0.0) {
+        if !(self.lambda >= 0.0) {
+            return Err(bad("model.lambda", format!("{} must be >= 0", self.lambda)));
+        }
+        if !(self.aux_weight >= 0.0) {
             return Err(bad(
-                "model.lambda",
-                "lambda and aux_weight must be >= 0".into(),
+                "model.aux_weight",
+                format!("{} must be >= 0", self.aux_weight),
             ));
         }
         if !(0.0 < self.tau_min && self.tau_min <= self.tau_init && self.tau_init <= self.tau_max) {

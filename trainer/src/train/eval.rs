@@ -166,7 +166,7 @@ fn ensemble_probabilities(
             Some(s) => (s + p)?,
         });
     }
-    let sum = sum.ok_or_else(|| crate::TrainError::config("ensemble", "no models to evaluate"))?;
+    let sum = sum.ok_or_else(|| crate::TrainError::Internal("an ensemble of no models".into()))?;
     let mean = match members.len() {
         1 => sum,
         n => (sum / n as f64)?,

@@ -435,7 +435,7 @@ pub fn train(
                 let masks = x
                     .masks
                     .as_ref()
-                    .ok_or_else(|| TrainError::config("data", "training batch without masks"))?;
+                    .ok_or_else(|| TrainError::Internal("a training batch without masks".into()))?;
                 let (gathered, groups) = if sync.world() > 1 && !out.contrastive.is_empty() {
                     let (g, ids) =
                         ranks::gather_with_grad(&out.contrastive, &b.report_groups, sync)?;
