@@ -643,6 +643,20 @@ impl Config {
         out
     }
 
+    /// What the model takes as input: channels, size and normalisation. The one definition
+    /// training and inference share (prediction must prepare images as training did).
+    pub fn input_spec(&self) -> tmca_data::augment::InputSpec {
+        let c = self.model.in_channels;
+        let first = |v: &[f32]| v[..c.min(v.len())].to_vec();
+        tmca_data::augment::InputSpec {
+            channels: c,
+            height: self.data.image_size,
+            width: self.data.image_size,
+            mean: first(&self.data.mean),
+            std: first(&self.data.std),
+        }
+    }
+
     /// A stable hash of the model-defining sections (checkpoints from another model are refused).
     pub fn model_hash(&self) -> Result<String> {
         use sha2::{Digest, Sha256};

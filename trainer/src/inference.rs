@@ -266,14 +266,7 @@ impl Trained {
 
     /// Input geometry and normalisation of the model.
     pub fn input_spec(&self) -> InputSpec {
-        let c = self.cfg.model.in_channels;
-        InputSpec {
-            channels: c,
-            height: self.cfg.data.image_size,
-            width: self.cfg.data.image_size,
-            mean: self.cfg.data.mean[..c].to_vec(),
-            std: self.cfg.data.std[..c].to_vec(),
-        }
+        self.cfg.input_spec()
     }
 
     /// The prediction for each planar image and its report, in one forward pass (two with

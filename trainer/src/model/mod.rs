@@ -1,6 +1,7 @@
 //! TMCA: ConvNeXt image encoder, BERT-style report encoder, target-sensitive semantic distance,
 //! multi-level contrastive alignment, language-guided target enhancement and a U-Net decoder.
-//! One file per part, each with `new(cfg, vb)` + `forward`; `vb.pp` names are checkpoint keys.
+//! One file per part, each a struct built by `new(…, vb)` (its config section, or the few sizes
+//! and switches it takes) with a `forward`; `vb.pp` names are checkpoint keys.
 
 pub mod config;
 pub mod contrastive;

@@ -1,5 +1,6 @@
 //! Gradient and metric synchronisation across data-parallel ranks, as a trait: the trainer calls
-//! it, the worker implements it over MPI or NCCL. [`SingleProcess`] is the world of one.
+//! it, the worker implements it (a TCP ring under `tmca launch`, MPI, NCCL), [`ThreadGroup`]
+//! is the in-process twin the tests use, and [`SingleProcess`] is the world of one.
 
 use crate::Result;
 use candle_core::Tensor;

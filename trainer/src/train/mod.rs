@@ -1,5 +1,5 @@
 //! The training loop: AdamW with parameter groups, warm-up + cosine schedule, gradient
-//! clipping and accumulation, periodic validation, best checkpoint by val Dice, early stopping,
+//! clipping and accumulation, periodic validation, best checkpoint by `train.select`, early stopping,
 //! exact resume. Rank 0 writes metrics and checkpoints.
 
 pub mod batch;
@@ -32,7 +32,6 @@ use ranks::LossValues;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
-use tmca_data::augment::InputSpec;
 use tmca_data::loader::{Loader, LoaderConfig};
 use tmca_data::sampler::ShardedSampler;
 use tmca_data::{Progress, Split};
@@ -83,17 +82,6 @@ pub struct TrainSummary {
     pub stopped_early: bool,
     /// Stopped by [`RunOptions::stop`] before the end (the last checkpoint is where it stopped).
     pub interrupted: bool,
-}
-
-fn input_spec(cfg: &Config) -> InputSpec {
-    let c = cfg.model.in_channels;
-    InputSpec {
-        channels: c,
-        height: cfg.data.image_size,
-        width: cfg.data.image_size,
-        mean: cfg.data.mean[..c].to_vec(),
-        std: cfg.data.std[..c].to_vec(),
-    }
 }
 
 /// Trains per `cfg` on `device`, synchronising over `sync`, logging to `sink` (rank 0).
@@ -174,7 +162,7 @@ pub fn train(
         drop_last: true,
         workers: cfg.data.workers,
         prefetch: cfg.data.prefetch,
-        input: input_spec(cfg),
+        input: cfg.input_spec(),
         augment: Some(cfg.data.augment.clone()),
         seed: cfg.run.seed,
     };
@@ -354,7 +342,7 @@ pub fn train(
     }
 
     let spec = EvalSpec {
-        input: input_spec(cfg),
+        input: cfg.input_spec(),
         batch_size: cfg.data.batch_size,
         workers: cfg.data.workers,
         threshold: cfg.train.threshold,
