@@ -176,8 +176,12 @@ pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
         if let Some(m) = a.min_area {
             name = name.replace(".json", &format!("-a{m}.json"));
         }
-        let p = write_eval_record(run, &name, &record)?;
-        eprintln!("recorded in {}", p.display());
+        // The results are printed and go to --json / --per-image as asked: a run directory
+        // that cannot take the record (read-only, a colleague's) is worth a warning only.
+        match write_eval_record(run, &name, &record) {
+            Ok(p) => eprintln!("recorded in {}", p.display()),
+            Err(e) => tracing::warn!("not recorded in the run directory: {e}"),
+        }
     }
     if let Some(s) = &sweep {
         print_sweep(s, a.split);

@@ -315,7 +315,9 @@ pub fn train(
             // earlier session recorded (nothing to drop in a fresh run).
             sink.resumed_after(m.step);
         }
-        std::fs::write(&p, &text).map_err(|e| TrainError::io(&p, e))?;
+        // Replaced whole: a run stopped mid-write would leave a truncated config, and eval,
+        // predict and `tmca runs` read it.
+        results::write_atomic(&p, text.as_bytes())?;
         sink.text("config", &format!("```toml\n{text}\n```"), m.step);
         // Every field but the run's own folder, for the HParams dashboard; the folder names it.
         let hparams = cfg

@@ -204,7 +204,9 @@ pub fn read_eval_records(run_dir: &Path) -> Result<Vec<(PathBuf, ResultRecord)>>
         .collect()
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+/// Writes `path` through a temporary sibling and a rename: readers see the old or the new file,
+/// never a part.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, bytes).map_err(|e| TrainError::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e))
