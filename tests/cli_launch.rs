@@ -287,35 +287,38 @@ fn a_killed_rank_restarts_all_and_sigterm_stops_all_with_a_checkpoint() {
     };
     assert_eq!(weights("straight"), weights("cut"));
 
-    // SIGTERM to the launcher (what SLURM sends before its time limit): forwarded, every rank
-    // stops after the same step with a checkpoint, exit 143; --resume finishes the run.
-    let term = cfg("term");
-    let launcher = launch_until_first_checkpoint(&term, &[]);
-    Command::new("kill")
-        .args(["-TERM", &launcher.id().to_string()])
-        .status()
-        .unwrap();
-    let o = launcher.wait_with_output().unwrap();
-    let out = text(&o);
-    assert_eq!(o.status.code(), Some(143), "{out}");
-    let step: u64 = out
-        .split("stopped by signal 15 after step ")
-        .nth(1)
-        .and_then(|r| r.split(';').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no stop message: {out}"));
-    assert!(step < 48, "{out}");
-    assert!(dir
-        .path()
-        .join(format!("term/checkpoints/step-{step:08}"))
-        .is_dir());
-    let o = tmca()
-        .args(["launch", "--nproc", "2", "--threads", "1", "--resume"])
-        .arg(&term)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
-    assert_eq!(weights("straight"), weights("term"));
+    // SIGTERM to the launcher (what SLURM sends before its time limit), or SIGUSR1 (what
+    // `--signal=USR1@SECONDS` sends that long before): forwarded, every rank stops after the
+    // same step with a checkpoint, exit 128 + the signal; --resume finishes the run.
+    for (name, sig, number) in [("term", "-TERM", 15), ("usr1", "-USR1", 10)] {
+        let run = cfg(name);
+        let launcher = launch_until_first_checkpoint(&run, &[]);
+        Command::new("kill")
+            .args([sig, &launcher.id().to_string()])
+            .status()
+            .unwrap();
+        let o = launcher.wait_with_output().unwrap();
+        let out = text(&o);
+        assert_eq!(o.status.code(), Some(128 + number), "{out}");
+        let step: u64 = out
+            .split(&format!("stopped by signal {number} after step "))
+            .nth(1)
+            .and_then(|r| r.split(';').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no stop message: {out}"));
+        assert!(step < 48, "{out}");
+        assert!(dir
+            .path()
+            .join(format!("{name}/checkpoints/step-{step:08}"))
+            .is_dir());
+        let o = tmca()
+            .args(["launch", "--nproc", "2", "--threads", "1", "--resume"])
+            .arg(&run)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        assert_eq!(weights("straight"), weights(name));
+    }
 }
 
 #[test]

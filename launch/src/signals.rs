@@ -1,6 +1,7 @@
-//! SIGTERM / SIGINT while training: the first one asks the trainer to stop after the current
-//! step with a checkpoint (SLURM sends SIGTERM before its time limit's SIGKILL, `tmca launch`
-//! and mpirun forward theirs); another one, 2 s or more later, ends the process at once.
+//! SIGTERM / SIGINT / SIGUSR1 while training: the first one asks the trainer to stop after the
+//! current step with a checkpoint (SLURM sends SIGTERM before its time limit's SIGKILL, and
+//! SIGUSR1 a chosen time before it with `--signal=USR1@SECONDS`; `tmca launch` and mpirun
+//! forward theirs); another one, 2 s or more later, ends the process at once.
 //! Signals within those 2 s count as the same request: under SLURM a rank gets the job's
 //! SIGTERM both directly and forwarded by its launcher.
 
@@ -53,7 +54,7 @@ pub fn graceful() {
 
 /// Installs the handler; the flag it sets is what `RunOptions::stop` takes.
 pub fn install() -> &'static AtomicBool {
-    for sig in [libc::SIGTERM, libc::SIGINT] {
+    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGUSR1] {
         // SAFETY: `on_signal` only touches atomics and calls _exit, as a handler must.
         unsafe {
             libc::signal(sig, on_signal as *const () as libc::sighandler_t);

@@ -237,6 +237,7 @@ async fn supervise(a: &LaunchArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe()?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut usr1 = signal(SignalKind::user_defined1())?;
     let mut shapes = watch_node_shapes(a, &store_addr);
     let mut attempt = 0u32;
     let result = loop {
@@ -299,6 +300,7 @@ async fn supervise(a: &LaunchArgs) -> anyhow::Result<()> {
                 },
                 _ = term.recv() => break Outcome::Signal(libc::SIGTERM),
                 _ = int.recv() => break Outcome::Signal(libc::SIGINT),
+                _ = usr1.recv() => break Outcome::Signal(libc::SIGUSR1),
                 Some(m) = shapes.recv() => break Outcome::Mismatch(m),
             }
         };
@@ -338,7 +340,7 @@ async fn supervise(a: &LaunchArgs) -> anyhow::Result<()> {
                 let (rank, status) = cause(&failures);
                 // A rank stopped on request (a signal of its own, or its peers stopping with
                 // it) saved a checkpoint: that ends the launch as a stop, with no restart.
-                if let Some(130 | 143) = status.code() {
+                if let Some(130 | 138 | 143) = status.code() {
                     break Err(LaunchError::RankStopped { rank, status });
                 }
                 LaunchError::RankFailed {
