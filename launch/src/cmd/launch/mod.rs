@@ -247,12 +247,19 @@ async fn supervise(a: &LaunchArgs) -> anyhow::Result<()> {
             let rank = a.node_rank * a.nproc + local;
             let mut cmd = Command::new(&exe);
             #[cfg(target_os = "linux")]
-            // SAFETY: prctl is async-signal-safe; it runs in the child between fork and exec.
+            // SAFETY: prctl and getppid are async-signal-safe and nothing allocates (the error is
+            // a raw OS error); it runs in the child between fork and exec.
             // A launcher killed outright (SIGKILL, OOM) takes its ranks along: they get the
             // SIGTERM a stop sends (and stop with a checkpoint) instead of training on orphaned.
+            // A launcher that died before the prctl took effect has no death to signal: the
+            // rank, already re-parented, does not start.
             unsafe {
-                cmd.pre_exec(|| {
+                let launcher = libc::getpid();
+                cmd.pre_exec(move || {
                     libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                    if libc::getppid() != launcher {
+                        return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+                    }
                     Ok(())
                 });
             }
