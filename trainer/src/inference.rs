@@ -252,7 +252,7 @@ impl Trained {
             .assign_all(&loaded.model_weights(cfg.optim.ema > 0.0))
             .map_err(|e| TrainError::Checkpoint {
                 path: loaded.path.clone(),
-                message: e,
+                message: e.to_string(),
             })?;
         Ok(Self {
             cfg,

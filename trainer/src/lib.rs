@@ -30,6 +30,7 @@ pub mod pretrained;
 pub mod profile;
 pub mod runs;
 pub mod sink;
+pub mod state_error;
 pub mod sync;
 pub mod train;
 pub mod viz;

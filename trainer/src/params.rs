@@ -2,6 +2,7 @@
 //! (seed, parameter name) — independent of construction order, thread count or device — and
 //! which tells the optimiser which parameters take weight decay.
 
+use crate::state_error::StateError;
 use candle_core::{DType, Device, Result, Shape, Tensor, Var};
 use candle_nn::init::{FanInOut, NormalOrUniform};
 use candle_nn::{Init, VarBuilder};
@@ -168,20 +169,15 @@ impl ParamStore {
     pub fn assign_all(
         &self,
         tensors: &std::collections::HashMap<String, Tensor>,
-    ) -> std::result::Result<(), String> {
+    ) -> std::result::Result<(), StateError> {
         for (name, var) in self.vars() {
             let t = tensors
                 .get(&name)
-                .ok_or_else(|| format!("missing tensor '{name}'"))?;
-            if t.dims() != var.dims() {
-                return Err(format!(
-                    "tensor '{name}' has shape {:?}, the model needs {:?}",
-                    t.dims(),
-                    var.dims()
-                ));
-            }
-            var.set(&t.to_dtype(var.dtype()).map_err(|e| e.to_string())?)
-                .map_err(|e| e.to_string())?;
+                .ok_or_else(|| StateError::Missing { key: name.clone() })?;
+            StateError::check_shape(&name, t, var.dims())?;
+            t.to_dtype(var.dtype())
+                .and_then(|t| var.set(&t))
+                .map_err(StateError::tensor(&name))?;
         }
         Ok(())
     }

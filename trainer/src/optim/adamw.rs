@@ -4,6 +4,7 @@
 
 use super::Grads;
 use crate::params::ParamStore;
+use crate::state_error::StateError;
 use candle_core::{Result, Tensor, Var};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -154,7 +155,7 @@ impl AdamW {
         &mut self,
         state: &HashMap<String, Tensor>,
         step: u64,
-    ) -> std::result::Result<Vec<String>, String> {
+    ) -> std::result::Result<Vec<String>, StateError> {
         let mut fresh = vec![];
         for s in &mut self.slots {
             let (mk, vk) = (format!("m.{}", s.name), format!("v.{}", s.name));
@@ -165,14 +166,8 @@ impl AdamW {
             for (key, slot) in [(mk, &mut s.m), (vk, &mut s.v)] {
                 let t = state
                     .get(&key)
-                    .ok_or_else(|| format!("optimiser state has no '{key}'"))?;
-                if t.dims() != slot.dims() {
-                    return Err(format!(
-                        "optimiser state '{key}' has shape {:?}, expected {:?}",
-                        t.dims(),
-                        slot.dims()
-                    ));
-                }
+                    .ok_or_else(|| StateError::Missing { key: key.clone() })?;
+                StateError::check_shape(&key, t, slot.dims())?;
                 *slot = t.clone();
             }
             let sk = format!("steps.{}", s.name);
@@ -182,11 +177,13 @@ impl AdamW {
                     let n = t
                         .to_dtype(candle_core::DType::F64)
                         .and_then(|t| t.to_scalar::<f64>())
-                        .map_err(|e| format!("optimiser state '{sk}': {e}"))?;
+                        .map_err(StateError::tensor(&sk))?;
                     if !(n >= 0.0 && n <= step as f64 && n.fract() == 0.0) {
-                        return Err(format!(
-                            "optimiser state '{sk}' is {n}, not a count of at most {step} updates"
-                        ));
+                        return Err(StateError::BadCount {
+                            key: sk,
+                            value: n,
+                            max: step,
+                        });
                     }
                     n as u64
                 }
@@ -332,7 +329,7 @@ mod tests {
                 .unwrap(),
             1.0
         );
-        let e = again.load_state(&saved, 5).unwrap_err();
+        let e = again.load_state(&saved, 5).unwrap_err().to_string();
         assert!(e.contains("steps.b.weight"), "{e}");
     }
 }

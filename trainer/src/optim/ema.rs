@@ -9,6 +9,7 @@
 //! the checkpoints (`ema.<name>`) with the number of updates (`ema_updates`).
 
 use crate::params::ParamStore;
+use crate::state_error::StateError;
 use candle_core::{DType, Device, Result, Tensor, Var};
 use std::collections::HashMap;
 
@@ -85,22 +86,17 @@ impl Ema {
     pub fn load_state(
         &mut self,
         state: &HashMap<String, Tensor>,
-    ) -> std::result::Result<Vec<String>, String> {
+    ) -> std::result::Result<Vec<String>, StateError> {
         let mut fresh = Vec::new();
         for (name, _, avg) in &mut self.slots {
-            match state.get(&format!("ema.{name}")) {
-                Some(t) if t.dims() == avg.dims() => {
+            let key = format!("ema.{name}");
+            match state.get(&key) {
+                Some(t) => {
+                    StateError::check_shape(&key, t, avg.dims())?;
                     *avg = t
                         .to_dtype(avg.dtype())
                         .and_then(|t| t.to_device(avg.device()))
-                        .map_err(|e| e.to_string())?;
-                }
-                Some(t) => {
-                    return Err(format!(
-                        "optimiser state 'ema.{name}' has shape {:?}, expected {:?}",
-                        t.dims(),
-                        avg.dims()
-                    ))
+                        .map_err(StateError::tensor(&key))?;
                 }
                 None => fresh.push(name.clone()),
             }

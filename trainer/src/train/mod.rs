@@ -245,14 +245,14 @@ pub fn train(
             .assign_all(&l.weights)
             .map_err(|e| TrainError::Checkpoint {
                 path: l.path.clone(),
-                message: e,
+                message: e.to_string(),
             })?;
         resumed_state = Some(l.optimizer.clone());
         let fresh =
             opt.load_state(&l.optimizer, l.manifest.step)
                 .map_err(|e| TrainError::Checkpoint {
                     path: l.path.clone(),
-                    message: e,
+                    message: e.to_string(),
                 })?;
         if rank0 && !fresh.is_empty() {
             tracing::info!(
@@ -290,7 +290,7 @@ pub fn train(
             if let Some(state) = &resumed_state {
                 let fresh = e.load_state(state).map_err(|e| TrainError::Checkpoint {
                     path: cfg.run.dir.join("checkpoints"),
-                    message: e,
+                    message: e.to_string(),
                 })?;
                 if rank0 && !fresh.is_empty() {
                     tracing::info!(
