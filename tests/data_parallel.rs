@@ -148,3 +148,32 @@ fn uneven_evaluation_shards_score_like_one_process() {
         }
     }
 }
+
+/// `optim.accumulate = 2` at batch 2 takes the steps batch 4 takes: the same loss and gradient
+/// norm at every step, and weights alike (the contrastive loss off: its negatives are the
+/// micro-batch's, so with it on the two differ by design).
+#[test]
+fn two_accumulated_micro_batches_step_like_one_batch_of_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut four = config(&dir.path().join("four"), &data, 4);
+    let mut acc = config(&dir.path().join("acc"), &data, 2);
+    four.model.lambda = 0.0;
+    (acc.model.lambda, acc.optim.accumulate) = (0.0, 2);
+    let (a, la) = run_logged(&four, &mut SingleProcess);
+    let (b, lb) = run_logged(&acc, &mut SingleProcess);
+    assert_eq!((a.steps, b.steps), (16, 16));
+    assert_eq!(la.len(), lb.len());
+    for (step, (x, y)) in la.iter().zip(&lb).enumerate() {
+        let rel = |p: f64, q: f64| (p - q).abs() / p.abs().max(1e-12);
+        assert!(
+            rel(x.0, y.0) < 1e-4 && rel(x.1, y.1) < 1e-3,
+            "step {}: (loss, grad norm) {x:?} vs {y:?}",
+            step + 1
+        );
+    }
+    common::assert_trained_alike(
+        a.last_checkpoint.as_ref().unwrap(),
+        b.last_checkpoint.as_ref().unwrap(),
+    );
+}

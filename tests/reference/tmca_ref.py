@@ -838,16 +838,17 @@ class Schedule:
 
 
 def clip_grad_norm(grads: List[Tensor], max_norm: float) -> float:
-    """optim/grads.rs Grads::clip: the global L2 norm (per-tensor sums of squares in the
-    gradients' precision, added in f64), and if it exceeds max_norm (> 0), every gradient
-    scaled in place by max_norm / (norm + 1e-6). Unlike torch.nn.utils.clip_grad_norm_,
-    gradients under the limit are never touched. Returns the norm before clipping."""
-    norm = math.sqrt(sum(float(g.square().sum()) for g in grads))
-    if max_norm > 0.0 and norm > max_norm:
-        coef = max_norm / (norm + 1e-6)
-        for g in grads:
-            g.mul_(coef)
-    return norm
+    """optim/grads.rs Grads::clip, checked against PyTorch's own rule rather than a copy of
+    tmca's: torch.nn.utils.clip_grad_norm_ (the global L2 norm; every gradient scaled in place by
+    max_norm / (norm + 1e-6) when that is below 1). Returns the norm before clipping."""
+    if max_norm <= 0.0:
+        return math.sqrt(sum(float(g.double().square().sum()) for g in grads))
+    holders = []
+    for g in grads:
+        p = torch.zeros_like(g)
+        p.grad = g  # clipped in place, as tmca clips its gradients
+        holders.append(p)
+    return float(torch.nn.utils.clip_grad_norm_(holders, max_norm))
 
 
 def forward_backward(model: Tmca, batch: Dict[str, Tensor], groups: List[int]

@@ -20,12 +20,29 @@ pub fn gpu_count() -> Result<usize, WorkerError> {
     ))
 }
 
-/// The device for `pref` (`auto`, `cpu` or `cuda`) on the rank with `local_rank`: GPU
-/// `cuda:<local_rank>` for `cuda`, and for `auto` when this is a CUDA build that finds it.
+/// The GPU ordinal of the rank with `local_rank` when the process sees `count` GPUs: its own
+/// (`local_rank`) when it sees all of the node's, the one it sees when it sees one (a launcher
+/// or `srun --gpus-per-task=1` set CUDA_VISIBLE_DEVICES per rank).
+pub fn ordinal(local_rank: usize, count: usize) -> Result<usize, WorkerError> {
+    match count {
+        0 => Err(WorkerError::Device(
+            "no GPU is visible (CUDA_VISIBLE_DEVICES, or the driver)".into(),
+        )),
+        1 => Ok(0),
+        n if local_rank < n => Ok(local_rank),
+        n => Err(WorkerError::Device(format!(
+            "local rank {local_rank} has no GPU of its own: this process sees {n} \
+             (CUDA_VISIBLE_DEVICES); start at most {n} ranks per node, or give each rank one GPU"
+        ))),
+    }
+}
+
+/// The device for `pref` (`auto`, `cpu` or `cuda`) on the rank with `local_rank`: its GPU
+/// ([`ordinal`]) for `cuda`, and for `auto` when this is a CUDA build that finds it.
 pub fn bind_device(pref: &str, local_rank: usize) -> Result<Device, WorkerError> {
     let cuda = || {
-        Device::new_cuda(local_rank)
-            .map_err(|e| WorkerError::Device(format!("cuda:{local_rank}: {e}")))
+        let ord = ordinal(local_rank, gpu_count()?)?;
+        Device::new_cuda(ord).map_err(|e| WorkerError::Device(format!("cuda:{ord}: {e}")))
     };
     match pref {
         "cpu" => Ok(Device::Cpu),
@@ -49,6 +66,19 @@ pub fn bind_device(pref: &str, local_rank: usize) -> Result<Device, WorkerError>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_rank_takes_its_gpu_or_the_one_it_sees() {
+        assert_eq!(ordinal(3, 8).unwrap(), 3);
+        assert_eq!(ordinal(3, 1).unwrap(), 0);
+        assert_eq!(ordinal(0, 1).unwrap(), 0);
+        let e = ordinal(4, 2).unwrap_err().to_string();
+        assert!(
+            e.contains("local rank 4") && e.contains("CUDA_VISIBLE_DEVICES"),
+            "{e}"
+        );
+        assert!(ordinal(0, 0).is_err());
+    }
 
     #[test]
     fn cpu_and_auto_without_cuda_pick_the_cpu_and_cuda_says_how_to_get_it() {
