@@ -139,9 +139,20 @@ fn nodes_of_different_shapes_are_refused() {
     }
 }
 
+/// A free port for a --master store, below Linux's ephemeral range (32768–60999): ports the
+/// kernel hands out for `bind(:0)` and outgoing connections (other tests' rings, stores and
+/// clients, running in parallel) never land there, so it stays free between this check and
+/// node 0's bind.
 fn free_port_address() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    format!("127.0.0.1:{}", l.local_addr().unwrap().port())
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() as usize)
+        ^ (std::process::id() as usize) << 7;
+    (0..1000)
+        .map(|k| 20_000 + (seed + k * 7919) % 12_000)
+        .find(|&port| std::net::TcpListener::bind(("127.0.0.1", port as u16)).is_ok())
+        .map(|port| format!("127.0.0.1:{port}"))
+        .expect("a free port in 20000..32000")
 }
 
 #[test]
