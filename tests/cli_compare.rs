@@ -154,6 +154,17 @@ fn compare_agrees_with_scipy_and_refuses_other_images() {
         "{}",
         text(&o)
     );
+    // A Dice outside [0, 1] is another column or an edited file: refused, naming the line.
+    f[3] = "7.5".into();
+    lines[2] = f.join(",");
+    std::fs::write(&nan, lines.join("\n") + "\n").unwrap();
+    let o = tmca(&["compare", nan.to_str().unwrap(), sb]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(
+        text(&o).contains("line 3: dice 7.5 is outside [0, 1]"),
+        "{}",
+        text(&o)
+    );
     let o = tmca(&[
         "compare",
         sa,
