@@ -39,6 +39,8 @@ pub enum DataError {
         name: String,
         message: String,
     },
+    #[error("{path}: stopped before it was complete (a signal); nothing of it was kept")]
+    Interrupted { path: PathBuf },
     #[error("{path}: the store has no samples in split '{split}'")]
     EmptySplit { path: PathBuf, split: String },
     #[error("tokenizer {path}: {message}")]

@@ -10,6 +10,11 @@ pub trait Progress: Sync {
     fn finish(&self);
     /// A short status shown beside the bar (e.g. the current loss).
     fn message(&self, _msg: &str) {}
+    /// Whether the user asked to stop (a signal): long writes end early with
+    /// [`DataError::Interrupted`](crate::DataError::Interrupted), keeping nothing half-written.
+    fn cancelled(&self) -> bool {
+        false
+    }
 }
 
 /// Reports nothing.

@@ -76,6 +76,11 @@ fn data_code(e: &DataError) -> u8 {
     match e {
         DataError::Config { .. } | DataError::AlreadyExists { .. } => 2,
         DataError::Io { .. } => 4,
+        // As a shell reports a process the signal ended.
+        DataError::Interrupted { .. } => match crate::signals::received() {
+            0 => 143,
+            s => (128 + s).clamp(1, 255) as u8,
+        },
         _ => os_failure_or(e, 3),
     }
 }

@@ -15,6 +15,10 @@ pub fn write_store(
     cfg.validate()?;
     let mut writer = StoreWriter::create(path, &store_info(cfg), cfg.total(), opts)?;
     for sample in generate(cfg, progress)? {
+        if progress.cancelled() {
+            // The writer's temporary store goes with it.
+            return Err(crate::DataError::Interrupted { path: path.into() });
+        }
         writer.push(sample)?;
     }
     writer.finish()

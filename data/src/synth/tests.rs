@@ -543,3 +543,35 @@ fn generate_yields_all_samples_in_order_and_reports_progress() {
     assert_eq!(info.provenance["max_distractors"], 2);
     assert_eq!(info.class_map["1"], "nucleus");
 }
+
+/// A generation asked to stop (a signal, through the progress reporter) ends at once with
+/// `Interrupted`, leaving neither a store nor its temporary folder; an old store stays.
+#[test]
+fn a_stopped_generation_keeps_nothing_and_replaces_nothing() {
+    struct StopAfter(AtomicU64);
+    impl crate::Progress for StopAfter {
+        fn start(&self, _: &str, _: u64) {}
+        fn inc(&self, n: u64) {
+            self.0.fetch_add(n, Ordering::Relaxed);
+        }
+        fn finish(&self) {}
+        fn cancelled(&self) -> bool {
+            self.0.load(Ordering::Relaxed) >= 3
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cfg(Modality::Xray, 32, 32);
+    (c.n_train, c.n_val, c.n_test) = (8, 2, 2);
+    let path = dir.path().join("s");
+    let err = ensure_store(&c, &path, &StopAfter(AtomicU64::new(0))).unwrap_err();
+    assert!(matches!(err, crate::DataError::Interrupted { .. }), "{err}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+
+    let mut old = c.clone();
+    old.seed += 1;
+    ensure_store(&old, &path, &NoProgress).unwrap();
+    assert!(ensure_store(&c, &path, &StopAfter(AtomicU64::new(0))).is_err());
+    let kept = crate::store::Store::open(&path).unwrap();
+    assert_eq!(kept.info(), &store_info(&old));
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}

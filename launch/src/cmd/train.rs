@@ -66,7 +66,8 @@ pub fn train(a: &TrainArgs) -> anyhow::Result<TrainSummary> {
     } else {
         Box::new(NullSink)
     };
-    let (bar, quiet) = (Bar::default(), NoProgress);
+    // A signal while the synthetic data is generated ends that at once (it is not a step).
+    let (bar, quiet) = (Bar::stopping_on(stop), NoProgress);
     let progress: &dyn Progress = if rank.is_root() { &bar } else { &quiet };
     let summary = rank.train(
         &cfg,
