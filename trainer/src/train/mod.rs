@@ -13,6 +13,7 @@ pub mod results;
 mod resume;
 pub use resume::vocabulary_hash;
 pub mod setup;
+mod step_log;
 pub mod tta;
 mod validation;
 
@@ -514,35 +515,17 @@ pub fn train(
             if rank0 && (m.step.is_multiple_of(cfg.train.log_every.max(1)) || m.step == 1) {
                 let ips = seen as f64 * sync.world() as f64 / t_log.elapsed().as_secs_f64();
                 (seen, t_log) = (0, Instant::now());
-                sink.scalar("train/loss", loss, m.step);
-                sink.scalar("train/lr", lr, m.step);
-                sink.scalar("train/grad_norm", grad_norm, m.step);
-                sink.scalar("train/images_per_s", ips, m.step);
-                if let Some(l) = &last {
-                    sink.scalar("train/dice_loss", l.dice, m.step);
-                    sink.scalar("train/bce", l.bce, m.step);
-                    if let Some(c) = l.contrastive {
-                        sink.scalar("train/contrastive", c, m.step);
-                    }
-                    for (lv, t) in cfg.model.contrastive_levels.iter().zip(&l.per_level) {
-                        sink.scalar(&format!("train/contrastive_level{lv}"), *t, m.step);
-                    }
-                    if let Some(a) = l.aux {
-                        sink.scalar("train/aux", a, m.step);
-                    }
+                step_log::StepScalars {
+                    step: m.step,
+                    loss,
+                    lr,
+                    grad_norm,
+                    images_per_s: ips,
+                    terms: last.as_ref(),
+                    levels: &cfg.model.contrastive_levels,
+                    temperatures: model.temperatures()?,
                 }
-                for (lv, tau) in cfg
-                    .model
-                    .contrastive_levels
-                    .iter()
-                    .zip(model.temperatures()?)
-                {
-                    sink.scalar(&format!("train/temperature_level{lv}"), tau as f64, m.step);
-                }
-                tracing::debug!(
-                    "step {} loss {loss:.4} lr {lr:.2e} grad norm {grad_norm:.3} {ips:.1} img/s",
-                    m.step
-                );
+                .write(sink);
             }
             if rank0
                 && cfg.train.checkpoint_every > 0
