@@ -30,8 +30,9 @@ die() { echo "gpu-check: $*" >&2; exit 3; }
 
 # Seconds left before GPU_CHECK_DEADLINE (counted from the start of `run`).
 left() { echo $(( ${GPU_CHECK_DEADLINE:-520} - SECONDS )); }
-# A timeout of at most $1 seconds that ends by the deadline (0: no time left for this part).
-budget() { local l; l=$(left); [ "$l" -gt "$1" ] && l=$1; [ "$l" -lt 0 ] && l=0; echo "$l"; }
+# A timeout of at most $1 seconds that ends by the deadline; at least 1 (`timeout 0` would
+# mean no limit at all), so a part past the deadline is cut at once.
+budget() { local l; l=$(left); [ "$l" -gt "$1" ] && l=$1; [ "$l" -lt 1 ] && l=1; echo "$l"; }
 
 # tmca.xz decompressed to $1 (xz, else Python's lzma: the device machine may lack xz).
 unpack_tmca() {

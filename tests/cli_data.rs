@@ -993,9 +993,23 @@ fn failed_forced_conversion_keeps_the_old_store() {
     // write to the same output.
     let stale = outdir.join("store.zarr.tmp-4194303");
     std::fs::create_dir(&stale).unwrap();
-    std::fs::write(stale.join("zarr.json"), "{}").unwrap();
+    // What a writer creates first: the group's metadata with the tmca attribute. A folder of
+    // that name that is no store is someone else's and stays.
+    std::fs::write(
+        stale.join("zarr.json"),
+        r#"{"zarr_format": 3, "node_type": "group", "attributes": {"tmca": {"complete": false}}}"#,
+    )
+    .unwrap();
+    let foreign = outdir.join("store.zarr.tmp-4194302");
+    std::fs::create_dir(&foreign).unwrap();
+    std::fs::write(foreign.join("notes.txt"), "mine").unwrap();
     convert("guidedecoder", &other, &out, "endoscopy", true).expect_code(0);
     assert!(!stale.exists(), "stale temporary folder left");
+    assert!(
+        foreign.join("notes.txt").is_file(),
+        "a folder that is no store was removed"
+    );
+    std::fs::remove_dir_all(&foreign).unwrap();
     assert!(leftovers(&outdir).is_empty(), "{:?}", leftovers(&outdir));
 }
 

@@ -633,12 +633,15 @@ fn rolling_back_and_unreadable_checkpoints_keep_the_run() {
     let now = ck.latest(&Device::Cpu).unwrap().unwrap();
     assert_eq!(now.manifest.step, best_step + 1);
 
-    // Every step checkpoint unreadable: continue from `best`, moving the broken ones aside.
+    // Every step checkpoint unreadable: continue from `best`, moving the broken ones aside;
+    // resumes are exact, so it reaches the weights the rollback above reached.
+    let rolled = weights(&now.path);
     for p in ck.steps() {
         std::fs::write(p.join("weights.safetensors"), b"broken").unwrap();
     }
     let s = run(&cfg, Resume::Latest, Some(best_step + 1));
     assert_eq!(s.steps, best_step + 1);
+    assert!(weights(s.last_checkpoint.as_ref().unwrap()) == rolled);
     // `best` unreadable as well: refused, not a new run over the old one.
     for p in ck.steps() {
         std::fs::write(p.join("weights.safetensors"), b"broken").unwrap();

@@ -39,6 +39,9 @@ pub enum DataError {
         name: String,
         message: String,
     },
+    /// Something tmca's own code guarantees did not hold (a bug to report, exit 1).
+    #[error("internal error (a bug in tmca): {0}")]
+    Internal(String),
     #[error("{path}: stopped before it was complete (a signal); nothing of it was kept")]
     Interrupted { path: PathBuf },
     #[error("{path}: the store has no samples in split '{split}'")]

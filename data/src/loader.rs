@@ -209,7 +209,7 @@ impl Loader {
                     let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         job.build(lo, hi)
                     }))
-                    .unwrap_or_else(|panic| Err(DataError::bad("loader", panicked(b, &*panic))));
+                    .unwrap_or_else(|panic| Err(DataError::Internal(panicked(b, &*panic))));
                     if tx.send((b, built)).is_err() {
                         return;
                     }
@@ -377,7 +377,7 @@ fn panicked(b: usize, panic: &(dyn std::any::Any + Send)) -> String {
         .map(|s| s.to_string())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "no message".into());
-    format!("a worker thread failed while building batch {b} (a bug in tmca: {what})")
+    format!("a loader thread failed while building batch {b}: {what}")
 }
 
 impl Drop for BatchIter {

@@ -76,6 +76,7 @@ fn data_code(e: &DataError) -> u8 {
     match e {
         DataError::Config { .. } | DataError::AlreadyExists { .. } => 2,
         DataError::Io { .. } => 4,
+        DataError::Internal(_) => 1,
         // As a shell reports a process the signal ended.
         DataError::Interrupted { .. } => match crate::signals::received() {
             0 => 143,
@@ -85,12 +86,16 @@ fn data_code(e: &DataError) -> u8 {
     }
 }
 
-/// 4 when the error's message carries an operating-system error (Rust prints those as
-/// "… (os error N)": a full disk, a read-only file system, a permission) that reached us
-/// through a library that keeps only the text (zarrs' storage errors, candle's safetensors
-/// writer), else `code`: a full disk is not bad input data.
+/// 4 when the error's message carries one of the operating system's storage failures (Rust
+/// prints those as "… (os error N)": EIO, ENOSPC, EROFS, EDQUOT) that reached us through a
+/// library that keeps only the text (zarrs' storage errors, candle's safetensors writer), else
+/// `code`: a full disk is not bad input data. A missing or unreadable input stays `code`.
 fn os_failure_or(e: &dyn std::fmt::Display, code: u8) -> u8 {
-    if e.to_string().contains("(os error ") {
+    let text = e.to_string();
+    let storage = [libc::EIO, libc::ENOSPC, libc::EROFS, libc::EDQUOT]
+        .iter()
+        .any(|n| text.contains(&format!("(os error {n})")));
+    if storage {
         4
     } else {
         code
@@ -126,5 +131,10 @@ mod tests {
             message: "header too large".into(),
         };
         assert_eq!(code_for(&file.into()), 3);
+        let missing = TrainError::Checkpoint {
+            path: "/nonexistent".into(),
+            message: "no readable manifest.json (No such file or directory (os error 2))".into(),
+        };
+        assert_eq!(code_for(&missing.into()), 3);
     }
 }

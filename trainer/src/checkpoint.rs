@@ -188,7 +188,15 @@ impl Checkpointer {
         }
         let dst = self.dir.join(name);
         if dst.exists() {
-            let old = self.dir.join(format!(".old-{name}-{}", std::process::id()));
+            // `.old-<name>-<pid>`, or `.<k>` after it when an earlier copy could not be removed.
+            let base = format!(".old-{name}-{}", std::process::id());
+            let old = (0..)
+                .map(|k| match k {
+                    0 => self.dir.join(&base),
+                    k => self.dir.join(format!("{base}.{k}")),
+                })
+                .find(|p| !p.exists())
+                .unwrap_or_else(|| self.dir.join(&base));
             std::fs::rename(&dst, &old).map_err(|e| TrainError::io(&dst, e))?;
             std::fs::rename(&tmp, &dst).map_err(|e| TrainError::io(&dst, e))?;
             // The new checkpoint is in place: a leftover old copy is not worth stopping for
@@ -212,14 +220,21 @@ impl Checkpointer {
     /// Tidies what a writer killed mid-[`save`](Self::save) left (call with the run's lock
     /// held, so no writer is alive): removes `.tmp-*` directories, puts back a `.old-<name>-<pid>`
     /// copy whose replacement never arrived (killed between the two renames) and removes the
-    /// other `.old-*` copies. Returns the checkpoints put back.
-    pub fn recover(&self) -> Result<Vec<PathBuf>> {
+    /// other `.old-*` copies; `spare` (the checkpoint a run resumes from, if one of these) is
+    /// left as it is. Returns the checkpoints put back.
+    pub fn recover(&self, spare: Option<&Path>) -> Result<Vec<PathBuf>> {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return Ok(vec![]);
         };
+        let canon = |p: &Path| std::fs::canonicalize(p).ok();
+        let spare = spare.and_then(canon);
         let mut restored = vec![];
         for entry in entries.filter_map(|e| e.ok()) {
             let path = entry.path();
+            if spare.is_some() && canon(&path) == spare {
+                // The checkpoint this run resumes from, wherever it lies.
+                continue;
+            }
             let Some(file) = path.file_name().and_then(|n| n.to_str()) else {
                 continue;
             };
@@ -342,12 +357,13 @@ impl Checkpointer {
         !self.steps().is_empty() || self.dir.join("best").is_dir()
     }
 
-    /// Moves the step checkpoints later than `step` into `superseded-<unix seconds>/`: a run
-    /// resumed from an earlier checkpoint starts another branch, whose checkpoints would
-    /// otherwise be pruned as the oldest at once and lose to those on the next `--resume`.
-    /// Nothing is deleted. Returns the folder they went to, if any went.
+    /// Moves the step checkpoints later than `step`, and a `best` written after it, into
+    /// `superseded-<unix seconds>/`: a run resumed from an earlier checkpoint starts another
+    /// branch, whose checkpoints would otherwise be pruned as the oldest at once and lose to
+    /// those on the next `--resume`. Nothing is deleted. Returns the folder they went to, if
+    /// any went.
     pub fn supersede_after(&self, step: u64) -> Result<Option<PathBuf>> {
-        let later: Vec<PathBuf> = self
+        let mut later: Vec<PathBuf> = self
             .steps()
             .into_iter()
             .filter(|p| {
@@ -356,6 +372,12 @@ impl Checkpointer {
                     .is_some_and(|s| s > step)
             })
             .collect();
+        // A `best` of the abandoned branch goes with it: the new branch keeps its own (it
+        // would otherwise replace a better model, or be compared with a value it never had).
+        let best = self.dir.join("best");
+        if Manifest::read(&best).is_ok_and(|m| m.step > step) {
+            later.push(best);
+        }
         if later.is_empty() {
             return Ok(None);
         }
@@ -377,7 +399,7 @@ impl Checkpointer {
             }
         }
         tracing::warn!(
-            "resumed from step {step}: moved the {} later step checkpoint{} of the run to {}",
+            "resumed from step {step}: moved the {} later checkpoint{} of the run to {}",
             later.len(),
             if later.len() == 1 { "" } else { "s" },
             aside.display()

@@ -22,7 +22,9 @@ pub fn gpu_count() -> Result<usize, WorkerError> {
 
 /// The GPU ordinal of the rank with `local_rank` when the process sees `count` GPUs: its own
 /// (`local_rank`) when it sees all of the node's, the one it sees when it sees one (a launcher
-/// or `srun --gpus-per-task=1` set CUDA_VISIBLE_DEVICES per rank).
+/// or `srun --gpus-per-task=1` set CUDA_VISIBLE_DEVICES per rank). Ranks that see the same
+/// single GPU share it: NCCL then refuses the group ("Duplicate GPU detected"), which names
+/// the problem.
 pub fn ordinal(local_rank: usize, count: usize) -> Result<usize, WorkerError> {
     match count {
         0 => Err(WorkerError::Device(

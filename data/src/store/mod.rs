@@ -204,6 +204,27 @@ mod tests {
         assert!(matches!(err, DataError::AlreadyExists { .. }), "{err}");
         assert_eq!(Store::open(&q).unwrap().len(), 1);
         assert!(!dir.path().join("q.old-999999999").exists());
+
+        // Folders a writer did not make are left alone: other names, or not a store.
+        for mine in [
+            "q.old-backup",
+            "q.old-2024-01-05",
+            "q.tmp-notes",
+            "q.old-999999998",
+        ] {
+            std::fs::create_dir_all(dir.path().join(mine)).unwrap();
+            std::fs::write(dir.path().join(mine).join("notes.txt"), "mine").unwrap();
+        }
+        std::fs::remove_dir_all(&q).unwrap();
+        StoreWriter::create(&q, &info(1, 4, 4), 1, &opts).unwrap();
+        for mine in [
+            "q.old-backup",
+            "q.old-2024-01-05",
+            "q.tmp-notes",
+            "q.old-999999998",
+        ] {
+            assert!(dir.path().join(mine).join("notes.txt").is_file(), "{mine}");
+        }
     }
 
     #[test]

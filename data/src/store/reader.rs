@@ -152,7 +152,7 @@ impl Store {
                 return Err(DataError::bad(
                     path,
                     format!(
-                        "the store is damaged: {} chunk file{} missing ({}); write it again (tmca data convert / synth)",
+                        "the store is damaged: {} chunk file{} missing ({}); write it again (tmca data convert / synth). A schema-2 store written by another tool must write every chunk (zarr-python: config={{\"write_empty_chunks\": True}}), or say schema_version 1",
                         missing.len(),
                         if missing.len() == 1 { " is" } else { "s are" },
                         missing.join("; ")

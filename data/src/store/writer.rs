@@ -386,23 +386,29 @@ fn remove_stale_tmp(path: &Path) {
     let Ok(entries) = std::fs::read_dir(parent) else {
         return;
     };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     for e in entries.flatten() {
         let file = e.file_name();
         let Some(f) = file.to_str() else { continue };
+        // Only names a writer makes: `.tmp-<pid>`, `.tmp-<pid>-<writer>`, `.old-<pid>`; a
+        // user's `<name>.old-backup` is none of them.
         let (pid, moved_aside) = match (f.strip_prefix(&tmp), f.strip_prefix(&old)) {
-            (Some(pid), _) => (pid, false),
-            (_, Some(pid)) => (pid, true),
+            (Some(rest), _) => match rest.split_once('-') {
+                Some((pid, n)) if digits(pid) && digits(n) => (pid, false),
+                None if digits(rest) => (rest, false),
+                _ => continue,
+            },
+            (_, Some(pid)) if digits(pid) => (pid, true),
             _ => continue,
         };
-        // `<pid>` or `<pid>-<writer>`.
-        let pid = pid.split('-').next().unwrap_or(pid);
         let alive = pid
             .parse::<u32>()
-            .is_ok_and(|p| Path::new(&format!("/proc/{p}")).exists());
-        if alive || !Path::new("/proc/self").exists() {
+            .map_or(true, |p| Path::new(&format!("/proc/{p}")).exists());
+        let stale = e.path();
+        // And only what a writer leaves: a tmca store (complete or not) or an empty folder.
+        if alive || !Path::new("/proc/self").exists() || !replaceable(&stale) {
             continue;
         }
-        let stale = e.path();
         if moved_aside && !path.exists() {
             if std::fs::rename(&stale, path).is_ok() {
                 tracing::warn!(

@@ -28,7 +28,7 @@ macro_rules! device_tests {
                         Ok(dev) => super::$name(&dev),
                         // On a machine meant to have one (TMCA_REQUIRE_GPU=1), a missing
                         // device is a failure, not a pass.
-                        Err(e) if std::env::var_os("TMCA_REQUIRE_GPU").is_some() => {
+                        Err(e) if std::env::var("TMCA_REQUIRE_GPU").is_ok_and(|v| v == "1") => {
                             panic!("TMCA_REQUIRE_GPU is set but there is no CUDA device: {e}")
                         }
                         Err(e) => {

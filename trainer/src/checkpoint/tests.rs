@@ -81,15 +81,44 @@ fn recover_puts_back_a_half_replaced_checkpoint_and_removes_leftovers() {
     std::fs::write(half.join("weights.safetensors"), b"partial").unwrap();
     let copy = ck.dir().join(".old-step-00000009-77");
     std::fs::create_dir_all(&copy).unwrap();
-    assert_eq!(ck.recover().unwrap(), [best.clone()]);
+    assert_eq!(ck.recover(None).unwrap(), [best.clone()]);
     assert_eq!(names(ck.dir()), ["best", "step-00000009"]);
     assert_eq!(value(&best), 7.0);
     assert_eq!(value(&step), 9.0);
     // Nothing left to do the second time; a run without checkpoints has nothing to recover.
-    assert!(ck.recover().unwrap().is_empty());
+    assert!(ck.recover(None).unwrap().is_empty());
+    // The copy a run resumes from (--resume-from .old-best-…) is left where it is.
+    let copy = ck.dir().join(".old-best-55");
+    std::fs::rename(&best, &copy).unwrap();
+    assert!(ck.recover(Some(&copy)).unwrap().is_empty());
+    assert!(copy.is_dir() && !best.exists());
+    std::fs::rename(&copy, &best).unwrap();
     let empty = tempfile::tempdir().unwrap();
     assert!(Checkpointer::new(empty.path(), 1)
-        .recover()
+        .recover(None)
         .unwrap()
         .is_empty());
+}
+
+/// Resuming from an earlier step moves the later step checkpoints and a later `best` aside,
+/// together; an earlier `best` stays.
+#[test]
+fn superseding_moves_later_steps_and_a_later_best() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = Checkpointer::new(dir.path(), 5);
+    for step in [2, 4, 6] {
+        saved(&ck, &format!("step-{step:08}"), step);
+    }
+    saved(&ck, "best", 4);
+    assert!(ck.supersede_after(6).unwrap().is_none());
+    let aside = ck.supersede_after(2).unwrap().unwrap();
+    assert_eq!(names(ck.dir())[..1], ["step-00000002"]);
+    assert!(!ck.dir().join("best").exists());
+    assert_eq!(names(&aside), ["best", "step-00000004", "step-00000006"]);
+    saved(&ck, "best", 1);
+    ck.supersede_after(1).unwrap();
+    assert!(
+        ck.dir().join("best").is_dir(),
+        "a best of the step resumed from stays"
+    );
 }

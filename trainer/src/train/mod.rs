@@ -105,7 +105,11 @@ pub fn train(
     };
     let ckpt = Checkpointer::new(&cfg.run.dir, cfg.train.keep_last);
     if rank0 {
-        ckpt.recover()?;
+        let spare = match &opts.resume {
+            Resume::From(p) => Some(p.as_path()),
+            _ => None,
+        };
+        ckpt.recover(spare)?;
     }
     let has_checkpoints = ckpt.any();
     if matches!(opts.resume, Resume::No) && has_checkpoints {

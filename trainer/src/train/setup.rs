@@ -81,14 +81,18 @@ pub fn tokenizer(
         }
         return Ok(Arc::new(TextTokenizer::from_file(&saved, t.max_len, true)?));
     }
+    // A checkpoint of this same run (anywhere under its checkpoints/, superseded ones too)
+    // brings this run's own tokenizer.json.
+    let canon = |p: &Path| std::fs::canonicalize(p).ok();
+    let own = resume_from.is_some_and(|p| {
+        matches!((canon(p), canon(&cfg.run.dir.join("checkpoints"))), (Some(p), Some(c)) if p.starts_with(&c))
+    });
     let theirs = resume_from
+        .filter(|_| !own)
         .and_then(|p| p.parent()?.parent().map(|run| run.join("tokenizer.json")))
         .filter(|p| p.is_file());
     // The run's own tokenizer.json counts only beside its checkpoints: one left by a run
-    // without any (its checkpoints deleted to retrain) is made anew from this config. A
-    // checkpoint of this same run brings this same file.
-    let canon = |p: &Path| std::fs::canonicalize(p).ok();
-    let own = theirs.as_deref().is_some_and(|p| canon(p) == canon(&saved));
+    // without any (its checkpoints deleted to retrain) is made anew from this config.
     let keep = (resuming || own) && saved.is_file();
     if !keep && saved.is_file() {
         tracing::info!(

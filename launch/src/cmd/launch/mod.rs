@@ -394,7 +394,8 @@ fn cause(failures: &[(usize, ExitStatus)]) -> (usize, ExitStatus) {
         .unwrap_or((0, ExitStatus::from_raw(1 << 8)))
 }
 
-/// Sends `sig` to the ranks still running, waits up to 30 s for them, then kills the rest.
+/// Sends `sig` to the ranks still running, waits up to 30 s for them (an hour for SIGUSR1),
+/// then kills the rest.
 async fn stop(
     ranks: &mut JoinSet<(usize, std::io::Result<ExitStatus>)>,
     pids: &BTreeMap<usize, Option<RankProcess>>,
@@ -403,7 +404,10 @@ async fn stop(
     for p in pids.values().flatten() {
         p.signal(sig);
     }
-    let drained = tokio::time::timeout(Duration::from_secs(30), async {
+    // SIGUSR1 is a warning ahead of a time limit (`--signal=USR1@SECONDS`): the ranks may be
+    // in a long validation, and the scheduler ends everything at the limit anyway.
+    let grace = if sig == libc::SIGUSR1 { 3600 } else { 30 };
+    let drained = tokio::time::timeout(Duration::from_secs(grace), async {
         while ranks.join_next().await.is_some() {}
     })
     .await;
