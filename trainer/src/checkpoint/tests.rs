@@ -81,7 +81,7 @@ fn recover_puts_back_a_half_replaced_checkpoint_and_removes_leftovers() {
     std::fs::write(half.join("weights.safetensors"), b"partial").unwrap();
     let copy = ck.dir().join(".old-step-00000009-77");
     std::fs::create_dir_all(&copy).unwrap();
-    assert_eq!(ck.recover(None).unwrap(), [best.clone()]);
+    assert_eq!(ck.recover(None).unwrap(), std::slice::from_ref(&best));
     assert_eq!(names(ck.dir()), ["best", "step-00000009"]);
     assert_eq!(value(&best), 7.0);
     assert_eq!(value(&step), 9.0);

@@ -255,10 +255,10 @@ impl ModelConfig {
                 format!("{:?}: distinct levels in 1..=4", self.lte_levels),
             ));
         }
-        if !(self.lambda >= 0.0) {
+        if self.lambda.is_nan() || self.lambda < 0.0 {
             return Err(bad("model.lambda", format!("{} must be >= 0", self.lambda)));
         }
-        if !(self.aux_weight >= 0.0) {
+        if self.aux_weight.is_nan() || self.aux_weight < 0.0 {
             return Err(bad(
                 "model.aux_weight",
                 format!("{} must be >= 0", self.aux_weight),
