@@ -32,6 +32,19 @@ fn run_logged(cfg: &Config, sync: &mut dyn GradSync) -> (TrainSummary, Vec<(f64,
     (s, loss.iter().zip(&norm).map(|(l, n)| (l.1, n.1)).collect())
 }
 
+/// Two runs' (loss, gradient norm) agree at every step: 1e-4 and 1e-3 relative.
+fn assert_steps_alike(a: &[(f64, f64)], b: &[(f64, f64)]) {
+    assert_eq!(a.len(), b.len());
+    let rel = |x: f64, y: f64| (x - y).abs() / x.abs().max(1e-12);
+    for (step, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!(
+            rel(x.0, y.0) < 1e-4 && rel(x.1, y.1) < 1e-3,
+            "step {}: (loss, grad norm) {x:?} vs {y:?}",
+            step + 1
+        );
+    }
+}
+
 #[test]
 fn two_ranks_of_batch_two_train_like_one_process_of_batch_four() {
     let dir = tempfile::tempdir().unwrap();
@@ -58,14 +71,7 @@ fn two_ranks_of_batch_two_train_like_one_process_of_batch_four() {
     // process's: clipping and AdamW hide a gradient scaled by a constant (a sum for a mean)
     // from the weights, not from its norm.
     assert_eq!((single_log.len(), logs[1].len()), (16, 0));
-    for (step, (a, b)) in single_log.iter().zip(&logs[0]).enumerate() {
-        let rel = |x: f64, y: f64| (x - y).abs() / x.abs().max(1e-12);
-        assert!(
-            rel(a.0, b.0) < 1e-4 && rel(a.1, b.1) < 1e-3,
-            "step {}: (loss, grad norm) {a:?} vs {b:?}",
-            step + 1
-        );
-    }
+    assert_steps_alike(&single_log, &logs[0]);
 
     common::assert_trained_alike(
         single.last_checkpoint.as_ref().unwrap(),
@@ -163,15 +169,7 @@ fn two_accumulated_micro_batches_step_like_one_batch_of_both() {
     let (a, la) = run_logged(&four, &mut SingleProcess);
     let (b, lb) = run_logged(&acc, &mut SingleProcess);
     assert_eq!((a.steps, b.steps), (16, 16));
-    assert_eq!(la.len(), lb.len());
-    for (step, (x, y)) in la.iter().zip(&lb).enumerate() {
-        let rel = |p: f64, q: f64| (p - q).abs() / p.abs().max(1e-12);
-        assert!(
-            rel(x.0, y.0) < 1e-4 && rel(x.1, y.1) < 1e-3,
-            "step {}: (loss, grad norm) {x:?} vs {y:?}",
-            step + 1
-        );
-    }
+    assert_steps_alike(&la, &lb);
     common::assert_trained_alike(
         a.last_checkpoint.as_ref().unwrap(),
         b.last_checkpoint.as_ref().unwrap(),
