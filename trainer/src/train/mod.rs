@@ -374,6 +374,28 @@ pub fn train(
     let save_step = |m: &Manifest, opt: &AdamW, ema: Option<&Ema>| {
         save(&format!("step-{:08}", m.step), m, opt, ema)
     };
+    // One validation: every store's val split (with the averaged weights under EMA), logged,
+    // and the best checkpoint and patience count brought up to date.
+    let validation = |m: &mut Manifest,
+                      summary: &mut TrainSummary,
+                      ema: &mut Option<Ema>,
+                      opt: &AdamW,
+                      sync: &mut dyn GradSync,
+                      sink: &mut dyn MetricSink|
+     -> Result<()> {
+        let results = with_averaged(ema.as_mut(), || {
+            validate(&model, &stores, &spec, cfg, device, sync, sink, m.step)
+        })?;
+        log_validation(vlog.as_ref(), &results, m, cfg.train.threshold)?;
+        let best = |m: &Manifest| save("best", m, opt, ema.as_ref());
+        record_validation(
+            results,
+            m,
+            summary,
+            cfg.train.select,
+            rank0.then_some(&best),
+        )
+    };
     let mut summary = TrainSummary {
         run_dir: cfg.run.dir.clone(),
         steps: m.step,
@@ -560,18 +582,7 @@ pub fn train(
             (cfg.train.max_steps == 0 && m.epoch >= cfg.train.epochs) || m.step >= total;
 
         if m.epoch.is_multiple_of(cfg.train.val_every) || last_epoch {
-            let results = with_averaged(ema.as_mut(), || {
-                validate(&model, &stores, &spec, cfg, device, sync, sink, m.step)
-            })?;
-            log_validation(vlog.as_ref(), &results, &m, cfg.train.threshold)?;
-            let best = |m: &Manifest| save("best", m, &opt, ema.as_ref());
-            record_validation(
-                results,
-                &mut m,
-                &mut summary,
-                cfg.train.select,
-                rank0.then_some(&best),
-            )?;
+            validation(&mut m, &mut summary, &mut ema, &opt, &mut *sync, &mut *sink)?;
             if rank0 {
                 summary.last_checkpoint = Some(save_step(&m, &opt, ema.as_ref())?);
                 sink.flush()?;
@@ -595,18 +606,7 @@ pub fn train(
     let validate_at_end =
         m.step >= total && m.step > start_step && m.next_batch != 0 && !summary.stopped_early;
     if validate_at_end {
-        let results = with_averaged(ema.as_mut(), || {
-            validate(&model, &stores, &spec, cfg, device, sync, sink, m.step)
-        })?;
-        log_validation(vlog.as_ref(), &results, &m, cfg.train.threshold)?;
-        let best = |m: &Manifest| save("best", m, &opt, ema.as_ref());
-        record_validation(
-            results,
-            &mut m,
-            &mut summary,
-            cfg.train.select,
-            rank0.then_some(&best),
-        )?;
+        validation(&mut m, &mut summary, &mut ema, &opt, &mut *sync, &mut *sink)?;
     }
     if rank0 {
         // Saved again after that validation even when this step's checkpoint exists: its
