@@ -20,7 +20,7 @@ pub struct Cli {
 pub enum Command {
     /// Run the main job on the embedded default: generate the four synthetic datasets, validate
     /// them, render previews, measure the loader, train a CPU-sized TMCA and evaluate it on the
-    /// test splits (single process, CPU; about 1.5 minutes on 2 cores after the build).
+    /// test splits (single process, CPU; about a minute on 2 cores after the build).
     Quickstart(QuickstartArgs),
     /// Train TMCA (one process; under tmca launch, mpirun or srun, one rank). Without a
     /// CONFIG, trains the embedded default on the synthetic datasets.
