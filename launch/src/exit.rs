@@ -78,10 +78,7 @@ fn data_code(e: &DataError) -> u8 {
         DataError::Io { .. } => 4,
         DataError::Internal(_) => 1,
         // As a shell reports a process the signal ended.
-        DataError::Interrupted { .. } => match crate::signals::received() {
-            0 => 143,
-            s => (128 + s).clamp(1, 255) as u8,
-        },
+        DataError::Interrupted { .. } => crate::signals::exit_code(crate::signals::received()),
         _ => os_failure_or(e, 3),
     }
 }

@@ -7,6 +7,23 @@
 
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
 
+/// The signals that stop training after its step with a checkpoint.
+pub const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGUSR1];
+
+/// 128 + `sig`, as a shell reports a process the signal ended; `0` (no signal of its own: a
+/// stop at another rank's request) as SIGTERM's 143, so that launchers see a stop.
+pub fn exit_code(sig: libc::c_int) -> u8 {
+    let sig = if sig == 0 { libc::SIGTERM } else { sig };
+    (128 + sig).clamp(1, 255) as u8
+}
+
+/// Whether a rank's exit `code` is one of a stop on [`STOP_SIGNALS`] (with its checkpoint).
+pub fn is_stop_exit(code: i32) -> bool {
+    STOP_SIGNALS
+        .iter()
+        .any(|&s| i32::from(exit_code(s)) == code)
+}
+
 static STOP: AtomicBool = AtomicBool::new(false);
 /// Whether a first signal waits for the step to end (training); before, it ends the process.
 static GRACEFUL: AtomicBool = AtomicBool::new(false);
@@ -54,7 +71,7 @@ pub fn graceful() {
 
 /// Installs the handler; the flag it sets is what `RunOptions::stop` takes.
 pub fn install() -> &'static AtomicBool {
-    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGUSR1] {
+    for sig in STOP_SIGNALS {
         // SAFETY: `on_signal` only touches atomics and calls _exit, as a handler must.
         unsafe {
             libc::signal(sig, on_signal as *const () as libc::sighandler_t);
@@ -98,15 +115,9 @@ impl std::fmt::Display for Interrupted {
 impl std::error::Error for Interrupted {}
 
 impl Interrupted {
-    /// 128 + the signal, as a shell reports a process the signal ended; a stop at another
-    /// rank's request as SIGTERM's (143), so that launchers see a stop, not a failure.
+    /// [`exit_code`] of its signal.
     pub fn exit_code(&self) -> u8 {
-        let sig = if self.signal == 0 {
-            libc::SIGTERM
-        } else {
-            self.signal
-        };
-        (128 + sig).clamp(1, 255) as u8
+        exit_code(self.signal)
     }
 }
 
@@ -131,5 +142,16 @@ mod tests {
         assert!(own
             .to_string()
             .starts_with("stopped by signal 2 after step 7"));
+    }
+
+    #[test]
+    fn the_stop_exit_codes_are_those_of_the_stop_signals() {
+        assert_eq!(exit_code(libc::SIGUSR1), 138);
+        for code in [130, 138, 143] {
+            assert!(is_stop_exit(code), "{code}");
+        }
+        for code in [0, 1, 3, 137] {
+            assert!(!is_stop_exit(code), "{code}");
+        }
     }
 }

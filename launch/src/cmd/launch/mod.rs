@@ -64,7 +64,7 @@ impl LaunchError {
                     _ => 1,
                 }
             }
-            LaunchError::Interrupted(s) => (128 + s).clamp(1, 255) as u8,
+            LaunchError::Interrupted(s) => crate::signals::exit_code(*s),
             LaunchError::RankStopped { status, .. } => status.code().unwrap_or(143) as u8,
             LaunchError::Mismatch(_) => 2,
         }
@@ -347,7 +347,7 @@ async fn supervise(a: &LaunchArgs) -> anyhow::Result<()> {
                 let (rank, status) = cause(&failures);
                 // A rank stopped on request (a signal of its own, or its peers stopping with
                 // it) saved a checkpoint: that ends the launch as a stop, with no restart.
-                if let Some(130 | 138 | 143) = status.code() {
+                if status.code().is_some_and(crate::signals::is_stop_exit) {
                     break Err(LaunchError::RankStopped { rank, status });
                 }
                 LaunchError::RankFailed {
