@@ -188,15 +188,12 @@ impl Checkpointer {
         }
         let dst = self.dir.join(name);
         if dst.exists() {
-            // `.old-<name>-<pid>`, or `.<k>` after it when an earlier copy could not be removed.
-            let base = format!(".old-{name}-{}", std::process::id());
-            let old = (0..)
-                .map(|k| match k {
-                    0 => self.dir.join(&base),
-                    k => self.dir.join(format!("{base}.{k}")),
-                })
-                .find(|p| !p.exists())
-                .unwrap_or_else(|| self.dir.join(&base));
+            // `.<k>` after the name when an earlier copy could not be removed.
+            let old = unused(
+                &self.dir,
+                &format!(".old-{name}-{}", std::process::id()),
+                '.',
+            );
             std::fs::rename(&dst, &old).map_err(|e| TrainError::io(&dst, e))?;
             std::fs::rename(&tmp, &dst).map_err(|e| TrainError::io(&dst, e))?;
             // The new checkpoint is in place: a leftover old copy is not worth stopping for
@@ -238,12 +235,8 @@ impl Checkpointer {
             let Some(file) = path.file_name().and_then(|n| n.to_str()) else {
                 continue;
             };
-            let old_of = file
-                .strip_prefix(".old-")
-                .and_then(|rest| rest.rsplit_once('-'))
-                .map(|(name, _pid)| name.to_string());
-            if let Some(name) = old_of.filter(|n| !self.dir.join(n).exists()) {
-                let dst = self.dir.join(&name);
+            if let Some(name) = old_copy_of(file).filter(|n| !self.dir.join(n).exists()) {
+                let dst = self.dir.join(name);
                 std::fs::rename(&path, &dst).map_err(|e| TrainError::io(&dst, e))?;
                 tracing::warn!(
                     "put back checkpoint {} (a run was stopped while replacing it)",
@@ -352,6 +345,20 @@ impl Checkpointer {
         ))
     }
 
+    /// A copy of checkpoint `name` moved aside by a writer stopped while replacing it
+    /// (`.old-<name>-<pid>`), if there is one.
+    pub fn moved_aside(&self, name: &str) -> Option<PathBuf> {
+        std::fs::read_dir(&self.dir)
+            .ok()?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .and_then(|n| old_copy_of(n.to_str()?))
+                    .is_some_and(|n| n == name)
+            })
+    }
+
     /// Whether the run has a checkpoint to continue from (a step checkpoint or `best`).
     pub fn any(&self) -> bool {
         !self.steps().is_empty() || self.dir.join("best").is_dir()
@@ -384,13 +391,7 @@ impl Checkpointer {
         let secs = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let mut aside = self.dir.join(format!("superseded-{secs}"));
-        for n in 1.. {
-            if !aside.exists() {
-                break;
-            }
-            aside = self.dir.join(format!("superseded-{secs}-{n}"));
-        }
+        let aside = unused(&self.dir, &format!("superseded-{secs}"), '-');
         std::fs::create_dir_all(&aside).map_err(|e| TrainError::io(&aside, e))?;
         for p in &later {
             if let Some(name) = p.file_name() {
@@ -406,6 +407,23 @@ impl Checkpointer {
         );
         Ok(Some(aside))
     }
+}
+
+/// The checkpoint a `.old-<name>-<pid>[.<k>]` folder is a replaced copy of (see `save`).
+fn old_copy_of(file: &str) -> Option<&str> {
+    Some(file.strip_prefix(".old-")?.rsplit_once('-')?.0)
+}
+
+/// `dir/base`, or `dir/base<sep>1`, `…<sep>2`, … : the first that does not exist.
+fn unused(dir: &Path, base: &str, sep: char) -> PathBuf {
+    let mut path = dir.join(base);
+    for k in 1.. {
+        if !path.exists() {
+            break;
+        }
+        path = dir.join(format!("{base}{sep}{k}"));
+    }
+    path
 }
 
 /// Names the model-config fields that differ between a checkpoint and the current run.

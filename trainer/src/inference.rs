@@ -197,17 +197,8 @@ impl Trained {
         let loaded = match checkpoint {
             "best" => {
                 let best = ckpt.dir().join("best");
-                let aside = std::fs::read_dir(ckpt.dir())
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|e| e.ok())
-                    .map(|e| e.path())
-                    .find(|p| {
-                        p.file_name()
-                            .and_then(|n| n.to_str())
-                            .is_some_and(|n| n.starts_with(".old-best-"))
-                    });
-                if let (false, Some(aside)) = (best.is_dir(), aside) {
+                let aside = (!best.is_dir()).then(|| ckpt.moved_aside("best")).flatten();
+                if let Some(aside) = aside {
                     return Err(TrainError::file(
                         &best,
                         format!(
