@@ -107,9 +107,10 @@ mod tests {
         }
     }
 
-    /// Schema 2: chunks of zeros are written too (all-empty masks, all-training splits), so a missing chunk file stops the store from opening, naming the file and its
-    /// samples; a changed byte inside a chunk fails that sample's read (zstd checksum). A
-    /// schema-1 store with the same file missing opens, as before.
+    /// Schema 2: chunks of zeros are written too (all-empty masks, all-training splits), so a
+    /// missing chunk file stops the store from opening, naming the file and its samples; a
+    /// changed byte inside a chunk fails that sample's read (zstd checksum). A schema-1 store
+    /// with the same file missing opens, as before.
     #[test]
     fn missing_or_changed_chunks_are_errors() {
         let dir = tempfile::tempdir().unwrap();

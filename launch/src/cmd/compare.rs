@@ -57,22 +57,14 @@ fn read(path: &Path, metric: CompareMetric) -> anyhow::Result<Scores> {
             })?;
         // Dice and IoU are fractions, distances are not negative: anything else is another
         // file's column, or an edited one.
-        let range = if metric.is_distance() {
-            0.0..=f64::MAX
+        let (range, shown) = if metric.is_distance() {
+            (0.0..=f64::MAX, "[0, ∞)")
         } else {
-            0.0..=1.0
+            (0.0..=1.0, "[0, 1]")
         };
         if !range.contains(&v) {
-            return Err(bad(format!(
-                "line {row}: {} {v} is outside {}",
-                metric.column(),
-                if metric.is_distance() {
-                    "[0, ∞)"
-                } else {
-                    "[0, 1]"
-                }
-            ))
-            .into());
+            let what = metric.column();
+            return Err(bad(format!("line {row}: {what} {v} is outside {shown}")).into());
         }
         let name = field(ds).to_string();
         if !order.contains(&name) {
