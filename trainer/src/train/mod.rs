@@ -9,33 +9,29 @@ mod lock;
 mod overlay;
 pub mod per_image;
 pub mod ranks;
+mod record;
 pub mod results;
 mod resume;
 pub use resume::vocabulary_hash;
 pub mod setup;
+mod start;
+mod step;
 mod step_log;
 pub mod tta;
 mod validation;
 
-use crate::checkpoint::{Checkpointer, Manifest, MANIFEST_VERSION};
-use crate::config::{Config, OnNonFinite};
-use crate::model::drop_path::DropPath;
-use crate::optim::{AdamW, Ema, Grads, Schedule};
-use crate::params::ParamStore;
-use crate::pretrained;
+use crate::checkpoint::{Checkpointer, Manifest};
+use crate::config::Config;
+use crate::optim::{AdamW, Ema};
 use crate::sink::MetricSink;
 use crate::sync::GradSync;
 use crate::{Result, TrainError};
-use batch::to_inputs;
 use candle_core::Device;
 use eval::{EvalResult, EvalSpec};
-use ranks::LossValues;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
-use tmca_data::loader::{Loader, LoaderConfig};
-use tmca_data::sampler::ShardedSampler;
-use tmca_data::{Progress, Split};
+use tmca_data::Progress;
 use validation::{log_validation, record_validation, validate};
 
 /// How a run starts.
@@ -61,13 +57,6 @@ pub struct RunOptions<'a> {
     pub stop: Option<&'a AtomicBool>,
     pub progress: &'a dyn Progress,
 }
-
-/// Distinguishes the stochastic-depth draws from the loader's, which share the run's seed.
-const DROP_PATH_STREAM: u64 = 0xD509;
-
-/// Most batches in a row `train.on_nonfinite = "skip"` passes over (or one epoch's, if fewer)
-/// before the run ends as with `"stop"`.
-const MAX_SKIPPED_IN_ROW: usize = 50;
 
 /// The outcome of a run.
 #[derive(Debug, Clone)]
@@ -122,238 +111,37 @@ pub fn train(
             ),
         ));
     }
-    cfg.run.apply_precision(device);
-    if let (Resume::No, Some(p)) = (&opts.resume, &cfg.model.image_weights) {
-        // A fresh run will read it: say so before generating data or learning a vocabulary.
-        pretrained::weight_file(p)?;
-    }
-    if let Resume::From(p) = &opts.resume {
-        // Read before anything is written (a tokenizer taken from its run, data generated).
-        Manifest::read(p)?;
-    }
-    let (stores, tokenizer) = ranks::prepare(sync, || {
-        let stores = setup::open_stores(cfg, opts.progress)?;
-        let from = match &opts.resume {
-            Resume::From(p) => Some(p.as_path()),
-            _ => None,
-        };
-        let resuming = matches!(opts.resume, Resume::Latest) && has_checkpoints;
-        let tokenizer = setup::tokenizer(cfg, &stores, from, resuming, rank0)?;
-        Ok((stores, tokenizer))
-    })?;
-    let params = ParamStore::new(cfg.run.seed).with_frozen(&cfg.optim.freeze);
-    let model = setup::build_model(cfg, tokenizer.vocab_size(), &params, device, false)?;
-    setup::check_prefixes(cfg, &params)?;
-    let mut opt = AdamW::new(&params, cfg.optim.adamw())?;
-    let model_cfg = resume::model_config(cfg);
-
-    let sources = stores
-        .iter()
-        .map(|s| tmca_data::folds::samples(s, Split::Train, cfg.data.cv()))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    let data_cfg = resume::data_config(cfg, &stores, &sources);
-    let weights = (!cfg.data.weights.is_empty()).then(|| cfg.data.weights.clone());
-    let sampler = ShardedSampler::new(
-        sources,
-        weights,
-        cfg.run.seed,
-        true,
-        true,
-        sync.rank(),
-        sync.world(),
-    )?;
-    let lcfg = LoaderConfig {
-        batch_size: cfg.data.batch_size,
-        drop_last: true,
-        workers: cfg.data.workers,
-        prefetch: cfg.data.prefetch,
-        input: cfg.input_spec(),
-        augment: Some(cfg.data.augment.clone()),
-        seed: cfg.run.seed,
+    let session = start::Session::open(cfg, device, &mut *sync, &opts, &ckpt, has_checkpoints)?;
+    let vlog = match rank0 {
+        true => Some(record::record_start(
+            cfg,
+            &session,
+            &opts.resume,
+            sync.world(),
+            &mut *sink,
+        )?),
+        false => None,
     };
-    let loader = Loader::new(stores.clone(), sampler, tokenizer.clone(), lcfg)?;
-    let per_epoch = loader.batches_per_epoch();
-    if per_epoch == 0 {
-        return Err(TrainError::config(
-            "data.batch_size",
-            format!(
-                "{} is larger than this rank's share of the training set",
-                cfg.data.batch_size
-            ),
-        ));
-    }
-    let acc = cfg.optim.accumulate;
-    let steps_per_epoch = per_epoch.div_ceil(acc) as u64;
-    let total = if cfg.train.max_steps > 0 {
-        cfg.train.max_steps
-    } else {
-        cfg.train
-            .epochs
-            .checked_mul(steps_per_epoch)
-            .ok_or_else(|| {
-                TrainError::config(
-                    "train.epochs",
-                    format!(
-                        "{} epochs of {steps_per_epoch} steps are more steps than can be counted",
-                        cfg.train.epochs
-                    ),
-                )
-            })?
-    };
-    if rank0 && cfg.optim.warmup_steps > total / 2 {
-        tracing::warn!(
-            "optim.warmup_steps = {} is more than half of the run's {total} steps: warming up for {} steps",
-            cfg.optim.warmup_steps,
-            total / 2
-        );
-    }
-    let sched = Schedule {
-        base_lr: cfg.optim.lr,
-        warmup_steps: cfg.optim.warmup_steps.min(total / 2),
-        total_steps: total,
-        min_ratio: cfg.optim.min_lr_ratio,
-    };
-
-    let mut m = Manifest {
-        version: MANIFEST_VERSION,
-        tmca_version: env!("CARGO_PKG_VERSION").into(),
-        step: 0,
-        epoch: 0,
-        next_batch: 0,
-        seed: cfg.run.seed,
-        model_hash: cfg.model_hash()?,
-        model_config: model_cfg.clone(),
-        best_val: None,
-        stale_validations: 0,
-        files: Default::default(),
-        global_batch: Some(cfg.data.batch_size * sync.world()),
-        accumulate: Some(acc),
-        select: Some(cfg.train.select),
-        data: Some(data_cfg),
-        vocabulary: Some(resume::vocabulary_hash(&tokenizer)),
-    };
-    let loaded = match &opts.resume {
-        Resume::No => None,
-        Resume::Latest => ckpt.latest(device)?,
-        Resume::From(p) => Some(Checkpointer::load(p, device)?),
-    };
-    if loaded.is_none() {
-        setup::pretrained_image_encoder(cfg, &params, rank0)?;
-    }
-    let mut resumed_state = None;
-    if let Some(l) = loaded {
-        resume::check(&l.manifest, &m, &l.path, sync.world())?;
-        if rank0 {
-            ckpt.supersede_after(l.manifest.step)?;
-        }
-        params
-            .assign_all(&l.weights)
-            .map_err(|e| TrainError::Checkpoint {
-                path: l.path.clone(),
-                message: e.to_string(),
-            })?;
-        resumed_state = Some(l.optimizer.clone());
-        let fresh =
-            opt.load_state(&l.optimizer, l.manifest.step)
-                .map_err(|e| TrainError::Checkpoint {
-                    path: l.path.clone(),
-                    message: e.to_string(),
-                })?;
-        if rank0 && !fresh.is_empty() {
-            tracing::info!(
-                "{} parameter tensors were frozen when {} was written; their AdamW moments start at zero",
-                fresh.len(),
-                l.path.display()
-            );
-        }
-        if rank0 {
-            tracing::info!(
-                "resumed from {} at step {}",
-                l.path.display(),
-                l.manifest.step
-            );
-        }
-        // A checkpoint of another run directory starts this one: its best value is that
-        // run's, and this run keeps its own `best`.
-        let foreign = !ckpt.holds(&l.path);
-        m = Manifest {
-            files: Default::default(),
-            global_batch: m.global_batch,
-            accumulate: m.accumulate,
-            select: m.select,
-            data: m.data,
-            vocabulary: m.vocabulary,
-            ..l.manifest
-        };
-        if foreign {
-            (m.best_val, m.stale_validations) = (None, 0);
-        }
-    }
-    let mut ema = match cfg.optim.ema {
-        d if d > 0.0 => {
-            let mut e = Ema::new(&params, d)?;
-            if let Some(state) = &resumed_state {
-                let fresh = e.load_state(state).map_err(|e| TrainError::Checkpoint {
-                    path: cfg.run.dir.join("checkpoints"),
-                    message: e.to_string(),
-                })?;
-                if rank0 && !fresh.is_empty() {
-                    tracing::info!(
-                        "the checkpoint has no moving average of {} parameter tensors; they start from their current values",
-                        fresh.len()
-                    );
-                }
-            }
-            Some(e)
-        }
-        _ => None,
-    };
-    let mut vlog = None;
-    if rank0 {
-        let text = cfg.to_toml()?;
-        let p = cfg.run.dir.join("config.toml");
-        if m.step > 0 {
-            resume::log_changed_settings(&p, cfg);
-        }
-        if m.step > 0 || matches!(opts.resume, Resume::Latest) {
-            // Also at step 0: a run restarted before its first checkpoint redoes what an
-            // earlier session recorded (nothing to drop in a fresh run).
-            sink.resumed_after(m.step);
-        }
-        // Replaced whole: a run stopped mid-write would leave a truncated config, and eval,
-        // predict and `tmca runs` read it.
-        results::write_atomic(&p, text.as_bytes())?;
-        sink.text("config", &format!("```toml\n{text}\n```"), m.step);
-        // Every field but the run's own folder, for the HParams dashboard; the folder names it.
-        let hparams = cfg
-            .fields()
-            .iter()
-            .filter(|(k, _)| k.as_str() != "run.dir")
-            .map(|(k, v)| (k.clone(), crate::sink::HParam::from_toml(v)))
-            .collect();
-        sink.hparams(&hparams, &cfg.run.dir.display().to_string());
-        vlog = Some(results::ValidationLog::open(&cfg.run.dir, m.step)?);
-        let frozen: usize = params
-            .vars()
-            .iter()
-            .filter(|(n, _)| params.is_frozen(n))
-            .map(|(_, v)| v.elem_count())
-            .sum();
-        tracing::info!(
-            "model: {} parameters in {} tensors ({frozen} frozen); {} steps of {} images",
-            params.numel(),
-            params.len(),
-            total,
-            cfg.data.batch_size * acc * sync.world()
-        );
-    }
+    let start::Session {
+        stores,
+        tokenizer,
+        params,
+        model,
+        mut opt,
+        mut ema,
+        loader,
+        per_epoch,
+        total,
+        sched,
+        manifest: mut m,
+    } = session;
 
     let spec = EvalSpec {
         input: cfg.input_spec(),
         batch_size: cfg.data.batch_size,
         workers: cfg.data.workers,
         threshold: cfg.train.threshold,
-        tokenizer: tokenizer.clone(),
+        tokenizer,
         progress: opts.progress,
         tta: false,
         folds: cfg.data.cv(),
@@ -410,10 +198,19 @@ pub fn train(
     if let Some(f) = &mut fresh_dir {
         f.keep();
     }
+    let ctx = step::StepCtx {
+        cfg,
+        device,
+        model: &model,
+        params: &params,
+        ckpt: &ckpt,
+        per_epoch,
+        stop: opts.stop,
+        progress: opts.progress,
+    };
     let stop_at = opts.stop_after.unwrap_or(u64::MAX).min(total);
     let start_step = m.step;
-    let (mut seen, mut t_log) = (0usize, Instant::now());
-    let (mut skipped_in_row, mut stop_while_skipping) = (0usize, false);
+    let (mut tally, mut t_log) = (step::Tally::default(), Instant::now());
 
     'epochs: while m.step < stop_at && (cfg.train.max_steps > 0 || m.epoch < cfg.train.epochs) {
         let mut batches = loader.epoch(m.epoch, m.next_batch);
@@ -422,132 +219,40 @@ pub fn train(
             (per_epoch - m.next_batch) as u64,
         );
         while m.next_batch < per_epoch {
-            // One optimiser step over up to `acc` micro-batches.
-            let mut grads = Grads::default();
-            let (mut parts, mut loss_sum, mut last) = (0usize, 0f64, None);
-            while parts < acc && m.next_batch < per_epoch {
-                let Some(b) = batches.next() else { break };
-                let b = b?;
-                let mut x = to_inputs(&b, device)?;
-                if cfg.optim.drop_path > 0.0 {
-                    // Drawn per (seed, epoch, batch, rank): a resumed run drops the same.
-                    let seed = tmca_data::sampler::derive_seed(&[
-                        cfg.run.seed,
-                        DROP_PATH_STREAM,
-                        m.epoch,
-                        m.next_batch as u64,
-                        sync.rank() as u64,
-                    ]);
-                    let mut rng =
-                        <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(seed);
-                    x.drop_path = DropPath::sample(
-                        cfg.optim.drop_path,
-                        &cfg.model.depths,
-                        b.size,
-                        &mut rng,
-                        device,
-                    )?;
-                }
-                let out = model.forward(&x)?;
-                let masks = x
-                    .masks
-                    .as_ref()
-                    .ok_or_else(|| TrainError::Internal("a training batch without masks".into()))?;
-                let (gathered, groups) = if sync.world() > 1 && !out.contrastive.is_empty() {
-                    let (g, ids) =
-                        ranks::gather_with_grad(&out.contrastive, &b.report_groups, sync)?;
-                    (Some(g), ids)
-                } else {
-                    (None, b.report_groups.clone())
-                };
-                let losses = model.loss(&out, masks, &groups, gathered.as_deref())?;
-                let stop = opts.stop.is_some_and(|s| s.load(Ordering::Relaxed));
-                let values = LossValues::of(&losses, stop)?.mean_over_ranks(sync)?;
-                let v = values.total;
-                m.next_batch += 1;
-                opts.progress.inc(1);
-                seen += b.size;
-                if !v.is_finite() {
-                    match cfg.train.on_nonfinite {
-                        OnNonFinite::Stop => {
-                            return Err(TrainError::NonFinite {
-                                step: m.step + 1,
-                                detail: format!(
-                                    "loss {v} in epoch {} batch {}; {}; a lower optim.lr or train.on_nonfinite = \"skip\" may help",
-                                    m.epoch + 1,
-                                    m.next_batch,
-                                    if ckpt.steps().is_empty() {
-                                        "no checkpoint was written yet"
-                                    } else {
-                                        "the last checkpoint is intact"
-                                    }
-                                ),
-                            })
-                        }
-                        OnNonFinite::Skip => {
-                            // Skipped batches change no weight: a run of them is no bad batch
-                            // but a broken setup, which skipping would repeat forever.
-                            skipped_in_row += 1;
-                            if skipped_in_row >= per_epoch.min(MAX_SKIPPED_IN_ROW) {
-                                return Err(TrainError::NonFinite {
-                                    step: m.step + 1,
-                                    detail: format!(
-                                        "{skipped_in_row} batches in a row had a non-finite loss (last: {v}); train.on_nonfinite = \"skip\" passes over single bad batches, not this: check data.mean/std, the data and optim.lr"
-                                    ),
-                                });
-                            }
-                            tracing::warn!("skipping step {}: loss {v}", m.step + 1);
-                            if values.stop {
-                                stop_while_skipping = true;
-                                break;
-                            }
-                            continue;
-                        }
-                    }
-                }
-                skipped_in_row = 0;
-                grads.accumulate(Grads::from_backward(&params, &losses.total.backward()?))?;
-                loss_sum += v;
-                parts += 1;
-                last = Some(values);
-            }
-            if stop_while_skipping {
+            let mut acc = step::accumulate(&ctx, &mut batches, &mut m, &mut *sync, &mut tally)?;
+            if acc.stop_while_skipping {
                 if rank0 {
                     tracing::warn!("stop requested: stopping after step {}", m.step);
                 }
                 summary.interrupted = true;
                 break 'epochs;
             }
-            if parts == 0 {
+            if acc.parts == 0 {
                 continue;
             }
-            grads.scale(1.0 / parts as f64)?;
-            if sync.world() > 1 {
-                grads.fill_missing(&params)?;
-                if let Some(flat) = grads.flatten()? {
-                    grads.unflatten(&sync.all_reduce_mean_tensor(&flat)?)?;
-                }
-            }
-            let grad_norm = grads.clip(cfg.optim.grad_clip)?;
-            let lr = sched.lr(m.step);
-            opt.step(&grads, lr)?;
-            if let Some(e) = ema.as_mut() {
-                e.update()?;
-            }
+            let (grad_norm, lr) = step::apply(
+                &ctx,
+                &mut acc,
+                m.step,
+                &mut opt,
+                ema.as_mut(),
+                &sched,
+                &mut *sync,
+            )?;
             m.step += 1;
-            let loss = loss_sum / parts as f64;
+            let loss = acc.loss();
             opts.progress
                 .message(&format!("step {} loss {loss:.4}", m.step));
             if rank0 && (m.step.is_multiple_of(cfg.train.log_every.max(1)) || m.step == 1) {
-                let ips = seen as f64 * sync.world() as f64 / t_log.elapsed().as_secs_f64();
-                (seen, t_log) = (0, Instant::now());
+                let ips = tally.seen as f64 * sync.world() as f64 / t_log.elapsed().as_secs_f64();
+                (tally.seen, t_log) = (0, Instant::now());
                 step_log::StepScalars {
                     step: m.step,
                     loss,
                     lr,
                     grad_norm,
                     images_per_s: ips,
-                    terms: last.as_ref(),
+                    terms: acc.last.as_ref(),
                     levels: &cfg.model.contrastive_levels,
                     temperatures: model.temperatures()?,
                 }
@@ -561,7 +266,7 @@ pub fn train(
                 // What a resume from this checkpoint will not redo is on disk too.
                 sink.flush()?;
             }
-            if last.as_ref().is_some_and(|l| l.stop) {
+            if acc.stop() {
                 if rank0 {
                     tracing::warn!("stop requested: stopping after step {}", m.step);
                 }

@@ -1,0 +1,57 @@
+//! Rank 0's record of a run's start: `config.toml` (replaced whole), the config as TensorBoard
+//! text and HParams, `validation.jsonl` opened (cut back to the resumed step), the model's size.
+
+use super::start::Session;
+use super::{results, resume, Resume};
+use crate::config::Config;
+use crate::sink::MetricSink;
+use crate::Result;
+
+/// Writes the start of a run (of `world` ranks) and opens its validation log.
+pub(super) fn record_start(
+    cfg: &Config,
+    s: &Session,
+    resume: &Resume,
+    world: usize,
+    sink: &mut dyn MetricSink,
+) -> Result<results::ValidationLog> {
+    let step = s.manifest.step;
+    let text = cfg.to_toml()?;
+    let p = cfg.run.dir.join("config.toml");
+    if step > 0 {
+        resume::log_changed_settings(&p, cfg);
+    }
+    if step > 0 || matches!(resume, Resume::Latest) {
+        // Also at step 0: a run restarted before its first checkpoint redoes what an earlier
+        // session recorded (nothing to drop in a fresh run).
+        sink.resumed_after(step);
+    }
+    // Replaced whole: a run stopped mid-write would leave a truncated config, and eval,
+    // predict and `tmca runs` read it.
+    results::write_atomic(&p, text.as_bytes())?;
+    sink.text("config", &format!("```toml\n{text}\n```"), step);
+    // Every field but the run's own folder, for the HParams dashboard; the folder names it.
+    let hparams = cfg
+        .fields()
+        .iter()
+        .filter(|(k, _)| k.as_str() != "run.dir")
+        .map(|(k, v)| (k.clone(), crate::sink::HParam::from_toml(v)))
+        .collect();
+    sink.hparams(&hparams, &cfg.run.dir.display().to_string());
+    let vlog = results::ValidationLog::open(&cfg.run.dir, step)?;
+    let params = &s.params;
+    let frozen: usize = params
+        .vars()
+        .iter()
+        .filter(|(n, _)| params.is_frozen(n))
+        .map(|(_, v)| v.elem_count())
+        .sum();
+    tracing::info!(
+        "model: {} parameters in {} tensors ({frozen} frozen); {} steps of {} images",
+        params.numel(),
+        params.len(),
+        s.total,
+        cfg.data.batch_size * cfg.optim.accumulate * world
+    );
+    Ok(vlog)
+}
