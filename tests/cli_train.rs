@@ -550,6 +550,22 @@ fn cross_validation_validates_on_its_fold() {
         "{}",
         text(&o)
     );
+    // Also when the store is named: the run's own store validates on its fold, not on the
+    // store's val split (mostly this fold's training images).
+    let store = dir.path().join("data/synth-endoscopy");
+    let o = tmca(&[
+        "eval",
+        run.to_str().unwrap(),
+        "--store",
+        store.to_str().unwrap(),
+        "--split",
+        "val",
+    ]);
+    assert!(
+        text(&o).contains("synth-endoscopy | val | 3 |"),
+        "{}",
+        text(&o)
+    );
     let o = tmca(&["eval", run.to_str().unwrap(), "--split", "test"]);
     assert!(
         text(&o).contains("synth-endoscopy | test | 4 |"),
@@ -560,7 +576,6 @@ fn cross_validation_validates_on_its_fold() {
     assert!(resolved.contains("folds = 4") && resolved.contains("fold = 1"));
     // Predicting the run's store's val split predicts the fold.
     let pred = dir.path().join("pred");
-    let store = dir.path().join("data/synth-endoscopy");
     let o = tmca(&[
         "predict",
         run.to_str().unwrap(),

@@ -263,7 +263,6 @@ pub fn eval_run(
         mut sweep,
     } = extras;
     let bar = Bar::default();
-    let stores_given = !stores.is_empty();
     let stores: Vec<Arc<Store>> = if stores.is_empty() {
         tmca_trainer::train::setup::open_stores(&trained.cfg, &bar).context(
             "opening the stores the run's config.toml names (relative paths are taken from the \
@@ -275,22 +274,13 @@ pub fn eval_run(
             .map(|p| Ok(Arc::new(Store::open(p)?)))
             .collect::<anyhow::Result<_>>()?
     };
-    let spec = EvalSpec {
-        input: trained.input_spec(),
-        batch_size: trained.cfg.data.batch_size,
-        workers: trained.cfg.data.workers,
-        threshold: trained.cfg.train.threshold,
-        tokenizer: trained.tokenizer.clone(),
-        progress: &bar,
-        tta,
-        // A cross-validated run's val split is its fold (only for the run's own stores, and
-        // not for an ensemble, whose members trained on each other's folds).
-        folds: if stores_given || !others.is_empty() {
-            None
-        } else {
-            trained.cfg.data.cv()
-        },
-        min_area,
+    // A cross-validated run's val split is its fold: for the run's own stores (by name, also
+    // when given with --store), not for others, nor for an ensemble, whose members trained on
+    // each other's folds.
+    let cv = trained.cfg.data.cv().filter(|_| others.is_empty());
+    let own = match cv {
+        Some(_) => tmca_trainer::train::setup::store_names(&trained.cfg),
+        None => vec![],
     };
     let members: Vec<Member<'_>> = std::iter::once(trained)
         .chain(others)
@@ -299,25 +289,49 @@ pub fn eval_run(
             tokenizer: &t.tokenizer,
         })
         .collect();
-    Ok(evaluate_ensemble(
-        &members,
-        &stores,
-        split,
-        &spec,
-        &trained.device,
-        &mut SingleProcess,
-        &mut |store, b, probs, _, scores| {
-            if let Some(rows) = per_image.as_deref_mut() {
-                rows.extend(tmca_trainer::train::per_image::image_results(
-                    store, b, scores,
-                ));
-            }
-            if let Some(s) = sweep.as_deref_mut() {
-                let name = &store.info().name;
-                s.update(name, probs, &b.masks, b.size, (b.height, b.width))
-                    .map_err(tmca_trainer::TrainError::from)?;
-            }
-            Ok(())
-        },
-    )?)
+    let mut results = Vec::with_capacity(stores.len());
+    for store in &stores {
+        let folds = cv.filter(|_| own.contains(&store.info().name));
+        if let (Some(f), tmca_data::Split::Val) = (folds, split) {
+            tracing::info!(
+                "{}: fold {} of {} (the run's cross-validation)",
+                store.info().name,
+                f.fold,
+                f.folds
+            );
+        }
+        let spec = EvalSpec {
+            input: trained.input_spec(),
+            batch_size: trained.cfg.data.batch_size,
+            workers: trained.cfg.data.workers,
+            threshold: trained.cfg.train.threshold,
+            tokenizer: trained.tokenizer.clone(),
+            progress: &bar,
+            tta,
+            folds,
+            min_area,
+        };
+        results.extend(evaluate_ensemble(
+            &members,
+            std::slice::from_ref(store),
+            split,
+            &spec,
+            &trained.device,
+            &mut SingleProcess,
+            &mut |store, b, probs, _, scores| {
+                if let Some(rows) = per_image.as_deref_mut() {
+                    rows.extend(tmca_trainer::train::per_image::image_results(
+                        store, b, scores,
+                    ));
+                }
+                if let Some(s) = sweep.as_deref_mut() {
+                    let name = &store.info().name;
+                    s.update(name, probs, &b.masks, b.size, (b.height, b.width))
+                        .map_err(tmca_trainer::TrainError::from)?;
+                }
+                Ok(())
+            },
+        )?);
+    }
+    Ok(results)
 }
