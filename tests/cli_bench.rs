@@ -33,7 +33,12 @@ fn bench(dir: &Path, extra: &[&str]) -> String {
         .args([
             "bench", "step", "--sizes", "32", "--steps", "1", "--warmup", "0",
         ])
-        .args(["--profile-reps", "1", "--loader-seconds", "0.1"])
+        .args(["--loader-seconds", "0.1"])
+        .args(if extra.contains(&"--profile-reps") {
+            &[][..]
+        } else {
+            &["--profile-reps", "1"][..]
+        })
         .arg("--workdir")
         .arg(dir.join("work"))
         .arg("--output")
@@ -71,6 +76,10 @@ fn bench_step_writes_every_row_and_rewrites_only_its_section() {
     assert_eq!(again.matches("<!-- begin:step -->").count(), 1);
     assert_eq!(again.matches("Plan:").count(), 1);
     assert!(again.contains("Plan: my plan"));
+    // Without replays, no profile (nor its explanation).
+    let plain = bench(dir.path(), &["--no-torch", "--profile-reps", "0"]);
+    assert!(plain.contains(ROWS[0]), "{plain}");
+    assert!(!plain.contains("Profile of the training step"), "{plain}");
 }
 
 #[test]

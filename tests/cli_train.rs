@@ -665,3 +665,25 @@ fn a_refused_start_leaves_nothing_and_a_retrain_takes_no_stale_tokenizer() {
         "the stale tokenizer ({learned}) was kept: {made}"
     );
 }
+
+/// A training command whose reader has gone (`tmca train bad.toml 2>&1 | head -0`) still ends
+/// with its own exit code, not a panic (101) on printing its error.
+#[test]
+fn a_closed_output_pipe_keeps_the_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[run]\ndir = \"r\"\n[data]\nimage_size = 60\nbatch_size = 2\nstores = [\"a\"]\n",
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tmca"))
+        .args(["train", bad.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    assert_eq!(child.wait().unwrap().code(), Some(2));
+}

@@ -61,8 +61,8 @@ pub struct QuickstartArgs {
     /// Working directory for the generated data and outputs.
     #[arg(long, default_value = "runs/quickstart")]
     pub workdir: PathBuf,
-    /// Image size of the generated datasets.
-    #[arg(long, default_value_t = 64)]
+    /// Image size of the generated datasets and of the model (a multiple of 32, 32–4096).
+    #[arg(long, default_value_t = 64, value_parser = parse_model_size)]
     pub size: usize,
     /// Seed of the generator and the loader.
     #[arg(long, default_value_t = 0)]
@@ -207,7 +207,7 @@ pub enum BenchCommand {
 #[derive(Debug, Args)]
 pub struct BenchStepArgs {
     /// Image sizes (square, multiples of 32), comma-separated.
-    #[arg(long, value_delimiter = ',', default_values_t = [128usize, 224])]
+    #[arg(long, value_delimiter = ',', default_values_t = [128usize, 224], value_parser = parse_model_size)]
     pub sizes: Vec<usize>,
     /// Images per training/inference batch.
     #[arg(long, default_value_t = 8)]
@@ -259,7 +259,7 @@ pub enum ProbeMode {
 #[derive(Debug, Args)]
 pub struct StepProbeArgs {
     /// Image size (square, a multiple of 32).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_model_size)]
     pub size: usize,
     /// What to measure.
     #[arg(long, value_enum)]
@@ -603,6 +603,16 @@ fn parse_nproc(s: &str) -> Result<usize, String> {
         .map_err(|_| format!("{s:?}: a number of ranks, or `gpu`"))
 }
 
+/// A model input size: a multiple of 32 (the encoder's total stride), 32–4096.
+fn parse_model_size(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n.is_multiple_of(32) && (32..=4096).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{s:?}: an image size that is a multiple of 32 (the image encoder's stride), 32 to 4096"
+        )),
+    }
+}
+
 /// A count of at least 1.
 fn parse_positive(s: &str) -> Result<u64, String> {
     match s.parse::<u64>() {
@@ -631,3 +641,28 @@ fn parse_area(s: &str) -> Result<f32, String> {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UsageError(pub String);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sizes the model cannot take are refused before any work (the quickstart used to
+    /// generate and check its data first, then fail at training).
+    #[test]
+    fn model_sizes_are_checked_when_parsed() {
+        for line in [
+            "tmca quickstart --size 48",
+            "tmca quickstart --size 0",
+            "tmca bench step --sizes 128,100",
+            "tmca bench step-probe --size 8000 --mode train",
+        ] {
+            let err = Cli::try_parse_from(line.split_whitespace()).unwrap_err();
+            assert!(err.to_string().contains("multiple of 32"), "{line}: {err}");
+        }
+        let ok = Cli::try_parse_from("tmca quickstart --size 96".split_whitespace()).unwrap();
+        assert!(matches!(
+            ok.command,
+            Command::Quickstart(QuickstartArgs { size: 96, .. })
+        ));
+    }
+}

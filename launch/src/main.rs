@@ -15,7 +15,7 @@ fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     if !matches!(
         cli.command,
-        cli::Command::Train(_) | cli::Command::Launch(_) | cli::Command::Quickstart(_)
+        cli::Command::Train(_) | cli::Command::Launch(_)
     ) {
         restore_sigpipe();
     }
@@ -37,7 +37,9 @@ fn main() -> std::process::ExitCode {
             // (instead of every rank of a launch at once, interleaved).
             let rank = tmca_worker::rank_env(|k| std::env::var(k).ok()).map_or(0, |e| e.rank);
             if code != 2 || rank == 0 {
-                eprintln!("error: {}", error_text(&err));
+                // Not eprintln!, which panics (exit 101) when stderr is a closed pipe.
+                use std::io::Write;
+                let _ = writeln!(std::io::stderr(), "error: {}", error_text(&err));
             }
             std::process::ExitCode::from(code)
         }

@@ -129,8 +129,9 @@ pub(crate) fn require_dir(parent: &Path, name: &str, layout: &str) -> Result<Pat
     })
 }
 
-/// Image files directly in `dir`, sorted by name. Hidden files are skipped; other files are
-/// skipped with a warning.
+/// Image files directly in `dir`, sorted by name. Hidden files and documents (tables, text:
+/// the reports a folder of images often holds too) are skipped; other files (a `.dcm`, a
+/// `.gif`: images tmca does not read) are skipped with a warning.
 pub(crate) fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for p in read_dir_sorted(dir)? {
@@ -140,11 +141,19 @@ pub(crate) fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
         if is_image_file(&p) {
             file_name(&p)?;
             out.push(p);
-        } else {
+        } else if !is_document(&p) {
             tracing::warn!(file = %p.display(), "skipping a file that is not an image");
         }
     }
     Ok(out)
+}
+
+/// A table or text file (by extension).
+fn is_document(p: &Path) -> bool {
+    const DOCUMENTS: [&str; 7] = ["csv", "xlsx", "xls", "txt", "json", "md", "tsv"];
+    p.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| DOCUMENTS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
 /// Files directly in `dir` with one of `extensions` (lower case), sorted by name.
@@ -240,6 +249,23 @@ mod tests {
         assert_eq!(match_key("img/Covid_1.jpg"), "covid_1");
         assert_eq!(match_key("study.10"), "study.10");
         assert_eq!(match_key("study.10.tif"), "study.10");
+    }
+
+    /// Reports beside the images are no stray files; an unreadable image format is.
+    #[test]
+    fn documents_are_told_from_other_files() {
+        assert!(is_document(Path::new("new/reports.CSV")) && is_document(Path::new("a.xlsx")));
+        assert!(!is_document(Path::new("scan.dcm")) && !is_document(Path::new("a.png")));
+        let dir = tempfile::tempdir().unwrap();
+        for n in ["b.png", "reports.csv", "a.jpg", "x.dcm"] {
+            std::fs::write(dir.path().join(n), b"").unwrap();
+        }
+        let names: Vec<_> = list_images(dir.path())
+            .unwrap()
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["a.jpg", "b.png"]);
     }
 
     #[test]

@@ -78,14 +78,14 @@ pub fn run(a: &QuickstartArgs) -> anyhow::Result<()> {
                 .map(|i| s.reports()[i].clone())
         })
         .collect();
-    let tok = TextTokenizer::learn(&reports, 1000, 24)?;
-    let tok_path = a.workdir.join("tokenizer.json");
-    tok.save(&tok_path)?;
+    let text = Config::default_config()?.text;
+    let tok = TextTokenizer::learn(&reports, text.vocab_size, text.max_len)?;
+    // Training learns the same vocabulary from the same reports and saves it as the run's
+    // tokenizer.json.
     println!(
-        "   WordPiece vocabulary of {} learned from {} reports -> {}",
+        "   WordPiece vocabulary of {} learned from {} reports (saved with the run in 4)",
         tok.vocab_size(),
-        reports.len(),
-        tok_path.display()
+        reports.len()
     );
 
     println!("3. loader (4 datasets mixed, augmentation on, batch 8, 2 workers)");

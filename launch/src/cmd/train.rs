@@ -94,7 +94,7 @@ pub fn train(a: &TrainArgs) -> anyhow::Result<TrainSummary> {
         return Ok(summary);
     }
     let world = rank.env.world;
-    println!(
+    let mut out = format!(
         "trained {} steps{}; run directory {}",
         summary.steps,
         if world > 1 {
@@ -105,20 +105,22 @@ pub fn train(a: &TrainArgs) -> anyhow::Result<TrainSummary> {
         summary.run_dir.display()
     );
     if !summary.last_val.is_empty() {
-        print!("\nvalidation (last):\n{}", table(&summary.last_val));
+        out += &format!("\n\nvalidation (last):\n{}", table(&summary.last_val));
+        out.truncate(out.trim_end().len());
     }
     if let Some(b) = &summary.best_checkpoint {
-        println!(
-            "\nbest checkpoint {} (val {} {:.4})",
+        out += &format!(
+            "\n\nbest checkpoint {} (val {} {:.4})",
             b.display(),
             summary.select.label(),
             summary.best_val.unwrap_or(f64::NAN)
         );
     }
-    println!(
-        "TensorBoard: tensorboard --logdir {}",
+    out += &format!(
+        "\nTensorBoard: tensorboard --logdir {}",
         super::util::shell_word(&tb)
     );
+    super::util::say(false, format_args!("{out}"));
     Ok(summary)
 }
 

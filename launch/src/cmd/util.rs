@@ -5,6 +5,18 @@ use anyhow::Context;
 use std::path::{Path, PathBuf};
 use tmca_data::synth::{self, SynthConfig};
 
+/// Writes a line to stdout (`to_err`: stderr) and carries on when the reader has gone. The
+/// training commands keep Rust's ignored SIGPIPE (their sockets rely on write errors), under
+/// which `println!` would panic on a closed pipe (`tmca train … | head`): a run does not end
+/// for that.
+pub fn say(to_err: bool, line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = match to_err {
+        false => writeln!(std::io::stdout(), "{line}"),
+        true => writeln!(std::io::stderr(), "{line}"),
+    };
+}
+
 /// The synthetic store for `cfg` under `dir`, generated unless an identical one is there;
 /// returns its path and whether it was generated now.
 pub fn ensure_synth(dir: &Path, cfg: &SynthConfig) -> anyhow::Result<(PathBuf, bool)> {

@@ -279,18 +279,21 @@ async fn supervise(a: &LaunchArgs) -> anyhow::Result<()> {
             pids.insert(rank, child.id().map(RankProcess::open));
             ranks.spawn(async move { (rank, child.wait().await) });
         }
-        eprintln!(
-            "tmca launch: {} rank{}{}, {threads} thread{} each, attempt {} of {}",
-            a.nproc,
-            if a.nproc == 1 { "" } else { "s" },
-            if a.nnodes > 1 {
-                format!(" on node {} of {} ({world} in all)", a.node_rank, a.nnodes)
-            } else {
-                String::new()
-            },
-            if threads == 1 { "" } else { "s" },
-            attempt + 1,
-            a.max_restarts + 1
+        crate::cmd::util::say(
+            true,
+            format_args!(
+                "tmca launch: {} rank{}{}, {threads} thread{} each, attempt {} of {}",
+                a.nproc,
+                if a.nproc == 1 { "" } else { "s" },
+                if a.nnodes > 1 {
+                    format!(" on node {} of {} ({world} in all)", a.node_rank, a.nnodes)
+                } else {
+                    String::new()
+                },
+                if threads == 1 { "" } else { "s" },
+                attempt + 1,
+                a.max_restarts + 1
+            ),
         );
         let outcome = loop {
             tokio::select! {
@@ -364,10 +367,13 @@ async fn supervise(a: &LaunchArgs) -> anyhow::Result<()> {
             break Err(failed);
         }
         attempt += 1;
-        eprintln!(
-            "tmca launch: rank {rank} failed ({status}); stopped the others, restarting all from \
-             the latest checkpoint (restart {attempt} of {})",
-            a.max_restarts
+        crate::cmd::util::say(
+            true,
+            format_args!(
+                "tmca launch: rank {rank} failed ({status}); stopped the others, restarting all \
+                 from the latest checkpoint (restart {attempt} of {})",
+                a.max_restarts
+            ),
         );
     };
     if let Some(store) = store {

@@ -230,6 +230,10 @@ pub fn section(runs: &[SizeRun], m: &Meta) -> String {
         warmup = m.warmup,
     );
     s.push_str(&throughput(runs));
+    // Without replays (`--profile-reps 0`, or a GPU) there is no profile to explain.
+    if runs.iter().all(|r| r.train.profile.is_empty()) {
+        return s;
+    }
     s.push_str(&format!(
         "\n### Profile of the training step\n\n{METHOD} Each call replayed {} times.\n\n",
         m.reps
