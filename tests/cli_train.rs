@@ -539,10 +539,38 @@ fn cross_validation_validates_on_its_fold() {
     std::fs::write(&cfg, toml).unwrap();
     let o = tmca(&["train", cfg.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
+    // Reports longer than text.max_len = 12 tokens are named with their share.
+    assert!(
+        text(&o).contains("training reports") && text(&o).contains("text.max_len = 12 tokens"),
+        "{}",
+        text(&o)
+    );
     let run = dir.path().join("run");
     let log = std::fs::read_to_string(run.join("validation.jsonl")).unwrap();
     let first: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
     assert_eq!(first["datasets"][0]["images"], 3, "{log}");
+    // The vocabulary is learned from the fold's training reports, not the store's train split
+    // (which holds some of this fold's validation reports).
+    {
+        use tmca_data::tokenize::TextTokenizer;
+        let store =
+            tmca_data::store::Store::open(&dir.path().join("data/synth-endoscopy")).unwrap();
+        let folds = tmca_data::folds::Folds { folds: 4, fold: 1 };
+        let vocab = |split: Option<tmca_data::folds::Folds>| {
+            let idx = tmca_data::folds::samples(&store, tmca_data::Split::Train, split).unwrap();
+            let reports: Vec<String> = idx.iter().map(|&i| store.reports()[i].clone()).collect();
+            TextTokenizer::learn(&reports, 1000, 12)
+                .unwrap()
+                .vocab_in_order()
+        };
+        let saved = TextTokenizer::from_file(&run.join("tokenizer.json"), 12, true).unwrap();
+        assert_ne!(
+            vocab(None),
+            vocab(Some(folds)),
+            "the test needs folds that differ"
+        );
+        assert_eq!(saved.vocab_in_order(), vocab(Some(folds)));
+    }
     let o = tmca(&["eval", run.to_str().unwrap(), "--split", "val"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(

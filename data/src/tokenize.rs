@@ -249,6 +249,16 @@ impl TextTokenizer {
         })
     }
 
+    /// How many tokens `text` has, special tokens included, before [`encode`](Self::encode)
+    /// cuts it to `max_len`.
+    pub fn token_count(&self, text: &str) -> Result<usize> {
+        let enc = self
+            .inner
+            .encode(text, true)
+            .map_err(|e| tok_err(&self.source, format!("cannot encode {text:?}: {e}")))?;
+        Ok(enc.get_ids().len())
+    }
+
     /// The tokens of `text` as strings (for inspection and tests).
     pub fn tokens(&self, text: &str) -> Result<Vec<String>> {
         let enc = self

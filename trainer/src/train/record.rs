@@ -1,5 +1,6 @@
 //! Rank 0's record of a run's start: `config.toml` (replaced whole), the config as TensorBoard
-//! text and HParams, `validation.jsonl` opened (cut back to the resumed step), the model's size.
+//! text and HParams, `validation.jsonl` opened (cut back to the resumed step), reports the text
+//! encoder reads only in part, the model's size.
 
 use super::start::Session;
 use super::{results, resume, Resume};
@@ -39,6 +40,7 @@ pub(super) fn record_start(
         .collect();
     sink.hparams(&hparams, &cfg.run.dir.display().to_string());
     let vlog = results::ValidationLog::open(&cfg.run.dir, step)?;
+    super::setup::warn_truncated_reports(cfg, &s.stores, &s.tokenizer)?;
     let params = &s.params;
     let frozen: usize = params
         .vars()

@@ -57,6 +57,34 @@ pub fn store_names(cfg: &Config) -> Vec<String> {
     given.chain(synth).collect()
 }
 
+/// Warns when training reports have more than `text.max_len` tokens: the model sees only
+/// their beginning, and a target named after it is one it is never told about.
+pub fn warn_truncated_reports(
+    cfg: &Config,
+    stores: &[Arc<Store>],
+    tokenizer: &TextTokenizer,
+) -> Result<()> {
+    let max_len = tokenizer.max_len();
+    for s in stores {
+        let idx = tmca_data::folds::samples(s, Split::Train, cfg.data.cv())?;
+        let (mut cut, mut longest) = (0usize, 0usize);
+        for &i in &idx {
+            let n = tokenizer.token_count(&s.reports()[i])?;
+            cut += usize::from(n > max_len);
+            longest = longest.max(n);
+        }
+        if cut > 0 {
+            tracing::warn!(
+                "{}: {cut} of {} training reports ({:.1}%) have more than text.max_len = {max_len} tokens (the longest {longest}): the model reads only their first {max_len}; a larger text.max_len keeps them whole",
+                s.info().name,
+                idx.len(),
+                100.0 * cut as f64 / idx.len() as f64
+            );
+        }
+    }
+    Ok(())
+}
+
 /// The run's tokenizer. Ranks other than 0 read the one rank 0 saved. Rank 0 reuses the run
 /// directory's when `resuming` (a resume of a run with checkpoints), else takes the run of
 /// `resume_from` (a checkpoint `<run>/checkpoints/<name>` of another run directory: its text
@@ -117,14 +145,13 @@ pub fn tokenizer(
     } else if let Some(p) = &t.tokenizer {
         TextTokenizer::from_file(p, t.max_len, true)?
     } else {
-        let reports: Vec<String> = stores
-            .iter()
-            .flat_map(|s| {
-                s.split_indices(Split::Train)
-                    .into_iter()
-                    .map(|i| s.reports()[i].clone())
-            })
-            .collect();
+        // The training reports only: under cross-validation the fold's (the validation
+        // fold's reports shape no vocabulary).
+        let mut reports: Vec<String> = Vec::new();
+        for s in stores {
+            let idx = tmca_data::folds::samples(s, Split::Train, cfg.data.cv())?;
+            reports.extend(idx.into_iter().map(|i| s.reports()[i].clone()));
+        }
         TextTokenizer::learn(&reports, t.vocab_size, t.max_len)?
     };
     std::fs::create_dir_all(&cfg.run.dir).map_err(|e| TrainError::io(&cfg.run.dir, e))?;
