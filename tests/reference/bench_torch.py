@@ -47,15 +47,15 @@ GRAD_CLIP = 1.0  # [optim] grad_clip
 
 
 def build(size: int) -> ref.Tmca:
-    """The default config's model ([model] preset = "cpu-small", [text] max_len = 24)."""
+    """The default config's model ([model] preset = "cpu-small", [text] max_len = 40)."""
     cfg = ref.ModelConfig(preset="cpu-small")
-    text = ref.TextConfig(max_len=24)
+    text = ref.TextConfig(max_len=40)
     cfg.resolve(text)
     torch.manual_seed(0)
     return ref.Tmca(cfg, ref.BertConfig.scratch(text, VOCAB))
 
 
-def synthetic_batch(size: int, batch: int, max_len: int = 24) -> Tuple[dict, List[int]]:
+def synthetic_batch(size: int, batch: int, max_len: int = 40) -> Tuple[dict, List[int]]:
     """Host arrays as tmca's probe makes them (launch/src/cmd/step/inputs.rs): uniform images,
     rectangular masks (sample 0 empty), 8..max_len random tokens, samples 1 and 2 with the same
     report."""

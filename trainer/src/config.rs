@@ -737,7 +737,7 @@ mod tests {
                 "[-1.0, 1.0, 1.0, 1.0]",
                 "model.contrastive_weights",
             ),
-            ("max_len = 24", "max_len = 100000", "text.max_len"),
+            ("max_len = 40", "max_len = 100000", "text.max_len"),
             (
                 "stores = []",
                 "stores = [\"a/x.zarr\", \"a//x.zarr/\"]",

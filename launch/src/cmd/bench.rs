@@ -72,7 +72,13 @@ pub fn data(a: &BenchDataArgs) -> anyhow::Result<()> {
         Ok(1)
     })?;
 
-    let tok = Arc::new(TextTokenizer::learn(store.reports(), 1000, 24)?);
+    // Tokenised as the default config's training does.
+    let text = tmca_trainer::config::Config::default_config()?.text;
+    let tok = Arc::new(TextTokenizer::learn(
+        store.reports(),
+        text.vocab_size,
+        text.max_len,
+    )?);
     let sampler = ShardedSampler::new(vec![(0..n).collect()], None, 0, true, true, 0, 1)?;
     let lcfg = LoaderConfig {
         batch_size: a.batch,
