@@ -76,6 +76,60 @@ fn a_bad_config_on_every_rank_fails_the_job_with_the_field_named() {
     assert!(text(&o).contains("optim.lr"), "{}", text(&o));
 }
 
+/// A rank that fails alone (rank 1 cannot open a store) ends the whole job at once with its
+/// error named: without that, the other rank waited for it in its next collective and the
+/// failing one in MPI_Finalize, silently, until the job's time limit.
+#[test]
+fn one_failing_rank_ends_the_job_with_its_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write_config(dir.path(), "job", 2);
+    let bad = dir.path().join("bad.toml");
+    let missing = dir.path().join("missing.zarr");
+    let text = std::fs::read_to_string(&good).unwrap().replace(
+        "[data]\n",
+        &format!("[data]\nstores = [\"{}\"]\n", missing.display()),
+    );
+    std::fs::write(&bad, text).unwrap();
+    let log = dir.path().join("mpirun.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let bin = env!("CARGO_BIN_EXE_tmca");
+    let mut child = Command::new("mpirun")
+        .args([
+            "--oversubscribe",
+            "-n",
+            "1",
+            bin,
+            "train",
+            good.to_str().unwrap(),
+        ])
+        .args([":", "-n", "1", bin, "train", bad.to_str().unwrap()])
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .env("RAYON_NUM_THREADS", "1")
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .expect("mpirun runs");
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > std::time::Duration::from_secs(180) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!(
+                "the job still ran after 180 s:\n{}",
+                std::fs::read_to_string(&log).unwrap()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!status.success(), "{text}");
+    assert!(text.contains("missing.zarr"), "{text}");
+}
+
 /// Submits `script` with `sbatch --wait` and returns its exit status and output file.
 fn sbatch(dir: &Path, name: &str, script: &str) -> (bool, String) {
     let out = dir.join(format!("{name}.out"));

@@ -99,6 +99,32 @@ fn os_failure_or(e: &dyn std::fmt::Display, code: u8) -> u8 {
     }
 }
 
+/// Prints `error: ` and the error's text on stderr (not with eprintln!, which panics, exit
+/// 101, when stderr is a closed pipe).
+pub fn print_error(err: &anyhow::Error) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "error: {}", error_text(err));
+}
+
+/// The error and its causes, joined by ": " as anyhow's `{:#}` does, leaving out a cause whose
+/// text the message already holds (typed errors print their I/O source themselves, which
+/// would otherwise read "No such file or directory (os error 2): No such file or directory
+/// (os error 2)").
+fn error_text(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let s = cause.to_string();
+        if text.contains(&s) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&s);
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::code_for;
@@ -133,5 +159,16 @@ mod tests {
             message: "no readable manifest.json (No such file or directory (os error 2))".into(),
         };
         assert_eq!(code_for(&missing.into()), 3);
+    }
+
+    #[test]
+    fn repeated_causes_are_printed_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "gone (os error 2)");
+        let e = anyhow::Error::new(io)
+            .context("x.toml: gone (os error 2)")
+            .context("loading");
+        assert_eq!(super::error_text(&e), "loading: x.toml: gone (os error 2)");
+        let e = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(super::error_text(&e), "outer: inner");
     }
 }

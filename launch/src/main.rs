@@ -37,9 +37,7 @@ fn main() -> std::process::ExitCode {
             // (instead of every rank of a launch at once, interleaved).
             let rank = tmca_worker::rank_env(|k| std::env::var(k).ok()).map_or(0, |e| e.rank);
             if code != 2 || rank == 0 {
-                // Not eprintln!, which panics (exit 101) when stderr is a closed pipe.
-                use std::io::Write;
-                let _ = writeln!(std::io::stderr(), "error: {}", error_text(&err));
+                exit::print_error(&err);
             }
             std::process::ExitCode::from(code)
         }
@@ -55,38 +53,5 @@ fn restore_sigpipe() {
     // SAFETY: resets one signal's disposition to the default before any thread is started.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
-}
-
-/// The error and its causes, joined by ": " as anyhow's `{:#}` does, leaving out a cause whose
-/// text the message already holds (typed errors print their I/O source themselves, which
-/// would otherwise read "No such file or directory (os error 2): No such file or directory
-/// (os error 2)").
-fn error_text(err: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for cause in err.chain() {
-        let s = cause.to_string();
-        if text.contains(&s) {
-            continue;
-        }
-        if !text.is_empty() {
-            text.push_str(": ");
-        }
-        text.push_str(&s);
-    }
-    text
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn repeated_causes_are_printed_once() {
-        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "gone (os error 2)");
-        let e = anyhow::Error::new(io)
-            .context("x.toml: gone (os error 2)")
-            .context("loading");
-        assert_eq!(super::error_text(&e), "loading: x.toml: gone (os error 2)");
-        let e = anyhow::anyhow!("inner").context("outer");
-        assert_eq!(super::error_text(&e), "outer: inner");
     }
 }

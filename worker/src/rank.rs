@@ -66,6 +66,22 @@ impl Rank {
         self.env.rank == 0
     }
 
+    /// Whether this rank is one of several that mpirun or srun started: their MPI job ends
+    /// only when every rank ends, and a rank leaving with an error must end it
+    /// ([`Rank::abort_job`]). Ranks of `tmca launch` are stopped by the launcher instead.
+    pub fn in_mpi_job(&self) -> bool {
+        self.env.world > 1 && self.env.launcher != Some(TMCA_LAUNCH)
+    }
+
+    /// Ends every rank of this MPI job with exit `code` (`MPI_Abort` on `MPI_COMM_WORLD`):
+    /// the other ranks wait in their next collective for this one, and `MPI_Finalize`
+    /// (dropping the group) would wait for them, so an error would hang the job silently until
+    /// its time limit. Without MPI this process exits with `code`.
+    pub fn abort_job(self, code: i32) -> ! {
+        abort_mpi(code);
+        std::process::exit(code)
+    }
+
     /// Runs training on this rank.
     pub fn train(
         &mut self,
@@ -101,6 +117,17 @@ fn store(
     let client = StoreClient::connect_telling(&addr, crate::store::WAIT, env.local_rank == 0)?;
     Ok((client, format!("attempt{attempt}")))
 }
+
+#[cfg(feature = "mpi")]
+fn abort_mpi(code: i32) {
+    use mpi::traits::Communicator;
+    if mpi::environment::is_initialized() && !mpi::environment::is_finalized() {
+        mpi::topology::SimpleCommunicator::world().abort(code)
+    }
+}
+
+#[cfg(not(feature = "mpi"))]
+fn abort_mpi(_code: i32) {}
 
 #[cfg(feature = "mpi")]
 fn mpi(env: &RankEnv) -> Result<Box<dyn GradSync>, WorkerError> {

@@ -69,7 +69,7 @@ pub fn train(a: &TrainArgs) -> anyhow::Result<TrainSummary> {
     // A signal while the synthetic data is generated ends that at once (it is not a step).
     let (bar, quiet) = (Bar::stopping_on(stop), NoProgress);
     let progress: &dyn Progress = if rank.is_root() { &bar } else { &quiet };
-    let summary = rank.train(
+    let trained = rank.train(
         &cfg,
         sink.as_mut(),
         RunOptions {
@@ -78,7 +78,19 @@ pub fn train(a: &TrainArgs) -> anyhow::Result<TrainSummary> {
             stop: Some(stop),
             progress,
         },
-    )?;
+    );
+    let summary = match trained {
+        Ok(s) => s,
+        Err(e) if rank.in_mpi_job() => {
+            // The other ranks cannot learn of this rank's error: end the job here, saying why
+            // (every rank that fails says it; the first to abort ends the others).
+            let err = anyhow::Error::from(e);
+            crate::exit::print_error(&err);
+            drop(sink);
+            rank.abort_job(i32::from(crate::exit::code_for(&err)))
+        }
+        Err(e) => return Err(e.into()),
+    };
     if summary.interrupted {
         return Err(crate::signals::Interrupted {
             signal: crate::signals::received(),

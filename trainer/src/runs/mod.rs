@@ -34,8 +34,12 @@ pub struct RunOverview {
     pub best_val: Option<f64>,
     pub select: crate::config::Select,
     pub best_step: Option<u64>,
-    /// The most recent `tmca eval` of the test split at the run's threshold (else at any).
+    /// The most recent `tmca eval` of the test split (its [`ResultRecord::protocol`] says how
+    /// it was made).
     pub test: Option<ResultRecord>,
+    /// Every test evaluation of the run, newest first (repeats compare like with like).
+    #[serde(skip)]
+    pub tests: Vec<ResultRecord>,
     /// The config fields (`key=value`) in which this run differs from others listed with it
     /// ([`mark_differences`]): what a sweep varied.
     pub differs: Vec<String>,
@@ -121,21 +125,18 @@ impl RunOverview {
         let steps = newest.as_ref().map(|m| m.step);
         let best = Manifest::read(&ckpt.dir().join("best")).ok();
         let log = read_validation_log(dir)?;
-        let evals = read_eval_records(dir)?;
-        let test = evals
+        let mut tests: Vec<(Option<std::time::SystemTime>, ResultRecord)> = read_eval_records(dir)?
             .into_iter()
             .filter(|(_, r)| {
                 !r.datasets.is_empty()
                     && r.datasets.iter().all(|d| d.split == tmca_data::Split::Test)
             })
-            // The newest at the run's own threshold (one tried at another is not the run's).
-            .max_by_key(|(p, r)| {
-                (
-                    r.threshold.is_none_or(|t| t == cfg.train.threshold),
-                    std::fs::metadata(p).and_then(|m| m.modified()).ok(),
-                )
-            })
-            .map(|(_, r)| r);
+            .map(|(p, r)| (std::fs::metadata(&p).and_then(|m| m.modified()).ok(), r))
+            .collect();
+        // Newest first: the evaluation last made (at a threshold chosen on val, say).
+        tests.sort_by(|a, b| b.0.cmp(&a.0));
+        let tests: Vec<ResultRecord> = tests.into_iter().map(|(_, r)| r).collect();
+        let test = tests.first().cloned();
         let datasets = log
             .last()
             .or(test.as_ref())
@@ -159,6 +160,7 @@ impl RunOverview {
             select: cfg.train.select,
             best_step: best.map(|m| m.step),
             test,
+            tests,
             differs: Vec::new(),
             config: with_global_batch(flatten(&cfg), newest.as_ref()),
         })
@@ -236,15 +238,8 @@ fn row(r: &RunOverview, annotate: bool) -> [String; 12] {
         t.map(ResultRecord::mean_hd95_per_image)
             .filter(|x| x.is_finite())
             .map_or_else(|| "–".into(), |x| format!("{x:.2}")),
-        t.map(|t| {
-            format!(
-                "{} @ {}{}",
-                t.checkpoint.as_deref().unwrap_or("?"),
-                t.step,
-                if t.tta { " (tta)" } else { "" }
-            )
-        })
-        .unwrap_or_else(|| "–".into()),
+        t.map(|t| format!("{} @ {}", t.protocol(), t.step))
+            .unwrap_or_else(|| "–".into()),
         r.differs.join(" "),
     ]
 }
@@ -298,6 +293,7 @@ pub(crate) mod tests {
             select: Default::default(),
             best_step: None,
             test: None,
+            tests: vec![],
             differs: vec![],
             config: flatten(&cfg),
         }

@@ -3,6 +3,7 @@
 //! result in one line.
 
 use super::RunOverview;
+use crate::train::results::ResultRecord;
 use serde::Serialize;
 use std::path::PathBuf;
 
@@ -43,10 +44,26 @@ pub struct RepeatGroup {
     /// Of the best validation values of the runs' `train.select` (the same for all of them).
     pub best_val: Option<Spread>,
     pub select: crate::config::Select,
-    /// Of each run's test evaluation ([`RunOverview::test`]): mean per-image Dice over the
-    /// datasets, and mean HD95.
+    /// Of the runs' test evaluations of one protocol ([`RepeatGroup::tested`]): mean
+    /// per-image Dice over the datasets, and mean HD95.
     pub test_dice: Option<Spread>,
     pub test_hd95: Option<Spread>,
+    /// The [`ResultRecord::protocol`] every run has a test evaluation of (the first run's
+    /// newest such); `None` when they have none in common.
+    pub tested: Option<String>,
+}
+
+/// The protocol of a test evaluation every run in `m` has, and each run's newest evaluation of
+/// it: the first run's evaluations tried newest first.
+fn common_tests<'a>(m: &[&'a RunOverview]) -> Option<(String, Vec<&'a ResultRecord>)> {
+    m.first()?.tests.iter().find_map(|t| {
+        let p = t.protocol();
+        let each: Option<Vec<&ResultRecord>> = m
+            .iter()
+            .map(|r| r.tests.iter().find(|x| x.protocol() == p))
+            .collect();
+        Some((p, each?))
+    })
 }
 
 /// The groups of two or more `runs` whose configs agree but for [`REPEAT_FIELDS`], in the
@@ -82,17 +99,16 @@ pub fn repeat_groups(runs: &[RunOverview]) -> Vec<RepeatGroup> {
                 })
                 .map(|f| f.to_string())
                 .collect();
-            let hd95 = |r: &&RunOverview| r.test.as_ref().map(|t| t.mean_hd95_per_image());
+            let (tested, tests) = common_tests(&m).unzip();
+            let tests = tests.unwrap_or_default();
             RepeatGroup {
                 runs: m.iter().map(|r| r.dir.clone()).collect(),
                 varying,
                 best_val: Spread::of(m.iter().filter_map(|r| r.best_val)),
                 select: m[0].select,
-                test_dice: Spread::of(
-                    m.iter()
-                        .filter_map(|r| r.test.as_ref().map(|t| t.mean_dice_per_image)),
-                ),
-                test_hd95: Spread::of(m.iter().filter_map(hd95)),
+                test_dice: Spread::of(tests.iter().map(|t| t.mean_dice_per_image)),
+                test_hd95: Spread::of(tests.iter().map(|t| t.mean_hd95_per_image())),
+                tested,
             }
         })
         .collect()
@@ -112,13 +128,13 @@ pub fn repeats_table(groups: &[RepeatGroup]) -> String {
         |s: Option<Spread>, digits: usize| s.map_or_else(|| "–".into(), |s| spread(s, digits));
     let mut out = String::from(
         "\nRepeats of one setting (configs equal but for the seed or fold), mean ± sd:\n\n\
-         | runs | varying | best val (train.select) | test Dice (per-image) | test HD95 px |\n\
-         |---|---|---|---|---|\n",
+         | runs | varying | best val (train.select) | test Dice (per-image) | test HD95 px | tested |\n\
+         |---|---|---|---|---|---|\n",
     );
     for g in groups {
         let first = g.runs[0].display().to_string();
         out.push_str(&format!(
-            "| {first} and {} more | {} | {} | {} | {} |\n",
+            "| {first} and {} more | {} | {} | {} | {} | {} |\n",
             g.runs.len() - 1,
             g.varying.join(", "),
             match g.best_val {
@@ -126,7 +142,10 @@ pub fn repeats_table(groups: &[RepeatGroup]) -> String {
                 None => "–".into(),
             },
             cell(g.test_dice, 4),
-            cell(g.test_hd95, 2)
+            cell(g.test_hd95, 2),
+            g.tested
+                .as_deref()
+                .unwrap_or("no test evaluation common to all")
         ));
     }
     out
@@ -157,7 +176,7 @@ mod tests {
         assert_eq!(g[0].test_dice, None);
         let t = repeats_table(&g);
         assert!(
-            t.contains("| s0 and 2 more | run.seed | 0.6000 ± 0.1000 (n=3) | – | – |"),
+            t.contains("| s0 and 2 more | run.seed | 0.6000 ± 0.1000 (n=3) | – | – | no test evaluation common to all |"),
             "{t}"
         );
         assert!(repeats_table(&repeat_groups(&runs[3..])).is_empty());
@@ -176,5 +195,32 @@ mod tests {
         }
         let t = repeats_table(&repeat_groups(&runs));
         assert!(t.contains("| 0.60 ± 0.10 (n=3) (hd95) |"), "{t}");
+    }
+
+    /// Test scores are averaged over one protocol all repeats were evaluated with, never a
+    /// TTA evaluation of one run with a plain one of another.
+    #[test]
+    fn repeats_average_one_test_protocol() {
+        let record = |dice: f64, tta: bool, t: f32| {
+            let mut r = ResultRecord::new(960, &[]);
+            (r.checkpoint, r.tta, r.threshold) = (Some("best".into()), tta, Some(t));
+            r.mean_dice_per_image = dice;
+            r
+        };
+        let mut runs = vec![run("s0", 0, 0.1), run("s1", 1, 0.1), run("s2", 2, 0.1)];
+        // Newest first: s0 was last evaluated with TTA, s2 at a threshold chosen on val.
+        runs[0].tests = vec![record(0.9, true, 0.5), record(0.6, false, 0.5)];
+        runs[1].tests = vec![record(0.7, false, 0.5)];
+        runs[2].tests = vec![record(0.1, false, 0.45), record(0.8, false, 0.5)];
+        let g = repeat_groups(&runs);
+        assert_eq!(g[0].tested.as_deref(), Some("best, t=0.50"));
+        let d = g[0].test_dice.unwrap();
+        assert!((d.mean - 0.7).abs() < 1e-12 && d.n == 3, "{d:?}");
+        assert!(repeats_table(&g).contains("| best, t=0.50 |"));
+        // Nothing in common: no test spread, said so.
+        runs[1].tests = vec![record(0.7, false, 0.3)];
+        let g = repeat_groups(&runs);
+        assert_eq!((g[0].test_dice, g[0].tested.as_deref()), (None, None));
+        assert!(repeats_table(&g).contains("no test evaluation common to all"));
     }
 }

@@ -46,6 +46,23 @@ pub struct ResultRecord {
 }
 
 impl ResultRecord {
+    /// How the scores were made, in words: checkpoint, threshold, flip TTA, small components
+    /// removed (`best, t=0.50, tta, min-area 0.002`). Scores of different protocols are not
+    /// comparable.
+    pub fn protocol(&self) -> String {
+        let mut s = self.checkpoint.clone().unwrap_or_else(|| "?".into());
+        if let Some(t) = self.threshold {
+            s += &format!(", t={t:.2}");
+        }
+        if self.tta {
+            s += ", tta";
+        }
+        if let Some(a) = self.min_area.filter(|a| *a > 0.0) {
+            s += &format!(", min-area {a}");
+        }
+        s
+    }
+
     /// Mean over datasets of the per-image HD95 (NaN for results written before the
     /// distances existed).
     pub fn mean_hd95_per_image(&self) -> f64 {
