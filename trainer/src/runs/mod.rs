@@ -134,7 +134,7 @@ impl RunOverview {
             .map(|(p, r)| (std::fs::metadata(&p).and_then(|m| m.modified()).ok(), r))
             .collect();
         // Newest first: the evaluation last made (at a threshold chosen on val, say).
-        tests.sort_by(|a, b| b.0.cmp(&a.0));
+        tests.sort_by_key(|t| std::cmp::Reverse(t.0));
         let tests: Vec<ResultRecord> = tests.into_iter().map(|(_, r)| r).collect();
         let test = tests.first().cloned();
         let datasets = log
