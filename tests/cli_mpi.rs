@@ -191,3 +191,75 @@ fn sbatch_jobs_train_on_two_ranks_with_srun_and_with_mpirun() {
         "{log}"
     );
 }
+
+/// The README's time-limit warning under SLURM: SIGUSR1 sent to the tasks of the `srun` step
+/// (as `#SBATCH --signal=USR1@…` and `scancel --signal=USR1` do) stops both ranks after one
+/// step with a checkpoint, exit 138, which the batch script sees to requeue the job.
+#[test]
+fn sigusr1_under_srun_stops_the_job_with_a_checkpoint() {
+    if std::env::var_os("TMCA_SKIP_SLURM").is_some() {
+        eprintln!("TMCA_SKIP_SLURM set: the SLURM test is skipped");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), "usr1", 2);
+    // Long enough that the signal comes mid-run (it stops within a step).
+    common::edit_config(&cfg, "epochs = 2", "epochs = 1000");
+    let out = dir.path().join("usr1.out");
+    let job = dir.path().join("usr1.sh");
+    std::fs::write(
+        &job,
+        format!(
+            "#!/bin/bash\n#SBATCH --ntasks=2 --cpus-per-task=1 --output={}\n\
+             export RAYON_NUM_THREADS=1\n\
+             srun --mpi=pmix {} train {} --resume\nrc=$?\necho \"tmca exit $rc\"\nexit $rc\n",
+            out.display(),
+            env!("CARGO_BIN_EXE_tmca"),
+            cfg.display()
+        ),
+    )
+    .unwrap();
+    let o = Command::new("sbatch")
+        .arg("--parsable")
+        .arg(&job)
+        .output()
+        .expect("sbatch runs (bash .ci/slurm.sh starts a one-node cluster)");
+    assert!(o.status.success(), "{}", text(&o));
+    let id = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let run = dir.path().join("usr1");
+    let wait_for = |what: &str, done: &dyn Fn() -> bool| {
+        let start = std::time::Instant::now();
+        while !done() {
+            if start.elapsed() > std::time::Duration::from_secs(150) {
+                let _ = Command::new("scancel").arg(&id).status();
+                panic!(
+                    "job {id}: no {what} after 150 s:\n{}",
+                    std::fs::read_to_string(&out).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+    };
+    // Training has begun once the first epoch is validated.
+    wait_for("validation", &|| run.join("validation.jsonl").is_file());
+    let o = Command::new("scancel")
+        .args(["--signal=USR1", &id])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    wait_for("exit line", &|| {
+        std::fs::read_to_string(&out).is_ok_and(|l| l.contains("tmca exit"))
+    });
+    let log = std::fs::read_to_string(&out).unwrap();
+    assert!(log.contains("tmca exit 138"), "{log}");
+    let step: u64 = log
+        .split("stopped by signal 10 after step ")
+        .nth(1)
+        .and_then(|r| r.split(';').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no stop message: {log}"));
+    assert!(
+        run.join(format!("checkpoints/step-{step:08}")).is_dir(),
+        "{log}"
+    );
+}
