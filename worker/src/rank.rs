@@ -45,7 +45,10 @@ impl Rank {
             nccl(&env, &device, get)?
         } else if env.launcher == Some(TMCA_LAUNCH) {
             let (mut store, prefix) = store(&env, get)?;
-            Box::new(TcpGroup::join(&mut store, &prefix, env.rank, env.world)?)
+            let timeout = collective_timeout(&get)?;
+            Box::new(
+                TcpGroup::join(&mut store, &prefix, env.rank, env.world)?.with_timeout(timeout)?,
+            )
         } else {
             mpi(&env)?
         };
@@ -96,6 +99,26 @@ impl Rank {
             sink,
             opts,
         )?)
+    }
+}
+
+/// How long ranks wait for each other in a collective ([`crate::tcp_group::COLLECTIVE_TIMEOUT_VAR`]).
+fn collective_timeout(
+    get: &impl Fn(&str) -> Option<String>,
+) -> Result<std::time::Duration, WorkerError> {
+    use crate::tcp_group::{COLLECTIVE_TIMEOUT, COLLECTIVE_TIMEOUT_VAR};
+    let Some(v) = get(COLLECTIVE_TIMEOUT_VAR) else {
+        return Ok(COLLECTIVE_TIMEOUT);
+    };
+    match v.trim().parse::<u64>() {
+        Ok(s) if s > 0 => Ok(std::time::Duration::from_secs(s)),
+        _ => Err(WorkerError::Env {
+            var: COLLECTIVE_TIMEOUT_VAR,
+            value: v,
+            message:
+                "seconds ranks wait for each other in a collective: a whole number, at least 1"
+                    .into(),
+        }),
     }
 }
 
@@ -234,6 +257,17 @@ mod tests {
         .unwrap();
         let e = mpi(&env).err().unwrap().to_string();
         assert!(e.contains("4 ranks") && e.contains("--features mpi"), "{e}");
+    }
+
+    #[test]
+    fn the_collective_timeout_is_read_in_seconds_and_checked() {
+        let t = |v: Option<&str>| collective_timeout(&|_: &str| v.map(String::from));
+        assert_eq!(t(None).unwrap(), crate::tcp_group::COLLECTIVE_TIMEOUT);
+        assert_eq!(t(Some(" 90")).unwrap(), std::time::Duration::from_secs(90));
+        for bad in ["0", "1.5", "ten"] {
+            let e = t(Some(bad)).unwrap_err().to_string();
+            assert!(e.contains("TMCA_COLLECTIVE_TIMEOUT"), "{e}");
+        }
     }
 
     #[test]

@@ -43,6 +43,14 @@ wire!(f32);
 wire!(f64);
 wire!(u64);
 
+/// Seconds a rank of `tmca launch` waits for a peer in a collective before it fails (default
+/// [`COLLECTIVE_TIMEOUT`]): long enough for rank 0 to write a large checkpoint or generate
+/// data while the others wait.
+pub const COLLECTIVE_TIMEOUT_VAR: &str = "TMCA_COLLECTIVE_TIMEOUT";
+
+/// The default of [`COLLECTIVE_TIMEOUT_VAR`]: 30 minutes (PyTorch's NCCL default is 10).
+pub const COLLECTIVE_TIMEOUT: Duration = Duration::from_secs(1800);
+
 /// One rank's two ring connections.
 pub struct TcpGroup {
     rank: usize,
@@ -51,6 +59,8 @@ pub struct TcpGroup {
     prev: Option<TcpStream>,
     out: Vec<u8>,
     inp: Vec<u8>,
+    /// How long a collective waits for a peer (none: for ever).
+    timeout: Option<Duration>,
 }
 
 fn io(what: String) -> impl FnOnce(std::io::Error) -> WorkerError {
@@ -91,6 +101,7 @@ impl TcpGroup {
             prev: None,
             out: Vec::new(),
             inp: Vec::new(),
+            timeout: None,
         };
         if world == 1 {
             return Ok(g);
@@ -129,6 +140,19 @@ impl TcpGroup {
         Ok(g)
     }
 
+    /// Makes every collective fail after waiting `timeout` for a peer (a rank that hangs, or
+    /// was stopped with SIGSTOP, never closes its connection: without a limit the others wait
+    /// for ever, and their launcher with them).
+    pub fn with_timeout(mut self, timeout: Duration) -> Result<Self, WorkerError> {
+        for s in self.next.iter().chain(self.prev.iter()) {
+            s.set_read_timeout(Some(timeout))
+                .and_then(|_| s.set_write_timeout(Some(timeout)))
+                .map_err(io("setting the ring's timeout".into()))?;
+        }
+        self.timeout = Some(timeout);
+        Ok(self)
+    }
+
     /// Encodes `send` (with its length) as the next message to the next rank.
     fn stage<T: Wire>(&mut self, send: &[T]) {
         let n = send.len();
@@ -152,18 +176,20 @@ impl TcpGroup {
         };
         self.inp.resize(8 + m * T::SIZE, 0);
         let (out, inp) = (&self.out, &mut self.inp);
-        let (rank, world) = (self.rank, self.world);
+        let (rank, world, timeout) = (self.rank, self.world, self.timeout);
         let fail = |what: &str, peer: usize, e: std::io::Error| {
-            let lost = matches!(
-                e.kind(),
-                std::io::ErrorKind::UnexpectedEof
-                    | std::io::ErrorKind::BrokenPipe
-                    | std::io::ErrorKind::ConnectionReset
-            );
-            TrainError::Collective(if lost {
-                format!("rank {rank} lost its connection to rank {peer}, which has left (its own error says why): {e}")
-            } else {
-                format!("rank {rank} {what} (rank {peer}): {e}")
+            use std::io::ErrorKind::{
+                BrokenPipe, ConnectionReset, TimedOut, UnexpectedEof, WouldBlock,
+            };
+            TrainError::Collective(match (e.kind(), timeout) {
+                (UnexpectedEof | BrokenPipe | ConnectionReset, _) => format!(
+                    "rank {rank} lost its connection to rank {peer}, which has left (its own error says why): {e}"
+                ),
+                (WouldBlock | TimedOut, Some(t)) => format!(
+                    "rank {rank} waited {} s for rank {peer} in a collective: it hangs or was stopped ({COLLECTIVE_TIMEOUT_VAR} sets how long ranks wait, in seconds)",
+                    t.as_secs()
+                ),
+                _ => format!("rank {rank} {what} (rank {peer}): {e}"),
             })
         };
         std::thread::scope(|s| {
@@ -314,6 +340,29 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A peer that stops answering (hung, SIGSTOP) fails the collective after the timeout,
+    /// naming it and the setting.
+    #[test]
+    fn a_silent_peer_fails_the_collective_after_the_timeout() {
+        let out = ring(2, |g| {
+            let mut g = g.with_timeout(Duration::from_millis(300)).unwrap();
+            if g.rank() == 1 {
+                // Rank 1 is late by more than the timeout (then it finds rank 0 gone).
+                std::thread::sleep(Duration::from_millis(1500));
+            }
+            let start = Instant::now();
+            let r = g.all_reduce_sum_f64(&mut [1.0]).map_err(|e| e.to_string());
+            (r, start.elapsed())
+        });
+        let (e, waited) = &out[0];
+        let e = e.as_ref().unwrap_err();
+        assert!(
+            e.contains("waited 0 s for rank 1") && e.contains(COLLECTIVE_TIMEOUT_VAR),
+            "{e}"
+        );
+        assert!(*waited < Duration::from_millis(1400), "{waited:?}");
     }
 
     #[test]

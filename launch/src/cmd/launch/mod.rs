@@ -31,9 +31,18 @@ pub enum LaunchError {
         restarts: u32,
     },
     #[error(
-        "stopped by signal {0}; the ranks were told to stop (resume with `tmca launch … --resume`)"
+        "stopped by signal {signal}; {}",
+        if *.killed {
+            "the ranks did not stop within the grace time and were killed: the newest complete checkpoint is from before the signal (resume with `tmca launch … --resume`)"
+        } else {
+            "the ranks stopped as told, with a checkpoint where they stopped once training had begun (resume with `tmca launch … --resume`)"
+        }
     )]
-    Interrupted(i32),
+    Interrupted {
+        signal: i32,
+        /// Some rank had to be SIGKILLed after the grace time (hung, or stopped).
+        killed: bool,
+    },
     /// A rank was stopped on its own (a signal to it, or its peers on another node stopping):
     /// every rank stopped after the same step, with a checkpoint.
     #[error(
@@ -64,7 +73,7 @@ impl LaunchError {
                     _ => 1,
                 }
             }
-            LaunchError::Interrupted(s) => crate::signals::exit_code(*s),
+            LaunchError::Interrupted { signal, .. } => crate::signals::exit_code(*signal),
             LaunchError::RankStopped { status, .. } => status.code().unwrap_or(143) as u8,
             LaunchError::Mismatch(_) => 2,
         }
@@ -317,8 +326,11 @@ async fn supervise(a: &LaunchArgs) -> anyhow::Result<()> {
         let failed = match outcome {
             Outcome::Done => break Ok(()),
             Outcome::Signal(sig) => {
-                stop(&mut ranks, &pids, sig).await;
-                break Err(LaunchError::Interrupted(sig));
+                let killed = !stop(&mut ranks, &pids, sig).await;
+                break Err(LaunchError::Interrupted {
+                    signal: sig,
+                    killed,
+                });
             }
             Outcome::Mismatch(m) => {
                 // Found as the nodes start: the ranks are still meeting, with nothing to save.
@@ -401,12 +413,12 @@ fn cause(failures: &[(usize, ExitStatus)]) -> (usize, ExitStatus) {
 }
 
 /// Sends `sig` to the ranks still running, waits up to 30 s for them (an hour for SIGUSR1),
-/// then kills the rest.
+/// then kills the rest. Returns whether they all ended within that time.
 async fn stop(
     ranks: &mut JoinSet<(usize, std::io::Result<ExitStatus>)>,
     pids: &BTreeMap<usize, Option<RankProcess>>,
     sig: i32,
-) {
+) -> bool {
     for p in pids.values().flatten() {
         p.signal(sig);
     }
@@ -422,6 +434,7 @@ async fn stop(
         ranks.abort_all();
         while ranks.join_next().await.is_some() {}
     }
+    drained.is_ok()
 }
 
 #[cfg(test)]
