@@ -393,16 +393,24 @@ fn validate_names_a_bad_mask_and_a_duplicate_image() {
         .retrieve_array_subset(&ArraySubset::new_with_ranges(&[0..1, 0..c, 0..h, 0..w]))
         .unwrap();
     assert_eq!(img0.len(), (c * h * w) as usize);
-    image
-        .store_array_subset(
-            &ArraySubset::new_with_ranges(&[4..5, 0..c, 0..h, 0..w]),
-            &img0,
-        )
-        .unwrap();
+    // And sample 9's (the last of the test split): a test image the model trains on.
+    for i in [4, 9] {
+        image
+            .store_array_subset(
+                &ArraySubset::new_with_ranges(&[i..i + 1, 0..c, 0..h, 0..w]),
+                &img0,
+            )
+            .unwrap();
+    }
     let r = tmca(args!["data", "validate", &store]);
     r.expect_code(5);
     let ps = problems(&r);
-    assert_eq!(ps.len(), 2, "two problems expected:\n{}", r.stdout);
+    assert_eq!(ps.len(), 3, "three problems expected:\n{}", r.stdout);
+    let leak = ps
+        .iter()
+        .find(|l| l.starts_with("sample 9 "))
+        .unwrap_or_else(|| panic!("sample 9 not named:\n{}", r.stdout));
+    assert_contains(leak, &["sample 0", "the same image in train and test"]);
     let dup = ps
         .iter()
         .find(|l| l.starts_with("sample 4 "))
@@ -416,6 +424,7 @@ fn validate_names_a_bad_mask_and_a_duplicate_image() {
             "synth-xray-000000",
         ],
     );
+    assert!(!dup.contains("the same image in"), "{dup}");
     assert!(
         ps.iter().any(|l| l.starts_with("sample 3 ")),
         "sample 3 still reported:\n{}",

@@ -715,3 +715,20 @@ fn a_closed_output_pipe_keeps_the_exit_code() {
     drop(child.stderr.take());
     assert_eq!(child.wait().unwrap().code(), Some(2));
 }
+
+/// A store at another size than the model's input is resampled: training and evaluation say
+/// that the scores are of resampled masks.
+#[test]
+fn a_store_at_another_size_is_named_as_resampled() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = common::cli_config(dir.path(), "xray", "", "");
+    common::edit_config(&cfg, "image_size = 32", "image_size = 64");
+    common::edit_config(&cfg, "epochs = 2", "epochs = 1");
+    let o = tmca(&["train", cfg.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let said = "synth-xray: stored at 32×32, the model reads 64×64";
+    assert!(text(&o).contains(said), "{}", text(&o));
+    let o = tmca(&["eval", dir.path().join("run").to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains(said), "{}", text(&o));
+}

@@ -101,6 +101,26 @@ impl TextTokenizer {
         Self::wrap(inner, max_len, path)
     }
 
+    /// Whether the BERT in `dir` lower-cases its input: `do_lower_case` of its
+    /// `tokenizer_config.json` (Hugging Face's layout), `true` (uncased) when it has none.
+    /// Only a bare `vocab.txt` needs this; a `tokenizer.json` carries its own normaliser.
+    pub fn bert_lowercase(dir: &Path) -> Result<bool> {
+        let p = dir.join("tokenizer_config.json");
+        if !p.is_file() {
+            return Ok(true);
+        }
+        let text = std::fs::read_to_string(&p).map_err(|e| tok_err(&p, e))?;
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| tok_err(&p, e))?;
+        match v.get("do_lower_case") {
+            None => Ok(true),
+            Some(serde_json::Value::Bool(b)) => Ok(*b),
+            Some(other) => Err(tok_err(
+                &p,
+                format!("do_lower_case is {other}, not true or false"),
+            )),
+        }
+    }
+
     /// Learns a WordPiece vocabulary of at most `vocab_size` entries from `reports`.
     ///
     /// Deterministic (a pure function of the reports, unlike the `tokenizers` trainers, whose
@@ -284,6 +304,40 @@ mod tests {
         .iter()
         .map(|s| s.to_string())
         .collect()
+    }
+
+    /// A cased BERT's vocab.txt is read cased: `do_lower_case = false` in its
+    /// tokenizer_config.json keeps "Left" apart from "left".
+    #[test]
+    fn a_cased_bert_keeps_case() {
+        let dir = tempfile::tempdir().unwrap();
+        let vocab = [
+            "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "Left", "left", "lung",
+        ];
+        std::fs::write(dir.path().join("vocab.txt"), vocab.join("\n")).unwrap();
+        assert!(TextTokenizer::bert_lowercase(dir.path()).unwrap());
+        let cfg = dir.path().join("tokenizer_config.json");
+        std::fs::write(&cfg, r#"{"do_lower_case": false}"#).unwrap();
+        let cased = TextTokenizer::bert_lowercase(dir.path()).unwrap();
+        assert!(!cased);
+        let t = TextTokenizer::from_file(&dir.path().join("vocab.txt"), 8, cased).unwrap();
+        assert_eq!(
+            t.tokens("Left lung").unwrap(),
+            ["[CLS]", "Left", "lung", "[SEP]"]
+        );
+        let t = TextTokenizer::from_file(&dir.path().join("vocab.txt"), 8, true).unwrap();
+        assert_eq!(
+            t.tokens("Left lung").unwrap(),
+            ["[CLS]", "left", "lung", "[SEP]"]
+        );
+        std::fs::write(&cfg, r#"{"do_lower_case": "yes"}"#).unwrap();
+        let e = TextTokenizer::bert_lowercase(dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("tokenizer_config.json") && e.contains("do_lower_case"),
+            "{e}"
+        );
     }
 
     #[test]

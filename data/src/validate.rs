@@ -99,10 +99,18 @@ pub fn validate(store: &Store, progress: &dyn Progress) -> Result<Validation> {
         }
         if let Some(d) = digest {
             if let Some(&first) = by_image.get(&d) {
+                // Across splits it is leakage: a test image the model trained on.
+                let splits = store.splits();
+                let (a, b) = (splits[first], splits[i]);
+                let leak = if a == b {
+                    String::new()
+                } else {
+                    format!(", the same image in {} and {}", a.name(), b.name())
+                };
                 problems.push(Problem {
                     index: i,
                     name: names[i].clone(),
-                    message: format!("image identical to sample {first} ({})", names[first]),
+                    message: format!("image identical to sample {first} ({}){leak}", names[first]),
                 });
             } else {
                 by_image.insert(d, i);

@@ -303,6 +303,7 @@ pub fn eval_run(
             tokenizer: &t.tokenizer,
         })
         .collect();
+    tmca_trainer::train::setup::warn_resampled(&stores, &trained.input_spec(), "the scores");
     let mut results = Vec::with_capacity(stores.len());
     for store in &stores {
         let folds = cv.filter(|_| own.contains(&store.info().name));

@@ -41,6 +41,7 @@ pub(super) fn record_start(
     sink.hparams(&hparams, &cfg.run.dir.display().to_string());
     let vlog = results::ValidationLog::open(&cfg.run.dir, step)?;
     super::setup::warn_truncated_reports(cfg, &s.stores, &s.tokenizer)?;
+    super::setup::warn_resampled(&s.stores, &cfg.input_spec(), "validation scores");
     let params = &s.params;
     let frozen: usize = params
         .vars()

@@ -57,6 +57,27 @@ pub fn store_names(cfg: &Config) -> Vec<String> {
     given.chain(synth).collect()
 }
 
+/// Warns for each store whose images are not at the model's input size: images and masks are
+/// resampled to it (masks by nearest neighbour), so `scored` (the metrics, HD95 and ASSD in
+/// pixels) are of the resampled masks, not the stored ones.
+pub fn warn_resampled(stores: &[Arc<Store>], input: &tmca_data::augment::InputSpec, scored: &str) {
+    for s in stores {
+        let i = s.info();
+        if (i.height, i.width) != (input.height, input.width) {
+            tracing::warn!(
+                "{}: stored at {}×{}, the model reads {}×{}: images and masks are resampled (masks by nearest neighbour) and {scored} are of {}×{} masks, not the stored ones",
+                i.name,
+                i.height,
+                i.width,
+                input.height,
+                input.width,
+                input.height,
+                input.width
+            );
+        }
+    }
+}
+
 /// Warns when training reports have more than `text.max_len` tokens: the model sees only
 /// their beginning, and a target named after it is one it is never told about.
 pub fn warn_truncated_reports(
@@ -141,7 +162,7 @@ pub fn tokenizer(
         } else {
             dir.join("vocab.txt")
         };
-        TextTokenizer::from_file(&path, t.max_len, true)?
+        TextTokenizer::from_file(&path, t.max_len, TextTokenizer::bert_lowercase(dir)?)?
     } else if let Some(p) = &t.tokenizer {
         TextTokenizer::from_file(p, t.max_len, true)?
     } else {
