@@ -30,6 +30,8 @@ pub struct SegMetrics {
     hd95_sum: f64,
     assd_sum: f64,
     images: u64,
+    /// Images whose mask has no foreground.
+    empty: u64,
     pooled: Confusion,
 }
 
@@ -67,6 +69,11 @@ pub struct SegSummary {
     pub assd_per_image: f64,
     /// Number of images.
     pub images: u64,
+    /// Images whose mask has no foreground: each scores Dice and IoU 1 and HD95 0 when the
+    /// prediction is empty too, Dice 0 and HD95 the image diagonal when not (0 in results
+    /// written before it was counted).
+    #[serde(default)]
+    pub empty_masks: u64,
 }
 
 impl std::fmt::Display for SegSummary {
@@ -139,7 +146,7 @@ fn check_shape(
 
 impl SegMetrics {
     /// Number of values in [`SegMetrics::to_vec`].
-    pub const VEC_LEN: usize = 8;
+    pub const VEC_LEN: usize = 9;
 
     /// Adds a batch of `n_images` images of `height`x`width` pixels each (`[N, H, W]` or
     /// `[N, 1, H, W]`, row-major) and returns each image's scores.
@@ -196,6 +203,7 @@ impl SegMetrics {
         self.hd95_sum += s.hd95;
         self.assd_sum += s.assd;
         self.images += 1;
+        self.empty += u64::from(s.confusion.true_pos + s.confusion.false_neg == 0);
         self.pooled.add(&s.confusion);
     }
 
@@ -206,6 +214,7 @@ impl SegMetrics {
         self.hd95_sum += other.hd95_sum;
         self.assd_sum += other.assd_sum;
         self.images += other.images;
+        self.empty += other.empty;
         self.pooled.add(&other.pooled);
     }
 
@@ -230,6 +239,7 @@ impl SegMetrics {
                 hd95_per_image: f64::NAN,
                 assd_per_image: f64::NAN,
                 images: 0,
+                empty_masks: 0,
             };
         }
         let n = self.images as f64;
@@ -241,10 +251,11 @@ impl SegMetrics {
             hd95_per_image: self.hd95_sum / n,
             assd_per_image: self.assd_sum / n,
             images: self.images,
+            empty_masks: self.empty,
         }
     }
 
-    /// The sums as `[dice_sum, iou_sum, images, TP, FP, FN, hd95_sum, assd_sum]`, for an
+    /// The sums as `[dice_sum, iou_sum, images, TP, FP, FN, hd95_sum, assd_sum, empty]`, for an
     /// all-reduce (sum).
     ///
     /// Reduce in `f64`: counts are exact up to 2^53, but an `f32` reduction loses pixels past
@@ -259,12 +270,13 @@ impl SegMetrics {
             self.pooled.false_neg as f64,
             self.hd95_sum,
             self.assd_sum,
+            self.empty as f64,
         ]
     }
 
     /// Inverse of [`SegMetrics::to_vec`] (also accepts an element-wise sum of such vectors).
     pub fn from_vec(v: &[f64]) -> Result<Self, MetricsError> {
-        let [dice_sum, iou_sum, images, tp, fp, fneg, hd95_sum, assd_sum] =
+        let [dice_sum, iou_sum, images, tp, fp, fneg, hd95_sum, assd_sum, empty] =
             <[f64; Self::VEC_LEN]>::try_from(v).map_err(|_| {
                 MetricsError::BadVector(format!("{} values, expected {}", v.len(), Self::VEC_LEN))
             })?;
@@ -278,6 +290,12 @@ impl SegMetrics {
             }
         };
         let images = count("images", images)?;
+        let empty = count("empty masks", empty)?;
+        if empty > images {
+            return Err(MetricsError::BadVector(format!(
+                "{empty} empty masks in {images} images"
+            )));
+        }
         let pooled = Confusion {
             true_pos: count("TP", tp)?,
             false_pos: count("FP", fp)?,
@@ -305,6 +323,7 @@ impl SegMetrics {
             hd95_sum,
             assd_sum,
             images,
+            empty,
             pooled,
         })
     }

@@ -25,8 +25,31 @@ fn perfect_prediction_is_one() {
             iou_pooled: 1.0,
             hd95_per_image: 0.0,
             assd_per_image: 0.0,
-            images: 2
+            images: 2,
+            empty_masks: 0
         }
+    );
+}
+
+/// Images whose mask is empty are counted (merged and reduced like the other sums): their
+/// score conventions move the per-image means.
+#[test]
+fn empty_masks_are_counted() {
+    // Image 0: empty mask, empty prediction; image 1: empty mask, one false positive; image
+    // 2: a target found.
+    let mask = [0., 0., 0., 0., 0., 0., 0., 1.];
+    let pred = [0., 0., 0., 1., 0., 0., 0., 1.];
+    let mut m = SegMetrics::default();
+    m.update(&pred, &mask, 4, 1, 2, 0.5).unwrap();
+    let s = m.summary();
+    assert_eq!((s.images, s.empty_masks), (4, 3));
+    let back = SegMetrics::from_vec(&m.to_vec()).unwrap();
+    assert_eq!(back.summary().empty_masks, 3);
+    let mut v = m.to_vec();
+    v[8] = 5.0;
+    assert!(
+        SegMetrics::from_vec(&v).is_err(),
+        "more empty masks than images"
     );
 }
 
@@ -272,15 +295,15 @@ fn shape_errors() {
 
 #[test]
 fn from_vec_rejects_invalid_sums() {
-    let v = |x: [f64; 6]| [x[0], x[1], x[2], x[3], x[4], x[5], 0.0, 0.0];
+    let v = |x: [f64; 6]| [x[0], x[1], x[2], x[3], x[4], x[5], 0.0, 0.0, 0.0];
     assert!(SegMetrics::from_vec(&[0.; 6]).is_err());
     assert!(SegMetrics::from_vec(&v([0., 0., 1.5, 0., 0., 0.])).is_err()); // fractional count
     assert!(SegMetrics::from_vec(&v([0., 0., 1., -1., 0., 0.])).is_err()); // negative count
     assert!(SegMetrics::from_vec(&v([3., 0., 2., 0., 0., 0.])).is_err()); // dice sum > images
     assert!(SegMetrics::from_vec(&v([f64::NAN, 0., 2., 0., 0., 0.])).is_err());
-    assert!(SegMetrics::from_vec(&[2., 2., 2., 0., 0., 0., -1., 0.]).is_err()); // distance < 0
-    assert!(SegMetrics::from_vec(&[2., 2., 2., 0., 0., 0., 0., f64::INFINITY]).is_err());
-    let ok = SegMetrics::from_vec(&[2., 2., 2., 0., 0., 0., 3., 1.]).unwrap();
+    assert!(SegMetrics::from_vec(&[2., 2., 2., 0., 0., 0., -1., 0., 0.]).is_err()); // distance < 0
+    assert!(SegMetrics::from_vec(&[2., 2., 2., 0., 0., 0., 0., f64::INFINITY, 0.]).is_err());
+    let ok = SegMetrics::from_vec(&[2., 2., 2., 0., 0., 0., 3., 1., 2.]).unwrap();
     assert_eq!(ok.summary().dice_per_image, 1.0);
     assert_eq!(ok.summary().hd95_per_image, 1.5);
     assert_eq!(ok.summary().assd_per_image, 0.5);
@@ -298,6 +321,7 @@ fn distances_are_averaged_per_image_and_old_results_read_as_nan() {
     assert!(close(s.assd_per_image, 13f64.sqrt() / 2.0), "{s}");
     let old = r#"{"dice_per_image":1,"iou_per_image":1,"dice_pooled":1,"iou_pooled":1,"images":2}"#;
     let s: SegSummary = serde_json::from_str(old).unwrap();
+    assert_eq!(s.empty_masks, 0);
     assert!(s.hd95_per_image.is_nan() && s.assd_per_image.is_nan());
 }
 

@@ -204,13 +204,13 @@ pub fn select_value(select: crate::config::Select, results: &[EvalResult]) -> f6
 /// A Markdown table of results, labelled with both protocols; boundary distances in pixels.
 pub fn table(results: &[EvalResult]) -> String {
     let mut s = String::from(
-        "| dataset | split | images | Dice (per-image mean) | IoU (per-image mean) | Dice (pixel-pooled) | IoU (pixel-pooled) | HD95 px | ASSD px |\n\
-         |---|---|---|---|---|---|---|---|---|\n",
+        "| dataset | split | images | Dice (per-image mean) | IoU (per-image mean) | Dice (pixel-pooled) | IoU (pixel-pooled) | HD95 px | ASSD px | empty masks |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in results {
         let m = &r.summary;
         s.push_str(&format!(
-            "| {} | {} | {} | {:.4} | {:.4} | {:.4} | {:.4} | {:.2} | {:.2} |\n",
+            "| {} | {} | {} | {:.4} | {:.4} | {:.4} | {:.4} | {:.2} | {:.2} | {} |\n",
             r.dataset,
             r.split,
             m.images,
@@ -219,7 +219,8 @@ pub fn table(results: &[EvalResult]) -> String {
             m.dice_pooled,
             m.iou_pooled,
             m.hd95_per_image,
-            m.assd_per_image
+            m.assd_per_image,
+            m.empty_masks
         ));
     }
     s

@@ -247,6 +247,7 @@ mod tests {
                 hd95_per_image: 3.5,
                 assd_per_image: 1.25,
                 images: 4,
+                empty_masks: 1,
             },
         }
     }
