@@ -78,7 +78,8 @@ fn train_eval_predict_write_what_they_promise() {
     assert!(
         text(&o).contains("with flip TTA") && text(&o).contains("synth-endoscopy | test | 4 |")
     );
-    // Both evaluations are recorded; `tmca runs` reports the newer (the TTA one).
+    // Both evaluations are recorded; `tmca runs` reports the newer at the run's threshold
+    // (the TTA one).
     let rec: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("eval/best-test.json")).unwrap())
             .unwrap();
@@ -87,6 +88,19 @@ fn train_eval_predict_write_what_they_promise() {
     assert_eq!(rec["datasets"][0]["dataset"], "synth-endoscopy");
     assert_eq!(rec["datasets"][0]["split"], "test");
     assert_eq!(rec["datasets"][0]["images"], 4);
+    // What made it: build, threads, device (here as in the checkpoint that was evaluated).
+    let made = &rec["provenance"];
+    assert_eq!(made["device"], "cpu", "{rec}");
+    assert!(made["threads"].as_u64().is_some_and(|t| t >= 1), "{rec}");
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(run.join("checkpoints/best/manifest.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        manifest["provenance"]["commit"], made["commit"],
+        "{manifest}"
+    );
+    assert_eq!(manifest["provenance"]["ranks"], 1, "{manifest}");
     // One row per test image; their mean is the dataset's per-image Dice.
     let csv = std::fs::read_to_string(&per_image).unwrap();
     let mut lines = csv.lines();
@@ -306,10 +320,7 @@ fn train_eval_predict_write_what_they_promise() {
             tta["datasets"][0]["hd95_per_image"].as_f64().unwrap()
         )
     );
-    assert!(
-        fields[10].starts_with("best @ ") && fields[10].ends_with(" (tta)"),
-        "{csv}"
-    );
+    assert!(fields[10].starts_with("best t=0.50 tta @ "), "{csv}");
     let o = tmca(&["runs", dir.path().join("data").to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("no run directory"), "{}", text(&o));

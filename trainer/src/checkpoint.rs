@@ -55,6 +55,10 @@ pub struct Manifest {
     /// rows stand for); absent in older manifests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vocabulary: Option<String>,
+    /// The build, threads, device and ranks that wrote this checkpoint (none before it was
+    /// recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<crate::provenance::Provenance>,
 }
 
 impl Manifest {

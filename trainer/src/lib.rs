@@ -28,6 +28,7 @@ pub mod params;
 pub mod postprocess;
 pub mod pretrained;
 pub mod profile;
+pub mod provenance;
 pub mod runs;
 pub mod sink;
 pub mod state_error;

@@ -245,6 +245,10 @@ pub fn eval_record(
     record.checkpoint = Some(label);
     record.tta = tta;
     record.threshold = Some(trained.cfg.train.threshold);
+    record.provenance = Some(tmca_trainer::provenance::Provenance::now(
+        &trained.device,
+        1,
+    ));
     record
 }
 

@@ -18,6 +18,7 @@ fn manifest(step: u64) -> Manifest {
         select: None,
         data: None,
         vocabulary: None,
+        provenance: None,
     }
 }
 

@@ -34,8 +34,8 @@ pub struct RunOverview {
     pub best_val: Option<f64>,
     pub select: crate::config::Select,
     pub best_step: Option<u64>,
-    /// The most recent `tmca eval` of the test split (its [`ResultRecord::protocol`] says how
-    /// it was made).
+    /// The test evaluation to report ([`reported_test`]; its [`ResultRecord::protocol`] says
+    /// how it was made).
     pub test: Option<ResultRecord>,
     /// Every test evaluation of the run, newest first (repeats compare like with like).
     #[serde(skip)]
@@ -125,18 +125,8 @@ impl RunOverview {
         let steps = newest.as_ref().map(|m| m.step);
         let best = Manifest::read(&ckpt.dir().join("best")).ok();
         let log = read_validation_log(dir)?;
-        let mut tests: Vec<(Option<std::time::SystemTime>, ResultRecord)> = read_eval_records(dir)?
-            .into_iter()
-            .filter(|(_, r)| {
-                !r.datasets.is_empty()
-                    && r.datasets.iter().all(|d| d.split == tmca_data::Split::Test)
-            })
-            .map(|(p, r)| (std::fs::metadata(&p).and_then(|m| m.modified()).ok(), r))
-            .collect();
-        // Newest first: the evaluation last made (at a threshold chosen on val, say).
-        tests.sort_by_key(|t| std::cmp::Reverse(t.0));
-        let tests: Vec<ResultRecord> = tests.into_iter().map(|(_, r)| r).collect();
-        let test = tests.first().cloned();
+        let (tests, vals) = evaluations(dir)?;
+        let test = reported_test(&tests, &vals, cfg.train.threshold).cloned();
         let datasets = log
             .last()
             .or(test.as_ref())
@@ -165,6 +155,64 @@ impl RunOverview {
             config: with_global_batch(flatten(&cfg), newest.as_ref()),
         })
     }
+}
+
+/// The run's test and val evaluations (`eval/*.json`), each newest first.
+fn evaluations(dir: &Path) -> Result<(Vec<ResultRecord>, Vec<ResultRecord>)> {
+    let mut all: Vec<(Option<std::time::SystemTime>, ResultRecord)> = read_eval_records(dir)?
+        .into_iter()
+        .map(|(p, r)| (std::fs::metadata(&p).and_then(|m| m.modified()).ok(), r))
+        .collect();
+    all.sort_by_key(|t| std::cmp::Reverse(t.0));
+    let of = |split: tmca_data::Split| -> Vec<ResultRecord> {
+        all.iter()
+            .filter(|(_, r)| !r.datasets.is_empty() && r.datasets.iter().all(|d| d.split == split))
+            .map(|(_, r)| r.clone())
+            .collect()
+    };
+    Ok((of(tmca_data::Split::Test), of(tmca_data::Split::Val)))
+}
+
+/// The test evaluation a results table reports (`tests` and `vals` newest first): at the
+/// threshold the newest val sweep chose (`tmca eval --split val --sweep`, the README's
+/// protocol), same checkpoint, TTA and min-area; else the newest at the run's own threshold
+/// (`threshold`); else the newest. Thresholds tried on test alone never win.
+pub fn reported_test<'a>(
+    tests: &'a [ResultRecord],
+    vals: &[ResultRecord],
+    threshold: f32,
+) -> Option<&'a ResultRecord> {
+    let close = |a: Option<f32>, b: f32| a.is_some_and(|a| (a - b).abs() < 1e-4);
+    let chosen = vals.iter().find_map(|v| Some((v, chosen_threshold(v)?)));
+    if let Some((v, t)) = chosen {
+        let same = tests.iter().find(|r| {
+            r.checkpoint == v.checkpoint
+                && r.tta == v.tta
+                && r.min_area == v.min_area
+                && close(r.threshold, t)
+        });
+        if same.is_some() {
+            return same;
+        }
+    }
+    tests
+        .iter()
+        .find(|r| r.threshold.is_none_or(|t| close(Some(t), threshold)))
+        .or(tests.first())
+}
+
+/// The best threshold of a record's sweep by mean per-image Dice (the lowest of equals, as
+/// `tmca eval --sweep` prints it).
+pub fn chosen_threshold(r: &ResultRecord) -> Option<f32> {
+    r.sweep
+        .as_ref()?
+        .iter()
+        .filter(|row| row.mean_dice_per_image.is_finite())
+        .fold(None, |best: Option<(f32, f64)>, row| match best {
+            Some((_, d)) if d >= row.mean_dice_per_image => best,
+            _ => Some((row.threshold, row.mean_dice_per_image)),
+        })
+        .map(|(t, _)| t)
 }
 
 /// The run's samples per optimiser step over all ranks (`ranks × data.batch_size ×
@@ -297,6 +345,53 @@ pub(crate) mod tests {
             differs: vec![],
             config: flatten(&cfg),
         }
+    }
+
+    /// The reported test evaluation is the one at the threshold a val sweep chose, else the
+    /// run's own threshold, never one tried on test alone.
+    #[test]
+    fn the_reported_test_is_at_the_threshold_chosen_on_val() {
+        let record = |split: tmca_data::Split, t: f32, tta: bool| {
+            let mut r = ResultRecord::new(
+                1,
+                &[crate::train::eval::EvalResult {
+                    dataset: "a".into(),
+                    split,
+                    summary: crate::metrics::SegMetrics::default().summary(),
+                }],
+            );
+            (r.checkpoint, r.threshold, r.tta) = (Some("best".into()), Some(t), tta);
+            r
+        };
+        use tmca_data::Split::{Test, Val};
+        // Newest first: a test at 0.1 (tried on test), one at 0.3, a TTA one, one at 0.5.
+        let tests = vec![
+            record(Test, 0.1, false),
+            record(Test, 0.3, false),
+            record(Test, 0.3, true),
+            record(Test, 0.5, false),
+        ];
+        assert_eq!(
+            reported_test(&tests, &[], 0.5).unwrap().threshold,
+            Some(0.5)
+        );
+        let mut val = record(Val, 0.5, false);
+        val.sweep = Some(
+            [(0.1, 0.6), (0.3, 0.8), (0.5, 0.8)]
+                .map(|(t, d)| crate::metrics::SweepRow {
+                    threshold: t,
+                    mean_dice_per_image: d,
+                    mean_hd95_per_image: f64::NAN,
+                    datasets: vec![],
+                })
+                .to_vec(),
+        );
+        assert_eq!(chosen_threshold(&val), Some(0.3));
+        let r = reported_test(&tests, std::slice::from_ref(&val), 0.5).unwrap();
+        assert_eq!((r.threshold, r.tta), (Some(0.3), false));
+        // Nothing evaluated at the chosen threshold yet: the run's own.
+        let r = reported_test(&tests[..1], std::slice::from_ref(&val), 0.5).unwrap();
+        assert_eq!(r.threshold, Some(0.1), "only one test record: the newest");
     }
 
     #[test]

@@ -54,9 +54,11 @@ pub struct RepeatGroup {
 }
 
 /// The protocol of a test evaluation every run in `m` has, and each run's newest evaluation of
-/// it: the first run's evaluations tried newest first.
+/// it: the first run's reported evaluation tried first, then its others newest first.
 fn common_tests<'a>(m: &[&'a RunOverview]) -> Option<(String, Vec<&'a ResultRecord>)> {
-    m.first()?.tests.iter().find_map(|t| {
+    let first = m.first()?;
+    // The first run's reported evaluation first, then the rest of its evaluations.
+    first.test.iter().chain(&first.tests).find_map(|t| {
         let p = t.protocol();
         let each: Option<Vec<&ResultRecord>> = m
             .iter()
@@ -213,10 +215,10 @@ mod tests {
         runs[1].tests = vec![record(0.7, false, 0.5)];
         runs[2].tests = vec![record(0.1, false, 0.45), record(0.8, false, 0.5)];
         let g = repeat_groups(&runs);
-        assert_eq!(g[0].tested.as_deref(), Some("best, t=0.50"));
+        assert_eq!(g[0].tested.as_deref(), Some("best t=0.50"));
         let d = g[0].test_dice.unwrap();
         assert!((d.mean - 0.7).abs() < 1e-12 && d.n == 3, "{d:?}");
-        assert!(repeats_table(&g).contains("| best, t=0.50 |"));
+        assert!(repeats_table(&g).contains("| best t=0.50 |"));
         // Nothing in common: no test spread, said so.
         runs[1].tests = vec![record(0.7, false, 0.3)];
         let g = repeat_groups(&runs);

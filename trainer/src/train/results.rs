@@ -33,6 +33,9 @@ pub struct ResultRecord {
     /// The run directories averaged, for an ensemble (`tmca eval RUN RUN…`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ensemble: Option<Vec<String>>,
+    /// The build, threads and device of the evaluation (`tmca eval`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<crate::provenance::Provenance>,
     /// The metrics at other thresholds from the same pass (`tmca eval --sweep`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sweep: Option<Vec<crate::metrics::SweepRow>>,
@@ -46,19 +49,18 @@ pub struct ResultRecord {
 }
 
 impl ResultRecord {
-    /// How the scores were made, in words: checkpoint, threshold, flip TTA, small components
-    /// removed (`best, t=0.50, tta, min-area 0.002`). Scores of different protocols are not
-    /// comparable.
+    /// How the scores were made: checkpoint, threshold, flip TTA, small components removed
+    /// (`best t=0.50 tta min-area=0.002`). Scores of different protocols are not comparable.
     pub fn protocol(&self) -> String {
         let mut s = self.checkpoint.clone().unwrap_or_else(|| "?".into());
         if let Some(t) = self.threshold {
-            s += &format!(", t={t:.2}");
+            s += &format!(" t={t:.2}");
         }
         if self.tta {
-            s += ", tta";
+            s += " tta";
         }
         if let Some(a) = self.min_area.filter(|a| *a > 0.0) {
-            s += &format!(", min-area {a}");
+            s += &format!(" min-area={a}");
         }
         s
     }
@@ -85,6 +87,7 @@ impl ResultRecord {
             threshold: None,
             min_area: None,
             ensemble: None,
+            provenance: None,
             sweep: None,
             mean_dice_per_image: mean_dice(results),
             mean_dice_pooled: pooled,

@@ -128,6 +128,7 @@ impl Session {
             select: Some(cfg.train.select),
             data: Some(data_cfg),
             vocabulary: Some(resume::vocabulary_hash(&tokenizer)),
+            provenance: Some(crate::provenance::Provenance::now(device, sync.world())),
         };
         let loaded = match &opts.resume {
             Resume::No => None,
@@ -232,6 +233,18 @@ fn restore(
             l.manifest.step
         );
     }
+    if let (Some(then), Some(now), true) = (&l.manifest.provenance, &now.provenance, rank0) {
+        if (then.threads, &then.commit) != (now.threads, &now.commit) {
+            tracing::info!(
+                "{} was written with {} threads by tmca {}, this session runs {} threads of {}: it continues the run, but not bit for bit as an uninterrupted one would",
+                l.path.display(),
+                then.threads,
+                then.commit,
+                now.threads,
+                now.commit
+            );
+        }
+    }
     // A checkpoint of another run directory starts this one: its best value is that run's,
     // and this run keeps its own `best`.
     let foreign = !ckpt.holds(&l.path);
@@ -242,6 +255,8 @@ fn restore(
         select: now.select,
         data: now.data,
         vocabulary: now.vocabulary,
+        // This session writes the next checkpoints.
+        provenance: now.provenance,
         ..l.manifest
     };
     if foreign {
