@@ -13,8 +13,36 @@ pub struct SweepRow {
     pub mean_dice_per_image: f64,
     #[serde(deserialize_with = "nullable_f64")]
     pub mean_hd95_per_image: f64,
-    /// (dataset, its metrics at this threshold).
-    pub datasets: Vec<(String, SegSummary)>,
+    /// Each dataset's metrics at this threshold (the shape of a record's top-level
+    /// `datasets`, less the split; records written as `[name, metrics]` pairs read too).
+    #[serde(deserialize_with = "datasets_old_or_new")]
+    pub datasets: Vec<SweepDataset>,
+}
+
+/// One dataset's metrics at a threshold of a sweep.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SweepDataset {
+    pub dataset: String,
+    #[serde(flatten)]
+    pub summary: SegSummary,
+}
+
+fn datasets_old_or_new<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<SweepDataset>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Now(SweepDataset),
+        Pair(String, SegSummary),
+    }
+    Ok(Vec::<Either>::deserialize(d)?
+        .into_iter()
+        .map(|e| match e {
+            Either::Now(x) => x,
+            Either::Pair(dataset, summary) => SweepDataset { dataset, summary },
+        })
+        .collect())
 }
 
 /// Per dataset, a [`SegMetrics`] for each threshold.
@@ -131,7 +159,10 @@ impl ThresholdSweep {
                 datasets: self
                     .datasets
                     .iter()
-                    .map(|(d, m)| (d.clone(), m[i].summary()))
+                    .map(|(d, m)| SweepDataset {
+                        dataset: d.clone(),
+                        summary: m[i].summary(),
+                    })
                     .collect(),
             })
             .collect()
@@ -155,8 +186,8 @@ impl ThresholdSweep {
                 ""
             };
             s.push_str(&format!("| {:.2}{mark} |", r.threshold));
-            for (_, m) in &r.datasets {
-                s.push_str(&format!(" {:.4} |", m.dice_per_image));
+            for d in &r.datasets {
+                s.push_str(&format!(" {:.4} |", d.summary.dice_per_image));
             }
             s.push_str(&format!(
                 " {:.4} | {:.2} |\n",
@@ -170,6 +201,26 @@ impl ThresholdSweep {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A sweep row's datasets are written as the top-level ones are (`{dataset, metrics…}`),
+    /// and rows written as `[name, metrics]` pairs before read the same.
+    #[test]
+    fn rows_write_datasets_as_objects_and_read_old_pairs() {
+        let m = r#"{"dice_per_image":0.5,"iou_per_image":0.25,"dice_pooled":0.5,"iou_pooled":0.25,"hd95_per_image":2.0,"assd_per_image":1.0,"images":3}"#;
+        let old = format!(
+            r#"{{"threshold":0.5,"mean_dice_per_image":0.5,"mean_hd95_per_image":2.0,"datasets":[["a",{m}]]}}"#
+        );
+        let row: SweepRow = serde_json::from_str(&old).unwrap();
+        assert_eq!(row.datasets[0].dataset, "a");
+        assert_eq!(row.datasets[0].summary.images, 3);
+        let text = serde_json::to_string(&row).unwrap();
+        assert!(
+            text.contains(r#""datasets":[{"dataset":"a","dice_per_image":0.5"#),
+            "{text}"
+        );
+        let back: SweepRow = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, row);
+    }
 
     #[test]
     fn sweep_matches_separate_evaluations_and_finds_the_best() {
@@ -188,7 +239,7 @@ mod tests {
         let rows = sweep.rows();
         assert_eq!(rows.len(), 4);
         assert_eq!((rows[1].threshold, rows[1].mean_dice_per_image), (0.3, 1.0));
-        assert_eq!(rows[1].datasets[0].1, sweep.datasets[0].1[1].summary());
+        assert_eq!(rows[1].datasets[0].summary, sweep.datasets[0].1[1].summary());
         let table = sweep.table();
         assert!(table.contains("| 0.30 ← | 1.0000 |"), "{table}");
         assert_eq!(ThresholdSweep::grid().thresholds().len(), 19);
