@@ -51,6 +51,7 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
                 TrainError::File { .. } | TrainError::Checkpoint { .. } => {
                     return os_failure_or(e, 3)
                 }
+                TrainError::OtherModel { .. } => return 3,
                 TrainError::Data(d) => return data_code(d),
                 _ => {}
             }

@@ -12,6 +12,7 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let tuning = alloc::tune();
+    tmca_trainer::provenance::set_build(env!("TMCA_BUILD_COMMIT"));
     let cli = cli::Cli::parse();
     if !matches!(
         cli.command,

@@ -24,6 +24,9 @@ pub enum TrainError {
     },
     #[error("checkpoint {path}: {message}")]
     Checkpoint { path: PathBuf, message: String },
+    /// A checkpoint of another model configuration than the run resuming from it.
+    #[error("checkpoint {}: was written by another model configuration; differing fields: {}", path.display(), fields.join(", "))]
+    OtherModel { path: PathBuf, fields: Vec<String> },
     #[error("process group: {0}")]
     Collective(String),
     #[error("non-finite loss at step {step} ({detail})")]

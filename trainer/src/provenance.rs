@@ -4,11 +4,21 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The build's commit, set once by the binary ([`set_build`]); `unknown` until then.
+static BUILD: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Records the git commit this process was built from (the binary's build script knows it;
+/// this library does not, so that a commit rebuilds only the binary).
+pub fn set_build(commit: &str) {
+    let _ = BUILD.set(commit.to_string());
+}
+
 /// The build and the machine side of a run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Provenance {
     pub tmca_version: String,
-    /// The git commit tmca was built from (`unknown` outside a git checkout).
+    /// The git commit tmca was built from (`-dirty`: with uncommitted changes; `unknown`
+    /// outside a git checkout).
     pub commit: String,
     /// Compute threads per rank (`RAYON_NUM_THREADS`, else the cores).
     pub threads: usize,
@@ -23,7 +33,7 @@ impl Provenance {
     pub fn now(device: &candle_core::Device, ranks: usize) -> Self {
         Self {
             tmca_version: env!("CARGO_PKG_VERSION").into(),
-            commit: env!("TMCA_BUILD_COMMIT").into(),
+            commit: BUILD.get().map_or("unknown", String::as_str).into(),
             threads: rayon::current_num_threads(),
             device: match device.location() {
                 candle_core::DeviceLocation::Cpu => "cpu".into(),

@@ -156,7 +156,17 @@ pub fn run(a: &QuickstartArgs) -> anyhow::Result<()> {
             stop: None,
             progress: &Bar::default(),
         },
-    )?;
+    )
+    .map_err(|e| match e {
+        // A run of an earlier tmca, whose embedded default was another model.
+        tmca_trainer::TrainError::OtherModel { .. } => anyhow::Error::from(e).context(format!(
+            "{} holds a quickstart run of another model configuration (an earlier tmca's \
+             default): delete {} to train anew",
+            a.workdir.display(),
+            a.workdir.join("checkpoints").display()
+        )),
+        e => e.into(),
+    })?;
     drop(sink);
     println!(
         "   {} steps in {:.0} s (a finished run is reused: delete {} to retrain)",

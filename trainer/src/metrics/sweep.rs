@@ -239,7 +239,10 @@ mod tests {
         let rows = sweep.rows();
         assert_eq!(rows.len(), 4);
         assert_eq!((rows[1].threshold, rows[1].mean_dice_per_image), (0.3, 1.0));
-        assert_eq!(rows[1].datasets[0].summary, sweep.datasets[0].1[1].summary());
+        assert_eq!(
+            rows[1].datasets[0].summary,
+            sweep.datasets[0].1[1].summary()
+        );
         let table = sweep.table();
         assert!(table.contains("| 0.30 ← | 1.0000 |"), "{table}");
         assert_eq!(ThresholdSweep::grid().thresholds().len(), 19);

@@ -123,7 +123,7 @@ impl Default for TextConfig {
             encoder: "scratch".into(),
             bert_dir: None,
             freeze: true,
-            max_len: 40,
+            max_len: 24,
             vocab_size: 1000,
             tokenizer: None,
             hidden: 0,

@@ -13,12 +13,9 @@ pub fn check(saved: &Manifest, now: &Manifest, path: &std::path::Path, world: us
             &named_sections(&saved.model_config),
             &named_sections(&now.model_config),
         );
-        return Err(TrainError::Checkpoint {
+        return Err(TrainError::OtherModel {
             path: path.to_path_buf(),
-            message: format!(
-                "was written by another model configuration; differing fields: {}",
-                fields.join(", ")
-            ),
+            fields,
         });
     }
     check_batch_geometry(saved, now, path, world)?;
