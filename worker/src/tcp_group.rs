@@ -186,7 +186,7 @@ impl TcpGroup {
                     "rank {rank} lost its connection to rank {peer}, which has left (its own error says why): {e}"
                 ),
                 (WouldBlock | TimedOut, Some(t)) => format!(
-                    "rank {rank} waited {} s for rank {peer} in a collective: it hangs or was stopped ({COLLECTIVE_TIMEOUT_VAR} sets how long ranks wait, in seconds)",
+                    "rank {rank} waited {} s for rank {peer} in a collective: it, or a rank it waits for in turn, hangs or was stopped ({COLLECTIVE_TIMEOUT_VAR} sets how long ranks wait, in seconds)",
                     t.as_secs()
                 ),
                 _ => format!("rank {rank} {what} (rank {peer}): {e}"),

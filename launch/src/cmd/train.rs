@@ -82,12 +82,26 @@ pub fn train(a: &TrainArgs) -> anyhow::Result<TrainSummary> {
     let summary = match trained {
         Ok(s) => s,
         Err(e) if rank.in_mpi_job() => {
-            // The other ranks cannot learn of this rank's error: end the job here, saying why
-            // (every rank that fails says it; the first to abort ends the others).
+            // The other ranks cannot learn of this rank's error: end the job here, saying why.
             let err = anyhow::Error::from(e);
-            crate::exit::print_error(&err);
+            let code = crate::exit::code_for(&err);
             drop(sink);
-            rank.abort_job(i32::from(crate::exit::code_for(&err)))
+            // An error every rank meets (a config error, code 2) or one that only reports
+            // another rank's failure (a collective): let rank 0, or the rank that failed,
+            // abort first with its own message and code; this one speaks only if it is still
+            // alive then.
+            let echo = code == 2
+                || matches!(
+                    err.downcast_ref::<tmca_worker::WorkerError>(),
+                    Some(tmca_worker::WorkerError::Train(
+                        tmca_trainer::TrainError::Collective(_)
+                    ))
+                );
+            if echo && !rank.is_root() {
+                std::thread::sleep(std::time::Duration::from_secs(3));
+            }
+            crate::exit::print_error(&err);
+            rank.abort_job(i32::from(code))
         }
         Err(e) => return Err(e.into()),
     };

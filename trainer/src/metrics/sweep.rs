@@ -136,6 +136,7 @@ impl ThresholdSweep {
         }
         (0..self.thresholds.len())
             .map(|i| (self.thresholds[i], self.mean_dice(i)))
+            .filter(|(_, d)| d.is_finite())
             .fold(None, |best: Option<(f32, f64)>, (t, d)| match best {
                 Some((_, bd)) if bd >= d => best,
                 _ => Some((t, d)),

@@ -37,6 +37,8 @@ pub struct RunOverview {
     /// The test evaluation to report ([`reported_test`]; its [`ResultRecord::protocol`] says
     /// how it was made).
     pub test: Option<ResultRecord>,
+    /// `test`'s threshold is the one a val sweep chose.
+    pub test_chosen_on_val: bool,
     /// Every test evaluation of the run, newest first (repeats compare like with like).
     #[serde(skip)]
     pub tests: Vec<ResultRecord>,
@@ -126,7 +128,9 @@ impl RunOverview {
         let best = Manifest::read(&ckpt.dir().join("best")).ok();
         let log = read_validation_log(dir)?;
         let (tests, vals) = evaluations(dir)?;
-        let test = reported_test(&tests, &vals, cfg.train.threshold).cloned();
+        let reported = reported_test(&tests, &vals, cfg.train.threshold);
+        let test_chosen_on_val = reported.is_some_and(|(_, chosen)| chosen);
+        let test = reported.map(|(r, _)| r.clone());
         let datasets = log
             .last()
             .or(test.as_ref())
@@ -150,6 +154,7 @@ impl RunOverview {
             select: cfg.train.select,
             best_step: best.map(|m| m.step),
             test,
+            test_chosen_on_val,
             tests,
             differs: Vec::new(),
             config: with_global_batch(flatten(&cfg), newest.as_ref()),
@@ -173,32 +178,54 @@ fn evaluations(dir: &Path) -> Result<(Vec<ResultRecord>, Vec<ResultRecord>)> {
     Ok((of(tmca_data::Split::Test), of(tmca_data::Split::Val)))
 }
 
-/// The test evaluation a results table reports (`tests` and `vals` newest first): at the
-/// threshold the newest val sweep chose (`tmca eval --split val --sweep`, the README's
-/// protocol), same checkpoint, TTA and min-area; else the newest at the run's own threshold
-/// (`threshold`); else the newest. Thresholds tried on test alone never win.
+/// The test evaluation a results table reports (`tests` and `vals` newest first), and
+/// whether its threshold was chosen on val: at the threshold the newest val sweep chose
+/// (`tmca eval --split val --sweep`, the README's protocol), same checkpoint, TTA and
+/// min-area; else the newest at the run's own threshold (`threshold`); else the newest of
+/// all (its protocol, shown beside it, says how it was made).
 pub fn reported_test<'a>(
     tests: &'a [ResultRecord],
     vals: &[ResultRecord],
     threshold: f32,
-) -> Option<&'a ResultRecord> {
+) -> Option<(&'a ResultRecord, bool)> {
     let close = |a: Option<f32>, b: f32| a.is_some_and(|a| (a - b).abs() < 1e-4);
+    let area = |r: &ResultRecord| r.min_area.filter(|a| *a > 0.0);
     let chosen = vals.iter().find_map(|v| Some((v, chosen_threshold(v)?)));
     if let Some((v, t)) = chosen {
         let same = tests.iter().find(|r| {
             r.checkpoint == v.checkpoint
                 && r.tta == v.tta
-                && r.min_area == v.min_area
+                && area(r) == area(v)
                 && close(r.threshold, t)
         });
-        if same.is_some() {
-            return same;
+        if let Some(r) = same {
+            return Some((r, true));
         }
     }
     tests
         .iter()
         .find(|r| r.threshold.is_none_or(|t| close(Some(t), threshold)))
         .or(tests.first())
+        .map(|r| (r, false))
+}
+
+/// How a reported test evaluation was made, for a table (`best t=0.45 (chosen on val)`).
+pub fn tested_label(r: &ResultRecord, chosen_on_val: bool) -> String {
+    match chosen_on_val {
+        true => format!("{} (chosen on val)", r.protocol()),
+        false => r.protocol(),
+    }
+}
+
+/// The protocol repeats must share to be averaged: a threshold chosen on val is one protocol
+/// whatever value each run's val chose.
+pub(crate) fn repeat_protocol(r: &ResultRecord, chosen_on_val: bool) -> String {
+    if !chosen_on_val {
+        return r.protocol();
+    }
+    let mut any = r.clone();
+    any.threshold = None;
+    format!("{} t=chosen on val", any.protocol())
 }
 
 /// The best threshold of a record's sweep by mean per-image Dice (the lowest of equals, as
@@ -286,7 +313,7 @@ fn row(r: &RunOverview, annotate: bool) -> [String; 12] {
         t.map(ResultRecord::mean_hd95_per_image)
             .filter(|x| x.is_finite())
             .map_or_else(|| "–".into(), |x| format!("{x:.2}")),
-        t.map(|t| format!("{} @ {}", t.protocol(), t.step))
+        t.map(|t| format!("{} @ {}", tested_label(t, r.test_chosen_on_val), t.step))
             .unwrap_or_else(|| "–".into()),
         r.differs.join(" "),
     ]
@@ -341,6 +368,7 @@ pub(crate) mod tests {
             select: Default::default(),
             best_step: None,
             test: None,
+            test_chosen_on_val: false,
             tests: vec![],
             differs: vec![],
             config: flatten(&cfg),
@@ -371,10 +399,8 @@ pub(crate) mod tests {
             record(Test, 0.3, true),
             record(Test, 0.5, false),
         ];
-        assert_eq!(
-            reported_test(&tests, &[], 0.5).unwrap().threshold,
-            Some(0.5)
-        );
+        let (r, chosen) = reported_test(&tests, &[], 0.5).unwrap();
+        assert_eq!((r.threshold, chosen), (Some(0.5), false));
         let mut val = record(Val, 0.5, false);
         val.sweep = Some(
             [(0.1, 0.6), (0.3, 0.8), (0.5, 0.8)]
@@ -387,11 +413,17 @@ pub(crate) mod tests {
                 .to_vec(),
         );
         assert_eq!(chosen_threshold(&val), Some(0.3));
-        let r = reported_test(&tests, std::slice::from_ref(&val), 0.5).unwrap();
-        assert_eq!((r.threshold, r.tta), (Some(0.3), false));
+        let (r, chosen) = reported_test(&tests, std::slice::from_ref(&val), 0.5).unwrap();
+        assert_eq!((r.threshold, r.tta, chosen), (Some(0.3), false, true));
+        assert_eq!(tested_label(r, chosen), "best t=0.30 (chosen on val)");
+        assert_eq!(repeat_protocol(r, chosen), "best t=chosen on val");
         // Nothing evaluated at the chosen threshold yet: the run's own.
-        let r = reported_test(&tests[..1], std::slice::from_ref(&val), 0.5).unwrap();
-        assert_eq!(r.threshold, Some(0.1), "only one test record: the newest");
+        let (r, chosen) = reported_test(&tests[..1], std::slice::from_ref(&val), 0.5).unwrap();
+        assert_eq!(
+            (r.threshold, chosen),
+            (Some(0.1), false),
+            "only one test record"
+        );
     }
 
     #[test]

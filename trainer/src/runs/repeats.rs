@@ -57,7 +57,22 @@ pub struct RepeatGroup {
 /// it: the first run's reported evaluation tried first, then its others newest first.
 fn common_tests<'a>(m: &[&'a RunOverview]) -> Option<(String, Vec<&'a ResultRecord>)> {
     let first = m.first()?;
-    // The first run's reported evaluation first, then the rest of its evaluations.
+    // Each run at the threshold its own val chose, when all were evaluated so.
+    if let Some(t) = first.test.as_ref().filter(|_| first.test_chosen_on_val) {
+        let p = super::repeat_protocol(t, true);
+        let each: Option<Vec<&ResultRecord>> = m
+            .iter()
+            .map(|r| {
+                r.test
+                    .as_ref()
+                    .filter(|x| r.test_chosen_on_val && super::repeat_protocol(x, true) == p)
+            })
+            .collect();
+        if let Some(each) = each {
+            return Some((p, each));
+        }
+    }
+    // Else the first run's reported evaluation first, then the rest of its evaluations.
     first.test.iter().chain(&first.tests).find_map(|t| {
         let p = t.protocol();
         let each: Option<Vec<&ResultRecord>> = m
@@ -219,6 +234,15 @@ mod tests {
         let d = g[0].test_dice.unwrap();
         assert!((d.mean - 0.7).abs() < 1e-12 && d.n == 3, "{d:?}");
         assert!(repeats_table(&g).contains("| best t=0.50 |"));
+        // Thresholds each chosen on its own val are one protocol.
+        let mut chosen = runs.clone();
+        for (r, (d, t)) in chosen.iter_mut().zip([(0.6, 0.3), (0.7, 0.4), (0.8, 0.45)]) {
+            r.test = Some(record(d, false, t));
+            r.test_chosen_on_val = true;
+        }
+        let g = repeat_groups(&chosen);
+        assert_eq!(g[0].tested.as_deref(), Some("best t=chosen on val"));
+        assert!((g[0].test_dice.unwrap().mean - 0.7).abs() < 1e-12);
         // Nothing in common: no test spread, said so.
         runs[1].tests = vec![record(0.7, false, 0.3)];
         let g = repeat_groups(&runs);

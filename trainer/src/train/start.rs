@@ -234,7 +234,9 @@ fn restore(
         );
     }
     if let (Some(then), Some(now), true) = (&l.manifest.provenance, &now.provenance, rank0) {
-        if (then.threads, &then.commit) != (now.threads, &now.commit) {
+        // Threads change the CPU kernels' summation order only.
+        let threads_matter = now.device == "cpu" && then.threads != now.threads;
+        if threads_matter || then.commit != now.commit {
             tracing::info!(
                 "{} was written with {} threads by tmca {}, this session runs {} threads of {}: it continues the run, but not bit for bit as an uninterrupted one would",
                 l.path.display(),
