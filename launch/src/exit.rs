@@ -103,8 +103,7 @@ fn os_failure_or(e: &dyn std::fmt::Display, code: u8) -> u8 {
 /// Prints `error: ` and the error's text on stderr (not with eprintln!, which panics, exit
 /// 101, when stderr is a closed pipe).
 pub fn print_error(err: &anyhow::Error) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "error: {}", error_text(err));
+    crate::cmd::util::say(true, format_args!("error: {}", error_text(err)));
 }
 
 /// The error and its causes, joined by ": " as anyhow's `{:#}` does, leaving out a cause whose

@@ -322,10 +322,21 @@ pub fn eval_run(
         })
         .collect();
     tmca_trainer::train::setup::warn_resampled(&stores, &trained.input_spec(), "the scores");
+    let mut spec = EvalSpec {
+        input: trained.input_spec(),
+        batch_size: trained.cfg.data.batch_size,
+        workers: trained.cfg.data.workers,
+        threshold: trained.cfg.train.threshold,
+        tokenizer: trained.tokenizer.clone(),
+        progress: &bar,
+        tta,
+        folds: None,
+        min_area,
+    };
     let mut results = Vec::with_capacity(stores.len());
     for store in &stores {
-        let folds = cv.filter(|_| own.contains(&store.info().name));
-        if let (Some(f), tmca_data::Split::Val) = (folds, split) {
+        spec.folds = cv.filter(|_| own.contains(&store.info().name));
+        if let (Some(f), tmca_data::Split::Val) = (spec.folds, split) {
             tracing::info!(
                 "{}: fold {} of {} (the run's cross-validation)",
                 store.info().name,
@@ -333,17 +344,6 @@ pub fn eval_run(
                 f.folds
             );
         }
-        let spec = EvalSpec {
-            input: trained.input_spec(),
-            batch_size: trained.cfg.data.batch_size,
-            workers: trained.cfg.data.workers,
-            threshold: trained.cfg.train.threshold,
-            tokenizer: trained.tokenizer.clone(),
-            progress: &bar,
-            tta,
-            folds,
-            min_area,
-        };
         results.extend(evaluate_ensemble(
             &members,
             std::slice::from_ref(store),

@@ -30,4 +30,4 @@ pub use dice::dice;
 pub use error::MetricsError;
 pub use iou::iou;
 pub use surface::{surface_distances, SurfaceDistances};
-pub use sweep::{SweepDataset, SweepRow, ThresholdSweep};
+pub use sweep::{best_threshold, SweepDataset, SweepRow, ThresholdSweep};

@@ -45,6 +45,18 @@ fn datasets_old_or_new<'de, D: serde::Deserializer<'de>>(
         .collect())
 }
 
+/// Of `(threshold, mean per-image Dice)` pairs, the one with the highest Dice (the first of
+/// equals; thresholds without a finite Dice never win): a live sweep's best and a recorded
+/// sweep's ([`SweepRow`]) are chosen alike.
+pub fn best_threshold(pairs: impl Iterator<Item = (f32, f64)>) -> Option<(f32, f64)> {
+    pairs
+        .filter(|(_, d)| d.is_finite())
+        .fold(None, |best, (t, d)| match best {
+            Some((_, bd)) if bd >= d => best,
+            _ => Some((t, d)),
+        })
+}
+
 /// Per dataset, a [`SegMetrics`] for each threshold.
 #[derive(Debug, Clone)]
 pub struct ThresholdSweep {
@@ -134,13 +146,7 @@ impl ThresholdSweep {
         if self.datasets.is_empty() {
             return None;
         }
-        (0..self.thresholds.len())
-            .map(|i| (self.thresholds[i], self.mean_dice(i)))
-            .filter(|(_, d)| d.is_finite())
-            .fold(None, |best: Option<(f32, f64)>, (t, d)| match best {
-                Some((_, bd)) if bd >= d => best,
-                _ => Some((t, d)),
-            })
+        best_threshold((0..self.thresholds.len()).map(|i| (self.thresholds[i], self.mean_dice(i))))
     }
 
     /// One record per threshold: the mean per-image Dice and HD95 over datasets and each

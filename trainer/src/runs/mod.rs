@@ -169,13 +169,19 @@ fn evaluations(dir: &Path) -> Result<(Vec<ResultRecord>, Vec<ResultRecord>)> {
         .map(|(p, r)| (std::fs::metadata(&p).and_then(|m| m.modified()).ok(), r))
         .collect();
     all.sort_by_key(|t| std::cmp::Reverse(t.0));
-    let of = |split: tmca_data::Split| -> Vec<ResultRecord> {
-        all.iter()
-            .filter(|(_, r)| !r.datasets.is_empty() && r.datasets.iter().all(|d| d.split == split))
-            .map(|(_, r)| r.clone())
-            .collect()
-    };
-    Ok((of(tmca_data::Split::Test), of(tmca_data::Split::Val)))
+    let (mut tests, mut vals) = (Vec::new(), Vec::new());
+    for (_, r) in all {
+        let split = r.datasets.first().map(|d| d.split);
+        if r.datasets.iter().any(|d| Some(d.split) != split) {
+            continue;
+        }
+        match split {
+            Some(tmca_data::Split::Test) => tests.push(r),
+            Some(tmca_data::Split::Val) => vals.push(r),
+            _ => {}
+        }
+    }
+    Ok((tests, vals))
 }
 
 /// The test evaluation a results table reports (`tests` and `vals` newest first), and
@@ -231,14 +237,8 @@ pub(crate) fn repeat_protocol(r: &ResultRecord, chosen_on_val: bool) -> String {
 /// The best threshold of a record's sweep by mean per-image Dice (the lowest of equals, as
 /// `tmca eval --sweep` prints it).
 pub fn chosen_threshold(r: &ResultRecord) -> Option<f32> {
-    r.sweep
-        .as_ref()?
-        .iter()
-        .filter(|row| row.mean_dice_per_image.is_finite())
-        .fold(None, |best: Option<(f32, f64)>, row| match best {
-            Some((_, d)) if d >= row.mean_dice_per_image => best,
-            _ => Some((row.threshold, row.mean_dice_per_image)),
-        })
+    let rows = r.sweep.as_ref()?.iter();
+    crate::metrics::best_threshold(rows.map(|row| (row.threshold, row.mean_dice_per_image)))
         .map(|(t, _)| t)
 }
 
@@ -375,8 +375,8 @@ pub(crate) mod tests {
         }
     }
 
-    /// The reported test evaluation is the one at the threshold a val sweep chose, else the
-    /// run's own threshold, never one tried on test alone.
+    /// The reported test evaluation is the one at the threshold a val sweep chose, else at the
+    /// run's own threshold, else (nothing else there) the newest.
     #[test]
     fn the_reported_test_is_at_the_threshold_chosen_on_val() {
         let record = |split: tmca_data::Split, t: f32, tta: bool| {

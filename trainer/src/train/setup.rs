@@ -63,16 +63,13 @@ pub fn store_names(cfg: &Config) -> Vec<String> {
 pub fn warn_resampled(stores: &[Arc<Store>], input: &tmca_data::augment::InputSpec, scored: &str) {
     for s in stores {
         let i = s.info();
-        if (i.height, i.width) != (input.height, input.width) {
+        let (h, w) = (input.height, input.width);
+        if (i.height, i.width) != (h, w) {
             tracing::warn!(
-                "{}: stored at {}×{}, the model reads {}×{}: images and masks are resampled (masks by nearest neighbour) and {scored} are of {}×{} masks, not the stored ones",
+                "{}: stored at {}×{}, the model reads {h}×{w}: images and masks are resampled (masks by nearest neighbour) and {scored} are of {h}×{w} masks, not the stored ones",
                 i.name,
                 i.height,
-                i.width,
-                input.height,
-                input.width,
-                input.height,
-                input.width
+                i.width
             );
         }
     }
