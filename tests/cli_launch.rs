@@ -374,6 +374,59 @@ fn a_rank_stopped_alone_stops_the_launch_without_a_restart() {
     assert!(!out.contains("signal 0"), "{out}");
 }
 
+/// A rank that does not stop (here stopped with SIGSTOP, as a hung one) is killed after
+/// --stop-grace and the launch says so; nothing is left running, and --resume goes on from the
+/// newest complete checkpoint.
+#[test]
+fn a_rank_that_does_not_stop_is_killed_after_the_grace_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), "hung", 2, 2);
+    common::checkpoint_every_4(&cfg);
+    let launcher = launch_until_first_checkpoint(&cfg, &["--stop-grace", "2"]);
+    let mut ranks = children(launcher.id());
+    ranks.sort();
+    assert_eq!(ranks.len(), 2, "{ranks:?}");
+    let kill = |sig: &str, pid: u32| {
+        let ok = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "kill {sig} {pid}");
+    };
+    kill("-STOP", ranks[1]);
+    let start = Instant::now();
+    kill("-TERM", launcher.id());
+    let o = launcher.wait_with_output().unwrap();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(143), "{out}");
+    assert!(
+        out.contains("did not stop within the grace time (--stop-grace) and were killed"),
+        "{out}"
+    );
+    // Two seconds of grace, not the default 30 (a bound far from both, not a speed goal).
+    assert!(start.elapsed() < Duration::from_secs(20), "{out}");
+    // Gone, or a zombie its new parent has yet to reap.
+    for pid in &ranks {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, r)| r.split_whitespace().next());
+        assert!(
+            matches!(state, None | Some("Z" | "X")),
+            "rank {pid} left: {stat}"
+        );
+    }
+    let o = tmca()
+        .args(["launch", "--nproc", "2", "--threads", "1", "--resume"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("resum"), "{out}");
+    assert!(dir.path().join("hung/checkpoints/step-00000016").is_dir());
+}
+
 /// A --master port that is taken is an I/O error (exit 4) naming the port.
 #[test]
 fn a_busy_master_port_is_an_io_error() {

@@ -383,6 +383,12 @@ pub struct LaunchArgs {
     /// --nnodes > 1; default for one node: a free port on 127.0.0.1).
     #[arg(long)]
     pub master: Option<String>,
+    /// Seconds the ranks get, after a forwarded SIGTERM or Ctrl-C, to finish their step and
+    /// save a checkpoint before they are killed (raise it when a step or a checkpoint of a
+    /// large model takes longer; keep it under the scheduler's own kill delay, SLURM's
+    /// KillWait). After SIGUSR1, a warning ahead of a time limit, they get at least an hour.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = parse_positive)]
+    pub stop_grace: u64,
     #[command(flatten)]
     pub train: TrainArgs,
 }

@@ -33,7 +33,7 @@ pub enum LaunchError {
     #[error(
         "stopped by signal {signal}; {}",
         if *.killed {
-            "the ranks did not stop within the grace time and were killed: the newest complete checkpoint is from before the signal (resume with `tmca launch … --resume`)"
+            "the ranks did not stop within the grace time (--stop-grace) and were killed: the newest complete checkpoint is from before the signal (resume with `tmca launch … --resume`)"
         } else {
             "the ranks stopped as told, with a checkpoint where they stopped once training had begun (resume with `tmca launch … --resume`)"
         }
@@ -326,7 +326,7 @@ async fn supervise(a: &LaunchArgs) -> anyhow::Result<()> {
         let failed = match outcome {
             Outcome::Done => break Ok(()),
             Outcome::Signal(sig) => {
-                let killed = !stop(&mut ranks, &pids, sig).await;
+                let killed = !stop(&mut ranks, &pids, sig, a.stop_grace).await;
                 break Err(LaunchError::Interrupted {
                     signal: sig,
                     killed,
@@ -334,7 +334,7 @@ async fn supervise(a: &LaunchArgs) -> anyhow::Result<()> {
             }
             Outcome::Mismatch(m) => {
                 // Found as the nodes start: the ranks are still meeting, with nothing to save.
-                stop(&mut ranks, &pids, libc::SIGKILL).await;
+                stop(&mut ranks, &pids, libc::SIGKILL, a.stop_grace).await;
                 break Err(LaunchError::Mismatch(m));
             }
             Outcome::Failed { rank, status } => {
@@ -351,7 +351,7 @@ async fn supervise(a: &LaunchArgs) -> anyhow::Result<()> {
                     }
                 })
                 .await;
-                stop(&mut ranks, &pids, libc::SIGTERM).await;
+                stop(&mut ranks, &pids, libc::SIGTERM, a.stop_grace).await;
                 // Ranks that failed because the nodes do not fit together (node 0 saw it first
                 // and left with the store): say that instead.
                 if let Ok(Some(m)) =
@@ -412,19 +412,24 @@ fn cause(failures: &[(usize, ExitStatus)]) -> (usize, ExitStatus) {
         .unwrap_or((0, ExitStatus::from_raw(1 << 8)))
 }
 
-/// Sends `sig` to the ranks still running, waits up to 30 s for them (an hour for SIGUSR1),
-/// then kills the rest. Returns whether they all ended within that time.
+/// Sends `sig` to the ranks still running, waits up to `grace` seconds for them (at least an
+/// hour for SIGUSR1), then kills the rest. Returns whether they all ended within that time.
 async fn stop(
     ranks: &mut JoinSet<(usize, std::io::Result<ExitStatus>)>,
     pids: &BTreeMap<usize, Option<RankProcess>>,
     sig: i32,
+    grace: u64,
 ) -> bool {
     for p in pids.values().flatten() {
         p.signal(sig);
     }
     // SIGUSR1 is a warning ahead of a time limit (`--signal=USR1@SECONDS`): the ranks may be
     // in a long validation, and the scheduler ends everything at the limit anyway.
-    let grace = if sig == libc::SIGUSR1 { 3600 } else { 30 };
+    let grace = if sig == libc::SIGUSR1 {
+        grace.max(3600)
+    } else {
+        grace
+    };
     let drained = tokio::time::timeout(Duration::from_secs(grace), async {
         while ranks.join_next().await.is_some() {}
     })
