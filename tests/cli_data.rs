@@ -1097,6 +1097,89 @@ fn jpeg_masks_need_and_take_a_mask_threshold() {
     assert_contains(&r.stderr, &["mask_threshold", "(0, 1]"]);
 }
 
+/// With --mask-threshold, a 0/1 mask saved as JPEG keeps its target (it is not cut at 127.5),
+/// the samples whose mask is empty are named, and a colour-coded label map (two classes in two
+/// colours) is refused naming the file instead of merged into one target.
+#[test]
+fn thresholded_0_1_jpeg_masks_empty_masks_named_colour_label_maps_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("t");
+    table_fixture(&root);
+    let gray = |i: usize| {
+        image::open(root.join(format!("labels/s{i}_seg.png")))
+            .unwrap()
+            .to_luma8()
+    };
+    // s0: 0/1 as JPEG; s1: empty.
+    let mut m0 = gray(0);
+    m0.pixels_mut().for_each(|p| p.0[0] = u8::from(p.0[0] > 0));
+    m0.save(root.join("labels/s0_seg.jpg")).unwrap();
+    let mut m1 = gray(1);
+    m1.pixels_mut().for_each(|p| p.0[0] = 0);
+    m1.save(root.join("labels/s1_seg.png")).unwrap();
+    let list = std::fs::read_to_string(root.join("list.csv")).unwrap();
+    std::fs::write(
+        root.join("list.csv"),
+        list.replace("s0_seg.png", "s0_seg.jpg"),
+    )
+    .unwrap();
+    let table = root.join("list.csv");
+    let out = dir.path().join("t.zarr");
+    let mut a = args!["data", "convert", "--layout", "table", "--input", &table, "--output", &out];
+    a.extend(args![
+        "--name",
+        "t",
+        "--modality",
+        "xray",
+        "--size",
+        "16",
+        "--mask-threshold",
+        "0.5"
+    ]);
+    let r = tmca(a.clone());
+    r.expect_code(0);
+    assert_contains(&r.stdout, &["1 with an empty mask: s1"]);
+    let mask = open_array(&out, "mask");
+    let m: Vec<u8> = mask.retrieve_array_subset(&mask.subset_all()).unwrap();
+    assert!(m[..256].contains(&1), "s0's 0/1 JPEG mask came out empty");
+
+    // s2: lung in green, lesion in red.
+    image::RgbImage::from_fn(20, 16, |x, _| match x {
+        0..8 => image::Rgb([0, 255, 0]),
+        8..11 => image::Rgb([255, 0, 0]),
+        _ => image::Rgb([0, 0, 0]),
+    })
+    .save(root.join("labels/s2_seg.png"))
+    .unwrap();
+    for threshold in [true, false] {
+        let mut b = a.clone();
+        b.push("--force".into());
+        if !threshold {
+            b.truncate(b.len() - 3);
+            b.push("--force".into());
+            std::fs::write(
+                &table,
+                std::fs::read_to_string(&table)
+                    .unwrap()
+                    .replace("s0_seg.jpg", "s0_seg.png"),
+            )
+            .unwrap();
+        }
+        let r = tmca(b);
+        r.expect_code(3);
+        assert_contains(
+            &r.stderr,
+            &[
+                "s2_seg.png",
+                "several colours",
+                "green in 128 pixels, red in 48 pixels",
+            ],
+        );
+    }
+    // The store of the first conversion is kept.
+    tmca(args!["data", "validate", &out]).expect_code(0);
+}
+
 // ---------------------------------------------------------------------------------------------
 // 7. help
 // ---------------------------------------------------------------------------------------------

@@ -296,10 +296,69 @@ fn mask_values(img: &DynamicImage) -> (Vec<u32>, u32) {
 pub fn binarize_mask(path: &Path, img: &DynamicImage, rule: MaskRule) -> Result<Vec<u8>> {
     let alpha = alpha_mask(img);
     let img = alpha.as_ref().unwrap_or(img);
+    refuse_colour_classes(path, img)?;
     match rule {
         MaskRule::Exact => exact_mask(path, img),
         MaskRule::Threshold(t) => Ok(threshold_mask(img, t)),
     }
+}
+
+/// The colour names of the channel patterns of [`refuse_colour_classes`] (red, green, blue bits).
+const COLOUR_NAMES: [&str; 8] = [
+    "black",
+    "red",
+    "green",
+    "yellow",
+    "blue",
+    "magenta",
+    "cyan",
+    "white/gray",
+];
+
+/// A colour-coded label map (lung in green, lesion in red: several classes in one RGB file)
+/// read by its brightest channel would merge its classes into one target without a word:
+/// refused when its foreground pixels fall into two or more colours, each on at least 1% of
+/// them (and 16 pixels; JPEG colour fringes stay below). A pixel's colour is the set of
+/// channels at least half as bright as its brightest.
+fn refuse_colour_classes(path: &Path, img: &DynamicImage) -> Result<()> {
+    use image::ColorType as C;
+    if !matches!(img.color(), C::Rgb8 | C::Rgba8 | C::Rgb16 | C::Rgba16) {
+        return Ok(());
+    }
+    let mut counts = [0usize; 8];
+    for p in img.to_rgb16().pixels() {
+        let [r, g, b] = p.0.map(u32::from);
+        let top = r.max(g).max(b);
+        if top == 0 {
+            continue;
+        }
+        let on = |v: u32| usize::from(2 * v >= top);
+        counts[on(r) | on(g) << 1 | on(b) << 2] += 1;
+    }
+    let total: usize = counts.iter().sum();
+    let mut classes: Vec<(usize, usize)> = counts
+        .iter()
+        .copied()
+        .enumerate()
+        .filter(|&(_, n)| n >= 16 && n * 100 >= total)
+        .collect();
+    if classes.len() < 2 {
+        return Ok(());
+    }
+    classes.sort_by(|a, b| b.1.cmp(&a.1));
+    let listed: Vec<String> = classes
+        .iter()
+        .map(|&(c, n)| format!("{} in {n} pixels", COLOUR_NAMES[c]))
+        .collect();
+    Err(DataError::bad(
+        path,
+        format!(
+            "the mask holds several colours ({}): a colour-coded label map of several classes, \
+             which reading its brightest channel would merge into one target. tmca segments \
+             one target per report: write binary masks of the class(es) the reports describe",
+            listed.join(", ")
+        ),
+    ))
 }
 
 /// The alpha channel of a mask whose opacity varies (the target marked by transparency), as a
@@ -327,7 +386,9 @@ fn alpha_mask(img: &DynamicImage) -> Option<DynamicImage> {
     }
 }
 
-/// [`MaskRule::Threshold`]: 0/1 masks as they are, others cut at `t` of the full value.
+/// [`MaskRule::Threshold`]: 0/1 masks as they are, others cut at `t` of the full value. A mask
+/// whose values are all at most 3 is a 0/1 mask (a JPEG of one holds 0, 1 and 2) and is cut
+/// at `t` on that scale, as a 0/255 one at 255 · `t`.
 fn threshold_mask(img: &DynamicImage, t: f32) -> Vec<u8> {
     use image::ColorType as C;
     let (values, full): (Vec<f32>, f32) = match img.color() {
@@ -358,6 +419,11 @@ fn threshold_mask(img: &DynamicImage, t: f32) -> Vec<u8> {
     if values.iter().all(|&v| v == 0.0 || v == 1.0) {
         return values.into_iter().map(|v| u8::from(v == 1.0)).collect();
     }
+    let full = if full > 1.0 && values.iter().all(|&v| v <= 3.0) {
+        1.0
+    } else {
+        full
+    };
     let cut = t * full;
     values.into_iter().map(|v| u8::from(v >= cut)).collect()
 }
@@ -625,6 +691,12 @@ mod tests {
             binarize_mask(Path::new("m"), &ones, t).unwrap(),
             vec![0, 1, 1]
         );
+        // A 0/1 mask saved as JPEG (0, 1 and 2 in it) is cut on the 0/1 scale, not emptied.
+        let jpeg01 = DynamicImage::ImageLuma8(GrayImage::from_raw(4, 1, vec![0, 1, 2, 0]).unwrap());
+        assert_eq!(
+            binarize_mask(Path::new("m"), &jpeg01, t).unwrap(),
+            vec![0, 1, 1, 0]
+        );
         // Float masks in [0, 1].
         let f = DynamicImage::ImageRgb32F(
             image::ImageBuffer::from_raw(2, 1, vec![0.2f32, 0.0, 0.0, 0.0, 0.7, 0.0]).unwrap(),
@@ -659,6 +731,41 @@ mod tests {
         .save(&p)
         .unwrap();
         assert_eq!(load_mask(&p, 2, 4).unwrap(), vec![1, 0, 0, 0, 1, 0, 0, 0]);
+
+        // A colour-coded label map (lung green, lesion red) is refused by either rule, naming
+        // its colours; one colour, or white with a few tinted fringe pixels, is a binary mask.
+        let labels = RgbImage::from_fn(40, 20, |x, _| match x {
+            0..10 => Rgb([0, 255, 0]),
+            10..14 => Rgb([255, 0, 0]),
+            _ => Rgb([0, 0, 0]),
+        });
+        for rule in [MaskRule::Exact, MaskRule::Threshold(0.5)] {
+            let err = binarize_mask(
+                Path::new("lab.png"),
+                &DynamicImage::ImageRgb8(labels.clone()),
+                rule,
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.contains("lab.png")
+                    && err.contains("green in 200 pixels, red in 80 pixels")
+                    && err.contains("binary masks"),
+                "{err}"
+            );
+        }
+        let fringe = RgbImage::from_fn(40, 20, |x, y| match (x, y) {
+            (0, 0..4) => Rgb([250, 90, 80]),
+            (0..20, _) => Rgb([255, 255, 255]),
+            _ => Rgb([0, 0, 0]),
+        });
+        let read = binarize_mask(
+            Path::new("m"),
+            &DynamicImage::ImageRgb8(fringe),
+            MaskRule::Threshold(0.5),
+        )
+        .unwrap();
+        assert_eq!(read.iter().filter(|&&v| v == 1).count(), 400);
 
         let p = dir.path().join("m16.png");
         image::ImageBuffer::<Luma<u16>, Vec<u16>>::from_fn(2, 1, |x, _| {

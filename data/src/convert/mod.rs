@@ -196,8 +196,8 @@ pub struct ConvertSummary {
     pub output: PathBuf,
     /// Samples per split: train, val, test.
     pub counts: [usize; 3],
-    /// Samples whose mask is empty (no target).
-    pub empty_masks: usize,
+    /// Names of the samples whose mask is empty (no target), in plan order.
+    pub empty_masks: Vec<String>,
 }
 
 /// One sample to import.
@@ -644,7 +644,7 @@ pub fn convert(opts: &ConvertOptions, progress: &dyn Progress) -> Result<Convert
     let mut writer = StoreWriter::create(&opts.output, &info, plan.samples.len(), &wopts)?;
     let (c, h, w) = (info.channels, info.height, info.width);
     progress.start("converting", plan.samples.len() as u64);
-    let mut empty = 0usize;
+    let mut empty = Vec::new();
     let written = (|| {
         for block in plan.samples.chunks(BLOCK) {
             let decoded: Vec<Result<Sample>> = block
@@ -653,7 +653,9 @@ pub fn convert(opts: &ConvertOptions, progress: &dyn Progress) -> Result<Convert
                 .collect();
             for sample in decoded {
                 let sample = sample?;
-                empty += usize::from(sample.mask.iter().all(|&v| v == 0));
+                if sample.mask.iter().all(|&v| v == 0) {
+                    empty.push(sample.name.clone());
+                }
                 writer.push(sample)?;
                 progress.inc(1);
             }

@@ -72,12 +72,14 @@ fn convert_cmd(a: &ConvertArgs) -> anyhow::Result<()> {
     let summary = convert::convert(&opts, &Bar::default())?;
     let [tr, va, te] = summary.counts;
     let total = tr + va + te;
+    let empty = &summary.empty_masks;
     println!(
-        "{}: {total} samples (train {tr}, val {va}, test {te}), {} with an empty mask",
+        "{}: {total} samples (train {tr}, val {va}, test {te}), {} with an empty mask{}",
         summary.output.display(),
-        summary.empty_masks
+        empty.len(),
+        named_few(empty, 8)
     );
-    if summary.empty_masks == total {
+    if empty.len() == total {
         tracing::warn!(
             "every mask is empty: check that the masks mark the targets ({})",
             match opts.mask_rule {
@@ -89,6 +91,15 @@ fn convert_cmd(a: &ConvertArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// `": a, b, c and 5 more"` for the first `n` of `names`; nothing for none.
+fn named_few(names: &[String], n: usize) -> String {
+    match names.len() {
+        0 => String::new(),
+        k if k <= n => format!(": {}", names.join(", ")),
+        k => format!(": {} and {} more", names[..n].join(", "), k - n),
+    }
 }
 
 /// Parses "all" or a comma-separated list of modalities.
