@@ -345,7 +345,7 @@ fn refuse_colour_classes(path: &Path, img: &DynamicImage) -> Result<()> {
     if classes.len() < 2 {
         return Ok(());
     }
-    classes.sort_by(|a, b| b.1.cmp(&a.1));
+    classes.sort_by_key(|c| std::cmp::Reverse(c.1));
     let listed: Vec<String> = classes
         .iter()
         .map(|&(c, n)| format!("{} in {n} pixels", COLOUR_NAMES[c]))
