@@ -55,6 +55,9 @@ pub struct Inspection {
     pub path: String,
     pub schema_version: u32,
     pub info: crate::StoreInfo,
+    /// The content digest recorded when the store was written (runs record it to recognise
+    /// their data); `None` for a store another tool wrote.
+    pub content: Option<String>,
     pub splits: Vec<SplitSummary>,
 }
 
@@ -97,6 +100,11 @@ pub fn inspect(store: &Store, progress: &dyn Progress) -> Result<Inspection> {
         path: store.path().display().to_string(),
         schema_version: store.schema_version(),
         info: store.info().clone(),
+        content: if store.content_digest_recorded() {
+            Some(store.content_digest()?)
+        } else {
+            None
+        },
         splits,
     })
 }
@@ -107,6 +115,13 @@ impl fmt::Display for Inspection {
         writeln!(f, "store        {}", self.path)?;
         writeln!(f, "dataset      {} ({})", i.name, i.modality)?;
         writeln!(f, "schema       v{}", self.schema_version)?;
+        match &self.content {
+            Some(d) => writeln!(f, "content      sha256 {d}")?,
+            None => writeln!(
+                f,
+                "content      not recorded (written by another tool; computed when a run uses it)"
+            )?,
+        }
         writeln!(
             f,
             "images       {} x {} x {} (C x H x W) uint8",

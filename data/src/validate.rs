@@ -2,7 +2,8 @@
 //!
 //! Checks: the image and mask of every sample decode with the expected shape and type; mask
 //! values are 0/1; reports are non-empty (UTF-8 is checked when the store opens); source names
-//! are unique; no two samples hold byte-identical images.
+//! are unique; no two samples hold byte-identical images; the content digest recorded when the
+//! store was written matches its samples (a store changed in place since is named as such).
 
 use crate::store::Store;
 use crate::{Progress, Result};
@@ -44,7 +45,8 @@ pub fn validate(store: &Store, progress: &dyn Progress) -> Result<Validation> {
     let names = store.names();
     let reports = store.reports();
     progress.start("validating", store.len() as u64);
-    let per_sample: Vec<(Vec<Problem>, Option<[u8; 32]>)> = (0..store.len())
+    type Checked = (Vec<Problem>, Option<[u8; 32]>, Option<[u8; 32]>);
+    let per_sample: Vec<Checked> = (0..store.len())
         .into_par_iter()
         .map(|i| {
             let mut problems = Vec::new();
@@ -55,14 +57,16 @@ pub fn validate(store: &Store, progress: &dyn Progress) -> Result<Validation> {
                     message,
                 });
             };
-            let digest = match store.image(i) {
-                Ok(img) => Some(Sha256::digest(&img).into()),
+            let image = store.image(i);
+            let digest = match &image {
+                Ok(img) => Some(Sha256::digest(img).into()),
                 Err(e) => {
                     p(format!("image unreadable: {e}"));
                     None
                 }
             };
-            match store.mask(i) {
+            let mask = store.mask(i);
+            match &mask {
                 Ok(m) => {
                     let bad = m.iter().filter(|&&v| v > 1).count();
                     if bad > 0 {
@@ -72,6 +76,10 @@ pub fn validate(store: &Store, progress: &dyn Progress) -> Result<Validation> {
                 }
                 Err(e) => p(format!("mask unreadable: {e}")),
             }
+            let content = match (&image, &mask) {
+                (Ok(img), Ok(m)) => store.sample_digest(i, img, m).ok(),
+                _ => None,
+            };
             if reports[i].trim().is_empty() {
                 p("empty report".into());
             }
@@ -79,14 +87,15 @@ pub fn validate(store: &Store, progress: &dyn Progress) -> Result<Validation> {
                 p("empty source name".into());
             }
             progress.inc(1);
-            (problems, digest)
+            (problems, digest, content)
         })
         .collect();
     progress.finish();
+    let contents: Option<Vec<[u8; 32]>> = per_sample.iter().map(|s| s.2).collect();
     let mut problems = Vec::new();
     let mut by_name: HashMap<&str, usize> = HashMap::new();
     let mut by_image: HashMap<[u8; 32], usize> = HashMap::new();
-    for (i, (mut ps, digest)) in per_sample.into_iter().enumerate() {
+    for (i, (mut ps, digest, _)) in per_sample.into_iter().enumerate() {
         problems.append(&mut ps);
         if let Some(&first) = by_name.get(names[i].as_str()) {
             problems.push(Problem {
@@ -128,6 +137,24 @@ pub fn validate(store: &Store, progress: &dyn Progress) -> Result<Validation> {
                 file.display()
             ),
         });
+    }
+    // With every sample readable, their content against the digest recorded at writing.
+    if let (Some(contents), true) = (contents, store.content_digest_recorded()) {
+        let now = store.combine_digests(&contents);
+        let recorded = store.content_digest()?;
+        if now != recorded && !store.is_empty() {
+            problems.push(Problem {
+                index: 0,
+                name: names[0].clone(),
+                message: format!(
+                    "the store's content has changed since it was written (content_sha256 {} recorded, {} now): \
+                     something rewrote samples in place, and the recorded digest, by which runs recognise \
+                     the store, no longer describes it. Write it again (tmca data convert / synth)",
+                    &recorded[..12],
+                    &now[..12]
+                ),
+            });
+        }
     }
     Ok(Validation {
         checked: store.len(),

@@ -10,14 +10,16 @@
 //! | `source_name` | (N,)        | string  | as `report`                               |
 //! | `split`       | (N,)        | uint8   | 0 train, 1 val, 2 test                    |
 //!
-//! Group attributes: `tmca` = { `schema_version`, `complete`, `num_samples`, and the fields of
-//! [`StoreInfo`](crate::StoreInfo) }.
+//! Group attributes: `tmca` = { `schema_version`, `complete`, `num_samples`, `content_sha256`
+//! (the content digest, `digest.rs`; absent in stores written before it was recorded and in
+//! stores other tools write), and the fields of [`StoreInfo`](crate::StoreInfo) }.
 //!
 //! Schema 2 over 1: every chunk file is written, also those holding only the fill value (all
 //! empty masks, all training splits, which Zarr leaves out by default), so a missing file is
 //! damage and opening the store says which; and the zstd frames carry their checksum, so a
 //! changed byte inside a chunk fails its read instead of changing pixels.
 
+mod digest;
 mod reader;
 mod writer;
 
@@ -29,6 +31,9 @@ pub const SCHEMA_VERSION: u32 = 2;
 
 /// The attribute key under which tmca keeps its metadata.
 pub const ATTR_KEY: &str = "tmca";
+
+/// The key of the content digest among the `tmca` attributes.
+pub const CONTENT_KEY: &str = "content_sha256";
 
 pub(crate) const ARRAYS: [&str; 5] = ["image", "mask", "report", "source_name", "split"];
 
@@ -105,6 +110,65 @@ mod tests {
                 (0..n).step_by(3).collect::<Vec<_>>()
             );
         }
+    }
+
+    /// The content digest recorded at writing equals the one computed from the samples; the
+    /// same samples give the same digest whatever the sharding or the path, one changed
+    /// report another; a store without a recorded one (another tool's) gets it computed; and
+    /// `validate` names a store whose recorded digest no longer matches its samples.
+    #[test]
+    fn content_digest_is_recorded_computed_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        write(&a, 7, 3, 8, 4, 2);
+        write(&b, 7, 3, 8, 4, 64);
+        let (sa, sb) = (Store::open(&a).unwrap(), Store::open(&b).unwrap());
+        assert!(sa.content_digest_recorded());
+        let d = sa.content_digest().unwrap();
+        assert_eq!(d.len(), 64);
+        assert_eq!(sa.compute_content_digest().unwrap(), d);
+        assert_eq!(sb.content_digest().unwrap(), d);
+
+        let c = dir.path().join("c");
+        let mut wr = StoreWriter::create(&c, &info(3, 8, 4), 7, &WriteOptions::default()).unwrap();
+        for i in 0..7 {
+            let mut s = sample(i, 3, 8, 4);
+            if i == 5 {
+                s.report.push('!');
+            }
+            wr.push(s).unwrap();
+        }
+        wr.finish().unwrap();
+        assert_ne!(Store::open(&c).unwrap().content_digest().unwrap(), d);
+
+        // Another tool's store: no recorded digest, the same computed one.
+        let meta = a.join("zarr.json");
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&meta).unwrap()).unwrap();
+        v["attributes"][ATTR_KEY]
+            .as_object_mut()
+            .unwrap()
+            .remove(CONTENT_KEY);
+        std::fs::write(&meta, v.to_string()).unwrap();
+        let plain = Store::open(&a).unwrap();
+        assert!(!plain.content_digest_recorded());
+        assert_eq!(plain.content_digest().unwrap(), d);
+        let ok = crate::validate::validate(&plain, &crate::progress::NoProgress).unwrap();
+        assert!(ok.is_ok(), "{:?}", ok.problems);
+
+        // A recorded digest the samples no longer match.
+        v["attributes"][ATTR_KEY][CONTENT_KEY] = "0".repeat(64).into();
+        std::fs::write(&meta, v.to_string()).unwrap();
+        let changed = Store::open(&a).unwrap();
+        let found = crate::validate::validate(&changed, &crate::progress::NoProgress).unwrap();
+        assert_eq!(found.problems.len(), 1, "{:?}", found.problems);
+        assert!(
+            found.problems[0]
+                .message
+                .contains("content has changed since it was written"),
+            "{}",
+            found.problems[0]
+        );
     }
 
     /// Schema 2: chunks of zeros are written too (all-empty masks, all-training splits), so a

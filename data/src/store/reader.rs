@@ -2,7 +2,7 @@
 //! keeps the small per-sample arrays (reports, names, splits) in memory and reads images and
 //! masks on demand, one subchunk each.
 
-use super::{ARRAYS, ATTR_KEY, SCHEMA_VERSION};
+use super::{ARRAYS, ATTR_KEY, CONTENT_KEY, SCHEMA_VERSION};
 use crate::{DataError, Result, Sample, Split, StoreInfo};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,6 +20,9 @@ pub struct Store {
     reports: Vec<String>,
     names: Vec<String>,
     splits: Vec<Split>,
+    /// The content digest: recorded by the writer, or computed once when asked.
+    content: std::sync::OnceLock<String>,
+    content_recorded: bool,
 }
 
 impl std::fmt::Debug for Store {
@@ -80,8 +83,12 @@ impl Store {
             return Err(not_a_store(path, "the store was not completely written"));
         }
         let mut info_attrs = attrs.clone();
-        for k in ["schema_version", "complete", "num_samples"] {
+        for k in ["schema_version", "complete", "num_samples", CONTENT_KEY] {
             info_attrs.remove(k);
+        }
+        let content = std::sync::OnceLock::new();
+        if let Some(d) = attrs.get(CONTENT_KEY).and_then(|v| v.as_str()) {
+            let _ = content.set(d.to_string());
         }
         let info: StoreInfo = serde_json::from_value(serde_json::Value::Object(info_attrs))
             .map_err(|e| not_a_store(path, format!("bad tmca attributes: {e}")))?;
@@ -195,7 +202,57 @@ impl Store {
             reports,
             names,
             splits,
+            content_recorded: content.get().is_some(),
+            content,
         })
+    }
+
+    /// The digest of the store's content (see `digest.rs`): the recorded one, or for a store
+    /// without one (written by another tool or an older tmca) computed from every sample.
+    pub fn content_digest(&self) -> Result<String> {
+        if let Some(d) = self.content.get() {
+            return Ok(d.clone());
+        }
+        let d = self.compute_content_digest()?;
+        Ok(self.content.get_or_init(|| d).clone())
+    }
+
+    /// Whether the digest was recorded when the store was written.
+    pub fn content_digest_recorded(&self) -> bool {
+        self.content_recorded
+    }
+
+    /// The content digest computed from the samples as they are now (to check the recorded one).
+    pub fn compute_content_digest(&self) -> Result<String> {
+        use rayon::prelude::*;
+        let samples = (0..self.len())
+            .into_par_iter()
+            .map(|i| self.sample_digest(i, &self.image(i)?, &self.mask(i)?))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(self.combine_digests(&samples))
+    }
+
+    /// The digest of sample `i` given its image and mask bytes (see `digest.rs`).
+    pub fn sample_digest(&self, i: usize, image: &[u8], mask: &[u8]) -> Result<[u8; 32]> {
+        self.check_index(i)?;
+        Ok(super::digest::sample_digest(
+            &self.names[i],
+            self.splits[i].code(),
+            &self.reports[i],
+            image,
+            mask,
+        ))
+    }
+
+    /// The store's digest from every sample's [`Self::sample_digest`], in order.
+    pub fn combine_digests(&self, samples: &[[u8; 32]]) -> String {
+        let mut h = super::digest::ContentHasher::new(
+            self.info.channels,
+            self.info.height,
+            self.info.width,
+        );
+        samples.iter().for_each(|d| h.add(d));
+        h.finish()
     }
 
     /// Where the store lives.

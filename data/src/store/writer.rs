@@ -1,7 +1,7 @@
 //! Writing a store: everything goes to `<path>.tmp-<pid>` and is renamed into place only when
 //! complete, so an interrupted conversion never leaves a store that looks finished.
 
-use super::{ATTR_KEY, SCHEMA_VERSION};
+use super::{ATTR_KEY, CONTENT_KEY, SCHEMA_VERSION};
 use crate::{DataError, Result, Sample, StoreInfo};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -52,6 +52,7 @@ pub struct StoreWriter {
     names: Vec<String>,
     splits: Vec<u8>,
     seen_names: HashSet<String>,
+    content: super::digest::ContentHasher,
     finished: bool,
 }
 
@@ -162,6 +163,7 @@ impl StoreWriter {
             names: Vec::with_capacity(n),
             splits: Vec::with_capacity(n),
             seen_names: HashSet::with_capacity(n),
+            content: super::digest::ContentHasher::new(info.channels, info.height, info.width),
             finished: false,
         })
     }
@@ -214,6 +216,13 @@ impl StoreWriter {
         if !self.seen_names.insert(sample.name.clone()) {
             return Err(bad("duplicate sample name".into()));
         }
+        self.content.add(&super::digest::sample_digest(
+            &sample.name,
+            sample.split.code(),
+            &sample.report,
+            &sample.image,
+            &sample.mask,
+        ));
         self.buf_image.extend_from_slice(&sample.image);
         self.buf_mask.extend_from_slice(&sample.mask);
         self.reports.push(sample.report);
@@ -309,9 +318,15 @@ impl StoreWriter {
         let mut group = GroupBuilder::new()
             .build(self.storage.clone(), "/")
             .map_err(|e| z(&e))?;
-        group
-            .attributes_mut()
-            .insert(ATTR_KEY.into(), attributes(&self.info, self.n, true)?);
+        let content = std::mem::replace(
+            &mut self.content,
+            super::digest::ContentHasher::new(0, 0, 0),
+        );
+        let mut attrs = attributes(&self.info, self.n, true)?;
+        if let Some(obj) = attrs.as_object_mut() {
+            obj.insert(CONTENT_KEY.into(), content.finish().into());
+        }
+        group.attributes_mut().insert(ATTR_KEY.into(), attrs);
         group.store_metadata().map_err(|e| z(&e))?;
         sync_tree(&self.tmp)?;
         replace_dir(&self.tmp, &self.path, self.opts.force)?;
