@@ -242,3 +242,56 @@ fn an_rgb_model_exports_and_predicts_as_tmca_does() {
         serde_json::from_str(&std::fs::read_to_string(ens2.join("model.json")).unwrap()).unwrap();
     assert_eq!(meta["threshold"], 0.45, "written as given: {meta}");
 }
+
+/// A 3-channel model trained on gray stores (X-ray, the default `in_channels`) sees a colour
+/// file as its gray, as it saw its training images: the prediction for a tinted image is the
+/// one for its Rec. 709 gray, in tmca and in the export's predictor alike.
+#[test]
+fn a_colour_image_reaches_a_model_trained_on_gray_as_gray() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = train(dir.path(), "xray", "", "");
+    let tinted = image::RgbImage::from_fn(50, 40, |x, y| {
+        image::Rgb([(x * 5) as u8, (y * 6) as u8, ((x * y) % 251) as u8])
+    });
+    let colour = dir.path().join("tinted.png");
+    tinted.save(&colour).unwrap();
+    // Rec. 709 luma in integers, rounded, as the importer stores gray.
+    let gray = dir.path().join("luma.png");
+    image::GrayImage::from_fn(50, 40, |x, y| {
+        let [r, g, b] = tinted.get_pixel(x, y).0.map(u32::from);
+        image::Luma([((2126 * r + 7152 * g + 722 * b + 5000) / 10000) as u8])
+    })
+    .save(&gray)
+    .unwrap();
+    let probs = |img: &Path, out: &str| {
+        let out = dir.path().join(out);
+        let o = tmca(&[
+            "predict",
+            run.to_str().unwrap(),
+            "--image",
+            img.to_str().unwrap(),
+            "--report",
+            "one lesion, left lung",
+            "--probs",
+            "--output",
+            out.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+        let stem = img.file_stem().unwrap().to_str().unwrap();
+        std::fs::read(out.join(format!("{stem}_prob.npy"))).unwrap()
+    };
+    assert_eq!(probs(&colour, "c"), probs(&gray, "g"));
+    let export = dir.path().join("export");
+    let o = tmca(&[
+        "export",
+        run.to_str().unwrap(),
+        "--output",
+        export.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(export.join("model.json")).unwrap()).unwrap();
+    assert_eq!(meta["input"]["channels"], 3);
+    assert_eq!(meta["input"]["stored_channels"], 1);
+    predict_and_check(dir.path(), &[&run], &export);
+}

@@ -743,3 +743,106 @@ fn a_store_at_another_size_is_named_as_resampled() {
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains(said), "{}", text(&o));
 }
+
+/// A run recognises its data by content, not by path: a store written again (another seed) at
+/// the same path is refused by `eval` (naming it) and by `--resume`; scored with `--store` it
+/// is not recorded as the run's; a copy of the original elsewhere is the run's data, and the
+/// record names the store and its digest.
+#[test]
+fn a_run_recognises_its_data_by_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let synth = |seed: &str| {
+        let o = tmca(&[
+            "data",
+            "synth",
+            "--output",
+            data.to_str().unwrap(),
+            "--modality",
+            "xray",
+            "--train",
+            "8",
+            "--val",
+            "4",
+            "--test",
+            "4",
+            "--size",
+            "32",
+            "--seed",
+            seed,
+            "--force",
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+    };
+    synth("0");
+    let store = data.join("synth-xray");
+    let run = dir.path().join("run");
+    let cfg = dir.path().join("own.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[run]\ndir = \"{}\"\n[data]\nstores = [\"{}\"]\nimage_size = 32\nbatch_size = 4\n\
+             [model]\npreset = \"cpu-tiny\"\n[text]\nmax_len = 12\n[train]\nepochs = 1\n",
+            run.display(),
+            store.display()
+        ),
+    )
+    .unwrap();
+    let (cfg_s, run_s) = (cfg.to_str().unwrap(), run.to_str().unwrap());
+    let o = tmca(&["train", cfg_s]);
+    assert!(o.status.success(), "{}", text(&o));
+    let copy = dir.path().join("copy.zarr");
+    let ok = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(&store)
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    synth("9");
+
+    let o = tmca(&["eval", run_s]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(
+        text(&o).contains("holds other data than")
+            && text(&o).contains(&store.display().to_string())
+            && text(&o).contains("--store"),
+        "{}",
+        text(&o)
+    );
+    assert!(!run.join("eval").exists(), "nothing recorded");
+    common::edit_config(&cfg, "epochs = 1", "epochs = 2");
+    let o = tmca(&["train", cfg_s, "--resume"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("the store of synth-xray now holds other samples"),
+        "{}",
+        text(&o)
+    );
+
+    let o = tmca(&["eval", run_s, "--store", store.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!text(&o).contains("recorded in"), "{}", text(&o));
+    assert!(
+        !run.join("eval").exists(),
+        "another store's results are not the run's"
+    );
+
+    let o = tmca(&[
+        "eval",
+        run_s,
+        "--store",
+        copy.to_str().unwrap(),
+        "--threshold",
+        "0.5",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("eval/best-test.json")).unwrap())
+            .unwrap();
+    assert_eq!(record["run"], run_s);
+    let stores = record["stores"].as_array().unwrap();
+    assert_eq!(stores.len(), 1);
+    assert_eq!(stores[0]["path"], copy.to_str().unwrap());
+    assert_eq!(stores[0]["content"].as_str().unwrap().len(), 64);
+}

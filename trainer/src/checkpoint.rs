@@ -433,11 +433,25 @@ fn unused(dir: &Path, base: &str, sep: char) -> PathBuf {
 /// Names the model-config fields that differ between a checkpoint and the current run.
 pub fn differing_fields(a: &serde_json::Value, b: &serde_json::Value) -> Vec<String> {
     let mut out = Vec::new();
-    diff("", a, b, &mut out);
+    diff("", a, b, true, &mut out);
     out
 }
 
-fn diff(prefix: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+/// [`differing_fields`] of the fields both hold (one absent from `a` or `b`, e.g. not yet
+/// recorded by the tmca that wrote it, is no difference).
+pub fn differing_shared_fields(a: &serde_json::Value, b: &serde_json::Value) -> Vec<String> {
+    let mut out = Vec::new();
+    diff("", a, b, false, &mut out);
+    out
+}
+
+fn diff(
+    prefix: &str,
+    a: &serde_json::Value,
+    b: &serde_json::Value,
+    absent_differs: bool,
+    out: &mut Vec<String>,
+) {
     match (a, b) {
         (serde_json::Value::Object(x), serde_json::Value::Object(y)) => {
             let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
@@ -448,8 +462,9 @@ fn diff(prefix: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Ve
                     format!("{prefix}.{k}")
                 };
                 match (x.get(k), y.get(k)) {
-                    (Some(u), Some(v)) => diff(&p, u, v, out),
-                    _ => out.push(p),
+                    (Some(u), Some(v)) => diff(&p, u, v, absent_differs, out),
+                    _ if absent_differs => out.push(p),
+                    _ => {}
                 }
             }
         }
@@ -458,7 +473,7 @@ fn diff(prefix: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Ve
             if x.len() == y.len() && x.iter().all(serde_json::Value::is_object) =>
         {
             for (i, (u, v)) in x.iter().zip(y).enumerate() {
-                diff(&format!("{prefix}.{i}"), u, v, out);
+                diff(&format!("{prefix}.{i}"), u, v, absent_differs, out);
             }
         }
         _ if a != b => out.push(format!("{prefix} ({a} vs {b})")),

@@ -11,6 +11,7 @@ use candle_core::{Device, Tensor};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tmca_data::augment::{self, InputSpec, Planar};
+use tmca_data::store::Store;
 use tmca_data::tokenize::TextTokenizer;
 
 /// What the model predicts for one image and report.
@@ -41,6 +42,30 @@ pub struct Trained {
     /// Optimiser steps the loaded weights had taken.
     pub step: u64,
     pub device: Device,
+    /// The datasets the checkpoint was trained on, as its manifest recorded them (empty for
+    /// checkpoints written before they were recorded).
+    pub trained_on: Vec<TrainedStore>,
+}
+
+/// One dataset a checkpoint was trained on ([`crate::checkpoint::Manifest::data`]).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+pub struct TrainedStore {
+    pub name: String,
+    /// The store's content digest (absent in older manifests).
+    #[serde(default)]
+    pub content: Option<String>,
+    /// Channels of its stored images (absent in older manifests).
+    #[serde(default)]
+    pub channels: Option<usize>,
+}
+
+impl TrainedStore {
+    /// The datasets of a manifest's `data` record.
+    pub fn from_manifest(data: Option<&serde_json::Value>) -> Vec<Self> {
+        data.and_then(|d| d.get("datasets"))
+            .and_then(|d| serde_json::from_value(d.clone()).ok())
+            .unwrap_or_default()
+    }
 }
 
 /// Checks that `members` take the same inputs (size, channels, normalisation), so their
@@ -252,7 +277,90 @@ impl Trained {
             checkpoint: loaded.path,
             step: loaded.manifest.step,
             device: device.clone(),
+            trained_on: TrainedStore::from_manifest(loaded.manifest.data.as_ref()),
         })
+    }
+
+    /// Channels a new image is prepared with before it goes to the model, as the training
+    /// images were stored: 1 when every training store was gray (a colour file then reaches
+    /// a 3-channel model as its Rec. 709 gray in every channel, as training gave it the stored
+    /// gray — not in colours it never saw), else the model's. Older checkpoints, which did not
+    /// record their stores' channels, are asked of the stores the config names (where they
+    /// open; else the model's channels).
+    pub fn prepared_channels(&self) -> usize {
+        let model = self.cfg.model.in_channels;
+        let recorded: Option<Vec<usize>> = self.trained_on.iter().map(|t| t.channels).collect();
+        let stored = match recorded {
+            Some(c) if !c.is_empty() => Some(c),
+            _ => self.config_store_channels(),
+        };
+        match stored {
+            Some(c) if !c.is_empty() && c.iter().all(|&c| c == 1) => 1,
+            _ => model,
+        }
+    }
+
+    /// Channels of the stores the config names (`None` if one does not open).
+    fn config_store_channels(&self) -> Option<Vec<usize>> {
+        let mut out: Vec<usize> = self
+            .cfg
+            .synth_modalities()
+            .iter()
+            .map(|m| m.channels())
+            .collect();
+        for p in &self.cfg.data.stores {
+            out.push(Store::open(p).ok()?.info().channels);
+        }
+        Some(out)
+    }
+
+    /// Whether `store` holds the data of one the checkpoint was trained on (same content
+    /// digest); `None` when the manifest recorded no digests.
+    pub fn trained_on_store(&self, store: &Store) -> Result<Option<bool>> {
+        if self.trained_on.iter().all(|t| t.content.is_none()) {
+            return Ok(None);
+        }
+        let d = store.content_digest()?;
+        Ok(Some(
+            self.trained_on
+                .iter()
+                .any(|t| t.content.as_deref() == Some(d.as_str())),
+        ))
+    }
+
+    /// Refuses a store opened from the run's own config (`data.stores`, `data.synth`) that holds
+    /// other data than the checkpoint was trained on under that name: a store written again
+    /// since, or another one at a relative path read from another directory. Its results would
+    /// be recorded as the run's.
+    pub fn check_own_store(&self, store: &Store) -> Result<()> {
+        let name = &store.info().name;
+        let recorded: Vec<&str> = self
+            .trained_on
+            .iter()
+            .filter(|t| &t.name == name)
+            .filter_map(|t| t.content.as_deref())
+            .collect();
+        let Some(&first) = recorded.first() else {
+            return Ok(());
+        };
+        let now = store.content_digest()?;
+        if recorded.contains(&now.as_str()) {
+            return Ok(());
+        }
+        let recorded = first;
+        Err(TrainError::file(
+            store.path(),
+            format!(
+                "holds other data than {} was trained on as {name} (content sha256 {}… then, {}… \
+                 now): the store was written again since, or this is another one (relative paths \
+                 in the run's config.toml are taken from the current directory). Evaluate it as \
+                 another store with --store {} (not recorded in the run), or restore the original",
+                self.checkpoint.display(),
+                &recorded[..recorded.len().min(12)],
+                &now[..now.len().min(12)],
+                store.path().display()
+            ),
+        ))
     }
 
     /// Input geometry and normalisation of the model.

@@ -97,16 +97,18 @@ pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
     };
     let (first, others) = models.members().split_at(1);
     let first = &first[0];
-    let results = super::train::eval_run(first, others, &a.store, a.split, extras)?;
+    let evaluated = super::train::eval_run(first, others, &a.store, a.split, extras)?;
+    let results = &evaluated.results;
     println!(
         "ensemble of {} runs ({} checkpoints), split {}{}:\n{}",
         models.members().len(),
         a.checkpoint,
         a.split,
         if a.tta { ", with flip TTA" } else { "" },
-        table(&results)
+        table(results)
     );
-    let mut record = super::train::eval_record(first, &a.checkpoint, &results, a.tta);
+    let mut record = super::train::eval_record(first, &a.checkpoint, results, a.tta);
+    record.stores = evaluated.stores.clone();
     record.min_area = a.min_area;
     record.ensemble = Some(a.runs.iter().map(|r| r.display().to_string()).collect());
     record.sweep = sweep.as_ref().map(ThresholdSweep::rows);

@@ -27,12 +27,13 @@ struct Sample {
     file: bool,
 }
 
-/// The model's input size: channels and side.
+/// What a new image is prepared as: channels (as the training images were stored:
+/// [`tmca_trainer::inference::Trained::prepared_channels`]) and the model's side.
 type InputSize = (usize, usize);
 
 fn input_size(models: &Ensemble) -> InputSize {
-    let cfg = &models.first().cfg;
-    (cfg.model.in_channels, cfg.data.image_size)
+    let t = models.first();
+    (t.prepared_channels(), t.cfg.data.image_size)
 }
 
 impl Sample {
@@ -46,8 +47,9 @@ impl Sample {
     }
 
     /// What the model is given: a file's picture as an import at the model's size would have
-    /// stored it (anti-aliased, gray as imported: prepared as the training images were); a
-    /// store's sample as stored (resampled to the model's size as in evaluation).
+    /// stored it (anti-aliased, gray as imported when the training stores were gray: prepared
+    /// as the training images were); a store's sample as stored (resampled to the model's size
+    /// as in evaluation).
     fn model_input(&self, (channels, side): InputSize) -> anyhow::Result<Option<Vec<u8>>> {
         if !self.file {
             return Ok(None);

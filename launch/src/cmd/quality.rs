@@ -87,7 +87,8 @@ pub fn run(a: &BenchQualityArgs) -> anyhow::Result<()> {
             )?;
             drop(sink);
             let trained = Trained::load(&cfg.run.dir, "best", &candle_core::Device::Cpu)?;
-            let test = super::train::eval_run(&trained, &[], &[], Split::Test, Default::default())?;
+            let test = super::train::eval_run(&trained, &[], &[], Split::Test, Default::default())?
+                .results;
             let hd: Vec<f64> = test.iter().map(|r| r.summary.hd95_per_image).collect();
             hd95.push(mean_sd(&hd).0);
             for r in test {

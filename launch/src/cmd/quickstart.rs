@@ -177,9 +177,12 @@ pub fn run(a: &QuickstartArgs) -> anyhow::Result<()> {
 
     println!("5. evaluation of the best checkpoint on the held-out test splits");
     let trained = Trained::load(&cfg.run.dir, "best", &candle_core::Device::Cpu)?;
-    let results = super::train::eval_run(&trained, &[], &[], Split::Test, Default::default())?;
+    let evaluated = super::train::eval_run(&trained, &[], &[], Split::Test, Default::default())?;
+    let results = evaluated.results;
     print!("{}", table(&results));
-    let record = super::train::eval_record(&trained, "best", &results, false);
+    let mut record = super::train::eval_record(&trained, "best", &results, false);
+    record.run = Some(cfg.run.dir.display().to_string());
+    record.stores = evaluated.stores;
     let name = tmca_trainer::train::results::eval_record_name("best", Split::Test, false);
     tmca_trainer::train::results::write_eval_record(&cfg.run.dir, &name, &record)?;
     println!(

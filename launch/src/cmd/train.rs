@@ -12,7 +12,7 @@ use tmca_trainer::metrics::ThresholdSweep;
 use tmca_trainer::sink::{LazyEventWriter, MetricSink, NullSink};
 use tmca_trainer::sync::SingleProcess;
 use tmca_trainer::train::eval::{evaluate_ensemble, table, EvalSpec, Member};
-use tmca_trainer::train::results::{eval_record_name, write_eval_record, ResultRecord};
+use tmca_trainer::train::results::{eval_record_name, write_eval_record, ResultRecord, StoreRef};
 use tmca_trainer::train::{Resume, RunOptions, TrainSummary};
 
 /// Loads the config (or the embedded default) with command-line overrides applied.
@@ -160,6 +160,7 @@ pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
     let run = &a.runs[0];
     let device = tmca_worker::bind_device("auto", 0)?;
     let mut trained = Trained::load(run, &a.checkpoint, &device)?;
+    let run_threshold = trained.cfg.train.threshold;
     if let Some(t) = a.threshold {
         trained.cfg.train.threshold = t;
     }
@@ -175,7 +176,8 @@ pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
         per_image,
         sweep: sweep.as_mut(),
     };
-    let results = eval_run(&trained, &[], &a.store, a.split, extras)?;
+    let evaluated = eval_run(&trained, &[], &a.store, a.split, extras)?;
+    let results = &evaluated.results;
     println!(
         "{} ({}), split {}{}{}:\n{}",
         run.display(),
@@ -187,18 +189,21 @@ pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
         } else {
             String::new()
         },
-        table(&results)
+        table(results)
     );
-    let mut record = eval_record(&trained, &a.checkpoint, &results, a.tta);
+    let mut record = eval_record(&trained, &a.checkpoint, results, a.tta);
     record.min_area = a.min_area;
     record.sweep = sweep.as_ref().map(ThresholdSweep::rows);
-    if a.store.is_empty() {
+    record.run = Some(run.display().to_string());
+    record.stores = evaluated.stores.clone();
+    // The run's own stores, or stores given with --store that hold the data it was trained on.
+    if a.store.is_empty() || evaluated.on_trained_stores(&trained) {
         let mut name = eval_record_name(
             record.checkpoint.as_deref().unwrap_or("best"),
             a.split,
             a.tta,
         );
-        if let Some(t) = a.threshold {
+        if let Some(t) = a.threshold.filter(|&t| t != run_threshold) {
             // Another threshold than the run's is another evaluation, not a replacement.
             name = name.replace(".json", &format!("-t{t}.json"));
         }
@@ -279,15 +284,35 @@ pub struct EvalExtras<'a> {
     pub sweep: Option<&'a mut ThresholdSweep>,
 }
 
+/// What [`eval_run`] scored and on which stores.
+pub struct Evaluated {
+    pub results: Vec<tmca_trainer::train::eval::EvalResult>,
+    pub stores: Vec<StoreRef>,
+}
+
+impl Evaluated {
+    /// Whether every store scored holds data the run was trained on (by content), so that
+    /// the results are the run's own (recorded in RUN/eval); unknown for older checkpoints.
+    pub fn on_trained_stores(&self, trained: &Trained) -> bool {
+        self.stores.iter().all(|s| {
+            trained
+                .trained_on
+                .iter()
+                .any(|t| t.content.as_deref() == Some(s.content.as_str()))
+        })
+    }
+}
+
 /// Results of `trained` — with `others`, of the ensemble of them all (the mean probability) —
-/// on `split` of `stores` (default: the first run's stores).
+/// on `split` of `stores` (default: the first run's stores, refused when one holds other data
+/// than the run was trained on).
 pub fn eval_run(
     trained: &Trained,
     others: &[Trained],
     stores: &[std::path::PathBuf],
     split: tmca_data::Split,
     extras: EvalExtras<'_>,
-) -> anyhow::Result<Vec<tmca_trainer::train::eval::EvalResult>> {
+) -> anyhow::Result<Evaluated> {
     let EvalExtras {
         tta,
         min_area,
@@ -296,10 +321,14 @@ pub fn eval_run(
     } = extras;
     let bar = Bar::default();
     let stores: Vec<Arc<Store>> = if stores.is_empty() {
-        tmca_trainer::train::setup::open_stores(&trained.cfg, &bar).context(
+        let own = tmca_trainer::train::setup::open_stores(&trained.cfg, &bar).context(
             "opening the stores the run's config.toml names (relative paths are taken from the \
              current directory; --store names others)",
-        )?
+        )?;
+        for s in &own {
+            trained.check_own_store(s)?;
+        }
+        own
     } else {
         stores
             .iter()
@@ -366,5 +395,9 @@ pub fn eval_run(
             },
         )?);
     }
-    Ok(results)
+    let stores = stores
+        .iter()
+        .map(|s| StoreRef::of(s))
+        .collect::<Result<_, _>>()?;
+    Ok(Evaluated { results, stores })
 }

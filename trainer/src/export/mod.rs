@@ -92,6 +92,7 @@ fn metadata(trained: &Trained) -> Result<serde_json::Value> {
         "bert": bert,
         "input": {
             "channels": spec.channels,
+            "stored_channels": trained.prepared_channels(),
             "height": spec.height,
             "width": spec.width,
             "mean": short(&spec.mean),
@@ -187,7 +188,8 @@ pub fn export_torch(models: &Ensemble, out: &Path) -> Result<Exported> {
                 "tmca_version": env!("CARGO_PKG_VERSION"),
                 "ensemble": names,
                 "checkpoints": members.iter().map(|m| m.checkpoint.display().to_string()).collect::<Vec<_>>(),
-                "input": { "channels": spec.channels, "height": spec.height, "width": spec.width,
+                "input": { "channels": spec.channels, "stored_channels": first.prepared_channels(),
+                           "height": spec.height, "width": spec.width,
                            "mean": short(&spec.mean), "std": short(&spec.std) },
                 "threshold": short(&[first.cfg.train.threshold])[0],
             });

@@ -198,6 +198,8 @@ class Predictor:
         self.tokenizer.no_padding()
         inp = meta["input"]
         self.channels, self.height, self.width = inp["channels"], inp["height"], inp["width"]
+        # Channels the training images were stored with (1: gray, also for a 3-channel model).
+        self.stored_channels = inp.get("stored_channels", self.channels)
         self.mean = torch.tensor(inp["mean"], dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor(inp["std"], dtype=torch.float32).view(1, -1, 1, 1)
         self.max_len, self.pad_id = meta["max_len"], meta["pad_id"]
@@ -216,14 +218,17 @@ class Predictor:
         return ids + [self.pad_id] * pad, [1] * n + [0] * pad
 
     def inputs(self, image: ImageLike) -> torch.Tensor:
-        """The (1, C, h, w) model input of one image: prepared as tmca's import stores an image
-        (gray by Rec. 709 weights, resized with an anti-aliasing triangle filter, `_resize_u8`),
-        then normalised (augment::process without augmentation)."""
+        """The (1, C, h, w) model input of one image: prepared as tmca's import stored the
+        training images (gray by Rec. 709 weights when they were gray, resized with an
+        anti-aliasing triangle filter, `_resize_u8`), gray repeated into every channel of a
+        3-channel model, then normalised (augment::process without augmentation)."""
         a = _rgb(image)
-        if self.channels == 1:
+        if self.channels == 1 or self.stored_channels == 1:
             a = _luma(a)[:, :, None]
         a = _resize_u8(a, (self.height, self.width))
         x = torch.from_numpy(np.ascontiguousarray(a)).float().permute(2, 0, 1)[None] / 255.0
+        if x.shape[1] != self.channels:
+            x = x.expand(-1, self.channels, -1, -1)
         return (x.clamp(0.0, 1.0) - self.mean) / self.std
 
     def _tokens(self, reports: Sequence[str]) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -33,6 +33,12 @@ pub struct ResultRecord {
     /// The run directories averaged, for an ensemble (`tmca eval RUN RUN…`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ensemble: Option<Vec<String>>,
+    /// The run directory evaluated, as given (`tmca eval`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
+    /// The stores scored: dataset name, path and content digest (`tmca eval`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stores: Vec<StoreRef>,
     /// The build, threads and device of the evaluation (`tmca eval`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provenance: Option<crate::provenance::Provenance>,
@@ -46,6 +52,26 @@ pub struct ResultRecord {
     #[serde(deserialize_with = "nullable_f64")]
     pub mean_dice_pooled: f64,
     pub datasets: Vec<EvalResult>,
+}
+
+/// A store an evaluation scored: which data, whatever its path.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoreRef {
+    pub name: String,
+    pub path: String,
+    /// Its content digest (`tmca data inspect` shows a store's).
+    pub content: String,
+}
+
+impl StoreRef {
+    /// The reference to an open store (its digest computed if it has none recorded).
+    pub fn of(store: &tmca_data::store::Store) -> Result<Self> {
+        Ok(Self {
+            name: store.info().name.clone(),
+            path: store.path().display().to_string(),
+            content: store.content_digest()?,
+        })
+    }
 }
 
 impl ResultRecord {
@@ -87,6 +113,8 @@ impl ResultRecord {
             threshold: None,
             min_area: None,
             ensemble: None,
+            run: None,
+            stores: vec![],
             provenance: None,
             sweep: None,
             mean_dice_per_image: mean_dice(results),

@@ -24,22 +24,31 @@ pub fn check(saved: &Manifest, now: &Manifest, path: &std::path::Path, world: us
 }
 
 /// The training data a run's loader position and sampling refer to (see [`Manifest::data`]).
+/// Each dataset: its name, training samples, content digest (which data, whatever the path)
+/// and stored image channels (how new images are prepared for the model).
 pub fn data_config(
     cfg: &crate::config::Config,
     stores: &[std::sync::Arc<tmca_data::store::Store>],
     train_samples: &[Vec<usize>],
-) -> serde_json::Value {
-    let datasets: Vec<serde_json::Value> = stores
+) -> Result<serde_json::Value> {
+    let datasets = stores
         .iter()
         .zip(train_samples)
-        .map(|(s, idx)| serde_json::json!({ "name": s.info().name, "train_samples": idx.len() }))
-        .collect();
-    serde_json::json!({
+        .map(|(s, idx)| {
+            Ok(serde_json::json!({
+                "name": s.info().name,
+                "train_samples": idx.len(),
+                "content": s.content_digest()?,
+                "channels": s.info().channels,
+            }))
+        })
+        .collect::<Result<Vec<serde_json::Value>>>()?;
+    Ok(serde_json::json!({
         "datasets": datasets,
         "weights": cfg.data.weights,
         "folds": cfg.data.folds,
         "fold": cfg.data.fold,
-    })
+    }))
 }
 
 /// sha256 of the tokenizer's vocabulary in id order, tokens joined by newlines
@@ -79,7 +88,34 @@ fn check_data(saved: &Manifest, now: &Manifest, path: &std::path::Path) -> Resul
         );
     }
     if let (Some(a), Some(b)) = (&saved.data, &now.data) {
-        let fields = differing_fields(a, b);
+        // What older manifests did not record is not compared.
+        let fields = crate::checkpoint::differing_shared_fields(a, b);
+        if let Some(i) = fields.iter().find_map(|f| {
+            f.split(' ')
+                .next()?
+                .strip_prefix("datasets.")?
+                .strip_suffix(".content")?
+                .parse::<usize>()
+                .ok()
+        }) {
+            let name = a["datasets"][i]["name"].as_str().unwrap_or("?");
+            let short = |v: &serde_json::Value| {
+                v.as_str()
+                    .unwrap_or("?")
+                    .chars()
+                    .take(12)
+                    .collect::<String>()
+            };
+            return refuse(
+                "data.stores",
+                format!(
+                    "was trained on other data: the store of {name} now holds other samples (content \
+                     sha256 {}… then, {}… now: written again, or another store at that path)",
+                    short(&a["datasets"][i]["content"]),
+                    short(&b["datasets"][i]["content"])
+                ),
+            );
+        }
         if !fields.is_empty() {
             let named = |f: &str| fields.iter().any(|d| d.starts_with(f));
             let field = if named("fold") {

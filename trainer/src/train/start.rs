@@ -78,7 +78,7 @@ impl Session {
             .iter()
             .map(|s| tmca_data::folds::samples(s, Split::Train, cfg.data.cv()))
             .collect::<std::result::Result<Vec<_>, _>>()?;
-        let data_cfg = resume::data_config(cfg, &stores, &sources);
+        let data_cfg = resume::data_config(cfg, &stores, &sources)?;
         let weights = (!cfg.data.weights.is_empty()).then(|| cfg.data.weights.clone());
         let sampler = ShardedSampler::new(
             sources,
