@@ -113,6 +113,24 @@ fn compare_agrees_with_scipy_and_refuses_other_images() {
     let o = tmca(&["compare", sa, short.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("tied #3"), "{}", text(&o));
+    // Files of other stores that only look paired (the same datasets and indices, other
+    // images or reports there) are refused, naming places.
+    let swapped = dir.path().join("swapped.csv");
+    std::fs::write(
+        &swapped,
+        text_b
+            .replace("large,5,img5.png", "large,5,other5.png")
+            .replace("\"report 7,", "\"another report 7,"),
+    )
+    .unwrap();
+    let o = tmca(&["compare", sa, swapped.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("score different images at 4 of the same places")
+            && text(&o).contains("large #5: img5.png"),
+        "{}",
+        text(&o)
+    );
     // A per-image file from before the distances: Dice compares, HD95 asks for a new eval.
     let old = dir.path().join("old.csv");
     let old_text: String = std::fs::read_to_string(&a)

@@ -6,8 +6,13 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use tmca_trainer::metrics::paired::{compare, Paired};
 
-/// (dataset, index) → score, datasets in file order.
-type Scores = (Vec<String>, BTreeMap<(String, usize), f64>);
+/// (dataset, index) → score, datasets in file order, and (dataset, index) → the image there
+/// (its source name and report, where the file has those columns).
+type Scores = (
+    Vec<String>,
+    BTreeMap<(String, usize), f64>,
+    BTreeMap<(String, usize), (String, String)>,
+);
 
 fn read(path: &Path, metric: CompareMetric) -> anyhow::Result<Scores> {
     let bad = |m: String| tmca_data::DataError::bad(path, m);
@@ -36,8 +41,10 @@ fn read(path: &Path, metric: CompareMetric) -> anyhow::Result<Scores> {
             e
         }
     })?;
+    let who = (col("source_name").ok(), col("report").ok());
     let mut order = Vec::new();
     let mut scores = BTreeMap::new();
+    let mut images = BTreeMap::new();
     for (line, rec) in r.records().enumerate() {
         let rec = rec.with_context(|| format!("reading {}", path.display()))?;
         let row = line + 2;
@@ -73,11 +80,43 @@ fn read(path: &Path, metric: CompareMetric) -> anyhow::Result<Scores> {
         if scores.insert((name.clone(), index), v).is_some() {
             return Err(bad(format!("line {row}: {name} image {index} appears twice")).into());
         }
+        if let (Some(n), Some(r)) = who {
+            images.insert((name, index), (field(n).to_string(), field(r).to_string()));
+        }
     }
     if scores.is_empty() {
         return Err(bad("no rows".into()).into());
     }
-    Ok((order, scores))
+    Ok((order, scores, images))
+}
+
+/// Pairs whose files name another image or report at the same place: scores of different
+/// stores (another seed's synthetic data, a store imported again) that only look paired.
+fn check_same_images(a: &Scores, b: &Scores, pa: &Path, pb: &Path) -> anyhow::Result<()> {
+    let differ: Vec<String> =
+        a.2.iter()
+            .filter_map(|(k, x)| {
+                let y = b.2.get(k)?;
+                (x != y).then(|| {
+                    format!(
+                        "{} #{}: {} \"{}\" vs {} \"{}\"",
+                        k.0, k.1, x.0, x.1, y.0, y.1
+                    )
+                })
+            })
+            .collect();
+    if differ.is_empty() {
+        return Ok(());
+    }
+    anyhow::bail!(crate::cli::UsageError(format!(
+        "{} and {} score different images at {} of the same places ({}{}): they were evaluated \
+         on different stores; evaluate both runs on the same stores and split",
+        pa.display(),
+        pb.display(),
+        differ.len(),
+        differ[..differ.len().min(3)].join("; "),
+        if differ.len() > 3 { "; …" } else { "" }
+    )))
 }
 
 #[derive(serde::Serialize)]
@@ -88,15 +127,16 @@ struct Row {
 }
 
 pub fn run(a: &CompareArgs) -> anyhow::Result<()> {
-    let (order, sa) = read(&a.a, a.metric)?;
-    let (_, sb) = read(&a.b, a.metric)?;
+    let ra = read(&a.a, a.metric)?;
+    let rb = read(&a.b, a.metric)?;
+    let (order, sa, sb) = (&ra.0, &ra.1, &rb.1);
     let only = |x: &BTreeMap<(String, usize), f64>, y: &BTreeMap<(String, usize), f64>| {
         x.keys()
             .filter(|k| !y.contains_key(*k))
             .cloned()
             .collect::<Vec<_>>()
     };
-    let (only_a, only_b) = (only(&sa, &sb), only(&sb, &sa));
+    let (only_a, only_b) = (only(sa, sb), only(sb, sa));
     if !only_a.is_empty() || !only_b.is_empty() {
         let show = |v: &[(String, usize)]| {
             v.iter()
@@ -117,9 +157,10 @@ pub fn run(a: &CompareArgs) -> anyhow::Result<()> {
             sides.join(", ")
         )));
     }
+    check_same_images(&ra, &rb, &a.a, &a.b)?;
     let mut rows = Vec::new();
     let mut all = (Vec::new(), Vec::new());
-    for name in &order {
+    for name in order {
         let keys: Vec<&(String, usize)> = sa.keys().filter(|(d, _)| d == name).collect();
         let x: Vec<f64> = keys.iter().map(|k| sa[*k]).collect();
         let y: Vec<f64> = keys.iter().map(|k| sb[*k]).collect();
