@@ -202,8 +202,9 @@ fn train_eval_predict_write_what_they_promise() {
     for key in ["dice_per_image", "iou_pooled", "hd95_per_image"] {
         assert_eq!(e["datasets"][0][key], rec["datasets"][0][key], "{key}");
     }
-    // A threshold sweep in the same pass: its 0.50 row is the evaluation at 0.5 (of the
-    // store named, so not recorded over the run's own evaluations).
+    // A threshold sweep in the same pass: its 0.50 row is the evaluation at 0.5 (the store
+    // named is the run's own data, so it is recorded as the run's plain evaluation, now with
+    // its sweep).
     let endo = dir.path().join("data/synth-endoscopy");
     let (r, e) = (run.to_str().unwrap(), endo.to_str().unwrap());
     let sweep_json = dir.path().join("sweep.json");
@@ -309,18 +310,24 @@ fn train_eval_predict_write_what_they_promise() {
         fields[5],
         format!("{:.4}", best["best_val"].as_f64().unwrap())
     );
+    // The plain evaluation at the run's threshold, not the newer TTA or min-area ones.
+    let plain: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("eval/best-test.json")).unwrap())
+            .unwrap();
+    assert_eq!(plain["tta"], false);
+    assert_eq!(plain["stores"][0]["path"], e);
     assert_eq!(
         fields[7],
-        format!("{:.4}", tta["mean_dice_per_image"].as_f64().unwrap())
+        format!("{:.4}", plain["mean_dice_per_image"].as_f64().unwrap())
     );
     assert_eq!(
         fields[9],
         format!(
             "{:.2}",
-            tta["datasets"][0]["hd95_per_image"].as_f64().unwrap()
+            plain["datasets"][0]["hd95_per_image"].as_f64().unwrap()
         )
     );
-    assert!(fields[10].starts_with("best t=0.50 tta @ "), "{csv}");
+    assert!(fields[10].starts_with("best t=0.50 @ "), "{csv}");
     let o = tmca(&["runs", dir.path().join("data").to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("no run directory"), "{}", text(&o));
@@ -845,4 +852,29 @@ fn a_run_recognises_its_data_by_content() {
     assert_eq!(stores.len(), 1);
     assert_eq!(stores[0]["path"], copy.to_str().unwrap());
     assert_eq!(stores[0]["content"].as_str().unwrap().len(), 64);
+
+    // A record of a `best` the run has since replaced (here: its step edited) is stale: `tmca
+    // runs` leaves it out and says so.
+    let o = tmca(&["runs", run_s, "--format", "csv"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains(",best t=0.50 @ "),
+        "{}",
+        text(&o)
+    );
+    let mut stale = record.clone();
+    stale["step"] = serde_json::json!(999);
+    std::fs::write(run.join("eval/best-test.json"), stale.to_string()).unwrap();
+    let o = tmca(&["runs", run_s, "--format", "csv"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        !String::from_utf8_lossy(&o.stdout).contains("best t="),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        text(&o).contains("1 evaluation(s) of an earlier best checkpoint left out"),
+        "{}",
+        text(&o)
+    );
 }

@@ -42,6 +42,8 @@ pub struct RunOverview {
     /// Every test evaluation of the run, newest first (repeats compare like with like).
     #[serde(skip)]
     pub tests: Vec<ResultRecord>,
+    /// Evaluations of an earlier `best` checkpoint (training went on since), left out.
+    pub stale_evals: usize,
     /// The config fields (`key=value`) in which this run differs from others listed with it
     /// ([`mark_differences`]): what a sweep varied.
     pub differs: Vec<String>,
@@ -127,7 +129,24 @@ impl RunOverview {
         let steps = newest.as_ref().map(|m| m.step);
         let best = Manifest::read(&ckpt.dir().join("best")).ok();
         let log = read_validation_log(dir)?;
-        let (tests, vals) = evaluations(dir)?;
+        let (mut tests, mut vals) = evaluations(dir)?;
+        // An evaluation of a `best` the run has since replaced (training went on) is not the
+        // run's result any more.
+        let best_step = best.as_ref().map(|m| m.step);
+        let stale = |r: &ResultRecord| {
+            r.checkpoint.as_deref() == Some("best") && best_step.is_some_and(|s| s != r.step)
+        };
+        let before = tests.len() + vals.len();
+        tests.retain(|r| !stale(r));
+        vals.retain(|r| !stale(r));
+        let stale_evals = before - tests.len() - vals.len();
+        if stale_evals > 0 {
+            tracing::info!(
+                "{}: {stale_evals} evaluation(s) of an earlier best checkpoint left out (best is now step {}): evaluate it again",
+                dir.display(),
+                best_step.unwrap_or(0)
+            );
+        }
         let reported = reported_test(&tests, &vals, cfg.train.threshold);
         let test_chosen_on_val = reported.is_some_and(|(_, chosen)| chosen);
         let test = reported.map(|(r, _)| r.clone());
@@ -156,6 +175,7 @@ impl RunOverview {
             test,
             test_chosen_on_val,
             tests,
+            stale_evals,
             differs: Vec::new(),
             config: with_global_batch(flatten(&cfg), newest.as_ref()),
         })
@@ -187,8 +207,9 @@ fn evaluations(dir: &Path) -> Result<(Vec<ResultRecord>, Vec<ResultRecord>)> {
 /// The test evaluation a results table reports (`tests` and `vals` newest first), and
 /// whether its threshold was chosen on val: at the threshold the newest val sweep chose
 /// (`tmca eval --split val --sweep`, the README's protocol), same checkpoint, TTA and
-/// min-area; else the newest at the run's own threshold (`threshold`); else the newest of
-/// all (its protocol, shown beside it, says how it was made).
+/// min-area; else the newest at the run's own threshold (`threshold`), a plain one (the best
+/// checkpoint, no TTA, no small components removed) before others; else the newest of all
+/// (its protocol, shown beside it, says how it was made).
 pub fn reported_test<'a>(
     tests: &'a [ResultRecord],
     vals: &[ResultRecord],
@@ -208,9 +229,16 @@ pub fn reported_test<'a>(
             return Some((r, true));
         }
     }
+    // At the run's threshold: plain (best, no TTA, no small components removed) before any
+    // other protocol, whatever was evaluated last.
+    let at_run = |r: &&ResultRecord| r.threshold.is_none_or(|t| close(Some(t), threshold));
+    let plain = |r: &&ResultRecord| {
+        r.checkpoint.as_deref().is_none_or(|c| c == "best") && !r.tta && area(r).is_none()
+    };
     tests
         .iter()
-        .find(|r| r.threshold.is_none_or(|t| close(Some(t), threshold)))
+        .find(|r| at_run(r) && plain(r))
+        .or_else(|| tests.iter().find(at_run))
         .or(tests.first())
         .map(|r| (r, false))
 }
@@ -370,6 +398,7 @@ pub(crate) mod tests {
             test: None,
             test_chosen_on_val: false,
             tests: vec![],
+            stale_evals: 0,
             differs: vec![],
             config: flatten(&cfg),
         }
@@ -401,6 +430,14 @@ pub(crate) mod tests {
         ];
         let (r, chosen) = reported_test(&tests, &[], 0.5).unwrap();
         assert_eq!((r.threshold, chosen), (Some(0.5), false));
+        // At the run's threshold a plain evaluation comes before a newer TTA or min-area one.
+        let mut newer = vec![record(Test, 0.5, true), record(Test, 0.5, false)];
+        newer[1].min_area = Some(0.001);
+        newer.extend(tests.iter().cloned());
+        let (r, _) = reported_test(&newer, &[], 0.5).unwrap();
+        assert_eq!((r.tta, r.min_area), (false, None));
+        let (r, _) = reported_test(&newer[..2], &[], 0.5).unwrap();
+        assert!(r.tta, "no plain one: the newest at the run's threshold");
         let mut val = record(Val, 0.5, false);
         val.sweep = Some(
             [(0.1, 0.6), (0.3, 0.8), (0.5, 0.8)]

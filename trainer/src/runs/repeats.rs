@@ -51,6 +51,9 @@ pub struct RepeatGroup {
     /// The [`ResultRecord::protocol`] every run has a test evaluation of (the first run's
     /// newest such); `None` when they have none in common.
     pub tested: Option<String>,
+    /// Runs of the same setting with the seed and fold of a run in `runs` (a rerun, not a
+    /// repeat: averaging it would count one draw twice), left out.
+    pub duplicates: Vec<PathBuf>,
 }
 
 /// The protocol of a test evaluation every run in `m` has, and each run's newest evaluation of
@@ -106,8 +109,26 @@ pub fn repeat_groups(runs: &[RunOverview]) -> Vec<RepeatGroup> {
     }
     groups
         .into_iter()
-        .filter(|(_, m)| m.len() > 1)
-        .map(|(_, m)| {
+        .map(|(_, all)| {
+            // One run per seed and fold: a rerun of the same seed is no second draw.
+            let key = |r: &RunOverview| {
+                (
+                    r.config.get("run.seed").cloned(),
+                    r.config.get("data.fold").cloned(),
+                )
+            };
+            let (mut m, mut duplicates) = (Vec::new(), Vec::new());
+            for r in all {
+                if m.iter().any(|x: &&RunOverview| key(x) == key(r)) {
+                    duplicates.push(r.dir.clone());
+                } else {
+                    m.push(r);
+                }
+            }
+            (m, duplicates)
+        })
+        .filter(|(m, _)| m.len() > 1)
+        .map(|(m, duplicates)| {
             let varying = ["run.seed", "data.fold"]
                 .iter()
                 .filter(|f| {
@@ -126,6 +147,7 @@ pub fn repeat_groups(runs: &[RunOverview]) -> Vec<RepeatGroup> {
                 test_dice: Spread::of(tests.iter().map(|t| t.mean_dice_per_image)),
                 test_hd95: Spread::of(tests.iter().map(|t| t.mean_hd95_per_image())),
                 tested,
+                duplicates,
             }
         })
         .collect()
@@ -165,6 +187,18 @@ pub fn repeats_table(groups: &[RepeatGroup]) -> String {
                 .unwrap_or("no test evaluation common to all")
         ));
     }
+    let dups: Vec<String> = groups
+        .iter()
+        .flat_map(|g| &g.duplicates)
+        .map(|d| d.display().to_string())
+        .collect();
+    if !dups.is_empty() {
+        out.push_str(&format!(
+            "
+Left out as reruns of a seed and fold already counted (not independent repeats): {}\n",
+            dups.join(", ")
+        ));
+    }
     out
 }
 
@@ -197,6 +231,22 @@ mod tests {
             "{t}"
         );
         assert!(repeats_table(&repeat_groups(&runs[3..])).is_empty());
+        // A rerun of seed 1 (same config) is not a fourth repeat.
+        let mut again = runs.clone();
+        again.insert(2, run("s1-again", 1, 0.1));
+        again[2].best_val = Some(0.99);
+        let g2 = repeat_groups(&again);
+        assert_eq!(g2[0].runs.len(), 3);
+        assert_eq!(g2[0].duplicates, [PathBuf::from("s1-again")]);
+        assert_eq!(
+            g2[0].best_val, g[0].best_val,
+            "the rerun's value is not counted"
+        );
+        assert!(
+            repeats_table(&g2).contains("Left out as reruns of a seed and fold already counted")
+        );
+        // Two runs of one seed only: no repeats at all.
+        assert!(repeat_groups(&[run("a", 4, 0.1), run("b", 4, 0.1)]).is_empty());
         // A repeat with one test evaluation shows its value alone, no "± 0.0000".
         let mut one = g.clone();
         one[0].test_dice = Some(Spread {
