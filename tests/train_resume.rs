@@ -88,8 +88,24 @@ fn resume_is_bit_exact_and_bad_checkpoints_are_refused() {
     let cut = config(&dir.path().join("b"), &data, "");
     let first = run(&cut, Resume::No, Some(4));
     assert_eq!(first.steps, 4);
-    let second = run(&cut, Resume::Latest, None);
+    // Resumed with a changed setting that does not change the path (patience never reached).
+    let mut patient = cut.clone();
+    patient.train.patience = 5;
+    let second = run(&patient, Resume::Latest, None);
     assert_eq!(second.steps, 12);
+    // The run's history: two sessions, the second from step 4 with the changed setting.
+    let sessions = tmca_trainer::train::sessions::read(&cut.run.dir).unwrap();
+    assert_eq!(sessions.len(), 2, "{sessions:?}");
+    assert_eq!((sessions[0].from_step, sessions[1].from_step), (0, 4));
+    assert!(sessions[0].changed.is_empty());
+    assert_eq!(
+        sessions[1].changed.get("train.patience"),
+        Some(&["0".to_string(), "5".to_string()])
+    );
+    assert_eq!(sessions[1].changed.len(), 1, "{:?}", sessions[1].changed);
+    let p = sessions[1].provenance.as_ref().unwrap();
+    assert_eq!((p.device.as_str(), p.ranks), ("cpu", 1));
+    assert!(sessions[1].started_unix >= sessions[0].started_unix && sessions[0].started_unix > 0);
     assert_eq!(
         weights(s.last_checkpoint.as_ref().unwrap()),
         weights(second.last_checkpoint.as_ref().unwrap()),

@@ -12,6 +12,7 @@ pub mod ranks;
 mod record;
 pub mod results;
 mod resume;
+pub mod sessions;
 pub use resume::vocabulary_hash;
 pub mod setup;
 mod start;

@@ -1,9 +1,9 @@
-//! Rank 0's record of a run's start: `config.toml` (replaced whole), the config as TensorBoard
-//! text and HParams, `validation.jsonl` opened (cut back to the resumed step), reports the text
+//! Rank 0's record of a run's start: `config.toml` (replaced whole), a line in
+//! `sessions.jsonl`, the config as TensorBoard text and HParams, `validation.jsonl` opened (cut back to the resumed step), reports the text
 //! encoder reads only in part, the model's size.
 
 use super::start::Session;
-use super::{results, resume, Resume};
+use super::{results, Resume};
 use crate::config::Config;
 use crate::sink::MetricSink;
 use crate::Result;
@@ -19,9 +19,29 @@ pub(super) fn record_start(
     let step = s.manifest.step;
     let text = cfg.to_toml()?;
     let p = cfg.run.dir.join("config.toml");
-    if step > 0 {
-        resume::log_changed_settings(&p, cfg);
+    let changed = if step > 0 {
+        super::sessions::changed_settings(&p, cfg)
+    } else {
+        Default::default()
+    };
+    if !changed.is_empty() {
+        let said: Vec<String> = changed
+            .iter()
+            .map(|(k, [was, now])| format!("{k} {was} -> {now}"))
+            .collect();
+        tracing::info!("resuming with changed settings: {}", said.join(", "));
     }
+    super::sessions::append(
+        &cfg.run.dir,
+        &super::sessions::SessionRecord {
+            started_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            from_step: step,
+            provenance: s.manifest.provenance.clone(),
+            changed,
+        },
+    )?;
     if step > 0 || matches!(resume, Resume::Latest) {
         // Also at step 0: a run restarted before its first checkpoint redoes what an earlier
         // session recorded (nothing to drop in a fresh run).

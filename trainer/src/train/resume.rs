@@ -231,28 +231,3 @@ fn check_batch_geometry(
     }
     Ok(())
 }
-
-/// Says which settings a resumed run changes against the config it was last run with
-/// (`<run>/config.toml`, about to be replaced): the checks above refuse what would make it
-/// another run; the rest (learning rate, epochs, patience, …) is the user's call, but not a
-/// silent one.
-pub fn log_changed_settings(previous: &std::path::Path, cfg: &crate::config::Config) {
-    use crate::config::Config;
-    let Ok(old) = Config::load(previous) else {
-        return;
-    };
-    let (before, now) = (old.fields(), cfg.fields());
-    let changed: Vec<String> = now
-        .iter()
-        .filter(|(k, v)| k.as_str() != "run.dir" && before.get(*k) != Some(*v))
-        .map(|(k, v)| {
-            let was = before
-                .get(k)
-                .map_or_else(|| "unset".into(), Config::value_text);
-            format!("{k} {was} -> {}", Config::value_text(v))
-        })
-        .collect();
-    if !changed.is_empty() {
-        tracing::info!("resuming with changed settings: {}", changed.join(", "));
-    }
-}
