@@ -60,6 +60,21 @@ fn export_and_check(dir: &Path, run: &Path, channels: u64, mean: f64) {
     )
     .unwrap();
     assert_eq!(meta["step"], best["step"]);
+    // Self-describing: the exported weights' digest, the absolute checkpoint, the seed, the
+    // build and the data trained on (each store's content digest).
+    let sha = {
+        use sha2::Digest;
+        format!(
+            "{:x}",
+            sha2::Sha256::digest(std::fs::read(export.join("weights.safetensors")).unwrap())
+        )
+    };
+    assert_eq!(meta["weights_sha256"], sha);
+    assert!(Path::new(meta["checkpoint"].as_str().unwrap()).is_absolute());
+    assert_eq!(meta["seed"], 0);
+    assert!(meta["exported_by"]["commit"].is_string());
+    assert_eq!(meta["trained_on"][0]["content"].as_str().unwrap().len(), 64);
+    assert_eq!(meta["trained_on"], best["data"]["datasets"]);
 
     // Exporting again into the same folder is refused, and the export is left as it was.
     let before = std::fs::read(export.join("weights.safetensors")).unwrap();

@@ -89,7 +89,8 @@ pub struct Checkpointer {
     keep_last: usize,
 }
 
-fn sha256_file(path: &Path) -> Result<String> {
+/// The sha256 of a file, as lowercase hex.
+pub fn sha256_file(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).map_err(|e| TrainError::io(path, e))?;
     Ok(format!("{:x}", Sha256::digest(&bytes)))
 }

@@ -48,9 +48,12 @@ pub struct Trained {
 }
 
 /// One dataset a checkpoint was trained on ([`crate::checkpoint::Manifest::data`]).
-#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TrainedStore {
     pub name: String,
+    /// Training samples (its train split, or a cross-validation's training folds).
+    #[serde(default)]
+    pub train_samples: Option<usize>,
     /// The store's content digest (absent in older manifests).
     #[serde(default)]
     pub content: Option<String>,

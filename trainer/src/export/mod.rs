@@ -86,8 +86,14 @@ fn metadata(trained: &Trained) -> Result<serde_json::Value> {
         "format": "tmca-torch-export",
         "version": 1,
         "tmca_version": env!("CARGO_PKG_VERSION"),
-        "checkpoint": trained.checkpoint.display().to_string(),
+        "checkpoint": std::fs::canonicalize(&trained.checkpoint)
+            .unwrap_or_else(|_| trained.checkpoint.clone())
+            .display()
+            .to_string(),
         "step": trained.step,
+        "seed": cfg.run.seed,
+        "trained_on": trained.trained_on,
+        "exported_by": crate::provenance::Provenance::now(&trained.device, 1),
         "model": model,
         "bert": bert,
         "input": {
@@ -116,11 +122,12 @@ fn short(values: &[f32]) -> Vec<f64> {
 /// Returns the tensors written and how many came from a frozen BERT.
 fn write_model(trained: &Trained, dir: &Path) -> Result<(usize, usize)> {
     let (weights, bert_tensors) = model_tensors(trained)?;
-    let meta = metadata(trained)?;
+    let mut meta = metadata(trained)?;
     std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
     let wp = dir.join("weights.safetensors");
     candle_core::safetensors::save(&weights, &wp)
         .map_err(|e| TrainError::file(&wp, e.to_string()))?;
+    meta["weights_sha256"] = crate::checkpoint::sha256_file(&wp)?.into();
     trained.tokenizer.save(&dir.join("tokenizer.json"))?;
     let mp = dir.join("model.json");
     let meta =
