@@ -1197,8 +1197,13 @@ fn help_texts() {
         &["convert", "synth", "inspect", "validate", "preview"],
     );
 
-    for flag in ["--help", "-h"] {
-        let r = tmca(["data", "convert", flag]);
+    // `import` is `convert` by another name (what the help line says it does).
+    for (cmd, flag) in [
+        ("convert", "--help"),
+        ("convert", "-h"),
+        ("import", "--help"),
+    ] {
+        let r = tmca(["data", cmd, flag]);
         r.expect_code(0);
         assert_contains(
             &r.stdout,

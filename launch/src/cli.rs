@@ -72,6 +72,7 @@ pub struct QuickstartArgs {
 #[derive(Debug, Subcommand)]
 pub enum DataCommand {
     /// Import a dataset folder in one of the peers' layouts into a store.
+    #[command(alias = "import")]
     Convert(ConvertArgs),
     /// Generate synthetic datasets mimicking the four modalities.
     Synth(SynthArgs),
