@@ -1180,6 +1180,128 @@ fn thresholded_0_1_jpeg_masks_empty_masks_named_colour_label_maps_refused() {
     tmca(args!["data", "validate", &out]).expect_code(0);
 }
 
+/// A dataset's 16-bit images share one scale: a slice whose largest value is 1023 is read at
+/// the same 12 bits as its neighbours (not at 10, four times brighter); `--bit-depth` sets
+/// the depth; the store records it, and `tmca predict` reads new 16-bit images of a run
+/// trained on it at that depth.
+#[test]
+fn sixteen_bit_datasets_have_one_scale_that_predict_reuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("ct");
+    table_fixture(&root);
+    let value = |i: u32, x: u32, y: u32| {
+        if i == 0 {
+            (x * 40 + y * 13) % 1024
+        } else {
+            (x * 150 + y * 7 + i) % 3001
+        }
+    };
+    for i in 0..5u32 {
+        image::ImageBuffer::<Luma<u16>, Vec<u16>>::from_fn(FW, FH, |x, y| {
+            Luma([value(i, x, y) as u16])
+        })
+        .save(root.join(format!("scans/s{i}.png")))
+        .unwrap();
+    }
+    let table = root.join("list.csv");
+    let out = dir.path().join("ct.zarr");
+    let mut a = args!["data", "convert", "--layout", "table", "--input", &table, "--output", &out];
+    a.extend(args![
+        "--name",
+        "ct",
+        "--modality",
+        "ct",
+        "--height",
+        "16",
+        "--width",
+        "20"
+    ]);
+    tmca(a.clone()).expect_code(0);
+    let at = |bits: u32, v: u32| {
+        ((v as f32 * 255.0 / ((1u32 << bits) - 1) as f32).round()).min(255.0) as u8
+    };
+    let images = open_array(&out, "image");
+    let names = |store: &Path| {
+        let n: Vec<String> = open_array(store, "source_name")
+            .retrieve_array_subset(&open_array(store, "source_name").subset_all())
+            .unwrap();
+        n
+    };
+    let px: Vec<u8> = images.retrieve_array_subset(&images.subset_all()).unwrap();
+    let k = names(&out).iter().position(|n| n == "s0.png").unwrap();
+    let s0 = &px[k * 320..(k + 1) * 320];
+    let want: Vec<u8> = (0..FH)
+        .flat_map(|y| (0..FW).map(move |x| (x, y)))
+        .map(|(x, y)| at(12, value(0, x, y)))
+        .collect();
+    assert_eq!(s0, want.as_slice(), "s0 read at the dataset's 12 bits");
+    let r = tmca(args!["data", "inspect", &out]);
+    assert_contains(&r.stdout, &["\"bit_depth\":12"]);
+
+    // Set by hand: 16 bits.
+    let mut b = a.clone();
+    b.extend(args!["--bit-depth", "16", "--force"]);
+    tmca(b).expect_code(0);
+    let px: Vec<u8> = open_array(&out, "image")
+        .retrieve_array_subset(&open_array(&out, "image").subset_all())
+        .unwrap();
+    let want16: Vec<u8> = (0..FH)
+        .flat_map(|y| (0..FW).map(move |x| (x, y)))
+        .map(|(x, y)| at(16, value(0, x, y)))
+        .collect();
+    assert_eq!(&px[k * 320..(k + 1) * 320], want16.as_slice());
+    let mut c = a.clone();
+    c.extend(args!["--bit-depth", "7", "--force"]);
+    let r = tmca(c);
+    r.expect_code(2);
+    assert_contains(&r.stderr, &["bit_depth", "between 8 and 16"]);
+    let mut d = a.clone();
+    d.push("--force".into());
+    tmca(d).expect_code(0);
+
+    // A run trained on the store reads a new 16-bit image (own largest value 1000: 10 bits)
+    // at the store's 12 bits: as the 8-bit picture of those values.
+    let run = dir.path().join("run");
+    let cfg = dir.path().join("ct.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[run]\ndir = \"{}\"\n[data]\nstores = [\"{}\"]\nimage_size = 32\nbatch_size = 2\n[model]\npreset = \"cpu-tiny\"\n[text]\nmax_len = 12\n[train]\nepochs = 1\n",
+            run.display(),
+            out.display()
+        ),
+    )
+    .unwrap();
+    tmca(args!["train", &cfg]).expect_code(0);
+    let new16 = dir.path().join("new16.png");
+    let new8 = dir.path().join("new8.png");
+    let v = |x: u32, y: u32| (x * 37 + y * 11) % 1001;
+    image::ImageBuffer::<Luma<u16>, Vec<u16>>::from_fn(FW, FH, |x, y| Luma([v(x, y) as u16]))
+        .save(&new16)
+        .unwrap();
+    GrayImage::from_fn(FW, FH, |x, y| Luma([at(12, v(x, y))]))
+        .save(&new8)
+        .unwrap();
+    let probs = |img: &Path, o: &str| {
+        let o = dir.path().join(o);
+        tmca(args![
+            "predict",
+            &run,
+            "--image",
+            img,
+            "--report",
+            "lesion 1, left",
+            "--probs",
+            "--output",
+            &o
+        ])
+        .expect_code(0);
+        let stem = img.file_stem().unwrap().to_str().unwrap().to_string();
+        std::fs::read(o.join(format!("{stem}_prob.npy"))).unwrap()
+    };
+    assert_eq!(probs(&new16, "p16"), probs(&new8, "p8"));
+}
+
 // ---------------------------------------------------------------------------------------------
 // 7. help
 // ---------------------------------------------------------------------------------------------

@@ -3,9 +3,11 @@
 //! * Files are read as a viewer shows them: the EXIF orientation of JPEG/TIFF photos is applied
 //!   (to images and masks alike), so a mask drawn on the displayed photo lines up.
 //! * Images are converted to gray (1 channel; Rec. 709 luma, [`gray8`]) or RGB (3 channels),
-//!   resized with a triangle (bilinear, anti-aliased when shrinking) filter and returned planar (`C*H*W`, channel-major). 16-bit images are scaled
-//!   from the smallest bit depth that holds their largest value (8, 10, 12, 14 or 16 bits), so
-//!   12-bit CT or X-ray data saved in 16-bit PNGs keeps its contrast instead of turning black.
+//!   resized with a triangle (bilinear, anti-aliased when shrinking) filter and returned planar
+//!   (`C*H*W`, channel-major). 16-bit images are scaled from a bit depth (8, 10, 12, 14 or 16
+//!   bits): their dataset's, the smallest holding its largest value, so that 12-bit CT or X-ray
+//!   data saved in 16-bit PNGs keeps its contrast instead of turning black and every image of
+//!   a dataset has one scale; without one, the image's own.
 //! * Masks must hold exactly two kinds of values: 0 and 1, or 0 and 255 (65535 for 16-bit files,
 //!   1.0 for float files). Anything else — JPEG artefacts, intermediate labels, a "void" value —
 //!   is an error naming the file, the offending values and how many pixels carry them. RGB masks
@@ -105,16 +107,46 @@ pub fn decode(path: &Path) -> Result<DynamicImage> {
     Ok(img)
 }
 
-/// 16-bit images as 8-bit, scaled from the smallest bit depth (8, 10, 12, 14 or 16) that holds
-/// the largest value; others unchanged.
-fn narrow_16bit(img: &DynamicImage) -> std::borrow::Cow<'_, DynamicImage> {
+/// The bit depths 16-bit pixels are read at.
+pub const BIT_DEPTHS: [u32; 5] = [8, 10, 12, 14, 16];
+
+/// The smallest of [`BIT_DEPTHS`] that holds `max`.
+pub fn depth_holding(max: u16) -> u32 {
+    BIT_DEPTHS
+        .into_iter()
+        .find(|&b| u32::from(max) < (1 << b))
+        .unwrap_or(16)
+}
+
+/// The bit depth a 16-bit image's own largest value calls for ([`depth_holding`]); `None`
+/// for an image of 8 bits or fewer per channel (read as it is). Reads only the header of
+/// such a file.
+pub fn image_bit_depth(path: &Path) -> Result<Option<u32>> {
+    use image::ColorType as C;
+    use image::ImageDecoder;
+    let color = reader(path)?
+        .into_decoder()
+        .map_err(|e| image_error(path, e))?
+        .color_type();
+    if !matches!(color, C::L16 | C::La16 | C::Rgb16 | C::Rgba16) {
+        return Ok(None);
+    }
+    let img = decode(path)?;
+    let max = match img.color() {
+        C::L16 | C::La16 => img.to_luma16().pixels().map(|p| p.0[0]).max(),
+        _ => img.to_rgb16().pixels().flat_map(|p| p.0).max(),
+    };
+    Ok(Some(depth_holding(max.unwrap_or(0))))
+}
+
+/// 16-bit images as 8-bit, scaled from `bits` (a dataset's depth, so that every image of it
+/// has one scale), or without one from the smallest depth that holds the image's own largest
+/// value; others unchanged. Values beyond `bits` saturate.
+fn narrow_16bit(img: &DynamicImage, bits: Option<u32>) -> std::borrow::Cow<'_, DynamicImage> {
     use image::ColorType as C;
     use std::borrow::Cow;
     let scale = |max: u16| {
-        let bits = [8u32, 10, 12, 14, 16]
-            .into_iter()
-            .find(|&b| u32::from(max) < (1 << b))
-            .unwrap_or(16);
+        let bits = bits.unwrap_or_else(|| depth_holding(max)).clamp(1, 16);
         255.0 / ((1u32 << bits) - 1) as f32
     };
     let to8 = |v: u16, k: f32| (f32::from(v) * k).round().min(255.0) as u8;
@@ -173,15 +205,27 @@ pub fn gray8(img: &DynamicImage) -> image::GrayImage {
 }
 
 /// Converts a decoded image to `channels` (1: gray, 3: RGB), resizes it (triangle filter) to
-/// `height`x`width` and returns it planar (`C*H*W`).
+/// `height`x`width` and returns it planar (`C*H*W`); a 16-bit image is scaled from its own
+/// depth ([`image_to_planar_at`] with a dataset's).
 pub fn image_to_planar(
     img: &DynamicImage,
     channels: usize,
     height: usize,
     width: usize,
 ) -> Result<Vec<u8>> {
+    image_to_planar_at(img, None, channels, height, width)
+}
+
+/// [`image_to_planar`], a 16-bit image scaled from `bits` when given.
+pub fn image_to_planar_at(
+    img: &DynamicImage,
+    bits: Option<u32>,
+    channels: usize,
+    height: usize,
+    width: usize,
+) -> Result<Vec<u8>> {
     let (h, w) = check_target(height, width)?;
-    let img = narrow_16bit(img);
+    let img = narrow_16bit(img, bits);
     let filter = image::imageops::FilterType::Triangle;
     match channels {
         1 => {
@@ -255,6 +299,18 @@ pub fn planar_as_imported(
 /// `height`x`width` and returns it planar (`C*H*W`).
 pub fn load_image(path: &Path, channels: usize, height: usize, width: usize) -> Result<Vec<u8>> {
     image_to_planar(&decode(path)?, channels, height, width)
+}
+
+/// [`load_image`], a 16-bit image scaled from `bits` when given (the depth its dataset was
+/// imported at).
+pub fn load_image_at(
+    path: &Path,
+    bits: Option<u32>,
+    channels: usize,
+    height: usize,
+    width: usize,
+) -> Result<Vec<u8>> {
+    image_to_planar_at(&decode(path)?, bits, channels, height, width)
 }
 
 /// Values seen in a mask: the largest colour channel of each pixel, at the file's bit depth.
@@ -554,7 +610,7 @@ pub fn load_pair(
     image: &Path,
     mask: &Path,
     rule: MaskRule,
-    channels: usize,
+    (bits, channels): (Option<u32>, usize),
     height: usize,
     width: usize,
 ) -> Result<(Vec<u8>, Vec<u8>)> {
@@ -569,7 +625,7 @@ pub fn load_pair(
         ));
     }
     Ok((
-        image_to_planar(&img, channels, height, width)?,
+        image_to_planar_at(&img, bits, channels, height, width)?,
         mask_to_binary(mask, &msk, rule, height, width)?,
     ))
 }
@@ -806,7 +862,7 @@ mod tests {
         let b = dir.path().join("b.png");
         gray_mask(20, 16, 255, 0).save(&a).unwrap();
         gray_mask(18, 16, 255, 0).save(&b).unwrap();
-        let err = load_pair(&a, &b, MaskRule::Exact, 1, 8, 8)
+        let err = load_pair(&a, &b, MaskRule::Exact, (None, 1), 8, 8)
             .unwrap_err()
             .to_string();
         assert!(
@@ -880,6 +936,28 @@ mod tests {
             image_to_planar(&DynamicImage::ImageRgb16(c), 3, 1, 1).unwrap(),
             vec![10, 100, 255]
         );
+        // A dataset's depth: a slice whose largest value is 1023 is read at 12 bits like its
+        // neighbours, not at 10 (four times brighter); beyond the depth it saturates.
+        let g = DynamicImage::ImageLuma16(
+            image::ImageBuffer::from_raw(3, 1, vec![0u16, 1023, 5000]).unwrap(),
+        );
+        assert_eq!(
+            image_to_planar_at(&g, Some(12), 1, 1, 3).unwrap(),
+            vec![0, 64, 255]
+        );
+        assert_eq!(depth_holding(1023), 10);
+        assert_eq!(depth_holding(1024), 12);
+        assert_eq!(depth_holding(65535), 16);
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("d.png");
+        image::ImageBuffer::<Luma<u16>, Vec<u16>>::from_raw(2, 1, vec![3, 3000])
+            .unwrap()
+            .save(&p)
+            .unwrap();
+        assert_eq!(image_bit_depth(&p).unwrap(), Some(12));
+        let p8 = dir.path().join("e.png");
+        gray_mask(2, 2, 255, 0).save(&p8).unwrap();
+        assert_eq!(image_bit_depth(&p8).unwrap(), None);
     }
 
     /// `jpeg` with an EXIF APP1 segment saying `orientation` inserted after its SOI marker.

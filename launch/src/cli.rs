@@ -129,6 +129,12 @@ pub struct ConvertArgs {
     /// it, other values are an error naming the file.
     #[arg(long, value_name = "FRACTION")]
     pub mask_threshold: Option<f32>,
+    /// Bits per pixel of 16-bit images (8–16; e.g. 12 for 12-bit CT saved in 16-bit PNGs):
+    /// their values are scaled from this depth to 8 bits. Default: the dataset's, the
+    /// smallest of 8, 10, 12, 14, 16 holding its largest value (one scale for all its images;
+    /// recorded in the store, and used by predict for new images).
+    #[arg(long, value_name = "BITS")]
+    pub bit_depth: Option<u32>,
     /// Replace an existing output store (only once the new one is complete).
     #[arg(long)]
     pub force: bool,

@@ -60,6 +60,10 @@ pub struct TrainedStore {
     /// Channels of its stored images (absent in older manifests).
     #[serde(default)]
     pub channels: Option<usize>,
+    /// The bit depth its 16-bit images were imported at (absent without 16-bit images, and
+    /// in older manifests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bit_depth: Option<u32>,
 }
 
 impl TrainedStore {
@@ -301,6 +305,26 @@ impl Trained {
             Some(c) if !c.is_empty() && c.iter().all(|&c| c == 1) => 1,
             _ => model,
         }
+    }
+
+    /// The bit depth a new 16-bit image is read at: the one the training stores' 16-bit images
+    /// were imported at, when they agree (older checkpoints: from the stores the config names,
+    /// where they open); else `None`, each image its own.
+    pub fn imported_bit_depth(&self) -> Option<u32> {
+        let recorded: Vec<u32> = if self.trained_on.iter().any(|t| t.content.is_some()) {
+            self.trained_on.iter().filter_map(|t| t.bit_depth).collect()
+        } else {
+            let mut out = vec![];
+            for p in &self.cfg.data.stores {
+                let store = Store::open(p).ok()?;
+                out.extend(store.info().provenance.get("bit_depth")?.as_u64());
+            }
+            out.into_iter()
+                .filter_map(|b| u32::try_from(b).ok())
+                .collect()
+        };
+        let first = *recorded.first()?;
+        recorded.iter().all(|&b| b == first).then_some(first)
     }
 
     /// Channels of the stores the config names (`None` if one does not open).

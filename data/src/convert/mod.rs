@@ -127,6 +127,9 @@ pub struct ConvertOptions {
     pub val_fraction: f32,
     /// How mask files become 0/1 (exact 0/1 or 0/255 values, or a threshold for JPEG masks).
     pub mask_rule: MaskRule,
+    /// The bit depth 16-bit images are read at (8–16); `None`: the dataset's, the smallest
+    /// holding its largest value ([`dataset_bit_depth`]).
+    pub bit_depth: Option<u32>,
     /// Replace an existing store at `output`.
     pub force: bool,
 }
@@ -150,6 +153,7 @@ impl ConvertOptions {
             width: 224,
             val_fraction: 0.2,
             mask_rule: MaskRule::Exact,
+            bit_depth: None,
             force: false,
         }
     }
@@ -178,6 +182,12 @@ impl ConvertOptions {
                     format!("must be in (0, 1] (a fraction of the full value), got {t}"),
                 ));
             }
+        }
+        if let Some(b) = self.bit_depth.filter(|b| !(8..=16).contains(b)) {
+            return Err(cfg(
+                "bit_depth",
+                format!("must be between 8 and 16 (bits per pixel of 16-bit images), got {b}"),
+            ));
         }
         if !(0.0..1.0).contains(&self.val_fraction) {
             return Err(cfg(
@@ -482,17 +492,43 @@ fn check_masks_into(plan: &Plan, rule: MaskRule, progress: &dyn Progress, proble
     }
 }
 
-/// Decodes one planned sample: image (gray or RGB by `channels`, resized bilinear) and mask
-/// (read by `rule`: 0/1 or 0/255, or thresholded; resized nearest, stored 0/1).
+/// The bit depth of the dataset's 16-bit images: the smallest holding the largest value of any
+/// of them (one scale for the dataset: a slice whose brightest pixel happens to cross 1023
+/// must not come out four times darker than its neighbour); `None` without 16-bit images.
+/// Reads every image's header, and decodes the 16-bit ones. Reports the phase `bit depth`.
+pub fn dataset_bit_depth(plan: &Plan, progress: &dyn Progress) -> Result<Option<u32>> {
+    progress.start("bit depth", plan.samples.len() as u64);
+    let depths = plan
+        .samples
+        .par_iter()
+        .map(|s| {
+            let d = crate::imageops::image_bit_depth(&s.image);
+            progress.inc(1);
+            d
+        })
+        .collect::<Result<Vec<_>>>();
+    progress.finish();
+    Ok(depths?.into_iter().flatten().max())
+}
+
+/// Decodes one planned sample: image (gray or RGB by `channels`, a 16-bit one scaled from
+/// `bits`, resized bilinear) and mask (read by `rule`: 0/1 or 0/255, or thresholded; resized
+/// nearest, stored 0/1).
 pub fn decode_entry(
     entry: &PlannedSample,
     rule: MaskRule,
-    channels: usize,
+    (bits, channels): (Option<u32>, usize),
     height: usize,
     width: usize,
 ) -> Result<Sample> {
-    let (image, mask) =
-        crate::imageops::load_pair(&entry.image, &entry.mask, rule, channels, height, width)?;
+    let (image, mask) = crate::imageops::load_pair(
+        &entry.image,
+        &entry.mask,
+        rule,
+        (bits, channels),
+        height,
+        width,
+    )?;
     Ok(Sample {
         name: entry.name.clone(),
         split: entry.split,
@@ -502,8 +538,13 @@ pub fn decode_entry(
     })
 }
 
-/// The store description written for `opts`.
-fn store_info(opts: &ConvertOptions, source: &Path, val_from_train: bool) -> StoreInfo {
+/// The store description written for `opts` (`bits`: the depth 16-bit images were read at).
+fn store_info(
+    opts: &ConvertOptions,
+    source: &Path,
+    val_from_train: bool,
+    bits: Option<u32>,
+) -> StoreInfo {
     let mut provenance = serde_json::json!({
         "importer": opts.layout.name(),
         "source": source.display().to_string(),
@@ -514,6 +555,9 @@ fn store_info(opts: &ConvertOptions, source: &Path, val_from_train: bool) -> Sto
     }
     if val_from_train {
         provenance["val_from_train_fraction"] = serde_json::json!(shortest(opts.val_fraction));
+    }
+    if let Some(b) = bits {
+        provenance["bit_depth"] = serde_json::json!(b);
     }
     StoreInfo {
         name: opts.name.trim().to_string(),
@@ -636,7 +680,11 @@ pub fn convert(opts: &ConvertOptions, progress: &dyn Progress) -> Result<Convert
     let source = check_destination(opts)?;
     let plan = plan(opts, progress)?;
     check_sources(&plan, &opts.output)?;
-    let info = store_info(opts, &source, plan.val_from_train);
+    let bits = match opts.bit_depth {
+        Some(b) => Some(b),
+        None => dataset_bit_depth(&plan, progress)?,
+    };
+    let info = store_info(opts, &source, plan.val_from_train, bits);
     let wopts = WriteOptions {
         force: opts.force,
         ..WriteOptions::default()
@@ -649,7 +697,7 @@ pub fn convert(opts: &ConvertOptions, progress: &dyn Progress) -> Result<Convert
         for block in plan.samples.chunks(BLOCK) {
             let decoded: Vec<Result<Sample>> = block
                 .par_iter()
-                .map(|e| decode_entry(e, opts.mask_rule, c, h, w))
+                .map(|e| decode_entry(e, opts.mask_rule, (bits, c), h, w))
                 .collect();
             for sample in decoded {
                 let sample = sample?;

@@ -132,20 +132,20 @@ fn decode_entry_masks() {
     let a = planned(d, "a.png", Split::Val);
     write_image(&a.image, 10);
     write_mask(&a.mask, 10, 1);
-    let s = decode_entry(&a, MaskRule::Exact, 1, 8, 10).unwrap();
+    let s = decode_entry(&a, MaskRule::Exact, (None, 1), 8, 10).unwrap();
     assert_eq!(
         (s.name.as_str(), s.split, s.report.as_str()),
         ("a.png", Split::Val, "report of a.png")
     );
     assert_eq!(s.image.len(), 80);
     assert_eq!(s.mask.iter().map(|&v| v as usize).sum::<usize>(), 5 * 8);
-    let rgb = decode_entry(&a, MaskRule::Exact, 3, 16, 20).unwrap();
+    let rgb = decode_entry(&a, MaskRule::Exact, (None, 3), 16, 20).unwrap();
     assert_eq!(rgb.image.len(), 3 * 320);
     assert_eq!(&rgb.image[..3], &[10, 11, 12]);
     assert_eq!(&rgb.image[320..323], &[10, 11, 12]);
 
     write_mask(&a.mask, 10, 128);
-    let e = decode_entry(&a, MaskRule::Exact, 1, 8, 10)
+    let e = decode_entry(&a, MaskRule::Exact, (None, 1), 8, 10)
         .unwrap_err()
         .to_string();
     assert!(

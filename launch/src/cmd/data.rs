@@ -51,6 +51,7 @@ fn convert_cmd(a: &ConvertArgs) -> anyhow::Result<()> {
         mask_rule: a
             .mask_threshold
             .map_or(MaskRule::Exact, MaskRule::Threshold),
+        bit_depth: a.bit_depth,
         force: a.force,
     };
     if a.dry_run {

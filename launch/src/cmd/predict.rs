@@ -73,8 +73,9 @@ impl Sample {
         }
     }
 
-    /// An image file, as RGB at its own size.
-    fn from_file(path: &Path, report: &str) -> anyhow::Result<Self> {
+    /// An image file, as RGB at its own size (a 16-bit one scaled from `bits`, the depth the
+    /// training images were imported at, else its own).
+    fn from_file(path: &Path, report: &str, bits: Option<u32>) -> anyhow::Result<Self> {
         let (w, h) = tmca_data::imageops::image_size(path)?;
         let (w, h) = (w as usize, h as usize);
         Ok(Self {
@@ -84,7 +85,7 @@ impl Sample {
                 .unwrap_or("image")
                 .to_string(),
             source: path.display().to_string(),
-            data: tmca_data::imageops::load_image(path, 3, h, w)?,
+            data: tmca_data::imageops::load_image_at(path, bits, 3, h, w)?,
             channels: 3,
             height: h,
             width: w,
@@ -379,8 +380,11 @@ pub fn run(a: &PredictArgs) -> anyhow::Result<()> {
         anyhow::bail!(UsageError("--batch must be at least 1".into()));
     }
     // Everything the command reads is checked before the output folder is made.
+    let device = tmca_worker::bind_device("auto", 0)?;
+    let models = super::ensemble::load(&a.runs, &a.checkpoint, &device, a.threshold)?;
+    let bits = models.first().imported_bit_depth();
     let single = match (&a.image, &a.report) {
-        (Some(path), Some(report)) => Some((path, report, Sample::from_file(path, report)?)),
+        (Some(path), Some(report)) => Some((path, report, Sample::from_file(path, report, bits)?)),
         _ => None,
     };
     let rows = match &a.table {
@@ -394,8 +398,6 @@ pub fn run(a: &PredictArgs) -> anyhow::Result<()> {
         )),
         _ => None,
     };
-    let device = tmca_worker::bind_device("auto", 0)?;
-    let models = super::ensemble::load(&a.runs, &a.checkpoint, &device, a.threshold)?;
     let t = models.first();
     let hw = (t.cfg.data.image_size, t.cfg.data.image_size);
     let batch = a.batch.unwrap_or(t.cfg.data.batch_size).max(1);
@@ -433,7 +435,7 @@ pub fn run(a: &PredictArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     if let (Some(rows), Some(table)) = (&rows, &a.table) {
-        let fetch = |k: usize| Sample::from_file(&rows[k].0, &rows[k].1);
+        let fetch = |k: usize| Sample::from_file(&rows[k].0, &rows[k].1, bits);
         let samples: Samples<'_> = (rows.len(), Box::new(fetch));
         let n = predict_all(&models, &a.output, samples, batch, Extras::of(a))?;
         println!(

@@ -99,6 +99,7 @@ fn metadata(trained: &Trained) -> Result<serde_json::Value> {
         "input": {
             "channels": spec.channels,
             "stored_channels": trained.prepared_channels(),
+            "bit_depth": trained.imported_bit_depth(),
             "height": spec.height,
             "width": spec.width,
             "mean": short(&spec.mean),
@@ -196,6 +197,7 @@ pub fn export_torch(models: &Ensemble, out: &Path) -> Result<Exported> {
                 "ensemble": names,
                 "checkpoints": members.iter().map(|m| m.checkpoint.display().to_string()).collect::<Vec<_>>(),
                 "input": { "channels": spec.channels, "stored_channels": first.prepared_channels(),
+                           "bit_depth": first.imported_bit_depth(),
                            "height": spec.height, "width": spec.width,
                            "mean": short(&spec.mean), "std": short(&spec.std) },
                 "threshold": short(&[first.cfg.train.threshold])[0],

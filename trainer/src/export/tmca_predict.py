@@ -32,7 +32,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import List, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -45,32 +45,34 @@ import tmca_torch  # noqa: E402  (the model, shipped beside this file)
 ImageLike = Union["PIL.Image.Image", np.ndarray]  # noqa: F821
 
 
-def _narrow(a: np.ndarray) -> np.ndarray:
-    """16-bit pixels as 8-bit, as tmca reads them: scaled from the smallest bit depth (8, 10,
-    12, 14 or 16) that holds the largest value (12-bit CT in a 16-bit PNG keeps its contrast)."""
-    top = int(a.max(initial=0))
-    bits = next((b for b in (8, 10, 12, 14, 16) if top < (1 << b)), 16)
+def _narrow(a: np.ndarray, bits: Optional[int] = None) -> np.ndarray:
+    """16-bit pixels as 8-bit, as tmca reads them: scaled from `bits`, the depth the training
+    images were imported at, else from the smallest bit depth (8, 10, 12, 14 or 16) that holds
+    the largest value (12-bit CT in a 16-bit PNG keeps its contrast)."""
+    if bits is None:
+        top = int(a.max(initial=0))
+        bits = next((b for b in (8, 10, 12, 14, 16) if top < (1 << b)), 16)
     k = np.float32(255.0 / ((1 << bits) - 1))
     # tmca rounds half away from zero (Rust's f32::round); the values are not negative.
     return np.minimum(np.floor(a.astype(np.float32) * k + np.float32(0.5)), 255).astype(np.uint8)
 
 
-def _rgb(image: ImageLike) -> np.ndarray:
+def _rgb(image: ImageLike, bits: Optional[int] = None) -> np.ndarray:
     """An (H, W, 3) uint8 array as tmca reads the image: PIL images turned by their EXIF
     orientation and converted to RGB, 16-bit gray images (PIL mode I;16/I) and uint16 arrays
-    scaled by their bit depth, gray arrays replicated. (PIL itself reduces 16-bit RGB files to
+    scaled by `bits` (else their own bit depth), gray arrays replicated. (PIL itself reduces 16-bit RGB files to
     8 bits by their high byte; tmca scales those by their bit depth too.)"""
     if hasattr(image, "convert"):
         from PIL import ImageOps
 
         image = ImageOps.exif_transpose(image)
         if image.mode.startswith("I"):
-            image = _narrow(np.asarray(image).astype(np.uint32).clip(0, 65535))
+            image = _narrow(np.asarray(image).astype(np.uint32).clip(0, 65535), bits)
         else:
             image = np.asarray(image.convert("RGB"))
     a = np.asarray(image)
     if a.dtype == np.uint16:
-        a = _narrow(a)
+        a = _narrow(a, bits)
     if a.dtype != np.uint8:
         raise ValueError(f"expected 8- or 16-bit pixels, got {a.dtype}")
     if a.ndim == 2:
@@ -198,8 +200,10 @@ class Predictor:
         self.tokenizer.no_padding()
         inp = meta["input"]
         self.channels, self.height, self.width = inp["channels"], inp["height"], inp["width"]
-        # Channels the training images were stored with (1: gray, also for a 3-channel model).
+        # Channels the training images were stored with (1: gray, also for a 3-channel model),
+        # and the bit depth their 16-bit images were imported at (None: each image its own).
         self.stored_channels = inp.get("stored_channels", self.channels)
+        self.bit_depth = inp.get("bit_depth")
         self.mean = torch.tensor(inp["mean"], dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor(inp["std"], dtype=torch.float32).view(1, -1, 1, 1)
         self.max_len, self.pad_id = meta["max_len"], meta["pad_id"]
@@ -222,7 +226,7 @@ class Predictor:
         training images (gray by Rec. 709 weights when they were gray, resized with an
         anti-aliasing triangle filter, `_resize_u8`), gray repeated into every channel of a
         3-channel model, then normalised (augment::process without augmentation)."""
-        a = _rgb(image)
+        a = _rgb(image, self.bit_depth)
         if self.channels == 1 or self.stored_channels == 1:
             a = _luma(a)[:, :, None]
         a = _resize_u8(a, (self.height, self.width))
@@ -250,7 +254,7 @@ class Predictor:
         if self.members:
             each = [m.predict_batch(images, reports, tta) for m in self.members]
             return [np.mean([e[k] for e in each], axis=0) for k in range(len(images))]
-        sizes = [_rgb(im).shape[:2] for im in images]
+        sizes = [_rgb(im, self.bit_depth).shape[:2] for im in images]
         x = torch.cat([self.inputs(im) for im in images]).to(self.device)
         probs = torch.sigmoid(self.model(x, *self._tokens(reports)).logits)
         if tta:

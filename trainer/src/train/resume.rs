@@ -24,8 +24,9 @@ pub fn check(saved: &Manifest, now: &Manifest, path: &std::path::Path, world: us
 }
 
 /// The training data a run's loader position and sampling refer to (see [`Manifest::data`]).
-/// Each dataset: its name, training samples, content digest (which data, whatever the path)
-/// and stored image channels (how new images are prepared for the model).
+/// Each dataset: its name, training samples, content digest (which data, whatever the path),
+/// stored image channels and the bit depth its 16-bit images were imported at (how new images
+/// are prepared for the model; `null` when it had none).
 pub fn data_config(
     cfg: &crate::config::Config,
     stores: &[std::sync::Arc<tmca_data::store::Store>],
@@ -40,6 +41,7 @@ pub fn data_config(
                 "train_samples": idx.len(),
                 "content": s.content_digest()?,
                 "channels": s.info().channels,
+                "bit_depth": s.info().provenance.get("bit_depth"),
             }))
         })
         .collect::<Result<Vec<serde_json::Value>>>()?;
