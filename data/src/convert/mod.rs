@@ -675,7 +675,8 @@ fn check_sources(plan: &Plan, output: &Path) -> Result<()> {
 }
 
 /// Imports a dataset into a new store. Plans and checks everything first, then decodes in
-/// parallel and writes in plan order. Reports the phases `checking` and `converting`.
+/// parallel and writes in plan order. Reports the phases `checking`, `bit depth` and
+/// `converting`.
 pub fn convert(opts: &ConvertOptions, progress: &dyn Progress) -> Result<ConvertSummary> {
     let source = check_destination(opts)?;
     let plan = plan(opts, progress)?;

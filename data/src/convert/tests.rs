@@ -185,9 +185,9 @@ fn convert_refuses_existing_output_and_replaces_with_force() {
     let summary = convert(&opts, &progress).unwrap();
     assert_eq!(summary.counts, [3, 1, 1]);
     assert_eq!(summary.output, out);
-    // "checking" then "converting", 5 samples each
-    assert_eq!(progress.started.load(Ordering::Relaxed), 10);
-    assert_eq!(progress.done.load(Ordering::Relaxed), 10);
+    // "checking", "bit depth" (headers), then "converting", 5 samples each
+    assert_eq!(progress.started.load(Ordering::Relaxed), 15);
+    assert_eq!(progress.done.load(Ordering::Relaxed), 15);
 
     let e = convert(&opts, &NoProgress).unwrap_err();
     assert!(matches!(e, DataError::AlreadyExists { .. }), "{e}");
