@@ -382,9 +382,18 @@ fn validate_names_a_bad_mask_and_a_duplicate_image() {
     let r = tmca(args!["data", "validate", &store]);
     r.expect_code(5);
     let ps = problems(&r);
-    assert_eq!(ps.len(), 1, "exactly one problem expected:\n{}", r.stdout);
-    assert_contains(&ps[0], &["sample 3 ", "synth-xray-000003", "7", "mask"]);
-    assert_contains(&r.stderr, &["1 problem"]);
+    // The bad mask, and the store's content no longer matching the digest recorded when it
+    // was written (it was changed in place).
+    assert_eq!(ps.len(), 2, "two problems expected:\n{}", r.stdout);
+    let find = |needle: &str| {
+        ps.iter()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?}:\n{}", r.stdout))
+            .clone()
+    };
+    assert_contains(&find("sample 3 "), &["synth-xray-000003", "7", "mask"]);
+    find("content has changed since it was written");
+    assert_contains(&r.stderr, &["2 problems"]);
 
     // Sample 4's image becomes a copy of sample 0's.
     let image = open_array(&store, "image");
@@ -405,7 +414,7 @@ fn validate_names_a_bad_mask_and_a_duplicate_image() {
     let r = tmca(args!["data", "validate", &store]);
     r.expect_code(5);
     let ps = problems(&r);
-    assert_eq!(ps.len(), 3, "three problems expected:\n{}", r.stdout);
+    assert_eq!(ps.len(), 4, "four problems expected:\n{}", r.stdout);
     let leak = ps
         .iter()
         .find(|l| l.starts_with("sample 9 "))

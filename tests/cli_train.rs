@@ -573,8 +573,12 @@ fn cross_validation_validates_on_its_fold() {
         use tmca_data::tokenize::TextTokenizer;
         let store =
             tmca_data::store::Store::open(&dir.path().join("data/synth-endoscopy")).unwrap();
-        let folds = tmca_data::folds::Folds { folds: 4, fold: 1 };
-        let vocab = |split: Option<tmca_data::folds::Folds>| {
+        let folds = tmca_data::folds::Folds {
+            folds: 4,
+            fold: 1,
+            group: None,
+        };
+        let vocab = |split: Option<&tmca_data::folds::Folds>| {
             let idx = tmca_data::folds::samples(&store, tmca_data::Split::Train, split).unwrap();
             let reports: Vec<String> = idx.iter().map(|&i| store.reports()[i].clone()).collect();
             TextTokenizer::learn(&reports, 1000, 12)
@@ -584,10 +588,10 @@ fn cross_validation_validates_on_its_fold() {
         let saved = TextTokenizer::from_file(&run.join("tokenizer.json"), 12, true).unwrap();
         assert_ne!(
             vocab(None),
-            vocab(Some(folds)),
+            vocab(Some(&folds)),
             "the test needs folds that differ"
         );
-        assert_eq!(saved.vocab_in_order(), vocab(Some(folds)));
+        assert_eq!(saved.vocab_in_order(), vocab(Some(&folds)));
     }
     let o = tmca(&["eval", run.to_str().unwrap(), "--split", "val"]);
     assert!(o.status.success(), "{}", text(&o));

@@ -1,7 +1,8 @@
 //! k-fold cross-validation over a store's training and validation samples: the pool of both
 //! splits is dealt into `k` folds of near-equal size (a shuffle seeded by the store's name, so
 //! every run, seed and rank sees the same folds); fold `f` validates and the others train. The
-//! test split is never part of the pool.
+//! test split is never part of the pool. With a group pattern, samples are dealt by group
+//! (e.g. the patient a slice's name names), so one patient's slices never sit on both sides.
 
 use crate::sampler::derive_seed;
 use crate::store::Store;
@@ -10,11 +11,15 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-/// A choice of fold: `fold` (0-based) of `folds`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A choice of fold: `fold` (0-based) of `folds`, dealing samples one by one, or by the group
+/// `group` finds in their source names.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Folds {
     pub folds: usize,
     pub fold: usize,
+    /// A regular expression over source names: its first capture group (else the whole match)
+    /// is the sample's group; `None` deals samples one by one.
+    pub group: Option<String>,
 }
 
 fn name_seed(name: &str) -> u64 {
@@ -35,10 +40,69 @@ pub fn assign(pool: &[usize], folds: usize, seed: u64) -> Vec<usize> {
     fold_of
 }
 
+/// The group of each sample of `pool`: the first capture of `pattern` in its source name (the
+/// whole match without a capture group). A name it does not match is an error naming it.
+fn group_keys(store: &Store, pool: &[usize], pattern: &str) -> Result<Vec<String>> {
+    let bad = |m: String| DataError::Config {
+        field: "data.fold_group".into(),
+        message: m,
+    };
+    let re = regex::Regex::new(pattern).map_err(|e| bad(format!("{pattern:?}: {e}")))?;
+    let names = store.names();
+    pool.iter()
+        .map(|&i| {
+            let c = re.captures(&names[i]).ok_or_else(|| {
+                bad(format!(
+                    "{}: sample {i}'s name {:?} does not match {pattern:?} (every training and validation sample needs a group)",
+                    store.path().display(),
+                    names[i]
+                ))
+            })?;
+            Ok(c.get(1).or(c.get(0)).map_or("", |m| m.as_str()).to_string())
+        })
+        .collect()
+}
+
+/// The fold of each sample given its group `keys`: the groups, shuffled by `seed`, each go to
+/// the fold with the fewest samples so far (the lowest of equals), so folds stay near-equal in
+/// samples while no group is split.
+fn assign_groups(keys: &[String], folds: usize, seed: u64, store: &Store) -> Result<Vec<usize>> {
+    let mut groups: Vec<&str> = keys.iter().map(String::as_str).collect();
+    groups.sort_unstable();
+    groups.dedup();
+    if groups.len() < folds {
+        return Err(DataError::Config {
+            field: "data.fold_group".into(),
+            message: format!(
+                "{}: {} group(s) cannot make {folds} folds",
+                store.path().display(),
+                groups.len()
+            ),
+        });
+    }
+    groups.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+    let mut size: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for k in keys {
+        *size.entry(k.as_str()).or_default() += 1;
+    }
+    let mut load = vec![0usize; folds];
+    let mut fold_of_group = std::collections::HashMap::new();
+    for g in groups {
+        let f = (0..folds).min_by_key(|&f| (load[f], f)).unwrap_or(0);
+        load[f] += size[g];
+        fold_of_group.insert(g, f);
+    }
+    Ok(keys.iter().map(|k| fold_of_group[k.as_str()]).collect())
+}
+
 /// The sample indices of `split` of `store` under `folds` (ascending): the validation fold,
 /// the other folds for training, the store's own test split.
-pub fn split_indices(store: &Store, split: Split, folds: Folds) -> Result<Vec<usize>> {
-    let Folds { folds: k, fold } = folds;
+pub fn split_indices(store: &Store, split: Split, folds: &Folds) -> Result<Vec<usize>> {
+    let Folds {
+        folds: k,
+        fold,
+        ref group,
+    } = *folds;
     let bad = |m: String| DataError::Config {
         field: "data.folds".into(),
         message: m,
@@ -61,7 +125,11 @@ pub fn split_indices(store: &Store, split: Split, folds: Folds) -> Result<Vec<us
             pool.len()
         )));
     }
-    let fold_of = assign(&pool, k, name_seed(&store.info().name));
+    let seed = name_seed(&store.info().name);
+    let fold_of = match group {
+        None => assign(&pool, k, seed),
+        Some(pattern) => assign_groups(&group_keys(store, &pool, pattern)?, k, seed, store)?,
+    };
     Ok(pool
         .iter()
         .zip(fold_of)
@@ -72,7 +140,7 @@ pub fn split_indices(store: &Store, split: Split, folds: Folds) -> Result<Vec<us
 
 /// The samples of `split` of `store`: its own split, or under `folds` the cross-validation
 /// fold ([`split_indices`]).
-pub fn samples(store: &Store, split: Split, folds: Option<Folds>) -> Result<Vec<usize>> {
+pub fn samples(store: &Store, split: Split, folds: Option<&Folds>) -> Result<Vec<usize>> {
     match folds {
         Some(f) => split_indices(store, split, f),
         None => store.require_split(split),
@@ -110,7 +178,11 @@ mod tests {
         pool.sort_unstable();
         let mut vals = Vec::new();
         for fold in 0..4 {
-            let f = Folds { folds: 4, fold };
+            let f = &Folds {
+                folds: 4,
+                fold,
+                group: None,
+            };
             let train = split_indices(&store, Split::Train, f).unwrap();
             let val = split_indices(&store, Split::Val, f).unwrap();
             assert!(val.len() == 5, "20 samples in 4 folds: {val:?}");
@@ -125,9 +197,58 @@ mod tests {
         }
         vals.sort_unstable();
         assert_eq!(vals, pool, "every sample validates exactly once");
-        let err = split_indices(&store, Split::Val, Folds { folds: 21, fold: 0 })
+        let f21 = Folds {
+            folds: 21,
+            fold: 0,
+            group: None,
+        };
+        let err = split_indices(&store, Split::Val, &f21)
             .unwrap_err()
             .to_string();
         assert!(err.contains("cannot make 21 folds"), "{err}");
+
+        // By group (here the last digit of the name, as a patient id): no group on both sides,
+        // every sample validates once, folds near-equal; a name without a group is named.
+        let names = store.names();
+        let group = |i: usize| names[i].chars().last().unwrap();
+        let grouped = |fold| Folds {
+            folds: 4,
+            fold,
+            group: Some(r"-\d+(\d)$".into()),
+        };
+        let mut vals = Vec::new();
+        for fold in 0..4 {
+            let train = split_indices(&store, Split::Train, &grouped(fold)).unwrap();
+            let val = split_indices(&store, Split::Val, &grouped(fold)).unwrap();
+            assert!((4..=6).contains(&val.len()), "{val:?}");
+            for &v in &val {
+                assert!(
+                    train.iter().all(|&t| group(t) != group(v)),
+                    "fold {fold}: group split"
+                );
+            }
+            vals.extend(val);
+        }
+        vals.sort_unstable();
+        assert_eq!(vals, pool, "every sample validates exactly once");
+        let odd = Folds {
+            group: Some("-00000[01]$".into()),
+            ..grouped(0)
+        };
+        let err = split_indices(&store, Split::Val, &odd)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("does not match") && err.contains("xray-000002"),
+            "{err}"
+        );
+        let bad = Folds {
+            group: Some("(".into()),
+            ..grouped(0)
+        };
+        let err = split_indices(&store, Split::Val, &bad)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("data.fold_group"), "{err}");
     }
 }

@@ -222,13 +222,13 @@ fn split_of_run(
              fold's validation images are another fold's training images)"
         )));
     }
-    if let (Some(f), false) = (folds, split == tmca_data::Split::Test) {
+    if let (Some(f), false) = (&folds, split == tmca_data::Split::Test) {
         eprintln!(
             "{name}: fold {} of {} (the run's cross-validation)",
             f.fold, f.folds
         );
     }
-    Ok(tmca_data::folds::samples(store, split, folds)?)
+    Ok(tmca_data::folds::samples(store, split, folds.as_ref())?)
 }
 
 /// The samples of batch mode: how many, and how to fetch sample `i`.

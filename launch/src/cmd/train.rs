@@ -364,8 +364,8 @@ pub fn eval_run(
     };
     let mut results = Vec::with_capacity(stores.len());
     for store in &stores {
-        spec.folds = cv.filter(|_| own.contains(&store.info().name));
-        if let (Some(f), tmca_data::Split::Val) = (spec.folds, split) {
+        spec.folds = cv.clone().filter(|_| own.contains(&store.info().name));
+        if let (Some(f), tmca_data::Split::Val) = (&spec.folds, split) {
             tracing::info!(
                 "{}: fold {} of {} (the run's cross-validation)",
                 store.info().name,

@@ -114,6 +114,11 @@ pub struct DataConfig {
     pub folds: usize,
     #[serde(default, skip_serializing_if = "is_zero_usize")]
     pub fold: usize,
+    /// Cross-validation by group: a regular expression over the samples' source names whose
+    /// first capture group (else the whole match) names the group — the patient of a slice,
+    /// e.g. `^(study_\d+)_` — dealt into folds whole ("" = samples one by one).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub fold_group: String,
     pub synth: Option<SynthSection>,
 }
 
@@ -200,9 +205,10 @@ impl Default for OptimConfig {
 impl DataConfig {
     /// The cross-validation fold, if `folds` is set.
     pub fn cv(&self) -> Option<tmca_data::folds::Folds> {
-        (self.folds > 0).then_some(tmca_data::folds::Folds {
+        (self.folds > 0).then(|| tmca_data::folds::Folds {
             folds: self.folds,
             fold: self.fold,
+            group: (!self.fold_group.is_empty()).then(|| self.fold_group.clone()),
         })
     }
 }

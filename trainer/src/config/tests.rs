@@ -40,7 +40,7 @@ fn fields_are_checked_by_name() {
 /// weights, a store listed twice, one value too many, …
 #[test]
 fn senseless_values_are_refused_by_field() {
-    let cases: [(&str, &str, &str); 16] = [
+    let cases: [(&str, &str, &str); 18] = [
         (
             "[optim]\n",
             "[optim]\nweight_decay = nan\n",
@@ -84,6 +84,16 @@ fn senseless_values_are_refused_by_field() {
             "[data.augment]\n",
             "[data.augment]\nbrightness = nan\n",
             "data.augment.brightness",
+        ),
+        (
+            "stores = []",
+            "stores = []\nfold_group = \"^(p\\\\d+)_\"",
+            "data.fold_group",
+        ),
+        (
+            "stores = []",
+            "stores = []\nfolds = 5\nfold_group = \"(\"",
+            "data.fold_group",
         ),
     ];
     for (from, to, field) in cases {

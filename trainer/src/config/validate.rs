@@ -84,6 +84,20 @@ impl DataConfig {
                 ),
             ));
         }
+        if !self.fold_group.is_empty() {
+            if folds == 0 {
+                return Err(bad(
+                    "data.fold_group",
+                    "groups folds, but data.folds is 0 (no cross-validation)",
+                ));
+            }
+            if let Err(e) = regex::Regex::new(&self.fold_group) {
+                return Err(bad(
+                    "data.fold_group",
+                    format!("{:?} is not a regular expression: {e}", self.fold_group),
+                ));
+            }
+        }
         for (field, v) in [("data.mean", &self.mean), ("data.std", &self.std)] {
             if v.len() < channels || v.len() > 3 {
                 return Err(bad(

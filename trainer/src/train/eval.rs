@@ -86,7 +86,7 @@ pub fn evaluate_ensemble(
 ) -> Result<Vec<EvalResult>> {
     let mut out = Vec::new();
     for store in stores {
-        let idx = tmca_data::folds::samples(store, split, spec.folds)?;
+        let idx = tmca_data::folds::samples(store, split, spec.folds.as_ref())?;
         let sampler =
             ShardedSampler::new(vec![idx], None, 0, false, false, sync.rank(), sync.world())?;
         let cfg = LoaderConfig {

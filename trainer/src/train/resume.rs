@@ -50,6 +50,7 @@ pub fn data_config(
         "weights": cfg.data.weights,
         "folds": cfg.data.folds,
         "fold": cfg.data.fold,
+        "fold_group": cfg.data.fold_group,
     }))
 }
 

@@ -84,7 +84,7 @@ pub fn warn_truncated_reports(
 ) -> Result<()> {
     let max_len = tokenizer.max_len();
     for s in stores {
-        let idx = tmca_data::folds::samples(s, Split::Train, cfg.data.cv())?;
+        let idx = tmca_data::folds::samples(s, Split::Train, cfg.data.cv().as_ref())?;
         let (mut cut, mut longest) = (0usize, 0usize);
         for &i in &idx {
             let n = tokenizer.token_count(&s.reports()[i])?;
@@ -167,7 +167,7 @@ pub fn tokenizer(
         // fold's reports shape no vocabulary).
         let mut reports: Vec<String> = Vec::new();
         for s in stores {
-            let idx = tmca_data::folds::samples(s, Split::Train, cfg.data.cv())?;
+            let idx = tmca_data::folds::samples(s, Split::Train, cfg.data.cv().as_ref())?;
             reports.extend(idx.into_iter().map(|i| s.reports()[i].clone()));
         }
         TextTokenizer::learn(&reports, t.vocab_size, t.max_len)?

@@ -76,7 +76,7 @@ impl Session {
 
         let sources = stores
             .iter()
-            .map(|s| tmca_data::folds::samples(s, Split::Train, cfg.data.cv()))
+            .map(|s| tmca_data::folds::samples(s, Split::Train, cfg.data.cv().as_ref()))
             .collect::<std::result::Result<Vec<_>, _>>()?;
         let data_cfg = resume::data_config(cfg, &stores, &sources)?;
         let weights = (!cfg.data.weights.is_empty()).then(|| cfg.data.weights.clone());
