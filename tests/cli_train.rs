@@ -616,6 +616,34 @@ fn cross_validation_validates_on_its_fold() {
         "{}",
         text(&o)
     );
+    // The same data under another name (imported again with another --name) is the run's
+    // own too: its val split is the fold.
+    let renamed = dir.path().join("renamed.zarr");
+    let ok = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(&store)
+        .arg(&renamed)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let meta = renamed.join("zarr.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&meta).unwrap()).unwrap();
+    v["attributes"]["tmca"]["name"] = "endo-again".into();
+    std::fs::write(&meta, v.to_string()).unwrap();
+    let o = tmca(&[
+        "eval",
+        run.to_str().unwrap(),
+        "--store",
+        renamed.to_str().unwrap(),
+        "--split",
+        "val",
+    ]);
+    assert!(
+        text(&o).contains("endo-again | val | 3 |"),
+        "{}",
+        text(&o)
+    );
     let o = tmca(&["eval", run.to_str().unwrap(), "--split", "test"]);
     assert!(
         text(&o).contains("synth-endoscopy | test | 4 |"),
@@ -763,14 +791,14 @@ fn a_store_at_another_size_is_named_as_resampled() {
 fn a_run_recognises_its_data_by_content() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let synth = |seed: &str| {
+    let synth = |seed: &str, modality: &str| {
         let o = tmca(&[
             "data",
             "synth",
             "--output",
             data.to_str().unwrap(),
             "--modality",
-            "xray",
+            modality,
             "--train",
             "8",
             "--val",
@@ -785,17 +813,19 @@ fn a_run_recognises_its_data_by_content() {
         ]);
         assert!(o.status.success(), "{}", text(&o));
     };
-    synth("0");
+    synth("0", "xray,ct");
     let store = data.join("synth-xray");
+    let ct = data.join("synth-ct");
     let run = dir.path().join("run");
     let cfg = dir.path().join("own.toml");
     std::fs::write(
         &cfg,
         format!(
-            "[run]\ndir = \"{}\"\n[data]\nstores = [\"{}\"]\nimage_size = 32\nbatch_size = 4\n\
+            "[run]\ndir = \"{}\"\n[data]\nstores = [\"{}\", \"{}\"]\nimage_size = 32\nbatch_size = 4\n\
              [model]\npreset = \"cpu-tiny\"\n[text]\nmax_len = 12\n[train]\nepochs = 1\n",
             run.display(),
-            store.display()
+            store.display(),
+            ct.display()
         ),
     )
     .unwrap();
@@ -810,7 +840,7 @@ fn a_run_recognises_its_data_by_content() {
         .status()
         .unwrap();
     assert!(ok.success());
-    synth("9");
+    synth("9", "xray");
 
     let o = tmca(&["eval", run_s]);
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
@@ -839,11 +869,21 @@ fn a_run_recognises_its_data_by_content() {
         "another store's results are not the run's"
     );
 
+    // The copy alone is part of the run's data only: scored, not recorded over its
+    // evaluation of all of it.
+    let o = tmca(&["eval", run_s, "--store", copy.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        !run.join("eval").exists(),
+        "a part of the data is not the run's evaluation"
+    );
     let o = tmca(&[
         "eval",
         run_s,
         "--store",
         copy.to_str().unwrap(),
+        "--store",
+        ct.to_str().unwrap(),
         "--threshold",
         "0.5",
     ]);
@@ -853,7 +893,7 @@ fn a_run_recognises_its_data_by_content() {
             .unwrap();
     assert_eq!(record["run"], run_s);
     let stores = record["stores"].as_array().unwrap();
-    assert_eq!(stores.len(), 1);
+    assert_eq!(stores.len(), 2);
     assert_eq!(stores[0]["path"], copy.to_str().unwrap());
     assert_eq!(stores[0]["content"].as_str().unwrap().len(), 64);
 

@@ -291,15 +291,21 @@ pub struct Evaluated {
 }
 
 impl Evaluated {
-    /// Whether every store scored holds data the run was trained on (by content), so that
-    /// the results are the run's own (recorded in RUN/eval); unknown for older checkpoints.
+    /// Whether the stores scored are exactly the data the run was trained on (by content:
+    /// each scored store one it trained on, and each it trained on scored), so that the
+    /// results are the run's own, recorded in RUN/eval in place of its evaluation of its
+    /// config's stores; never for older checkpoints, which recorded no digests.
     pub fn on_trained_stores(&self, trained: &Trained) -> bool {
-        self.stores.iter().all(|s| {
-            trained
-                .trained_on
-                .iter()
-                .any(|t| t.content.as_deref() == Some(s.content.as_str()))
-        })
+        let trained_on: std::collections::BTreeSet<&str> = trained
+            .trained_on
+            .iter()
+            .filter_map(|t| t.content.as_deref())
+            .collect();
+        let scored: std::collections::BTreeSet<&str> =
+            self.stores.iter().map(|s| s.content.as_str()).collect();
+        !trained_on.is_empty()
+            && trained_on.len() == trained.trained_on.len()
+            && trained_on == scored
     }
 }
 
@@ -364,7 +370,11 @@ pub fn eval_run(
     };
     let mut results = Vec::with_capacity(stores.len());
     for store in &stores {
-        spec.folds = cv.clone().filter(|_| own.contains(&store.info().name));
+        // The run's own store by name, or by content under another name (imported again
+        // with another --name): its val split is the fold.
+        let is_own = own.contains(&store.info().name)
+            || (cv.is_some() && trained.trained_on_store(store)? == Some(true));
+        spec.folds = cv.clone().filter(|_| is_own);
         if let (Some(f), tmca_data::Split::Val) = (&spec.folds, split) {
             tracing::info!(
                 "{}: fold {} of {} (the run's cross-validation)",
