@@ -639,11 +639,7 @@ fn cross_validation_validates_on_its_fold() {
         "--split",
         "val",
     ]);
-    assert!(
-        text(&o).contains("endo-again | val | 3 |"),
-        "{}",
-        text(&o)
-    );
+    assert!(text(&o).contains("endo-again | val | 3 |"), "{}", text(&o));
     let o = tmca(&["eval", run.to_str().unwrap(), "--split", "test"]);
     assert!(
         text(&o).contains("synth-endoscopy | test | 4 |"),

@@ -355,56 +355,82 @@ pub fn binarize_mask(path: &Path, img: &DynamicImage, rule: MaskRule) -> Result<
     refuse_colour_classes(path, img)?;
     match rule {
         MaskRule::Exact => exact_mask(path, img),
-        MaskRule::Threshold(t) => Ok(threshold_mask(img, t)),
+        MaskRule::Threshold(t) => Ok(threshold_mask(path, img, t)),
     }
 }
 
-/// The colour names of the channel patterns of [`refuse_colour_classes`] (red, green, blue bits).
-const COLOUR_NAMES: [&str; 8] = [
-    "black",
-    "red",
-    "green",
-    "yellow",
-    "blue",
-    "magenta",
-    "cyan",
-    "white/gray",
-];
+/// A colour's name for messages: the channels at least half as bright as its brightest.
+fn colour_name([r, g, b]: [f32; 3]) -> &'static str {
+    const NAMES: [&str; 8] = [
+        "black",
+        "red",
+        "green",
+        "yellow",
+        "blue",
+        "magenta",
+        "cyan",
+        "white/gray",
+    ];
+    let on = |v: f32| usize::from(v >= 0.5);
+    NAMES[on(r) | on(g) << 1 | on(b) << 2]
+}
 
 /// A colour-coded label map (lung in green, lesion in red: several classes in one RGB file)
 /// read by its brightest channel would merge its classes into one target without a word:
-/// refused when its foreground pixels fall into two or more colours, each on at least 1% of
-/// them (and 16 pixels; JPEG colour fringes stay below). A pixel's colour is the set of
-/// channels at least half as bright as its brightest.
+/// refused when its bright pixels (at least half as bright as the brightest) fall into two
+/// or more colours, each on at least 1% of them and 16 pixels. A pixel's colour is its RGB
+/// divided by its brightest channel; colours within 0.25 of each other in every channel are
+/// one (the shades of an anti-aliased edge, JPEG's colour noise), and faint pixels (JPEG
+/// noise in the background, the dark end of an edge) are not looked at.
 fn refuse_colour_classes(path: &Path, img: &DynamicImage) -> Result<()> {
     use image::ColorType as C;
     if !matches!(img.color(), C::Rgb8 | C::Rgba8 | C::Rgb16 | C::Rgba16) {
         return Ok(());
     }
-    let mut counts = [0usize; 8];
-    for p in img.to_rgb16().pixels() {
-        let [r, g, b] = p.0.map(u32::from);
-        let top = r.max(g).max(b);
-        if top == 0 {
+    let rgb = img.to_rgb16();
+    let top = |p: &[u16; 3]| p[0].max(p[1]).max(p[2]);
+    let brightest = rgb.pixels().map(|p| top(&p.0)).max().unwrap_or(0);
+    if brightest == 0 {
+        return Ok(());
+    }
+    // Chromaticities in sixteenths, counted.
+    let mut bins: std::collections::HashMap<[u8; 3], usize> = std::collections::HashMap::new();
+    for p in rgb.pixels() {
+        let t = top(&p.0);
+        if u32::from(t) * 2 < u32::from(brightest) {
             continue;
         }
-        let on = |v: u32| usize::from(2 * v >= top);
-        counts[on(r) | on(g) << 1 | on(b) << 2] += 1;
+        let q =
+            p.0.map(|v| ((f32::from(v) / f32::from(t)) * 16.0).round() as u8);
+        *bins.entry(q).or_default() += 1;
     }
-    let total: usize = counts.iter().sum();
-    let mut classes: Vec<(usize, usize)> = counts
-        .iter()
-        .copied()
-        .enumerate()
+    let total: usize = bins.values().sum();
+    let mut bins: Vec<([u8; 3], usize)> = bins.into_iter().collect();
+    bins.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    // Greedy clusters around the most common colours.
+    let mut clusters: Vec<([u8; 3], usize)> = Vec::new();
+    for (q, n) in bins {
+        let near = |c: &[u8; 3]| (0..3).all(|k| c[k].abs_diff(q[k]) <= 4);
+        match clusters.iter_mut().find(|(c, _)| near(c)) {
+            Some((_, m)) => *m += n,
+            None => clusters.push((q, n)),
+        }
+    }
+    let classes: Vec<([u8; 3], usize)> = clusters
+        .into_iter()
         .filter(|&(_, n)| n >= 16 && n * 100 >= total)
         .collect();
     if classes.len() < 2 {
         return Ok(());
     }
-    classes.sort_by_key(|c| std::cmp::Reverse(c.1));
     let listed: Vec<String> = classes
         .iter()
-        .map(|&(c, n)| format!("{} in {n} pixels", COLOUR_NAMES[c]))
+        .map(|&(c, n)| {
+            format!(
+                "{} in {n} pixels",
+                colour_name(c.map(|v| f32::from(v) / 16.0))
+            )
+        })
         .collect();
     Err(DataError::bad(
         path,
@@ -442,10 +468,11 @@ fn alpha_mask(img: &DynamicImage) -> Option<DynamicImage> {
     }
 }
 
-/// [`MaskRule::Threshold`]: 0/1 masks as they are, others cut at `t` of the full value. A mask
-/// whose values are all at most 3 is a 0/1 mask (a JPEG of one holds 0, 1 and 2) and is cut
-/// at `t` on that scale, as a 0/255 one at 255 · `t`.
-fn threshold_mask(img: &DynamicImage, t: f32) -> Vec<u8> {
+/// [`MaskRule::Threshold`]: 0/1 masks as they are, others cut at `t` of the full value. A JPEG
+/// mask whose values are all at most 3 is a 0/1 mask (JPEG turns 0/1 into 0, 1 and 2) and is
+/// cut at `t` on that scale, as a 0/255 one at 255 · `t` (in a lossless file such values are
+/// labels, not noise: cut at the full scale as any other).
+fn threshold_mask(path: &Path, img: &DynamicImage, t: f32) -> Vec<u8> {
     use image::ColorType as C;
     let (values, full): (Vec<f32>, f32) = match img.color() {
         C::Rgb32F | C::Rgba32F => {
@@ -475,7 +502,11 @@ fn threshold_mask(img: &DynamicImage, t: f32) -> Vec<u8> {
     if values.iter().all(|&v| v == 0.0 || v == 1.0) {
         return values.into_iter().map(|v| u8::from(v == 1.0)).collect();
     }
-    let full = if full > 1.0 && values.iter().all(|&v| v <= 3.0) {
+    let jpeg = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("jpg") || e.eq_ignore_ascii_case("jpeg"));
+    let full = if jpeg && full > 1.0 && values.iter().all(|&v| v <= 3.0) {
         1.0
     } else {
         full
@@ -750,8 +781,13 @@ mod tests {
         // A 0/1 mask saved as JPEG (0, 1 and 2 in it) is cut on the 0/1 scale, not emptied.
         let jpeg01 = DynamicImage::ImageLuma8(GrayImage::from_raw(4, 1, vec![0, 1, 2, 0]).unwrap());
         assert_eq!(
-            binarize_mask(Path::new("m"), &jpeg01, t).unwrap(),
+            binarize_mask(Path::new("m.jpg"), &jpeg01, t).unwrap(),
             vec![0, 1, 1, 0]
+        );
+        // In a lossless file 1 and 2 are labels (organ, lesion), not JPEG noise: not merged.
+        assert_eq!(
+            binarize_mask(Path::new("m.png"), &jpeg01, t).unwrap(),
+            vec![0, 0, 0, 0]
         );
         // Float masks in [0, 1].
         let f = DynamicImage::ImageRgb32F(
@@ -809,6 +845,28 @@ mod tests {
                     && err.contains("binary masks"),
                 "{err}"
             );
+        }
+        // One colour drawn anti-aliased (orange, azure: a channel at half the brightest) or
+        // saved as a JPEG (colour noise, faint background) is one class.
+        let disk = |colour: [f32; 3]| {
+            RgbImage::from_fn(64, 64, |x, y| {
+                let d = ((x as f32 - 31.5).powi(2) + (y as f32 - 31.5).powi(2)).sqrt();
+                let a = (20.5 - d).clamp(0.0, 1.0);
+                Rgb(colour.map(|c| (c * a).round() as u8))
+            })
+        };
+        for colour in [[255.0, 128.0, 0.0], [0.0, 128.0, 255.0], [255.0, 0.0, 0.0]] {
+            let img = DynamicImage::ImageRgb8(disk(colour));
+            binarize_mask(Path::new("aa.png"), &img, MaskRule::Threshold(0.5))
+                .unwrap_or_else(|e| panic!("{colour:?}: {e}"));
+            let mut jpeg = Vec::new();
+            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 75)
+                .encode_image(&img)
+                .unwrap();
+            let back = image::load_from_memory(&jpeg).unwrap();
+            let m = binarize_mask(Path::new("d.jpg"), &back, MaskRule::Threshold(0.5))
+                .unwrap_or_else(|e| panic!("{colour:?} as JPEG: {e}"));
+            assert!(m.iter().filter(|&&v| v == 1).count() > 1000);
         }
         let fringe = RgbImage::from_fn(40, 20, |x, y| match (x, y) {
             (0, 0..4) => Rgb([250, 90, 80]),
