@@ -310,3 +310,28 @@ fn a_colour_image_reaches_a_model_trained_on_gray_as_gray() {
     assert_eq!(meta["input"]["stored_channels"], 1);
     predict_and_check(dir.path(), &[&run], &export);
 }
+
+/// An ensemble reads each image once: members trained on gray and on colour stores would each
+/// need it prepared their own way, so they are refused together, naming both.
+#[test]
+fn an_ensemble_of_gray_and_colour_trained_runs_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    let gray = train(&a, "xray", "", "");
+    let colour = train(&b, "endoscopy", "", "");
+    let o = tmca(&[
+        "eval",
+        gray.to_str().unwrap(),
+        colour.to_str().unwrap(),
+        "--store",
+        b.join("data/synth-endoscopy").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("was trained on colour images") && text(&o).contains("on gray"),
+        "{}",
+        text(&o)
+    );
+}

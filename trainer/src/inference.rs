@@ -84,6 +84,20 @@ pub fn check_same_inputs(members: &[Trained]) -> Result<()> {
     let y = first.input_spec();
     for m in &members[1..] {
         let x = m.input_spec();
+        let prepared = |t: &Trained| (t.prepared_channels(), t.imported_bit_depth());
+        if prepared(m) != prepared(first) {
+            return Err(TrainError::config(
+                "ensemble",
+                format!(
+                    "{} was trained on {} images, {} on {}: an ensemble reads each image once, \
+                     prepared as its members' training images were",
+                    m.checkpoint.display(),
+                    describe(prepared(m)),
+                    first.checkpoint.display(),
+                    describe(prepared(first))
+                ),
+            ));
+        }
         if x != y {
             return Err(TrainError::config(
                 "ensemble",
@@ -108,6 +122,15 @@ pub fn check_same_inputs(members: &[Trained]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// How a run's training images were stored, in words (`gray 12-bit`).
+fn describe((channels, bits): (usize, Option<u32>)) -> String {
+    let kind = if channels == 1 { "gray" } else { "colour" };
+    match bits {
+        Some(b) => format!("{kind} {b}-bit"),
+        None => kind.to_string(),
+    }
 }
 
 /// One or more runs predicting together (an ensemble, e.g. a cross-validation's fold models),
