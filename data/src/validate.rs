@@ -31,6 +31,8 @@ impl fmt::Display for Problem {
 pub struct Validation {
     pub checked: usize,
     pub problems: Vec<Problem>,
+    /// The content digest of the samples as read (`None` when one was unreadable).
+    pub content: Option<String>,
 }
 
 impl Validation {
@@ -139,8 +141,8 @@ pub fn validate(store: &Store, progress: &dyn Progress) -> Result<Validation> {
         });
     }
     // With every sample readable, their content against the digest recorded at writing.
-    if let (Some(contents), true) = (contents, store.content_digest_recorded()) {
-        let now = store.combine_digests(&contents);
+    let content = contents.map(|c| store.combine_digests(&c));
+    if let (Some(now), true) = (content.clone(), store.content_digest_recorded()) {
         let recorded = store.content_digest()?;
         if now != recorded && !store.is_empty() {
             problems.push(Problem {
@@ -159,5 +161,6 @@ pub fn validate(store: &Store, progress: &dyn Progress) -> Result<Validation> {
     Ok(Validation {
         checked: store.len(),
         problems,
+        content,
     })
 }

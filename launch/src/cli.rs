@@ -85,6 +85,11 @@ pub enum DataCommand {
     Validate {
         /// The store (a directory).
         store: PathBuf,
+        /// For a store without a recorded content digest (written by another tool or an
+        /// older tmca) that has no problems: record the digest in its attributes, so that
+        /// runs need not compute it from every sample each time they start.
+        #[arg(long)]
+        record: bool,
     },
     /// Render a PNG grid of images with mask overlays and reports.
     Preview(PreviewArgs),

@@ -24,7 +24,7 @@ mod reader;
 mod writer;
 
 pub use reader::Store;
-pub use writer::{replaceable, StoreWriter, WriteOptions};
+pub use writer::{record_content_digest, replaceable, StoreWriter, WriteOptions};
 
 /// Version of the layout this tmca writes and the newest it reads.
 pub const SCHEMA_VERSION: u32 = 2;
@@ -155,6 +155,15 @@ mod tests {
         assert_eq!(plain.content_digest().unwrap(), d);
         let ok = crate::validate::validate(&plain, &crate::progress::NoProgress).unwrap();
         assert!(ok.is_ok(), "{:?}", ok.problems);
+        assert_eq!(ok.content.as_deref(), Some(d.as_str()));
+        // Recorded afterwards (`tmca data validate --record`): the store reads as before.
+        record_content_digest(&a, &d).unwrap();
+        let stamped = Store::open(&a).unwrap();
+        assert!(stamped.content_digest_recorded());
+        assert_eq!(stamped.content_digest().unwrap(), d);
+        assert_eq!(stamped.sample(3).unwrap(), sa.sample(3).unwrap());
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&meta).unwrap()).unwrap();
 
         // A recorded digest the samples no longer match.
         v["attributes"][ATTR_KEY][CONTENT_KEY] = "0".repeat(64).into();

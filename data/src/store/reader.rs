@@ -213,6 +213,12 @@ impl Store {
         if let Some(d) = self.content.get() {
             return Ok(d.clone());
         }
+        tracing::info!(
+            "{}: no content digest recorded (a store another tool or an older tmca wrote): \
+             computing it from its {} samples; `tmca data validate --record` records it",
+            self.path.display(),
+            self.len()
+        );
         let d = self.compute_content_digest()?;
         Ok(self.content.get_or_init(|| d).clone())
     }

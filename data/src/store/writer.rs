@@ -367,6 +367,26 @@ fn attributes(info: &StoreInfo, n: usize, complete: bool) -> Result<serde_json::
     Ok(v)
 }
 
+/// Records `digest` (the store's content digest, computed from its samples) in the attributes
+/// of the store at `path`, which has none: its `zarr.json` is replaced whole (written beside,
+/// then renamed), nothing else changes.
+pub fn record_content_digest(path: &Path, digest: &str) -> Result<()> {
+    let meta = path.join("zarr.json");
+    let text = std::fs::read_to_string(&meta).map_err(|e| DataError::io(&meta, e))?;
+    let mut v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| DataError::bad(&meta, e.to_string()))?;
+    let attrs = v
+        .get_mut("attributes")
+        .and_then(|a| a.get_mut(ATTR_KEY))
+        .and_then(|a| a.as_object_mut())
+        .ok_or_else(|| DataError::bad(&meta, format!("no '{ATTR_KEY}' attributes")))?;
+    attrs.insert(CONTENT_KEY.into(), digest.into());
+    let out = serde_json::to_string_pretty(&v).map_err(|e| DataError::bad(&meta, e.to_string()))?;
+    let tmp = path.join(".zarr.json.tmp");
+    std::fs::write(&tmp, out + "\n").map_err(|e| DataError::io(&tmp, e))?;
+    std::fs::rename(&tmp, &meta).map_err(|e| DataError::io(&meta, e))
+}
+
 /// Whether `--force` may replace `path`: a tmca store (complete or not: its group metadata
 /// carries the `tmca` attribute) or an empty folder. Never a file or a folder of other things.
 pub fn replaceable(path: &Path) -> bool {

@@ -20,7 +20,7 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
             print!("{}", inspect::inspect(&s, &Bar::default())?);
             Ok(())
         }
-        DataCommand::Validate { store } => {
+        DataCommand::Validate { store, record } => {
             let s = Store::open(&store)?;
             let v = validate::validate(&s, &Bar::default())?;
             for p in &v.problems {
@@ -28,6 +28,14 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
             }
             if v.is_ok() {
                 println!("{}: {} samples, no problems", store.display(), v.checked);
+                match (&v.content, record, s.content_digest_recorded()) {
+                    (Some(d), true, false) => {
+                        tmca_data::store::record_content_digest(&store, d)?;
+                        println!("recorded its content digest: sha256 {d}");
+                    }
+                    (_, true, true) => println!("its content digest was already recorded"),
+                    _ => {}
+                }
                 Ok(())
             } else {
                 Err(ValidationFailed(v.problems.len()))
