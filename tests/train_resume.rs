@@ -106,6 +106,18 @@ fn resume_is_bit_exact_and_bad_checkpoints_are_refused() {
     let p = sessions[1].provenance.as_ref().unwrap();
     assert_eq!((p.device.as_str(), p.ranks), ("cpu", 1));
     assert!(sessions[1].started_unix >= sessions[0].started_unix && sessions[0].started_unix > 0);
+    // A fresh start where an earlier run left a history but no checkpoint begins a new one.
+    let fresh = dir.path().join("c");
+    std::fs::create_dir_all(&fresh).unwrap();
+    std::fs::write(
+        fresh.join("sessions.jsonl"),
+        "{\"started_unix\":1,\"from_step\":0,\"provenance\":null}\n",
+    )
+    .unwrap();
+    run(&config(&fresh, &data, ""), Resume::No, Some(1));
+    let history = tmca_trainer::train::sessions::read(&fresh).unwrap();
+    assert_eq!(history.len(), 1, "{history:?}");
+    assert!(history[0].started_unix > 1);
     assert_eq!(
         weights(s.last_checkpoint.as_ref().unwrap()),
         weights(second.last_checkpoint.as_ref().unwrap()),

@@ -681,9 +681,22 @@ pub fn convert(opts: &ConvertOptions, progress: &dyn Progress) -> Result<Convert
     let source = check_destination(opts)?;
     let plan = plan(opts, progress)?;
     check_sources(&plan, &opts.output)?;
-    let bits = match opts.bit_depth {
-        Some(b) => Some(b),
-        None => dataset_bit_depth(&plan, progress)?,
+    let found = dataset_bit_depth(&plan, progress)?;
+    let bits = match (opts.bit_depth, found) {
+        (Some(b), Some(f)) if f > b => {
+            tracing::warn!(
+                "--bit-depth {b}: the 16-bit images hold values up to {f} bits; values of \
+                 {} and above saturate at 255",
+                1u32 << b
+            );
+            Some(b)
+        }
+        (Some(_), None) => {
+            tracing::warn!("--bit-depth has no effect: there are no 16-bit images");
+            None
+        }
+        (Some(b), Some(_)) => Some(b),
+        (None, f) => f,
     };
     let info = store_info(opts, &source, plan.val_from_train, bits);
     let wopts = WriteOptions {

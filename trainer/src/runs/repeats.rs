@@ -119,10 +119,15 @@ pub fn repeat_groups(runs: &[RunOverview]) -> Vec<RepeatGroup> {
             };
             let (mut m, mut duplicates) = (Vec::new(), Vec::new());
             for r in all {
-                if m.iter().any(|x: &&RunOverview| key(x) == key(r)) {
-                    duplicates.push(r.dir.clone());
-                } else {
-                    m.push(r);
+                match m.iter().position(|x: &&RunOverview| key(x) == key(r)) {
+                    // Of two runs of one seed, the one with a test evaluation counts (a
+                    // finished rerun over a crashed first attempt).
+                    Some(k) if m[k].test.is_none() && r.test.is_some() => {
+                        duplicates.push(m[k].dir.clone());
+                        m[k] = r;
+                    }
+                    Some(_) => duplicates.push(r.dir.clone()),
+                    None => m.push(r),
                 }
             }
             (m, duplicates)
@@ -245,6 +250,12 @@ mod tests {
         assert!(
             repeats_table(&g2).contains("Left out as reruns of a seed and fold already counted")
         );
+        // The rerun with a test evaluation counts rather than a first attempt without one.
+        let mut tested = again.clone();
+        tested[2].test = Some(ResultRecord::new(960, &[]));
+        let g3 = repeat_groups(&tested);
+        assert!(g3[0].runs.contains(&PathBuf::from("s1-again")), "{g3:?}");
+        assert_eq!(g3[0].duplicates, [PathBuf::from("s1")]);
         // Two runs of one seed only: no repeats at all.
         assert!(repeat_groups(&[run("a", 4, 0.1), run("b", 4, 0.1)]).is_empty());
         // A repeat with one test evaluation shows its value alone, no "± 0.0000".

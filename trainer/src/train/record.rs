@@ -31,6 +31,11 @@ pub(super) fn record_start(
             .collect();
         tracing::info!("resuming with changed settings: {}", said.join(", "));
     }
+    if step == 0 && matches!(resume, Resume::No) {
+        // A fresh start: an earlier history in this directory (a run that never reached a
+        // checkpoint) is not this run's, as validation.jsonl starts over too.
+        super::sessions::clear(&cfg.run.dir)?;
+    }
     super::sessions::append(
         &cfg.run.dir,
         &super::sessions::SessionRecord {

@@ -60,6 +60,15 @@ pub fn append(run_dir: &Path, record: &SessionRecord) -> Result<()> {
         .map_err(|e| TrainError::io(&p, e))
 }
 
+/// Removes the run's file (a fresh start's history begins with it).
+pub fn clear(run_dir: &Path) -> Result<()> {
+    let p = run_dir.join(FILE);
+    match std::fs::remove_file(&p) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(TrainError::io(&p, e)),
+        _ => Ok(()),
+    }
+}
+
 /// The sessions recorded in `run_dir`, oldest first (none when the file is absent; a line
 /// that does not parse is skipped: the file is a history, not an input).
 pub fn read(run_dir: &Path) -> Result<Vec<SessionRecord>> {
