@@ -393,7 +393,7 @@ fn validate_names_a_bad_mask_and_a_duplicate_image() {
     };
     assert_contains(&find("sample 3 "), &["synth-xray-000003", "7", "mask"]);
     find("content has changed since it was written");
-    assert_contains(&r.stderr, &["2 problems"]);
+    assert_contains(&r.stderr, &["2 problem(s)"]);
 
     // Sample 4's image becomes a copy of sample 0's.
     let image = open_array(&store, "image");

@@ -26,7 +26,7 @@ pub fn check(saved: &Manifest, now: &Manifest, path: &std::path::Path, world: us
 /// The training data a run's loader position and sampling refer to (see [`Manifest::data`]).
 /// Each dataset: its name, training samples, content digest (which data, whatever the path),
 /// stored image channels and the bit depth its 16-bit images were imported at (how new images
-/// are prepared for the model; `null` when it had none).
+/// are prepared for the model; absent when it had none).
 pub fn data_config(
     cfg: &crate::config::Config,
     stores: &[std::sync::Arc<tmca_data::store::Store>],
@@ -36,13 +36,16 @@ pub fn data_config(
         .iter()
         .zip(train_samples)
         .map(|(s, idx)| {
-            Ok(serde_json::json!({
+            let mut d = serde_json::json!({
                 "name": s.info().name,
                 "train_samples": idx.len(),
                 "content": s.content_digest()?,
                 "channels": s.info().channels,
-                "bit_depth": s.info().provenance.get("bit_depth"),
-            }))
+            });
+            if let Some(b) = s.info().provenance.get("bit_depth") {
+                d["bit_depth"] = b.clone();
+            }
+            Ok(d)
         })
         .collect::<Result<Vec<serde_json::Value>>>()?;
     Ok(serde_json::json!({
