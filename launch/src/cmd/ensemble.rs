@@ -108,7 +108,7 @@ pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
         table(results)
     );
     let mut record = super::train::eval_record(first, &a.checkpoint, results, a.tta);
-    record.stores = evaluated.stores.clone();
+    record.stores = evaluated.stores;
     record.min_area = a.min_area;
     record.ensemble = Some(a.runs.iter().map(|r| r.display().to_string()).collect());
     record.sweep = sweep.as_ref().map(ThresholdSweep::rows);

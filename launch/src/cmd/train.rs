@@ -194,10 +194,11 @@ pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
     let mut record = eval_record(&trained, &a.checkpoint, results, a.tta);
     record.min_area = a.min_area;
     record.sweep = sweep.as_ref().map(ThresholdSweep::rows);
-    record.run = Some(run.display().to_string());
-    record.stores = evaluated.stores.clone();
     // The run's own stores, or stores given with --store that hold the data it was trained on.
-    if a.store.is_empty() || evaluated.on_trained_stores(&trained) {
+    let own = a.store.is_empty() || evaluated.on_trained_stores(&trained);
+    record.run = Some(run.display().to_string());
+    record.stores = evaluated.stores;
+    if own {
         let mut name = eval_record_name(
             record.checkpoint.as_deref().unwrap_or("best"),
             a.split,

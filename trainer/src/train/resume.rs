@@ -96,17 +96,15 @@ fn check_data(saved: &Manifest, now: &Manifest, path: &std::path::Path) -> Resul
     if let (Some(a), Some(b)) = (&saved.data, &now.data) {
         // What older manifests did not record is not compared.
         let fields = crate::checkpoint::differing_shared_fields(a, b);
-        if let Some(i) = fields.iter().find_map(|f| {
-            f.split(' ')
-                .next()?
-                .strip_prefix("datasets.")?
-                .strip_suffix(".content")?
-                .parse::<usize>()
-                .ok()
-        }) {
-            let name = a["datasets"][i]["name"].as_str().unwrap_or("?");
+        // A store whose content changed, named before the field list says so.
+        let stores = |d: &serde_json::Value| d["datasets"].as_array().cloned().unwrap_or_default();
+        let changed = stores(a).into_iter().zip(stores(b)).find(
+            |(x, y)| matches!((x.get("content"), y.get("content")), (Some(p), Some(q)) if p != q),
+        );
+        if let Some((then, now)) = changed {
             let short = |v: &serde_json::Value| {
-                v.as_str()
+                v["content"]
+                    .as_str()
                     .unwrap_or("?")
                     .chars()
                     .take(12)
@@ -115,10 +113,11 @@ fn check_data(saved: &Manifest, now: &Manifest, path: &std::path::Path) -> Resul
             return refuse(
                 "data.stores",
                 format!(
-                    "was trained on other data: the store of {name} now holds other samples (content \
+                    "was trained on other data: the store of {} now holds other samples (content \
                      sha256 {}… then, {}… now: written again, or another store at that path)",
-                    short(&a["datasets"][i]["content"]),
-                    short(&b["datasets"][i]["content"])
+                    then["name"].as_str().unwrap_or("?"),
+                    short(&then),
+                    short(&now)
                 ),
             );
         }
