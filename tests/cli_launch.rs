@@ -173,7 +173,7 @@ fn when_a_rank_dies_every_node_restarts_and_they_meet_again() {
         std::thread::sleep(Duration::from_millis(5));
     }
     // Kill node 1's rank: node 0's rank then loses the ring; both launchers restart.
-    let ranks = children(n1.id());
+    let ranks = common::children(n1.id());
     assert_eq!(ranks.len(), 1, "{ranks:?}");
     Command::new("kill")
         .args(["-KILL", &ranks[0].to_string()])
@@ -208,28 +208,6 @@ fn launch_flags_that_do_not_fit_exit_2() {
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
         assert!(text(&o).contains(msg), "{args:?}: {}", text(&o));
     }
-}
-
-/// The pids of `parent`'s children.
-fn children(parent: u32) -> Vec<u32> {
-    let mut out = vec![];
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        // pid (comm) state ppid …: comm may hold spaces, so split after its ')'.
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<u32>().ok());
-        if ppid == Some(parent) {
-            out.push(pid);
-        }
-    }
-    out
 }
 
 /// Starts `tmca launch` with 2 ranks on `cfg` (whose run directory sits beside it) and returns
@@ -271,7 +249,7 @@ fn a_killed_rank_restarts_all_and_sigterm_stops_all_with_a_checkpoint() {
 
     // Once the first checkpoint is there, kill rank 1 (the launcher's second child).
     let launcher = launch_until_first_checkpoint(&cfg("cut"), &["--max-restarts", "1"]);
-    let mut ranks = children(launcher.id());
+    let mut ranks = common::children(launcher.id());
     ranks.sort();
     assert_eq!(ranks.len(), 2, "{ranks:?}");
     Command::new("kill")
@@ -359,7 +337,7 @@ fn a_rank_stopped_alone_stops_the_launch_without_a_restart() {
     let cfg = write_config(dir.path(), "one", 2, 6);
     common::checkpoint_every_4(&cfg);
     let launcher = launch_until_first_checkpoint(&cfg, &["--max-restarts", "2"]);
-    let mut ranks = children(launcher.id());
+    let mut ranks = common::children(launcher.id());
     ranks.sort();
     assert_eq!(ranks.len(), 2, "{ranks:?}");
     Command::new("kill")
@@ -383,7 +361,7 @@ fn a_rank_that_does_not_stop_is_killed_after_the_grace_time() {
     let cfg = write_config(dir.path(), "hung", 2, 2);
     common::checkpoint_every_4(&cfg);
     let launcher = launch_until_first_checkpoint(&cfg, &["--stop-grace", "2"]);
-    let mut ranks = children(launcher.id());
+    let mut ranks = common::children(launcher.id());
     ranks.sort();
     assert_eq!(ranks.len(), 2, "{ranks:?}");
     let kill = |sig: &str, pid: u32| {

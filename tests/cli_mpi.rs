@@ -130,6 +130,83 @@ fn one_failing_rank_ends_the_job_with_its_error() {
     assert!(text.contains("missing.zarr"), "{text}");
 }
 
+/// A rank that hangs (here stopped with SIGSTOP) ends the job after TMCA_COLLECTIVE_TIMEOUT:
+/// the other rank's watchdog ends it in its next collective, saying why, and mpirun ends the
+/// hung one. Without the watchdog the job waited, silently, until its time limit.
+#[test]
+fn a_hung_rank_ends_the_job_after_the_collective_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), "hung", 2);
+    common::edit_config(&cfg, "epochs = 2", "epochs = 1000");
+    let log = dir.path().join("mpirun.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let mut job = Command::new("mpirun")
+        .args(["-n", "2", "--oversubscribe"])
+        .arg(env!("CARGO_BIN_EXE_tmca"))
+        .args(["train", cfg.to_str().unwrap()])
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .env("RAYON_NUM_THREADS", "1")
+        .env("TMCA_COLLECTIVE_TIMEOUT", "3")
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .expect("mpirun runs");
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let limit = std::time::Duration::from_secs(180);
+    let start = std::time::Instant::now();
+    // Training has begun once the first epoch is validated.
+    let run = dir.path().join("hung");
+    while !run.join("validation.jsonl").is_file() {
+        if start.elapsed() > limit || job.try_wait().unwrap().is_some() {
+            let _ = job.kill();
+            panic!("no validation after 180 s:\n{}", read_log());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let rank1 = common::children(job.id())
+        .into_iter()
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
+                env.split(|&b| b == 0)
+                    .any(|v| v == b"OMPI_COMM_WORLD_RANK=1")
+            })
+        })
+        .expect("rank 1 is a child of mpirun");
+    let kill = |sig: &str| {
+        Command::new("kill")
+            .args([sig, &rank1.to_string()])
+            .status()
+            .unwrap()
+    };
+    assert!(kill("-STOP").success());
+    let stopped = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = job.try_wait().unwrap() {
+            break s;
+        }
+        if stopped.elapsed() > limit {
+            let _ = kill("-KILL");
+            let _ = job.kill();
+            panic!("the job still ran 180 s after rank 1 hung:\n{}", read_log());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let waited = stopped.elapsed();
+    let _ = kill("-KILL");
+    let text = read_log();
+    assert!(!status.success(), "{text}");
+    assert!(
+        text.contains("rank 0 of 2:") && text.contains("waited 3 s for the other ranks"),
+        "{text}"
+    );
+    // Three seconds of timeout, not the default 30 minutes (a bound far from both).
+    assert!(
+        waited < std::time::Duration::from_secs(60),
+        "{waited:?}: {text}"
+    );
+}
+
 /// Submits `script` with `sbatch --wait` and returns its exit status and output file.
 fn sbatch(dir: &Path, name: &str, script: &str) -> (bool, String) {
     let out = dir.join(format!("{name}.out"));

@@ -114,6 +114,13 @@ fn cases() -> Vec<Case> {
                 ..base.clone()
             },
         ),
+        tiny(
+            "cpu-tiny/no-tssd",
+            ModelConfig {
+                target_sensitive: false,
+                ..base.clone()
+            },
+        ),
         // The composed candle ops (the fused kernels' reference) against the mirror too.
         tiny(
             "cpu-tiny/composed-ops",

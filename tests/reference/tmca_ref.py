@@ -63,6 +63,7 @@ class ModelConfig:
     tau_min: float = 0.01
     tau_max: float = 1.0
     background_negatives: bool = True
+    target_sensitive: bool = True
     lte_levels: List[int] = field(default_factory=lambda: [1, 2, 3, 4])
     lte_tau: float = 0.1
     cross_attention: bool = True
@@ -744,7 +745,9 @@ class Tmca(nn.Module):
             for l in self.contrastive.levels:
                 if l in proj:
                     z, u = proj[l]
-                    pooled = masked_pool(z, downsample_mask(masks, *z.shape[-2:]))
+                    # Not target-sensitive: the whole image is the target (no background).
+                    m = masks if self.cfg.target_sensitive else torch.ones_like(masks)
+                    pooled = masked_pool(z, downsample_mask(m, *z.shape[-2:]))
                     contrastive.append(LevelBatch(pooled.target, u, pooled.background,
                                                   pooled.has_background))
 

@@ -15,6 +15,7 @@ mod nccl_group;
 mod rank;
 pub mod store;
 mod tcp_group;
+pub mod watchdog;
 
 pub use device::{bind_device, gpu_count};
 pub use env::{rank_env, RankEnv};

@@ -24,10 +24,13 @@ pub struct MpiGroup {
 }
 
 impl MpiGroup {
-    /// Initialises MPI (collectives from the main thread only: `MPI_THREAD_FUNNELED`).
+    /// Initialises MPI. Collectives come from the main thread only, but the watchdog
+    /// ([`crate::watchdog`]) may end the job with `MPI_Abort` from its own thread while the
+    /// main thread waits in one, which `MPI_THREAD_MULTIPLE` allows; an MPI library that
+    /// provides less gets the watchdog's plain exit instead ([`can_abort_from_any_thread`]).
     fn init() -> Result<Self, WorkerError> {
         let (universe, _) =
-            mpi::initialize_with_threading(Threading::Funneled).ok_or_else(|| {
+            mpi::initialize_with_threading(Threading::Multiple).ok_or_else(|| {
                 WorkerError::Mpi("MPI was already initialised in this process".into())
             })?;
         let world = universe.world();
@@ -40,6 +43,13 @@ impl MpiGroup {
             _universe: universe,
         })
     }
+}
+
+/// Whether MPI is up and may be called from any thread (`MPI_THREAD_MULTIPLE`).
+pub fn can_abort_from_any_thread() -> bool {
+    mpi::environment::is_initialized()
+        && !mpi::environment::is_finalized()
+        && mpi::environment::threading_support() == Threading::Multiple
 }
 
 impl MpiGroup {

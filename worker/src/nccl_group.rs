@@ -157,6 +157,11 @@ impl GradSync for NcclGroup {
         // A fresh buffer (a device-to-device copy): the reduction overwrites it.
         let out = t.to_dtype(DType::F32)?.copy()?;
         out.inplace_op1(&AllReduceAvg { comm: &self.comm })?;
+        // Waited for here, inside the watched collective (crate::watchdog): a peer that never
+        // joins it would otherwise hold this rank at its next read of a value, unwatched.
+        self.stream
+            .synchronize()
+            .map_err(|e| fail("synchronize", e))?;
         Ok(out)
     }
 

@@ -10,6 +10,8 @@
 
 use crate::env::{rank_env, RankEnv, TMCA_LAUNCH};
 use crate::store::StoreClient;
+use crate::tcp_group::COLLECTIVE_TIMEOUT;
+use crate::watchdog::{Expired, Watchdog, Watched};
 use crate::{bind_device, TcpGroup, WorkerError, ATTEMPT_VAR, STORE_VAR};
 use candle_core::Device;
 use tmca_trainer::config::Config;
@@ -39,18 +41,27 @@ impl Rank {
             device
         };
         let device = bind_device(device, env.local_rank)?;
+        let timeout = if env.world > 1 {
+            collective_timeout(&get)?
+        } else {
+            COLLECTIVE_TIMEOUT
+        };
+        // MPI's and NCCL's collectives cannot time out: a watchdog ends a rank that waits too
+        // long in one. The TCP ring's sockets time out themselves.
+        let dog = || Watchdog::start(timeout, env.rank, env.world, end_job);
         let group: Box<dyn GradSync> = if env.world == 1 {
             Box::new(SingleProcess)
         } else if device.is_cuda() {
-            nccl(&env, &device, get)?
+            let dog = dog();
+            let group = dog.watch("joining the NCCL communicator", || nccl(&env, &device, get))?;
+            Box::new(Watched::new(group, dog))
         } else if env.launcher == Some(TMCA_LAUNCH) {
             let (mut store, prefix) = store(&env, get)?;
-            let timeout = collective_timeout(&get)?;
             Box::new(
                 TcpGroup::join(&mut store, &prefix, env.rank, env.world)?.with_timeout(timeout)?,
             )
         } else {
-            mpi(&env)?
+            Box::new(Watched::new(mpi(&env)?, dog()))
         };
         if env.world > 1 {
             tracing::info!(
@@ -106,7 +117,7 @@ impl Rank {
 fn collective_timeout(
     get: &impl Fn(&str) -> Option<String>,
 ) -> Result<std::time::Duration, WorkerError> {
-    use crate::tcp_group::{COLLECTIVE_TIMEOUT, COLLECTIVE_TIMEOUT_VAR};
+    use crate::tcp_group::COLLECTIVE_TIMEOUT_VAR;
     let Some(v) = get(COLLECTIVE_TIMEOUT_VAR) else {
         return Ok(COLLECTIVE_TIMEOUT);
     };
@@ -139,6 +150,27 @@ fn store(
     // As long as a rendezvous waits for a missing rank: nodes may be started minutes apart.
     let client = StoreClient::connect_telling(&addr, crate::store::WAIT, env.local_rank == 0)?;
     Ok((client, format!("attempt{attempt}")))
+}
+
+/// The watchdog's end of a rank whose collective waited too long: said, then the whole MPI
+/// job ended with `MPI_Abort` where MPI allows it from the watchdog's thread (under `srun` as
+/// under `mpirun`), else this process alone (its launcher ends the others).
+fn end_job(e: Expired) {
+    tracing::error!("{e}");
+    if mpi_can_abort() {
+        abort_mpi(1);
+    }
+    crate::watchdog::exit_now(1)
+}
+
+#[cfg(feature = "mpi")]
+fn mpi_can_abort() -> bool {
+    crate::mpi_group::can_abort_from_any_thread()
+}
+
+#[cfg(not(feature = "mpi"))]
+fn mpi_can_abort() -> bool {
+    false
 }
 
 #[cfg(feature = "mpi")]

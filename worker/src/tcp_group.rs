@@ -43,9 +43,10 @@ wire!(f32);
 wire!(f64);
 wire!(u64);
 
-/// Seconds a rank of `tmca launch` waits for a peer in a collective before it fails (default
+/// Seconds a rank waits for its peers in a collective before it fails (default
 /// [`COLLECTIVE_TIMEOUT`]): long enough for rank 0 to write a large checkpoint or generate
-/// data while the others wait.
+/// data while the others wait. The TCP ring's sockets time out; MPI's and NCCL's collectives
+/// are watched ([`crate::watchdog`]).
 pub const COLLECTIVE_TIMEOUT_VAR: &str = "TMCA_COLLECTIVE_TIMEOUT";
 
 /// The default of [`COLLECTIVE_TIMEOUT_VAR`]: 30 minutes (PyTorch's NCCL default is 10).

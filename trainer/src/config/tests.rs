@@ -35,6 +35,17 @@ fn fields_are_checked_by_name() {
     assert_ne!(a.model_hash().unwrap(), h);
 }
 
+/// Checkpoints written before a field was added keep their hash: the embedded default's, as
+/// checkpoints of 2026-11-30 (before `model.target_sensitive`) recorded it. The ablation is
+/// another model.
+#[test]
+fn fields_added_later_leave_older_hashes_alone() {
+    let mut cfg = Config::default_config().unwrap();
+    assert_eq!(cfg.model_hash().unwrap(), "fcadbf3985c3fe85");
+    cfg.model.target_sensitive = false;
+    assert_ne!(cfg.model_hash().unwrap(), "fcadbf3985c3fe85");
+}
+
 /// Values that parse but make no sense are refused naming their field (exit 2 in the
 /// binary), before a run writes anything: NaN and infinities anywhere, negative level
 /// weights, a store listed twice, one value too many, …

@@ -40,6 +40,11 @@ pub struct ModelConfig {
     pub tau_max: f64,
     /// Use each sample's background embedding as an extra negative for its report.
     pub background_negatives: bool,
+    /// `false` = the ablation without target-sensitive semantic distance: each report is
+    /// contrasted with its image's mean embedding over all pixels instead of the mean over its
+    /// target (the mask), so there is no background embedding and no background negative.
+    /// Training only (inference never pools); left out of the model hash when `true`.
+    pub target_sensitive: bool,
     /// Decoder stages (levels 1..=4) with language-guided target enhancement; `[]` disables LTE.
     pub lte_levels: Vec<usize>,
     /// Temperature τ_a of the enhancement map σ((cos − b)/τ_a).
@@ -82,6 +87,7 @@ impl Default for ModelConfig {
             tau_min: 0.01,
             tau_max: 1.0,
             background_negatives: true,
+            target_sensitive: true,
             lte_levels: vec![1, 2, 3, 4],
             lte_tau: 0.1,
             cross_attention: true,

@@ -187,9 +187,16 @@ impl Tmca {
 
         let mut contrastive = Vec::new();
         if let (Some(c), Some(masks)) = (&self.contrastive, &x.masks) {
+            // Without target sensitivity every pixel is "target": the image's mean embedding,
+            // and no background (a full mask has none).
+            let pool_masks = if self.cfg.target_sensitive {
+                masks.clone()
+            } else {
+                masks.ones_like()?
+            };
             for &l in c.levels() {
                 if let Some((z, u)) = zu(l) {
-                    let pooled = profiled::pool(z, masks)?;
+                    let pooled = profiled::pool(z, &pool_masks)?;
                     contrastive.push(LevelBatch {
                         target: pooled.target,
                         text: u.clone(),

@@ -131,6 +131,13 @@ fn ablations() -> Vec<(&'static str, ModelConfig)> {
             "no-background",
             ModelConfig {
                 background_negatives: false,
+                ..base.clone()
+            },
+        ),
+        (
+            "no-tssd",
+            ModelConfig {
+                target_sensitive: false,
                 ..base
             },
         ),
@@ -390,4 +397,47 @@ fn module_gradients_match_finite_differences() {
         }
         check_fd(&vars, &f, 8, 1e-5);
     }
+}
+
+/// Without target sensitivity the contrastive term is the one the target-sensitive model
+/// computes when every pixel is target (the image's mean embedding, no background), and it
+/// differs from the target-sensitive term on the real masks. Only the pooling changes: the
+/// segmentation losses are the same.
+#[test]
+fn without_target_sensitivity_each_report_meets_its_whole_image() {
+    let ts = ModelConfig {
+        preset: "cpu-tiny".into(),
+        ..Default::default()
+    };
+    let agnostic = ModelConfig {
+        target_sensitive: false,
+        ..ts.clone()
+    };
+    let (_, m_ts, vocab) = build(ts, DType::F32, 7);
+    let (_, m_ag, _) = build(agnostic, DType::F32, 7);
+    let (x, groups) = batch(4, 3, 32, vocab, DType::F32, 8);
+    let masks = x.masks.clone().unwrap();
+    let losses = |m: &Tmca, pool: &Tensor| {
+        let x = Inputs {
+            masks: Some(pool.clone()),
+            ..x.clone()
+        };
+        let out = m.forward(&x).unwrap();
+        let l = m.loss(&out, &masks, &groups, None).unwrap();
+        let v = |t: &Tensor| t.to_scalar::<f32>().unwrap();
+        (v(&l.contrastive.unwrap()), v(&l.dice), v(&l.bce))
+    };
+    let ones = masks.ones_like().unwrap();
+    let (ag, ag_dice, ag_bce) = losses(&m_ag, &masks);
+    let (whole, ..) = losses(&m_ts, &ones);
+    let (ts, ts_dice, ts_bce) = losses(&m_ts, &masks);
+    assert!(
+        (ag - whole).abs() <= 1e-6 * whole.abs().max(1.0),
+        "{ag} vs {whole}"
+    );
+    assert!(
+        (ag - ts).abs() > 1e-4,
+        "the pooling changed nothing: {ag} vs {ts}"
+    );
+    assert_eq!((ag_dice, ag_bce), (ts_dice, ts_bce));
 }
