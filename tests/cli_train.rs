@@ -23,9 +23,18 @@ fn check_tensorboard_with_python(run: &Path) {
 fn train_eval_predict_write_what_they_promise() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = common::cli_config(dir.path(), "endoscopy", "", "");
-    let o = tmca(&["train", cfg.to_str().unwrap()]);
+    // As a job script's first submission: --resume with nothing to resume starts, and says so.
+    let o = tmca(&["train", cfg.to_str().unwrap(), "--resume"]);
     assert!(o.status.success(), "{}", text(&o));
     let run = dir.path().join("run");
+    assert!(
+        text(&o).contains(&format!(
+            "--resume: no checkpoint in {} yet, starting a new run",
+            run.join("checkpoints").display()
+        )),
+        "{}",
+        text(&o)
+    );
     for f in [
         "config.toml",
         "tokenizer.json",
@@ -859,7 +868,11 @@ fn a_run_recognises_its_data_by_content() {
 
     let o = tmca(&["eval", run_s, "--store", store.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(!text(&o).contains("recorded in"), "{}", text(&o));
+    assert!(
+        text(&o).contains("not recorded in") && text(&o).contains("--json or --per-image"),
+        "{}",
+        text(&o)
+    );
     assert!(
         !run.join("eval").exists(),
         "another store's results are not the run's"
@@ -917,4 +930,31 @@ fn a_run_recognises_its_data_by_content() {
         "{}",
         text(&o)
     );
+}
+
+/// `tmca config --all` shows every field a run resolves, the switches the embedded default
+/// leaves out included; its output is itself a config that resolves to the same.
+#[test]
+fn config_all_prints_every_field_as_a_run_resolves_it() {
+    let o = tmca(&["config", "--all"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let all = String::from_utf8(o.stdout).unwrap();
+    for field in [
+        "text_guidance = true",
+        "target_sensitive = true",
+        "cross_attention = true",
+        "embed_dim = 32",
+    ] {
+        assert!(all.contains(field), "{field} missing:\n{all}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("all.toml");
+    std::fs::write(&p, all.replace("lambda = 0.1", "lambda = 0.0")).unwrap();
+    let o = tmca(&["config", "--all", p.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let again = String::from_utf8(o.stdout).unwrap();
+    assert_eq!(again, all.replace("lambda = 0.1", "lambda = 0.0"));
+    // A file without --all is a usage error, not silently the default.
+    let o = tmca(&["config", p.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
 }

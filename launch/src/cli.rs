@@ -45,8 +45,9 @@ pub enum Command {
     /// Summarise run directories: model, steps, best validation value (of `train.select`) and
     /// the latest test evaluation of each (for comparing runs of a sweep).
     Runs(RunsArgs),
-    /// Print the embedded default config (a starting point for your own).
-    Config,
+    /// Print the embedded default config (a starting point for your own), or with `--all`
+    /// every field of a config as a run resolves it.
+    Config(ConfigArgs),
     /// Create, import and look at dataset stores.
     #[command(subcommand)]
     Data(DataCommand),
@@ -526,6 +527,17 @@ impl CompareMetric {
     pub fn is_distance(self) -> bool {
         matches!(self, CompareMetric::Hd95 | CompareMetric::Assd)
     }
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// Print every field with its value (defaults and the preset's sizes filled in, as the
+    /// run directory's config.toml keeps them) instead of the commented default.
+    #[arg(long)]
+    pub all: bool,
+    /// With `--all`: the config file to resolve (default: the embedded default config).
+    #[arg(requires = "all")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -35,8 +35,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Runs(a) => runs::run(&a),
         Command::Compare(a) => compare::run(&a),
         Command::Export(a) => export::run(&a),
-        Command::Config => {
+        Command::Config(a) if !a.all => {
             print!("{}", tmca_trainer::config::DEFAULT_CONFIG);
+            Ok(())
+        }
+        Command::Config(a) => {
+            let cfg = match &a.config {
+                Some(p) => tmca_trainer::config::Config::load(p)?,
+                None => tmca_trainer::config::Config::default_config()?,
+            };
+            print!("{}", cfg.to_toml()?);
             Ok(())
         }
 

@@ -217,6 +217,17 @@ pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
             Ok(p) => eprintln!("recorded in {}", p.display()),
             Err(e) => tracing::warn!("not recorded in the run directory: {e}"),
         }
+    } else {
+        eprintln!(
+            "not recorded in {}/eval: the --store stores are not exactly the data the run \
+             was trained on (all its stores, or copies of them); the results are printed{}",
+            run.display(),
+            if a.json.is_some() || a.per_image.is_some() {
+                " and written where asked"
+            } else {
+                ", --json or --per-image keep them"
+            }
+        );
     }
     if let Some(s) = &sweep {
         print_sweep(s, a.split);

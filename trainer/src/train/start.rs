@@ -136,6 +136,14 @@ impl Session {
             Resume::From(p) => Some(Checkpointer::load(p, device)?),
         };
         let mut resumed_state = None;
+        if loaded.is_none() && matches!(opts.resume, Resume::Latest) && rank0 {
+            // A job script resumes on every submission, the first one included; a mistyped
+            // run directory starts afresh too, so say which it is.
+            tracing::info!(
+                "--resume: no checkpoint in {} yet, starting a new run",
+                ckpt.dir().display()
+            );
+        }
         match loaded {
             None => setup::pretrained_image_encoder(cfg, &params, rank0)?,
             Some(l) => {
