@@ -337,6 +337,16 @@ fn train_eval_predict_write_what_they_promise() {
         )
     );
     assert!(fields[10].starts_with("best t=0.50 @ "), "{csv}");
+    // JSON: the runs with their reported evaluation, and the sets of repeats (none here).
+    let o = tmca(&["runs", dir.path().to_str().unwrap(), "--format", "json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["runs"][0]["dir"], run.to_str().unwrap());
+    assert_eq!(
+        j["runs"][0]["test"]["mean_dice_per_image"],
+        plain["mean_dice_per_image"]
+    );
+    assert_eq!(j["repeats"], serde_json::json!([]));
     let o = tmca(&["runs", dir.path().join("data").to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("no run directory"), "{}", text(&o));

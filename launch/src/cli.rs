@@ -555,8 +555,10 @@ pub enum RunsFormat {
     /// A Markdown table.
     #[value(name = "md")]
     Markdown,
+    /// One line per run (no repeat groups).
     Csv,
-    /// An array of objects with every field, including the test evaluation per dataset.
+    /// `{"runs": [...], "repeats": [...]}`: every run with every field, its test evaluation
+    /// per dataset included, and the sets of repeats with each run's values.
     Json,
 }
 

@@ -198,7 +198,7 @@ fn table(a: &CompareArgs, rows: &[Row]) -> String {
         CompareMetric::Assd => "ASSD in pixels (lower is better)",
     };
     let mut s = format!(
-        "A = {}, B = {}; per-image {metric}; B − A with a 95% paired-bootstrap interval ({} resamples); Wilcoxon signed-rank test, two-sided\n\n",
+        "A = {}, B = {}; per-image {metric}; B − A with a 95% paired-bootstrap interval ({} resamples); Wilcoxon signed-rank test, two-sided; \"all images\" counts every image once (tmca eval's overall value averages the datasets)\n\n",
         a.a.display(),
         a.b.display(),
         a.bootstrap

@@ -29,7 +29,13 @@ pub fn run(a: &RunsArgs) -> anyhow::Result<()> {
     match a.format {
         RunsFormat::Markdown => print!("{}{}", table(&runs), repeats_table(&repeat_groups(&runs))),
         RunsFormat::Csv => print!("{}", csv(&runs)),
-        RunsFormat::Json => println!("{}", serde_json::to_string_pretty(&runs)?),
+        RunsFormat::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "runs": runs,
+                "repeats": repeat_groups(&runs),
+            }))?
+        ),
     }
     Ok(())
 }

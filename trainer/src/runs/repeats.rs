@@ -35,10 +35,28 @@ impl Spread {
     }
 }
 
+/// One run of a [`RepeatGroup`] and its values that went into the group's means.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Member {
+    pub run: PathBuf,
+    pub seed: Option<String>,
+    pub fold: Option<String>,
+    pub best_val: Option<f64>,
+    /// Of its test evaluation of the group's protocol ([`RepeatGroup::tested`]).
+    pub test_dice: Option<f64>,
+    pub test_hd95: Option<f64>,
+}
+
 /// Two or more runs of one setting.
 #[derive(Debug, Clone, Serialize)]
 pub struct RepeatGroup {
     pub runs: Vec<PathBuf>,
+    /// The config fields (`key=value`) in which this setting differs from the other runs
+    /// listed (seed and fold aside): which ablation or variant it is; empty when all runs
+    /// listed are of one setting.
+    pub setting: Vec<String>,
+    /// Each run's values, in `runs` order.
+    pub members: Vec<Member>,
     /// Which of `run.seed` and `data.fold` vary among them.
     pub varying: Vec<String>,
     /// Of the best validation values of the runs' `train.select` (the same for all of them).
@@ -144,8 +162,33 @@ pub fn repeat_groups(runs: &[RunOverview]) -> Vec<RepeatGroup> {
                 .collect();
             let (tested, tests) = common_tests(&m).unzip();
             let tests = tests.unwrap_or_default();
+            let finite = |x: f64| Some(x).filter(|x| x.is_finite());
+            let members = m
+                .iter()
+                .enumerate()
+                .map(|(k, r)| Member {
+                    run: r.dir.clone(),
+                    seed: r.config.get("run.seed").cloned(),
+                    fold: r.config.get("data.fold").cloned(),
+                    best_val: r.best_val,
+                    test_dice: tests.get(k).and_then(|t| finite(t.mean_dice_per_image)),
+                    test_hd95: tests.get(k).and_then(|t| finite(t.mean_hd95_per_image())),
+                })
+                .collect();
+            let setting = m[0]
+                .differs
+                .iter()
+                .filter(|d| {
+                    !REPEAT_FIELDS
+                        .iter()
+                        .any(|f| d.strip_prefix(f).is_some_and(|v| v.starts_with('=')))
+                })
+                .cloned()
+                .collect();
             RepeatGroup {
                 runs: m.iter().map(|r| r.dir.clone()).collect(),
+                setting,
+                members,
                 varying,
                 best_val: Spread::of(m.iter().filter_map(|r| r.best_val)),
                 select: m[0].select,
@@ -172,14 +215,19 @@ pub fn repeats_table(groups: &[RepeatGroup]) -> String {
         |s: Option<Spread>, digits: usize| s.map_or_else(|| "–".into(), |s| spread(s, digits));
     let mut out = String::from(
         "\nRepeats of one setting (configs equal but for the seed or fold), mean ± sd:\n\n\
-         | runs | varying | best val (train.select) | test Dice (per-image) | test HD95 px | tested |\n\
-         |---|---|---|---|---|---|\n",
+         | runs | setting | varying | best val (train.select) | test Dice (per-image, mean over datasets) | test HD95 px | tested |\n\
+         |---|---|---|---|---|---|---|\n",
     );
     for g in groups {
         let first = g.runs[0].display().to_string();
         out.push_str(&format!(
-            "| {first} and {} more | {} | {} | {} | {} | {} |\n",
+            "| {first} and {} more | {} | {} | {} | {} | {} | {} |\n",
             g.runs.len() - 1,
+            if g.setting.is_empty() {
+                "–".to_string()
+            } else {
+                g.setting.join(" ")
+            },
             g.varying.join(", "),
             match g.best_val {
                 Some(b) => super::best_cell(Some(b.mean), g.select, true, |_, d| spread(b, d)),
@@ -232,7 +280,7 @@ mod tests {
         assert_eq!(g[0].test_dice, None);
         let t = repeats_table(&g);
         assert!(
-            t.contains("| s0 and 2 more | run.seed | 0.6000 ± 0.1000 (n=3) | – | – | no test evaluation common to all |"),
+            t.contains("| s0 and 2 more | – | run.seed | 0.6000 ± 0.1000 (n=3) | – | – | no test evaluation common to all |"),
             "{t}"
         );
         assert!(repeats_table(&repeat_groups(&runs[3..])).is_empty());
@@ -309,5 +357,50 @@ mod tests {
         let g = repeat_groups(&runs);
         assert_eq!((g[0].test_dice, g[0].tested.as_deref()), (None, None));
         assert!(repeats_table(&g).contains("no test evaluation common to all"));
+    }
+
+    /// A group says which setting it is (the ablation's switch) and each run's values, so a
+    /// table built from `--format json` takes the same numbers as the mean ± sd line.
+    #[test]
+    fn a_group_names_its_setting_and_each_runs_values() {
+        let record = |dice: f64| {
+            let mut r = ResultRecord::new(960, &[]);
+            (r.checkpoint, r.threshold) = (Some("best".into()), Some(0.5));
+            r.mean_dice_per_image = dice;
+            r
+        };
+        let mut runs = vec![
+            run("a0", 0, 0.1),
+            run("a1", 1, 0.1),
+            run("b0", 0, 0.0),
+            run("b1", 1, 0.0),
+        ];
+        for (r, v) in runs.iter_mut().zip([0.5, 0.7, 0.4, 0.6]) {
+            r.best_val = Some(v);
+        }
+        runs[0].tests = vec![record(0.8)];
+        runs[1].tests = vec![record(0.6)];
+        super::super::mark_differences(&mut runs);
+        let g = repeat_groups(&runs);
+        assert_eq!(g.len(), 2, "{g:?}");
+        assert_eq!(g[0].setting, ["model.lambda=0.1"]);
+        assert_eq!(g[1].setting, ["model.lambda=0.0"]);
+        assert_eq!(
+            g[0].members[1],
+            Member {
+                run: "a1".into(),
+                seed: Some("1".into()),
+                fold: None, // no cross-validation
+                best_val: Some(0.7),
+                test_dice: Some(0.6),
+                test_hd95: None,
+            }
+        );
+        assert_eq!(g[1].members[0].test_dice, None);
+        let t = repeats_table(&g);
+        assert!(
+            t.contains("| a0 and 1 more | model.lambda=0.1 | run.seed |"),
+            "{t}"
+        );
     }
 }

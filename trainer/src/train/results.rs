@@ -94,7 +94,10 @@ impl ResultRecord {
     /// Mean over datasets of the per-image HD95 (NaN for results written before the
     /// distances existed).
     pub fn mean_hd95_per_image(&self) -> f64 {
-        let n = self.datasets.len().max(1) as f64;
+        if self.datasets.is_empty() {
+            return f64::NAN;
+        }
+        let n = self.datasets.len() as f64;
         self.datasets
             .iter()
             .map(|d| d.summary.hd95_per_image)
