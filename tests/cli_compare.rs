@@ -200,3 +200,39 @@ fn compare_agrees_with_scipy_and_refuses_other_images() {
     let o = child.wait_with_output().unwrap();
     assert!(!text(&o).contains("panicked"), "{}", text(&o));
 }
+
+/// Files of `tmca eval --per-image` name their model and protocol: compare shows them and
+/// says when A and B were evaluated differently (another threshold here).
+#[test]
+fn compare_names_the_models_and_flags_different_protocols() {
+    let dir = tempfile::tempdir().unwrap();
+    let header = "dataset,index,source_name,dice,iou,hd95,assd,predicted_pixels,mask_pixels,report,model,protocol\n";
+    let file = |name: &str, model: &str, protocol: &str, shift: f64| {
+        let mut s = header.to_string();
+        for i in 0..8 {
+            let d = 0.1 * i as f64 + shift;
+            writeln!(
+                s,
+                "x,{i},img{i}.png,{d},{d},1,1,1,1,r{i},{model},{protocol}"
+            )
+            .unwrap();
+        }
+        let p = dir.path().join(name);
+        std::fs::write(&p, s).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let a = file("a.csv", "runs/a", "best t=0.50", 0.0);
+    let b = file("b.csv", "runs/b", "best t=0.40", 0.05);
+    let same = file("c.csv", "runs/c", "best t=0.50", 0.05);
+    let o = tmca(&["compare", &a, &b]);
+    assert!(o.status.success(), "{}", text(&o));
+    let md = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(md.contains("a.csv (runs/a, best t=0.50)"), "{md}");
+    assert!(
+        md.contains("Note: A and B were evaluated differently (A: best t=0.50; B: best t=0.40)"),
+        "{md}"
+    );
+    let o = tmca(&["compare", &a, &same]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!text(&o).contains("evaluated differently"), "{}", text(&o));
+}

@@ -115,11 +115,15 @@ fn train_eval_predict_write_what_they_promise() {
     let mut lines = csv.lines();
     assert_eq!(
         lines.next(),
-        Some("dataset,index,source_name,dice,iou,hd95,assd,predicted_pixels,mask_pixels,report")
+        Some("dataset,index,source_name,dice,iou,hd95,assd,predicted_pixels,mask_pixels,report,model,protocol")
     );
     let rows: Vec<Vec<f64>> = lines
         .map(|l| {
             assert!(l.starts_with("synth-endoscopy,"), "{l}");
+            assert!(
+                l.ends_with(&format!(",{},best t=0.50", run.display())),
+                "{l}"
+            );
             let f: Vec<&str> = l.split(',').collect();
             (3..7).map(|i| f[i].parse().unwrap()).collect()
         })

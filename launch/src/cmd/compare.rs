@@ -6,12 +6,14 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use tmca_trainer::metrics::paired::{compare, Paired};
 
-/// (dataset, index) → score, datasets in file order, and (dataset, index) → the image there
-/// (its source name and report, where the file has those columns).
+/// (dataset, index) → score, datasets in file order, (dataset, index) → the image there
+/// (its source name and report, where the file has those columns), and the model and
+/// evaluation protocol of the file (its first row's, where it has those columns).
 type Scores = (
     Vec<String>,
     BTreeMap<(String, usize), f64>,
     BTreeMap<(String, usize), (String, String)>,
+    Option<(String, String)>,
 );
 
 fn read(path: &Path, metric: CompareMetric) -> anyhow::Result<Scores> {
@@ -42,6 +44,8 @@ fn read(path: &Path, metric: CompareMetric) -> anyhow::Result<Scores> {
         }
     })?;
     let who = (col("source_name").ok(), col("report").ok());
+    let made = (col("model").ok(), col("protocol").ok());
+    let mut made_by = None;
     let mut order = Vec::new();
     let mut scores = BTreeMap::new();
     let mut images = BTreeMap::new();
@@ -83,11 +87,14 @@ fn read(path: &Path, metric: CompareMetric) -> anyhow::Result<Scores> {
         if let (Some(n), Some(r)) = who {
             images.insert((name, index), (field(n).to_string(), field(r).to_string()));
         }
+        if let (Some(m), Some(p), None) = (made.0, made.1, &made_by) {
+            made_by = Some((field(m).to_string(), field(p).to_string()));
+        }
     }
     if scores.is_empty() {
         return Err(bad("no rows".into()).into());
     }
-    Ok((order, scores, images))
+    Ok((order, scores, images, made_by))
 }
 
 /// Pairs whose files name another image or report at the same place: scores of different
@@ -158,6 +165,10 @@ pub fn run(a: &CompareArgs) -> anyhow::Result<()> {
         )));
     }
     check_same_images(&ra, &rb, &a.a, &a.b)?;
+    let note = protocol_note(&ra.3, &rb.3);
+    if let Some(n) = &note {
+        tracing::warn!("{n}");
+    }
     let mut rows = Vec::new();
     let mut all = (Vec::new(), Vec::new());
     for name in order {
@@ -185,12 +196,37 @@ pub fn run(a: &CompareArgs) -> anyhow::Result<()> {
     }
     match a.format {
         CompareFormat::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
-        CompareFormat::Markdown => print!("{}", table(a, &rows)),
+        CompareFormat::Markdown => print!(
+            "{}{}",
+            table(a, &ra.3, &rb.3, &rows),
+            note.map(|n| format!("\nNote: {n}\n")).unwrap_or_default()
+        ),
     }
     Ok(())
 }
 
-fn table(a: &CompareArgs, rows: &[Row]) -> String {
+/// Says when A and B were evaluated with different protocols (checkpoint, threshold, TTA,
+/// min-area): their difference is then not the models' alone.
+fn protocol_note(a: &Option<(String, String)>, b: &Option<(String, String)>) -> Option<String> {
+    let ((_, pa), (_, pb)) = (a.as_ref()?, b.as_ref()?);
+    (pa != pb).then(|| {
+        format!(
+            "A and B were evaluated differently (A: {pa}; B: {pb}): part of the difference may \
+             come from how they were evaluated, not from the models"
+        )
+    })
+}
+
+fn table(
+    a: &CompareArgs,
+    made_a: &Option<(String, String)>,
+    made_b: &Option<(String, String)>,
+    rows: &[Row],
+) -> String {
+    let name = |f: &Path, m: &Option<(String, String)>| match m {
+        Some((model, protocol)) => format!("{} ({model}, {protocol})", f.display()),
+        None => f.display().to_string(),
+    };
     let metric = match a.metric {
         CompareMetric::Dice => "Dice",
         CompareMetric::Iou => "IoU",
@@ -199,8 +235,8 @@ fn table(a: &CompareArgs, rows: &[Row]) -> String {
     };
     let mut s = format!(
         "A = {}, B = {}; per-image {metric}; B − A with a 95% paired-bootstrap interval ({} resamples); Wilcoxon signed-rank test, two-sided; \"all images\" counts every image once (tmca eval's overall value averages the datasets)\n\n",
-        a.a.display(),
-        a.b.display(),
+        name(&a.a, made_a),
+        name(&a.b, made_b),
         a.bootstrap
     );
     s.push_str("| dataset | images | A | B | B − A | 95% CI | B better / equal / worse | p (Wilcoxon) |\n|---|---|---|---|---|---|---|---|\n");

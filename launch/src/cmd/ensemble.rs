@@ -116,7 +116,16 @@ pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
         super::train::print_sweep(s, a.split);
     }
     if let Some(p) = &a.per_image {
-        tmca_trainer::train::per_image::write_csv(p, &rows)?;
+        let by = tmca_trainer::train::per_image::MadeBy {
+            model: a
+                .runs
+                .iter()
+                .map(|r| r.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" + "),
+            protocol: record.protocol(),
+        };
+        tmca_trainer::train::per_image::write_csv(p, &rows, &by)?;
         eprintln!("{} per-image rows in {}", rows.len(), p.display());
     }
     match &a.json {

@@ -233,7 +233,11 @@ pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
         print_sweep(s, a.split);
     }
     if let Some(p) = &a.per_image {
-        tmca_trainer::train::per_image::write_csv(p, &rows)?;
+        let by = tmca_trainer::train::per_image::MadeBy {
+            model: run.display().to_string(),
+            protocol: record.protocol(),
+        };
+        tmca_trainer::train::per_image::write_csv(p, &rows, &by)?;
         eprintln!("{} per-image rows in {}", rows.len(), p.display());
     }
     if let Some(p) = &a.json {

@@ -51,15 +51,26 @@ pub fn image_results(store: &Store, b: &Batch, scores: &[ImageScores]) -> Vec<Im
         .collect()
 }
 
+/// Which model made the rows and how (the last two columns of every row): `tmca compare`
+/// says when two files were evaluated differently.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MadeBy {
+    /// The run directory, or the runs of an ensemble joined by " + ".
+    pub model: String,
+    /// The checkpoint, threshold, TTA and min-area ([`super::results::ResultRecord::protocol`]).
+    pub protocol: String,
+}
+
 /// The rows as CSV (RFC 4180), with a header; scores in full precision (rounding would make
 /// ties of paired comparisons).
-pub fn to_csv(rows: &[ImageResult]) -> String {
+pub fn to_csv(rows: &[ImageResult], by: &MadeBy) -> String {
     let mut s = String::from(
-        "dataset,index,source_name,dice,iou,hd95,assd,predicted_pixels,mask_pixels,report\n",
+        "dataset,index,source_name,dice,iou,hd95,assd,predicted_pixels,mask_pixels,report,model,protocol\n",
     );
+    let made = format!("{},{}", csv_field(&by.model), csv_field(&by.protocol));
     for r in rows {
         s.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{},{},{},{},{made}\n",
             csv_field(&r.dataset),
             r.index,
             csv_field(&r.source_name),
@@ -76,13 +87,13 @@ pub fn to_csv(rows: &[ImageResult]) -> String {
 }
 
 /// Writes [`to_csv`] to `path` (complete or not at all).
-pub fn write_csv(path: &Path, rows: &[ImageResult]) -> Result<()> {
+pub fn write_csv(path: &Path, rows: &[ImageResult], by: &MadeBy) -> Result<()> {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "per-image.csv".into());
     let tmp = path.with_file_name(format!(".{name}.tmp"));
-    std::fs::write(&tmp, to_csv(rows)).map_err(|e| TrainError::io(&tmp, e))?;
+    std::fs::write(&tmp, to_csv(rows, by)).map_err(|e| TrainError::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e))
 }
 
@@ -104,10 +115,14 @@ mod tests {
             mask_pixels: 30,
             report: "Left lung, \"two\" areas.".into(),
         };
+        let by = MadeBy {
+            model: "runs/a".into(),
+            protocol: "best t=0.50".into(),
+        };
         assert_eq!(
-            to_csv(&[r]),
-            "dataset,index,source_name,dice,iou,hd95,assd,predicted_pixels,mask_pixels,report\n\
-             qata,7,\"a,b.png\",0.5,0.3333333333333333,2.5,1,10,30,\"Left lung, \"\"two\"\" areas.\"\n"
+            to_csv(&[r], &by),
+            "dataset,index,source_name,dice,iou,hd95,assd,predicted_pixels,mask_pixels,report,model,protocol\n\
+             qata,7,\"a,b.png\",0.5,0.3333333333333333,2.5,1,10,30,\"Left lung, \"\"two\"\" areas.\",runs/a,best t=0.50\n"
         );
     }
 }
