@@ -51,7 +51,13 @@ fn fields_added_later_leave_older_hashes_alone() {
 /// weights, a store listed twice, one value too many, …
 #[test]
 fn senseless_values_are_refused_by_field() {
-    let cases: [(&str, &str, &str); 18] = [
+    let cases: [(&str, &str, &str); 19] = [
+        // Text guidance that nothing reads: the image-only model with an idle text encoder.
+        (
+            "lambda = 0.1\ncontrastive_levels = [1, 2, 3, 4]\ncontrastive_weights = [1.0, 1.0, 1.0, 1.0]\nlte_levels = [1, 2, 3, 4]",
+            "lambda = 0.0\ncontrastive_levels = [1, 2, 3, 4]\ncontrastive_weights = [1.0, 1.0, 1.0, 1.0]\nlte_levels = []",
+            "model.text_guidance",
+        ),
         (
             "[optim]\n",
             "[optim]\nweight_decay = nan\n",

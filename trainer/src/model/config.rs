@@ -293,6 +293,16 @@ impl ModelConfig {
                 ),
             ));
         }
+        if self.text_guidance && !self.uses_contrastive() && !self.uses_lte() {
+            // The text encoder would be built and trained on nothing (no gradient reaches it).
+            return Err(bad(
+                "model.text_guidance",
+                "neither the contrastive loss (model.lambda = 0 or contrastive_levels = []) \
+                 nor LTE (model.lte_levels = []) reads the reports: set text_guidance = false \
+                 for the image-only model"
+                    .into(),
+            ));
+        }
         if !matches!(self.ops.as_str(), "fused" | "composed") {
             return Err(bad(
                 "model.ops",

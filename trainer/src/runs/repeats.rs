@@ -215,13 +215,13 @@ pub fn repeats_table(groups: &[RepeatGroup]) -> String {
         |s: Option<Spread>, digits: usize| s.map_or_else(|| "–".into(), |s| spread(s, digits));
     let mut out = String::from(
         "\nRepeats of one setting (configs equal but for the seed or fold), mean ± sd:\n\n\
-         | runs | setting | varying | best val (train.select) | test Dice (per-image, mean over datasets) | test HD95 px | tested |\n\
-         |---|---|---|---|---|---|---|\n",
+         | runs | setting | varying | best val (train.select) | test Dice (per-image, mean over datasets) | test HD95 px | tested | each run's test Dice |\n\
+         |---|---|---|---|---|---|---|---|\n",
     );
     for g in groups {
         let first = g.runs[0].display().to_string();
         out.push_str(&format!(
-            "| {first} and {} more | {} | {} | {} | {} | {} | {} |\n",
+            "| {first} and {} more | {} | {} | {} | {} | {} | {} | {} |\n",
             g.runs.len() - 1,
             if g.setting.is_empty() {
                 "–".to_string()
@@ -237,7 +237,19 @@ pub fn repeats_table(groups: &[RepeatGroup]) -> String {
             cell(g.test_hd95, 2),
             g.tested
                 .as_deref()
-                .unwrap_or("no test evaluation common to all")
+                .unwrap_or("no test evaluation common to all"),
+            if g.test_dice.is_some() {
+                g.members
+                    .iter()
+                    .map(|m| {
+                        m.test_dice
+                            .map_or_else(|| "–".into(), |d| format!("{d:.4}"))
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            } else {
+                "–".into()
+            }
         ));
     }
     let dups: Vec<String> = groups
@@ -280,7 +292,7 @@ mod tests {
         assert_eq!(g[0].test_dice, None);
         let t = repeats_table(&g);
         assert!(
-            t.contains("| s0 and 2 more | – | run.seed | 0.6000 ± 0.1000 (n=3) | – | – | no test evaluation common to all |"),
+            t.contains("| s0 and 2 more | – | run.seed | 0.6000 ± 0.1000 (n=3) | – | – | no test evaluation common to all | – |"),
             "{t}"
         );
         assert!(repeats_table(&repeat_groups(&runs[3..])).is_empty());
@@ -342,7 +354,11 @@ mod tests {
         assert_eq!(g[0].tested.as_deref(), Some("best t=0.50"));
         let d = g[0].test_dice.unwrap();
         assert!((d.mean - 0.7).abs() < 1e-12 && d.n == 3, "{d:?}");
-        assert!(repeats_table(&g).contains("| best t=0.50 |"));
+        assert!(
+            repeats_table(&g).contains("| best t=0.50 | 0.6000 0.7000 0.8000 |"),
+            "{}",
+            repeats_table(&g)
+        );
         // Thresholds each chosen on its own val are one protocol.
         let mut chosen = runs.clone();
         for (r, (d, t)) in chosen.iter_mut().zip([(0.6, 0.3), (0.7, 0.4), (0.8, 0.45)]) {
