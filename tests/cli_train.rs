@@ -566,6 +566,14 @@ OTHER,y
     assert!(text(&o).contains("--resume"), "{}", text(&o));
     let o = tmca(&["train", cfg.to_str().unwrap(), "--resume"]);
     assert!(o.status.success(), "{}", text(&o));
+    // Every recorded test evaluation is in TensorBoard beside the intact training curves
+    // (TensorBoard's own reader).
+    if std::env::var_os("TMCA_SKIP_PYTHON").is_none() {
+        eprint!(
+            "{}",
+            common::python_check("check_test_scalars.py", &[run.as_os_str()])
+        );
+    }
 }
 
 /// `data.folds`: training and validation come from the folds of train ∪ val (12 samples in 4

@@ -3,6 +3,7 @@
 use crate::cli::{EvalArgs, TrainArgs};
 use crate::progress::Bar;
 use anyhow::Context;
+use std::path::Path;
 use std::sync::Arc;
 use tmca_data::store::Store;
 use tmca_data::{NoProgress, Progress};
@@ -217,6 +218,9 @@ pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
             Ok(p) => eprintln!("recorded in {}", p.display()),
             Err(e) => tracing::warn!("not recorded in the run directory: {e}"),
         }
+        if a.split == tmca_data::Split::Test {
+            test_scalars(run, &name, &record);
+        }
     } else {
         eprintln!(
             "not recorded in {}/eval: the --store stores are not exactly the data the run \
@@ -245,6 +249,26 @@ pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
         std::fs::write(p, text + "\n").with_context(|| format!("writing {}", p.display()))?;
     }
     Ok(())
+}
+
+/// A test evaluation's scalars in the run's TensorBoard folder (a file of their own, at the
+/// evaluated weights' step), beside the training curves: `test/…` for the run's protocol,
+/// `test-tta-t0.4/…` and the like for others (the record's name, less the checkpoint), so
+/// the HParams dashboard lines the runs of a sweep up by their test scores too.
+fn test_scalars(run: &Path, record_name: &str, record: &ResultRecord) {
+    let split = format!("-{}", tmca_data::Split::Test);
+    let prefix = record_name
+        .trim_end_matches(".json")
+        .split_once(&split)
+        .map_or_else(
+            || "test".to_string(),
+            |(_, variant)| format!("test{variant}"),
+        );
+    let mut tb = LazyEventWriter::new(run.join("tensorboard"));
+    tmca_trainer::train::record_scalars(&mut tb, &prefix, &record.datasets, record.step);
+    if let Err(e) = tb.flush() {
+        tracing::warn!("test scalars not written to TensorBoard: {e}");
+    }
 }
 
 /// Prints a threshold sweep and the threshold it suggests.

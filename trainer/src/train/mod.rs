@@ -20,6 +20,7 @@ mod step;
 mod step_log;
 pub mod tta;
 mod validation;
+pub use validation::record_scalars;
 
 use crate::checkpoint::{Checkpointer, Manifest};
 use crate::config::Config;

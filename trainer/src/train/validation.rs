@@ -122,7 +122,15 @@ pub(super) fn validate(
             Ok(())
         },
     )?;
-    for r in &results {
+    record_scalars(sink, "val", &results, step);
+    Ok(results)
+}
+
+/// An evaluation's scalars under `prefix` (`val` during training, `test…` from `tmca eval`):
+/// each dataset's metrics as `<prefix>/<dataset>/<metric>`, and every metric `train.select`
+/// can choose by, averaged over the datasets, as `<prefix>/mean_<its name>`.
+pub fn record_scalars(sink: &mut dyn MetricSink, prefix: &str, results: &[EvalResult], step: u64) {
+    for r in results {
         let s = &r.summary;
         for (k, v) in [
             ("dice_per_image", s.dice_per_image),
@@ -132,13 +140,11 @@ pub(super) fn validate(
             ("hd95_per_image", s.hd95_per_image),
             ("assd_per_image", s.assd_per_image),
         ] {
-            sink.scalar(&format!("val/{}/{k}", r.dataset), v, step);
+            sink.scalar(&format!("{prefix}/{}/{k}", r.dataset), v, step);
         }
     }
-    // Every metric `train.select` can choose by, as `val/mean_<its name>`.
     for select in Select::ALL {
-        let name = format!("val/mean_{}", select.name());
-        sink.scalar(&name, select_value(select, &results), step);
+        let name = format!("{prefix}/mean_{}", select.name());
+        sink.scalar(&name, select_value(select, results), step);
     }
-    Ok(results)
 }
