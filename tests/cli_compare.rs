@@ -236,3 +236,82 @@ fn compare_names_the_models_and_flags_different_protocols() {
     assert!(o.status.success(), "{}", text(&o));
     assert!(!text(&o).contains("evaluated differently"), "{}", text(&o));
 }
+
+/// Repeats: `A0 A1 --vs B0 B1` compares the per-image means of each model's repeats — the
+/// same as comparing files holding those means — names the files, and refuses a run given
+/// twice or a count of files that says nothing about the sides.
+#[test]
+fn compare_averages_each_models_repeats_image_by_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let header = "dataset,index,source_name,dice,iou,hd95,assd,predicted_pixels,mask_pixels,report,model,protocol\n";
+    let mut rng = Lcg(11);
+    let n = 40;
+    let mut scores = vec![vec![0.0; n]; 4];
+    for row in scores.iter_mut() {
+        for v in row.iter_mut() {
+            *v = rng.next();
+        }
+    }
+    let write = |name: &str, model: &str, v: &[f64]| {
+        let mut s = header.to_string();
+        for (i, d) in v.iter().enumerate() {
+            let ds = if i < n / 2 { "x" } else { "y" };
+            writeln!(
+                s,
+                "{ds},{i},img{i}.png,{d},{d},1,1,1,1,r{i},{model},best t=0.50"
+            )
+            .unwrap();
+        }
+        let p = dir.path().join(name);
+        std::fs::write(&p, s).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let files: Vec<String> = ["a0", "a1", "b0", "b1"]
+        .iter()
+        .zip(&scores)
+        .map(|(m, v)| write(&format!("{m}.csv"), &format!("runs/{m}"), v))
+        .collect();
+    let mean = |p: usize, q: usize| -> Vec<f64> {
+        (0..n)
+            .map(|i| (scores[p][i] + scores[q][i]) / 2.0)
+            .collect()
+    };
+    let am = write("am.csv", "runs/am", &mean(0, 1));
+    let bm = write("bm.csv", "runs/bm", &mean(2, 3));
+    let json = |args: &[&str]| {
+        let mut all = vec!["compare"];
+        all.extend(args);
+        all.extend(["--format", "json"]);
+        let o = tmca(&all);
+        assert!(o.status.success(), "{}", text(&o));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
+    };
+    let repeats = json(&[&files[0], &files[1], "--vs", &files[2], &files[3]]);
+    assert_eq!(repeats, json(&[&am, &bm]));
+    assert_eq!(repeats.as_array().unwrap().len(), 3, "x, y and all images");
+    let o = tmca(&[
+        "compare", &files[0], &files[1], "--vs", &files[2], &files[3],
+    ]);
+    let md = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        md.contains("A = the per-image mean of 2 files: ")
+            && md.contains("a1.csv (runs/a1); best t=0.50"),
+        "{md}"
+    );
+    // One run twice is no second repeat.
+    let again = dir.path().join("a0-again.csv");
+    std::fs::copy(&files[0], &again).unwrap();
+    let o = tmca(&[
+        "compare",
+        &files[0],
+        again.to_str().unwrap(),
+        "--vs",
+        &files[2],
+        &files[3],
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("are both of runs/a0"), "{}", text(&o));
+    let o = tmca(&["compare", &files[0], &files[1], &files[2]]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--vs"), "{}", text(&o));
+}

@@ -474,10 +474,14 @@ pub struct ExportArgs {
 
 #[derive(Debug, Args)]
 pub struct CompareArgs {
-    /// Per-image results of model A (`tmca eval RUN_A --per-image A.csv`).
-    pub a: PathBuf,
-    /// Per-image results of model B on the same stores and split.
-    pub b: PathBuf,
+    /// Per-image results of model A then of model B (`tmca eval RUN --per-image A.csv`, on
+    /// the same stores and split); with `--vs`, every file of model A's repeats (seeds or
+    /// folds of one setting), each image's score averaged over them.
+    #[arg(required = true, num_args = 1..)]
+    pub files: Vec<PathBuf>,
+    /// Model B's files of repeats (with the files of model A before `--vs`).
+    #[arg(long, num_args = 1..)]
+    pub vs: Vec<PathBuf>,
     /// Score compared: dice, iou, or the boundary distances hd95 and assd (lower is better:
     /// "B better" then counts the images where B's distance is smaller).
     #[arg(long, value_enum, default_value_t = CompareMetric::Dice)]
@@ -491,6 +495,21 @@ pub struct CompareArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = CompareFormat::Markdown)]
     pub format: CompareFormat,
+}
+
+impl CompareArgs {
+    /// The files of A and of B.
+    pub fn sides(&self) -> Result<(&[PathBuf], &[PathBuf]), UsageError> {
+        match (self.files.as_slice(), self.vs.is_empty()) {
+            ([a, b], true) => Ok((std::slice::from_ref(a), std::slice::from_ref(b))),
+            (_, true) => Err(UsageError(format!(
+                "{} files: give two (A.csv B.csv), or model A's repeats, --vs, then model B's \
+                 (A0.csv A1.csv --vs B0.csv B1.csv)",
+                self.files.len()
+            ))),
+            (a, false) => Ok((a, self.vs.as_slice())),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
