@@ -29,7 +29,7 @@ fn train_eval_predict_write_what_they_promise() {
     let run = dir.path().join("run");
     assert!(
         text(&o).contains(&format!(
-            "--resume: no checkpoint in {} yet, starting a new run",
+            "no checkpoint to resume in {}: starting a new run",
             run.join("checkpoints").display()
         )),
         "{}",

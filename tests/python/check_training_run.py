@@ -15,6 +15,8 @@ Checks, against the run's own `config.toml` and best checkpoint manifest:
   * validation.jsonl: the same validations (steps, datasets, every metric) as TensorBoard;
   * validation overlays: RGB PNGs at the training image size that are not blank, and as many
     strips of the enhancement maps (one tile per LTE level);
+  * the overlays' captions (`val/overlay_reports`): one row per overlay with its dataset and
+    report;
   * the resolved config as text, equal to config.toml.
 Exits non-zero with a message on the first failure.
 """
@@ -138,6 +140,15 @@ def main(run):
                   "%s: %dx%dx%d, expected %dx%dx3" % (tag, w, h, ch, size * len(lte), size))
             check(len(set(px)) > 8, "%s at step %d is blank" % (tag, img.step))
 
+    # The overlays' captions: one row per overlay, naming a dataset validated on and a report.
+    check("val/overlay_reports" in tags["tensors"], "overlay captions missing: %r" % tags["tensors"])
+    for event in ea.Tensors("val/overlay_reports"):
+        rows = event.tensor_proto.string_val[0].decode("utf-8").splitlines()[2:]
+        check(len(rows) == len(overlays), "%d caption rows for %d overlays" % (len(rows), len(overlays)))
+        for k, row in enumerate(rows):
+            cells = [c.strip() for c in row.strip("|").split(" | ")]
+            check(cells[0] == str(k) and cells[1] in datasets and cells[3],
+                  "caption row %r (datasets %r)" % (row, datasets))
     check("config" in tags["tensors"], "config text missing: %r" % tags["tensors"])
     text = ea.Tensors("config")[0].tensor_proto.string_val[0].decode("utf-8")
     check(text == "```toml\n%s\n```" % raw_config.decode("utf-8"), "config text differs from config.toml")

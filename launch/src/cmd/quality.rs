@@ -30,6 +30,12 @@ fn variants() -> Vec<Variant> {
             c.model.contrastive_levels = vec![4];
             c.model.contrastive_weights = vec![1.0];
         }),
+        // The levels' losses are summed: weight 4 keeps the contrastive term's total weight.
+        ("single-level (4), weight 4", |c| {
+            c.model.contrastive_levels = vec![4];
+            c.model.contrastive_weights = vec![4.0];
+        }),
+        ("no TSSD", |c| c.model.target_sensitive = false),
         ("no LTE", |c| c.model.lte_levels = vec![]),
         // Augmentation, not an ablation: small rotations on top of the default ones.
         ("TMCA + rotate 20°", |c| c.data.augment.rotate = 20.0),

@@ -140,7 +140,7 @@ impl Session {
             // A job script resumes on every submission, the first one included; a mistyped
             // run directory starts afresh too, so say which it is.
             tracing::info!(
-                "--resume: no checkpoint in {} yet, starting a new run",
+                "no checkpoint to resume in {}: starting a new run",
                 ckpt.dir().display()
             );
         }

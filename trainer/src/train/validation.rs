@@ -76,6 +76,8 @@ pub(super) fn validate(
     step: u64,
 ) -> Result<Vec<EvalResult>> {
     let mut shown = 0usize;
+    // What each overlay shows: its dataset, sample and the report the model read.
+    let mut captions: Vec<String> = Vec::new();
     let want = if sync.rank() == 0 {
         cfg.train.preview_images
     } else {
@@ -89,9 +91,16 @@ pub(super) fn validate(
         spec,
         device,
         sync,
-        &mut |_, b, probs, maps, _| {
+        &mut |store, b, probs, maps, _| {
             let n = want.saturating_sub(shown).min(b.size);
             for row in 0..n {
+                captions.push(format!(
+                    "| {} | {} | {} | {} |",
+                    shown + row,
+                    store.info().name,
+                    b.items[row].index,
+                    b.reports[row].replace('|', "\\|")
+                ));
                 let rgb = overlay::overlay(b, probs, row, &mean, &std, cfg.train.threshold);
                 sink.image(
                     &format!("val/overlay_{}", shown + row),
@@ -122,6 +131,16 @@ pub(super) fn validate(
             Ok(())
         },
     )?;
+    if !captions.is_empty() {
+        sink.text(
+            "val/overlay_reports",
+            &format!(
+                "| overlay and lte image | dataset | sample | report |\n|---|---|---|---|\n{}",
+                captions.join("\n")
+            ),
+            step,
+        );
+    }
     record_scalars(sink, "val", &results, step);
     Ok(results)
 }
