@@ -147,7 +147,9 @@ fn a_hung_rank_ends_the_job_after_the_collective_timeout() {
         .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
         .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
         .env("RAYON_NUM_THREADS", "1")
-        .env("TMCA_COLLECTIVE_TIMEOUT", "3")
+        // Short, but longer than rank 0 alone takes to write a checkpoint here while rank 1
+        // waits in a collective (which counts).
+        .env("TMCA_COLLECTIVE_TIMEOUT", "10")
         .stdout(out.try_clone().unwrap())
         .stderr(out)
         .spawn()
@@ -197,12 +199,14 @@ fn a_hung_rank_ends_the_job_after_the_collective_timeout() {
     let text = read_log();
     assert!(!status.success(), "{text}");
     assert!(
-        text.contains("rank 0 of 2:") && text.contains("waited 3 s for the other ranks"),
+        text.contains("rank 0 of 2:")
+            && text.contains("s for the other ranks")
+            && text.contains("TMCA_COLLECTIVE_TIMEOUT"),
         "{text}"
     );
-    // Three seconds of timeout, not the default 30 minutes (a bound far from both).
+    // Ten seconds of timeout, not the default 30 minutes (a bound far from both).
     assert!(
-        waited < std::time::Duration::from_secs(60),
+        waited >= std::time::Duration::from_secs(10) && waited < std::time::Duration::from_secs(90),
         "{waited:?}: {text}"
     );
 }

@@ -742,6 +742,18 @@ fn a_refused_start_leaves_nothing_and_a_retrain_takes_no_stale_tokenizer() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("data.batch_size"), "{}", text(&o));
     assert!(!run.exists(), "a refused start left {}", run.display());
+    // A text-guided model that nothing reads the reports of: refused before anything is
+    // written.
+    let idle = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("batch_size = 1000", "batch_size = 4")
+        .replace("[model]\n", "[model]\nlambda = 0.0\nlte_levels = []\n");
+    let idle_cfg = dir.path().join("idle.toml");
+    std::fs::write(&idle_cfg, idle).unwrap();
+    let o = tmca(&["train", idle_cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("model.text_guidance"), "{}", text(&o));
+    assert!(!run.exists(), "a refused start left {}", run.display());
 
     common::edit_config(&cfg, "batch_size = 1000", "batch_size = 4");
     common::edit_config(&cfg, "epochs = 2", "epochs = 1");

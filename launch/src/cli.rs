@@ -550,8 +550,9 @@ impl CompareMetric {
 
 #[derive(Debug, Args)]
 pub struct ConfigArgs {
-    /// Print every field with its value (defaults and the preset's sizes filled in, as the
-    /// run directory's config.toml keeps them) instead of the commented default.
+    /// Print the config as a run resolves it (defaults and the preset's sizes filled in, as
+    /// the run directory's config.toml keeps it; optional features left off are not listed)
+    /// instead of the commented default.
     #[arg(long)]
     pub all: bool,
     /// With `--all`: the config file to resolve (default: the embedded default config).

@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """Reads a tmca run's TensorBoard folder with TensorBoard's own reader after `tmca eval` and
-checks that each recorded test evaluation is there beside the training curves.
+checks that each recorded test evaluation of its best checkpoint is there, in the run's
+`eval` sub-run, and that the training curves are untouched.
 
 Usage: check_test_scalars.py RUN_DIR   (run by tests/cli_train.rs after its evaluations)
 
-For every RUN_DIR/eval/<checkpoint>-test[<variant>].json: the scalars `test<variant>/...` at
-the record's step hold its mean per-image Dice and each dataset's metrics (float32 of the
-record's values); the validation curves written by training are all still there (as many
-`val/mean_dice_per_image` points as validation.jsonl has lines).
+For every RUN_DIR/eval/best-test[<variant>].json: the scalars `test<variant>/...` of
+RUN_DIR/tensorboard/eval at the record's step hold its mean per-image Dice and each dataset's
+metrics (float32 of the record's values); the training folder holds no test scalars and as
+many `val/mean_dice_per_image` points as validation.jsonl has lines.
 Exits non-zero with a message on the first failure.
 """
 
@@ -27,10 +28,10 @@ def close(a, b):
 def main(run):
     from tensorboard.backend.event_processing import event_accumulator as ea_mod
 
-    acc = ea_mod.EventAccumulator(os.path.join(run, "tensorboard"), size_guidance={ea_mod.SCALARS: 0})
+    acc = ea_mod.EventAccumulator(os.path.join(run, "tensorboard", "eval"), size_guidance={ea_mod.SCALARS: 0})
     acc.Reload()
     tags = set(acc.Tags()["scalars"])
-    records = sorted(glob.glob(os.path.join(run, "eval", "*-test*.json")))
+    records = sorted(glob.glob(os.path.join(run, "eval", "best-test*.json")))
     check(records, "no test evaluation recorded in %s/eval" % run)
     for path in records:
         rec = json.load(open(path))
@@ -47,9 +48,13 @@ def main(run):
                 t = "%s/%s/%s" % (prefix, d["dataset"], metric)
                 got = {e.step: e.value for e in acc.Scalars(t)}.get(rec["step"])
                 check(got is not None and close(got, d[metric]), "%s: %s %r, record %r" % (name, t, got, d[metric]))
+    train_dir = os.path.join(run, "tensorboard")
+    train = ea_mod.EventAccumulator(train_dir, size_guidance={ea_mod.SCALARS: 0})
+    train.Reload()
+    check(not any(t.startswith("test") for t in train.Tags()["scalars"]), "test scalars among the training curves")
     with open(os.path.join(run, "validation.jsonl")) as f:
         validations = sum(1 for line in f if line.strip())
-    val = acc.Scalars("val/mean_dice_per_image")
+    val = train.Scalars("val/mean_dice_per_image")
     check(len(val) == validations, "val/mean_dice_per_image has %d points, validation.jsonl %d" % (len(val), validations))
     print("test scalars of %d evaluations in TensorBoard" % len(records))
 

@@ -53,7 +53,7 @@ impl Rank {
             Box::new(SingleProcess)
         } else if device.is_cuda() {
             let dog = dog();
-            let group = dog.watch("joining the NCCL communicator", || nccl(&env, &device, get))?;
+            let group = nccl(&env, &device, get, &dog)?;
             Box::new(Watched::new(group, dog))
         } else if env.launcher == Some(TMCA_LAUNCH) {
             let (mut store, prefix) = store(&env, get)?;
@@ -197,11 +197,14 @@ fn mpi(env: &RankEnv) -> Result<Box<dyn GradSync>, WorkerError> {
     })
 }
 
+/// The NCCL group; joining its communicator is watched by `dog` (the id's exchange before it
+/// waits as long as a rendezvous does).
 #[cfg(feature = "nccl")]
 fn nccl(
     env: &RankEnv,
     device: &Device,
     get: impl Fn(&str) -> Option<String>,
+    dog: &Watchdog,
 ) -> Result<Box<dyn GradSync>, WorkerError> {
     use crate::nccl_group::{new_id, IdBytes, NcclGroup};
     let hex = |id: &IdBytes| id.iter().map(|b| format!("{b:02x}")).collect::<String>();
@@ -233,9 +236,10 @@ fn nccl(
     } else {
         mpi_id(env)?
     };
-    Ok(Box::new(NcclGroup::new(
-        device, env.rank, env.world, id, keep,
-    )?))
+    let group = dog.watch("joining the NCCL communicator", || {
+        NcclGroup::new(device, env.rank, env.world, id, keep)
+    })?;
+    Ok(Box::new(group))
 }
 
 /// The NCCL id broadcast from rank 0 over MPI; MPI stays up as long as the group.
@@ -268,6 +272,7 @@ fn nccl(
     env: &RankEnv,
     _device: &Device,
     _get: impl Fn(&str) -> Option<String>,
+    _dog: &Watchdog,
 ) -> Result<Box<dyn GradSync>, WorkerError> {
     Err(WorkerError::NoNccl {
         launcher: env.launcher.unwrap_or("the environment"),

@@ -5,9 +5,11 @@
 //! timeout ends this rank with its message ([`Watched`]), and the launcher then ends the job:
 //! `mpirun` ends the other ranks when one exits with an error, `tmca launch` stops or restarts
 //! them, and the other ranks of an `srun` step reach their own timeout in their next
-//! collective. Only the time inside a collective counts: a long evaluation or checkpoint
-//! between two collectives never fires it. The TCP group of `tmca launch` times out through
-//! its sockets instead (its error names the rank it waited for).
+//! collective. Only this rank's time inside a collective counts — but that includes waiting
+//! there for rank 0 while it alone writes a checkpoint or generates data, which the default
+//! timeout (30 minutes) leaves room for — and time the process spends stopped (a suspended
+//! job) does not. The TCP group of `tmca launch` times out through its sockets instead (its
+//! error names the rank it waited for).
 
 use std::fmt;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -31,10 +33,11 @@ impl fmt::Display for Expired {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "rank {} of {}: {} waited {} s for the other ranks (one of them hung, stopped, or \
-             lost its node or network); ending this rank so that the job ends instead of \
-             waiting until its time limit. `--resume` continues from the newest checkpoint; \
-             TMCA_COLLECTIVE_TIMEOUT sets how long a collective may wait",
+            "rank {} of {}: {} waited {} s for the other ranks (one of them hung, lost its node \
+             or network, or was still busy alone: rank 0 writing a checkpoint or generating \
+             data); ending this rank so that the job ends instead of waiting until its time \
+             limit. `--resume` continues from the newest checkpoint; TMCA_COLLECTIVE_TIMEOUT \
+             sets how long a collective may wait",
             self.rank,
             self.world,
             self.what,
@@ -46,8 +49,9 @@ impl fmt::Display for Expired {
 /// What the watchdog's thread and the watched rank share.
 #[derive(Default)]
 struct State {
-    /// The collective in progress and when it began.
-    armed: Option<(&'static str, Instant)>,
+    /// The collective in progress and its number (each collective gets the next).
+    armed: Option<(&'static str, u64)>,
+    collectives: u64,
     closing: bool,
 }
 
@@ -75,20 +79,32 @@ impl Watchdog {
     ) -> Self {
         let shared: Shared = Arc::default();
         let theirs = shared.clone();
+        // The waiting time is counted in ticks of the watchdog's thread, each at most two
+        // ticks long: time the process spends stopped (SIGSTOP, a SLURM job suspended, Ctrl-Z)
+        // or unscheduled does not count, as it does not for the TCP ring's sockets.
+        let tick = (timeout / 10).clamp(Duration::from_millis(10), Duration::from_secs(1));
         let thread = std::thread::Builder::new()
             .name("tmca-watchdog".into())
             .spawn(move || {
                 let (state, wake) = &*theirs;
                 let mut s = lock(state);
+                let (mut watching, mut waited, mut last) = (None, Duration::ZERO, Instant::now());
                 loop {
                     if s.closing {
                         return;
                     }
-                    let Some((what, since)) = s.armed else {
+                    let Some((what, number)) = s.armed else {
+                        watching = None;
                         s = wake.wait(s).unwrap_or_else(PoisonError::into_inner);
                         continue;
                     };
-                    let waited = since.elapsed();
+                    let now = Instant::now();
+                    if watching != Some(number) {
+                        (watching, waited) = (Some(number), Duration::ZERO);
+                    } else {
+                        waited += (now - last).min(2 * tick);
+                    }
+                    last = now;
                     if waited >= timeout {
                         drop(s);
                         on_expiry(Expired {
@@ -100,7 +116,7 @@ impl Watchdog {
                         return;
                     }
                     s = wake
-                        .wait_timeout(s, timeout - waited)
+                        .wait_timeout(s, tick.min(timeout - waited))
                         .unwrap_or_else(PoisonError::into_inner)
                         .0;
                 }
@@ -115,7 +131,11 @@ impl Watchdog {
     /// Runs the collective `f`, named `what` should it wait too long.
     pub fn watch<T>(&self, what: &'static str, f: impl FnOnce() -> T) -> T {
         let (state, wake) = &*self.shared;
-        lock(state).armed = Some((what, Instant::now()));
+        {
+            let mut s = lock(state);
+            s.collectives += 1;
+            s.armed = Some((what, s.collectives));
+        }
         wake.notify_one();
         let out = f();
         lock(state).armed = None;
@@ -238,6 +258,22 @@ mod tests {
         }
         drop(d);
         assert!(rx.try_recv().is_err(), "fired between collectives");
+    }
+
+    /// Time in which the watchdog's thread cannot run (here: the state held from outside,
+    /// as when the process is stopped) does not count towards the timeout.
+    #[test]
+    fn time_the_watchdog_cannot_run_does_not_count() {
+        let (d, rx) = dog(300);
+        d.watch("suspended", || {
+            std::thread::sleep(Duration::from_millis(50));
+            let held = lock(&d.shared.0);
+            std::thread::sleep(Duration::from_millis(1_000));
+            drop(held);
+            std::thread::sleep(Duration::from_millis(100));
+        });
+        drop(d);
+        assert!(rx.try_recv().is_err(), "a suspension counted as waiting");
     }
 
     #[test]

@@ -123,7 +123,7 @@ pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
                 .map(|r| r.display().to_string())
                 .collect::<Vec<_>>()
                 .join(" + "),
-            protocol: record.protocol(),
+            protocol: record.protocol_with(&a.checkpoint),
         };
         tmca_trainer::train::per_image::write_csv(p, &rows, &by)?;
         eprintln!("{} per-image rows in {}", rows.len(), p.display());

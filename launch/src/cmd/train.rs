@@ -218,7 +218,7 @@ pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
             Ok(p) => eprintln!("recorded in {}", p.display()),
             Err(e) => tracing::warn!("not recorded in the run directory: {e}"),
         }
-        if a.split == tmca_data::Split::Test {
+        if a.split == tmca_data::Split::Test && a.checkpoint == "best" {
             test_scalars(run, &name, &record);
         }
     } else {
@@ -239,7 +239,7 @@ pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
     if let Some(p) = &a.per_image {
         let by = tmca_trainer::train::per_image::MadeBy {
             model: run.display().to_string(),
-            protocol: record.protocol(),
+            protocol: record.protocol_with(&a.checkpoint),
         };
         tmca_trainer::train::per_image::write_csv(p, &rows, &by)?;
         eprintln!("{} per-image rows in {}", rows.len(), p.display());
@@ -251,10 +251,12 @@ pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A test evaluation's scalars in the run's TensorBoard folder (a file of their own, at the
-/// evaluated weights' step), beside the training curves: `test/…` for the run's protocol,
-/// `test-tta-t0.4/…` and the like for others (the record's name, less the checkpoint), so
-/// the HParams dashboard lines the runs of a sweep up by their test scores too.
+/// A test evaluation of the `best` checkpoint as scalars in the run's TensorBoard folder, in
+/// a run of their own (`tensorboard/eval`: a resume never drops them, a live TensorBoard keeps
+/// following the training file): `test/…` for the run's protocol, `test-tta-t0.4/…` and the
+/// like for others (the record's name, less the checkpoint), at the weights' step. The
+/// HParams dashboard offers them as metrics of the run (group `eval`), so the runs of a
+/// sweep line up by their test scores too.
 fn test_scalars(run: &Path, record_name: &str, record: &ResultRecord) {
     let split = format!("-{}", tmca_data::Split::Test);
     let prefix = record_name
@@ -264,7 +266,7 @@ fn test_scalars(run: &Path, record_name: &str, record: &ResultRecord) {
             || "test".to_string(),
             |(_, variant)| format!("test{variant}"),
         );
-    let mut tb = LazyEventWriter::new(run.join("tensorboard"));
+    let mut tb = LazyEventWriter::new(run.join("tensorboard").join("eval"));
     tmca_trainer::train::record_scalars(&mut tb, &prefix, &record.datasets, record.step);
     if let Err(e) = tb.flush() {
         tracing::warn!("test scalars not written to TensorBoard: {e}");

@@ -51,13 +51,7 @@ fn fields_added_later_leave_older_hashes_alone() {
 /// weights, a store listed twice, one value too many, …
 #[test]
 fn senseless_values_are_refused_by_field() {
-    let cases: [(&str, &str, &str); 19] = [
-        // Text guidance that nothing reads: the image-only model with an idle text encoder.
-        (
-            "lambda = 0.1\ncontrastive_levels = [1, 2, 3, 4]\ncontrastive_weights = [1.0, 1.0, 1.0, 1.0]\nlte_levels = [1, 2, 3, 4]",
-            "lambda = 0.0\ncontrastive_levels = [1, 2, 3, 4]\ncontrastive_weights = [1.0, 1.0, 1.0, 1.0]\nlte_levels = []",
-            "model.text_guidance",
-        ),
+    let cases: [(&str, &str, &str); 18] = [
         (
             "[optim]\n",
             "[optim]\nweight_decay = nan\n",
@@ -172,4 +166,31 @@ fn old_manifests_read_their_best_dice() {
     assert_eq!((m.best_val, m.select), (Some(0.25), None));
     let text = serde_json::to_string(&m).unwrap();
     assert!(text.contains("\"best_val\":0.25"), "{text}");
+}
+
+/// Settings that would train something other than asked are refused for a new run, but a
+/// config holding them still loads (a run trained before the check evaluates and resumes).
+#[test]
+fn settings_that_change_nothing_are_refused_for_new_runs_only() {
+    for (from, to, field) in [
+        // Text guidance that nothing reads: the image-only model with an idle text encoder.
+        (
+            "lambda = 0.1\ncontrastive_levels = [1, 2, 3, 4]\ncontrastive_weights = [1.0, 1.0, 1.0, 1.0]\nlte_levels = [1, 2, 3, 4]",
+            "lambda = 0.0\ncontrastive_levels = [1, 2, 3, 4]\ncontrastive_weights = [1.0, 1.0, 1.0, 1.0]\nlte_levels = []",
+            "model.text_guidance",
+        ),
+        (
+            "lambda = 0.1",
+            "lambda = 0.0\ntarget_sensitive = false",
+            "model.target_sensitive",
+        ),
+    ] {
+        let text = DEFAULT_CONFIG.replace(from, to);
+        assert_ne!(text, DEFAULT_CONFIG, "{from}");
+        let cfg = Config::from_toml(&text, Path::new("t.toml")).unwrap();
+        let err = cfg.model.check_new_run().unwrap_err().to_string();
+        assert!(err.contains(field), "{err}");
+    }
+    let cfg = Config::default_config().unwrap();
+    cfg.model.check_new_run().unwrap();
 }

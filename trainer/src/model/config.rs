@@ -293,16 +293,6 @@ impl ModelConfig {
                 ),
             ));
         }
-        if self.text_guidance && !self.uses_contrastive() && !self.uses_lte() {
-            // The text encoder would be built and trained on nothing (no gradient reaches it).
-            return Err(bad(
-                "model.text_guidance",
-                "neither the contrastive loss (model.lambda = 0 or contrastive_levels = []) \
-                 nor LTE (model.lte_levels = []) reads the reports: set text_guidance = false \
-                 for the image-only model"
-                    .into(),
-            ));
-        }
         if !matches!(self.ops.as_str(), "fused" | "composed") {
             return Err(bad(
                 "model.ops",
@@ -343,6 +333,31 @@ impl ModelConfig {
             return Err(bad(
                 "text.tokenizer",
                 "not used with text.encoder = \"bert\": the BERT's own vocabulary (text.bert_dir) tokenises; remove one of them".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Settings that load but would train something other than asked: refused when a run
+    /// starts afresh, not when a config is read (a run trained before these checks still
+    /// evaluates and resumes).
+    pub fn check_new_run(&self) -> Result<()> {
+        if self.text_guidance && !self.uses_contrastive() && !self.uses_lte() {
+            // The text encoder would be built and trained on nothing (no gradient reaches it).
+            return Err(bad(
+                "model.text_guidance",
+                "neither the contrastive loss (model.lambda = 0 or contrastive_levels = []) \
+                 nor LTE (model.lte_levels = []) reads the reports: set text_guidance = false \
+                 for the image-only model"
+                    .into(),
+            ));
+        }
+        if !self.target_sensitive && !self.uses_contrastive() {
+            return Err(bad(
+                "model.target_sensitive",
+                "false changes nothing without the contrastive loss (text_guidance, lambda > 0, \
+                 contrastive_levels): leave it out"
+                    .into(),
             ));
         }
         Ok(())

@@ -104,6 +104,32 @@ fn common_tests<'a>(m: &[&'a RunOverview]) -> Option<(String, Vec<&'a ResultReco
     })
 }
 
+/// The fields (`key=value`) that set `run`'s setting apart from the others `runs` lists:
+/// those where its value is not the one most of the runs share (every varying field, when no
+/// value is shared by more runs than any other). In an ablation folder, one group's switch.
+fn setting_of(run: &RunOverview, runs: &[RunOverview]) -> Vec<String> {
+    run.differs
+        .iter()
+        .filter_map(|d| d.split_once('='))
+        .filter(|(k, _)| !REPEAT_FIELDS.contains(k))
+        .filter(|(k, v)| {
+            let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
+            for r in runs {
+                *counts
+                    .entry(r.config.get(*k).map_or("-", String::as_str))
+                    .or_default() += 1;
+            }
+            let top = counts.values().copied().max().unwrap_or(0);
+            let mut most = counts.iter().filter(|(_, n)| **n == top);
+            match (most.next(), most.next()) {
+                (Some((common, _)), None) => common != v,
+                _ => true,
+            }
+        })
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect()
+}
+
 /// The groups of two or more `runs` whose configs agree but for [`REPEAT_FIELDS`], in the
 /// order of their first run.
 pub fn repeat_groups(runs: &[RunOverview]) -> Vec<RepeatGroup> {
@@ -175,16 +201,7 @@ pub fn repeat_groups(runs: &[RunOverview]) -> Vec<RepeatGroup> {
                     test_hd95: tests.get(k).and_then(|t| finite(t.mean_hd95_per_image())),
                 })
                 .collect();
-            let setting = m[0]
-                .differs
-                .iter()
-                .filter(|d| {
-                    !REPEAT_FIELDS
-                        .iter()
-                        .any(|f| d.strip_prefix(f).is_some_and(|v| v.starts_with('=')))
-                })
-                .cloned()
-                .collect();
+            let setting = setting_of(m[0], runs);
             RepeatGroup {
                 runs: m.iter().map(|r| r.dir.clone()).collect(),
                 setting,
@@ -417,6 +434,31 @@ mod tests {
         assert!(
             t.contains("| a0 and 1 more | model.lambda=0.1 | run.seed |"),
             "{t}"
+        );
+
+        // An ablation folder: the full model and two ablations of one switch each. Each
+        // group names its own switch only; the full model, which has the common values, none.
+        let mut folder = vec![
+            run("full0", 0, 0.1),
+            run("full1", 1, 0.1),
+            run("nolte0", 0, 0.1),
+            run("nolte1", 1, 0.1),
+            run("nocon0", 0, 0.0),
+            run("nocon1", 1, 0.0),
+        ];
+        for r in &mut folder[2..4] {
+            r.config.insert("model.lte_levels".into(), "[]".into());
+        }
+        super::super::mark_differences(&mut folder);
+        let g = repeat_groups(&folder);
+        let settings: Vec<&[String]> = g.iter().map(|g| g.setting.as_slice()).collect();
+        assert_eq!(
+            settings,
+            [
+                &[][..],
+                &["model.lte_levels=[]".to_string()][..],
+                &["model.lambda=0.0".to_string()][..]
+            ]
         );
     }
 }

@@ -78,7 +78,13 @@ impl ResultRecord {
     /// How the scores were made: checkpoint, threshold, flip TTA, small components removed
     /// (`best t=0.50 tta min-area=0.002`). Scores of different protocols are not comparable.
     pub fn protocol(&self) -> String {
-        let mut s = self.checkpoint.clone().unwrap_or_else(|| "?".into());
+        self.protocol_with(self.checkpoint.as_deref().unwrap_or("?"))
+    }
+
+    /// [`ResultRecord::protocol`] naming the checkpoint as `checkpoint` (as it was asked for:
+    /// `latest` of two runs is one protocol, their step names differ).
+    pub fn protocol_with(&self, checkpoint: &str) -> String {
+        let mut s = checkpoint.to_string();
         if let Some(t) = self.threshold {
             s += &format!(" t={t:.2}");
         }

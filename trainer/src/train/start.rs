@@ -50,6 +50,9 @@ impl Session {
         has_checkpoints: bool,
     ) -> Result<Self> {
         let rank0 = sync.rank() == 0;
+        if !has_checkpoints && !matches!(opts.resume, Resume::From(_)) {
+            cfg.model.check_new_run()?;
+        }
         cfg.run.apply_precision(device);
         if let (Resume::No, Some(p)) = (&opts.resume, &cfg.model.image_weights) {
             // A fresh run will read it: say so before generating data or learning a vocabulary.
