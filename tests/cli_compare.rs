@@ -201,25 +201,36 @@ fn compare_agrees_with_scipy_and_refuses_other_images() {
     assert!(!text(&o).contains("panicked"), "{}", text(&o));
 }
 
+/// A per-image file as `tmca eval --per-image` writes it, with its model and protocol: one
+/// row per (dataset, score), the image index its place in `rows`.
+fn write_scored(
+    dir: &Path,
+    name: &str,
+    rows: &[(&str, f64)],
+    model: &str,
+    protocol: &str,
+) -> String {
+    let mut s = "dataset,index,source_name,dice,iou,hd95,assd,predicted_pixels,mask_pixels,report,model,protocol\n".to_string();
+    for (i, (ds, d)) in rows.iter().enumerate() {
+        writeln!(
+            s,
+            "{ds},{i},img{i}.png,{d},{d},1,1,1,1,r{i},{model},{protocol}"
+        )
+        .unwrap();
+    }
+    let p = dir.join(name);
+    std::fs::write(&p, s).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
 /// Files of `tmca eval --per-image` name their model and protocol: compare shows them and
 /// says when A and B were evaluated differently (another threshold here).
 #[test]
 fn compare_names_the_models_and_flags_different_protocols() {
     let dir = tempfile::tempdir().unwrap();
-    let header = "dataset,index,source_name,dice,iou,hd95,assd,predicted_pixels,mask_pixels,report,model,protocol\n";
     let file = |name: &str, model: &str, protocol: &str, shift: f64| {
-        let mut s = header.to_string();
-        for i in 0..8 {
-            let d = 0.1 * i as f64 + shift;
-            writeln!(
-                s,
-                "x,{i},img{i}.png,{d},{d},1,1,1,1,r{i},{model},{protocol}"
-            )
-            .unwrap();
-        }
-        let p = dir.path().join(name);
-        std::fs::write(&p, s).unwrap();
-        p.to_str().unwrap().to_string()
+        let rows: Vec<(&str, f64)> = (0..8).map(|i| ("x", 0.1 * i as f64 + shift)).collect();
+        write_scored(dir.path(), name, &rows, model, protocol)
     };
     let a = file("a.csv", "runs/a", "best t=0.50", 0.0);
     let b = file("b.csv", "runs/b", "best t=0.40", 0.05);
@@ -243,7 +254,6 @@ fn compare_names_the_models_and_flags_different_protocols() {
 #[test]
 fn compare_averages_each_models_repeats_image_by_image() {
     let dir = tempfile::tempdir().unwrap();
-    let header = "dataset,index,source_name,dice,iou,hd95,assd,predicted_pixels,mask_pixels,report,model,protocol\n";
     let mut rng = Lcg(11);
     let n = 40;
     let mut scores = vec![vec![0.0; n]; 4];
@@ -253,18 +263,12 @@ fn compare_averages_each_models_repeats_image_by_image() {
         }
     }
     let write = |name: &str, model: &str, v: &[f64]| {
-        let mut s = header.to_string();
-        for (i, d) in v.iter().enumerate() {
-            let ds = if i < n / 2 { "x" } else { "y" };
-            writeln!(
-                s,
-                "{ds},{i},img{i}.png,{d},{d},1,1,1,1,r{i},{model},best t=0.50"
-            )
-            .unwrap();
-        }
-        let p = dir.path().join(name);
-        std::fs::write(&p, s).unwrap();
-        p.to_str().unwrap().to_string()
+        let rows: Vec<(&str, f64)> = v
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (if i < n / 2 { "x" } else { "y" }, *d))
+            .collect();
+        write_scored(dir.path(), name, &rows, model, "best t=0.50")
     };
     let files: Vec<String> = ["a0", "a1", "b0", "b1"]
         .iter()
