@@ -566,6 +566,32 @@ OTHER,y
     assert!(text(&o).contains("--resume"), "{}", text(&o));
     let o = tmca(&["train", cfg.to_str().unwrap(), "--resume"]);
     assert!(o.status.success(), "{}", text(&o));
+    // A threshold chosen on val is what export (and predict) apply by default.
+    let o = tmca(&["eval", run.to_str().unwrap(), "--split", "val", "--sweep"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let chosen: f64 = text(&o)
+        .split("best threshold on val: ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no chosen threshold: {}", text(&o)));
+    let out = dir.path().join("exported");
+    let o = tmca(&[
+        "export",
+        run.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("(chosen on val by `tmca eval"),
+        "{}",
+        text(&o)
+    );
+    let model: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("model.json")).unwrap()).unwrap();
+    let applied = model["threshold"].as_f64().unwrap();
+    assert!((applied - chosen).abs() < 0.006, "{applied} vs {chosen}");
     // Every recorded test evaluation is in TensorBoard beside the intact training curves
     // (TensorBoard's own reader).
     if std::env::var_os("TMCA_SKIP_PYTHON").is_none() {

@@ -135,10 +135,10 @@ impl fmt::Display for Inspection {
         writeln!(f, "provenance   {}", i.provenance)?;
         writeln!(
             f,
-            "\n{:<6} {:>8} {:>9} {:>18} {:>18} {:>22} {:>7}",
+            "\n{:<6} {:>8} {:>16} {:>18} {:>18} {:>22} {:>7}",
             "split",
             "samples",
-            "distinct",
+            "distinct reports",
             "words min/mean/max",
             "chars min/mean/max",
             "mask cover min/mean/max",
@@ -149,7 +149,7 @@ impl fmt::Display for Inspection {
                 |x: &Stats, p: usize| format!("{:.p$}/{:.p$}/{:.p$}", x.min, x.mean, x.max, p = p);
             writeln!(
                 f,
-                "{:<6} {:>8} {:>9} {:>18} {:>18} {:>22} {:>7}",
+                "{:<6} {:>8} {:>16} {:>18} {:>18} {:>22} {:>7}",
                 s.split.name(),
                 s.samples,
                 s.distinct_reports,

@@ -466,7 +466,8 @@ pub struct ExportArgs {
     /// checkpoint directory of this run.
     #[arg(long, default_value = "best")]
     pub checkpoint: String,
-    /// Foreground probability threshold the export's predictor applies (default: the run's
+    /// Foreground probability threshold the export's predictor applies (default: the one the
+    /// run's newest `tmca eval --split val --sweep` of this checkpoint chose, else its
     /// `train.threshold`; an ensemble of runs with different ones needs it).
     #[arg(long, value_parser = parse_threshold, allow_negative_numbers = true)]
     pub threshold: Option<f32>,
@@ -619,7 +620,8 @@ pub struct PredictArgs {
     /// and `<name>_prob.npy` (float32, for numpy.load; other thresholds, ensembles).
     #[arg(long)]
     pub probs: bool,
-    /// Foreground probability threshold of the masks (default: the run's `train.threshold`).
+    /// Foreground probability threshold of the masks (default: the one the run's newest `tmca
+    /// eval --split val --sweep` of this checkpoint chose, else its `train.threshold`).
     #[arg(long, value_parser = parse_threshold, allow_negative_numbers = true)]
     pub threshold: Option<f32>,
     /// Remove mask components (8-connected) smaller than this fraction of the image, e.g.

@@ -88,18 +88,39 @@ pub(crate) fn read_cells(path: &Path) -> Result<Cells> {
 }
 
 fn read_csv_cells(path: &Path) -> Result<Cells> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        if path.exists() {
+            DataError::io(path, e)
+        } else {
+            DataError::bad(path, "the table does not exist")
+        }
+    })?;
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
-        .from_path(path)
-        .map_err(|e| csv_error(path, e))?;
+        .from_reader(bytes.as_slice());
     let mut out = Vec::new();
     for (i, rec) in reader.records().enumerate() {
         let rec = rec.map_err(|e| csv_error(path, e))?;
-        let row = rec.position().map(|p| p.line() as usize).unwrap_or(i + 1);
+        let row = rec
+            .position()
+            .map(|p| line_at(&bytes, p.byte() as usize))
+            .unwrap_or(i + 1);
         out.push((row, rec.iter().map(str::to_string).collect()));
     }
     Ok(out)
+}
+
+/// The 1-based line (as an editor or a spreadsheet counts rows) of the record that starts at
+/// byte `start`: csv's own line count is one short after Windows line ends (CRLF), where a
+/// record's position can point at the `\n` that ends the line before it.
+fn line_at(bytes: &[u8], start: usize) -> usize {
+    let start = start.min(bytes.len());
+    let first = bytes[start..]
+        .iter()
+        .position(|b| *b != b'\r' && *b != b'\n')
+        .map_or(bytes.len(), |k| start + k);
+    1 + bytes[..first].iter().filter(|b| **b == b'\n').count()
 }
 
 fn csv_error(path: &Path, e: csv::Error) -> DataError {
@@ -349,6 +370,16 @@ mod tests {
             "{err}"
         );
         assert!(err.contains("row 3"), "{err}");
+        // Windows line ends (Excel's "CSV UTF-8", Python's csv module) count the same rows,
+        // also after a report that spans two lines.
+        let crlf = dir.path().join("crlf.csv");
+        std::fs::write(
+            &crlf,
+            "Image,Description\r\na.png,\"two\r\nlines\"\r\nb.png,ok\r\nc.png,\r\n",
+        )
+        .unwrap();
+        let err = read_table(&crlf).unwrap_err().to_string();
+        assert!(err.contains("row 5") && err.contains("c.png"), "{err}");
 
         let junk = dir.path().join("j.xlsx");
         std::fs::write(&junk, b"not a workbook").unwrap();

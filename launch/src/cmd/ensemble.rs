@@ -15,6 +15,29 @@ use tmca_trainer::train::setup::store_names;
 /// that take other inputs are refused, naming them. The ensemble's foreground threshold (its
 /// first member's `train.threshold`) is `threshold` when given, else the members' own, which
 /// must then agree.
+/// The threshold predict and export apply when none is given: for one run, the one its
+/// newest `tmca eval --split val --sweep` of the same checkpoint and TTA chose (as `tmca runs`
+/// reports test results at it), said on stderr; else `None` (the run's `train.threshold`).
+pub fn chosen_on_val(
+    runs: &[std::path::PathBuf],
+    checkpoint: &str,
+    given: Option<f32>,
+    tta: bool,
+) -> anyhow::Result<Option<f32>> {
+    let ([run], None) = (runs, given) else {
+        return Ok(given);
+    };
+    let chosen = tmca_trainer::runs::val_chosen_threshold(run, checkpoint, tta)?;
+    if let Some(t) = chosen {
+        eprintln!(
+            "threshold {t} (chosen on val by `tmca eval {} --split val --sweep`; --threshold \
+             overrides it)",
+            run.display()
+        );
+    }
+    Ok(chosen)
+}
+
 pub fn load(
     runs: &[PathBuf],
     checkpoint: &str,

@@ -5,12 +5,9 @@ use tmca_trainer::export::export_torch;
 
 pub fn run(a: &ExportArgs) -> anyhow::Result<()> {
     // On the CPU: the export is files, and a GPU-less machine can export a GPU-trained run.
-    let models = super::ensemble::load(
-        &a.runs,
-        &a.checkpoint,
-        &candle_core::Device::Cpu,
-        a.threshold,
-    )?;
+    let threshold = super::ensemble::chosen_on_val(&a.runs, &a.checkpoint, a.threshold, false)?;
+    let models =
+        super::ensemble::load(&a.runs, &a.checkpoint, &candle_core::Device::Cpu, threshold)?;
     let e = export_torch(&models, &a.output)?;
     let what = match models.members() {
         [one] => format!("{} (step {})", one.checkpoint.display(), one.step),

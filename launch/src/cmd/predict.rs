@@ -381,7 +381,8 @@ pub fn run(a: &PredictArgs) -> anyhow::Result<()> {
     }
     // Everything the command reads is checked before the output folder is made.
     let device = tmca_worker::bind_device("auto", 0)?;
-    let models = super::ensemble::load(&a.runs, &a.checkpoint, &device, a.threshold)?;
+    let threshold = super::ensemble::chosen_on_val(&a.runs, &a.checkpoint, a.threshold, a.tta)?;
+    let models = super::ensemble::load(&a.runs, &a.checkpoint, &device, threshold)?;
     let bits = models.first().imported_bit_depth();
     let single = match (&a.image, &a.report) {
         (Some(path), Some(report)) => Some((path, report, Sample::from_file(path, report, bits)?)),

@@ -262,6 +262,23 @@ pub(crate) fn repeat_protocol(r: &ResultRecord, chosen_on_val: bool) -> String {
     format!("{} t=chosen on val", any.protocol())
 }
 
+/// The threshold the newest `tmca eval --split val --sweep` of run `dir`'s checkpoint
+/// `checkpoint` (as evaluated: `best` or a step name) chose, with the same TTA and no small
+/// components removed — the one `tmca runs` reports test results at, and predict and export
+/// apply by default. Sweeps of an earlier `best` (training went on since) do not count.
+pub fn val_chosen_threshold(dir: &Path, checkpoint: &str, tta: bool) -> Result<Option<f32>> {
+    let (_, vals) = evaluations(dir)?;
+    let best_step = Manifest::read(&Checkpointer::new(dir, 0).dir().join("best"))
+        .ok()
+        .map(|m| m.step);
+    Ok(vals
+        .iter()
+        .filter(|v| v.checkpoint.as_deref() == Some(checkpoint) && v.tta == tta)
+        .filter(|v| v.min_area.is_none_or(|a| a <= 0.0))
+        .filter(|v| checkpoint != "best" || best_step.is_none_or(|s| s == v.step))
+        .find_map(chosen_threshold))
+}
+
 /// The best threshold of a record's sweep by mean per-image Dice (the lowest of equals, as
 /// `tmca eval --sweep` prints it).
 pub fn chosen_threshold(r: &ResultRecord) -> Option<f32> {

@@ -81,5 +81,15 @@ pub(super) fn record_start(
         s.total,
         cfg.data.batch_size * cfg.optim.accumulate * world
     );
+    // Each rank drops its last partial batch: on a small training set that is a share worth
+    // knowing (and another rank count drops another number).
+    let share = s.loader.sampler().len_this_rank();
+    let left = share.saturating_sub(s.per_epoch * cfg.data.batch_size);
+    if left > 0 {
+        tracing::info!(
+            "each epoch leaves out {left} of the {share} training samples of each rank (the \
+             last, partial batch of its shuffled share; another sample each epoch)"
+        );
+    }
     Ok(vlog)
 }

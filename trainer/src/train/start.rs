@@ -107,8 +107,10 @@ impl Session {
             return Err(TrainError::config(
                 "data.batch_size",
                 format!(
-                    "{} is larger than this rank's share of the training set",
-                    cfg.data.batch_size
+                    "{} is larger than this rank's share of the training set ({} samples \
+                     per epoch)",
+                    cfg.data.batch_size,
+                    loader.sampler().len_this_rank()
                 ),
             ));
         }

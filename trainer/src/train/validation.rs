@@ -94,11 +94,12 @@ pub(super) fn validate(
         &mut |store, b, probs, maps, _| {
             let n = want.saturating_sub(shown).min(b.size);
             for row in 0..n {
+                let index = b.items[row].index;
                 captions.push(format!(
-                    "| {} | {} | {} | {} |",
+                    "| {} | {} | {index} ({}) | {} |",
                     shown + row,
                     store.info().name,
-                    b.items[row].index,
+                    store.names().get(index).map_or("", String::as_str),
                     b.reports[row].replace('|', "\\|")
                 ));
                 let rgb = overlay::overlay(b, probs, row, &mean, &std, cfg.train.threshold);
