@@ -44,6 +44,7 @@ fn train_eval_predict_write_what_they_promise() {
     }
     assert!(std::fs::read_dir(run.join("tensorboard")).unwrap().count() == 1);
     assert!(text(&o).contains("Dice (per-image mean)"), "{}", text(&o));
+    assert!(text(&o).contains("validation (last, step "), "{}", text(&o));
     check_tensorboard_with_python(&run);
     // While another process trains in the run directory (holds its lock), a second is refused
     // before it writes anything.
@@ -566,6 +567,11 @@ OTHER,y
     assert!(text(&o).contains("--resume"), "{}", text(&o));
     let o = tmca(&["train", cfg.to_str().unwrap(), "--resume"]);
     assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("(all before this session: nothing left to train)"),
+        "{}",
+        text(&o)
+    );
     // A threshold chosen on val is what export (and predict) apply by default.
     let o = tmca(&["eval", run.to_str().unwrap(), "--split", "val", "--sweep"]);
     assert!(o.status.success(), "{}", text(&o));

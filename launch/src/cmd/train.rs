@@ -122,17 +122,28 @@ pub fn train(a: &TrainArgs) -> anyhow::Result<TrainSummary> {
     }
     let world = rank.env.world;
     let mut out = format!(
-        "trained {} steps{}; run directory {}",
+        "trained {} steps{}{}; run directory {}",
         summary.steps,
         if world > 1 {
             format!(" on {world} ranks")
         } else {
             String::new()
         },
+        match summary.started_at {
+            0 => String::new(),
+            s if s == summary.steps => " (all before this session: nothing left to train)".into(),
+            s => format!(
+                " ({} in this session, resumed at step {s})",
+                summary.steps - s
+            ),
+        },
         summary.run_dir.display()
     );
     if !summary.last_val.is_empty() {
-        out += &format!("\n\nvalidation (last):\n{}", table(&summary.last_val));
+        let at = summary
+            .last_val_step
+            .map_or_else(String::new, |s| format!(", step {s}"));
+        out += &format!("\n\nvalidation (last{at}):\n{}", table(&summary.last_val));
         out.truncate(out.trim_end().len());
     }
     if let Some(b) = &summary.best_checkpoint {

@@ -65,10 +65,14 @@ pub struct RunOptions<'a> {
 pub struct TrainSummary {
     pub run_dir: PathBuf,
     pub steps: u64,
+    /// The step this session started from (0 for a new run; a resume's checkpoint).
+    pub started_at: u64,
     /// Best validation value of `select` (`train.select`) over the run.
     pub best_val: Option<f64>,
     pub select: crate::config::Select,
     pub last_val: Vec<EvalResult>,
+    /// The step `last_val` was measured at.
+    pub last_val_step: Option<u64>,
     pub last_checkpoint: Option<PathBuf>,
     pub best_checkpoint: Option<PathBuf>,
     pub stopped_early: bool,
@@ -191,7 +195,9 @@ pub fn train(
         steps: m.step,
         best_val: m.best_val,
         select: cfg.train.select,
+        started_at: m.step,
         last_val: vec![],
+        last_val_step: None,
         last_checkpoint: None,
         best_checkpoint: None,
         stopped_early: false,

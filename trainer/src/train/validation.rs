@@ -52,6 +52,7 @@ pub(super) fn record_validation(
         );
     }
     summary.last_val = results;
+    summary.last_val_step = Some(m.step);
     if select.improves(value, m.best_val) {
         m.best_val = Some(value);
         m.stale_validations = 0;
