@@ -171,7 +171,8 @@ def flatten(cfg, prefix=""):
 
 def check_hparams(ea, tags, cfg, run):
     """The HParams dashboard's session: every config field but run.dir, typed as TensorBoard's
-    own hparams_pb writes them (numbers, booleans, text; arrays as text)."""
+    own hparams_pb writes them (numbers, booleans, text; arrays as text), and
+    train.global_batch."""
     from tensorboard.plugins.hparams import metadata
 
     tag = metadata.SESSION_START_INFO_TAG
@@ -180,6 +181,8 @@ def check_hparams(ea, tags, cfg, run):
     check(meta.plugin_data.plugin_name == metadata.PLUGIN_NAME, "plugin %r" % meta.plugin_data.plugin_name)
     data = metadata.parse_session_start_info_plugin_data(meta.plugin_data.content)
     want = {k: v for k, v in flatten(cfg).items() if k != "run.dir"}
+    # Samples per optimiser step over all ranks (one process here).
+    want["train.global_batch"] = cfg["data"]["batch_size"] * cfg["optim"]["accumulate"]
     got = dict(data.hparams)
     check(sorted(got) == sorted(want), "hparams %r != config fields %r" % (sorted(got), sorted(want)))
     for k, v in want.items():

@@ -57,12 +57,18 @@ pub(super) fn record_start(
     results::write_atomic(&p, text.as_bytes())?;
     sink.text("config", &format!("```toml\n{text}\n```"), step);
     // Every field but the run's own folder, for the HParams dashboard; the folder names it.
-    let hparams = cfg
+    // Plus the samples per step over all ranks (`tmca runs`' pseudo-field): 1 × 8 and 2 × 4
+    // train alike, which `data.batch_size` alone does not show.
+    let mut hparams: std::collections::BTreeMap<String, crate::sink::HParam> = cfg
         .fields()
         .iter()
         .filter(|(k, _)| k.as_str() != "run.dir")
         .map(|(k, v)| (k.clone(), crate::sink::HParam::from_toml(v)))
         .collect();
+    hparams.insert(
+        "train.global_batch".into(),
+        crate::sink::HParam::Number((cfg.data.batch_size * cfg.optim.accumulate * world) as f64),
+    );
     sink.hparams(&hparams, &cfg.run.dir.display().to_string());
     let vlog = results::ValidationLog::open(&cfg.run.dir, step)?;
     super::setup::warn_truncated_reports(cfg, &s.stores, &s.tokenizer)?;
