@@ -51,9 +51,9 @@ pub struct Member {
 #[derive(Debug, Clone, Serialize)]
 pub struct RepeatGroup {
     pub runs: Vec<PathBuf>,
-    /// The config fields (`key=value`) in which this setting differs from the other runs
-    /// listed (seed and fold aside): which ablation or variant it is; empty when all runs
-    /// listed are of one setting.
+    /// The config fields (`key=value`, seed and fold aside) in which this setting departs
+    /// from the value most runs listed share: which ablation or variant it is; empty for the
+    /// setting that has the common values.
     pub setting: Vec<String>,
     /// Each run's values, in `runs` order.
     pub members: Vec<Member>,
@@ -189,7 +189,7 @@ pub fn repeat_groups(runs: &[RunOverview]) -> Vec<RepeatGroup> {
             let (tested, tests) = common_tests(&m).unzip();
             let tests = tests.unwrap_or_default();
             let finite = |x: f64| Some(x).filter(|x| x.is_finite());
-            let members = m
+            let members: Vec<Member> = m
                 .iter()
                 .enumerate()
                 .map(|(k, r)| Member {
@@ -202,15 +202,17 @@ pub fn repeat_groups(runs: &[RunOverview]) -> Vec<RepeatGroup> {
                 })
                 .collect();
             let setting = setting_of(m[0], runs);
+            // The spreads are of the members' values: the line and its members agree.
+            let spread = |v: fn(&Member) -> Option<f64>| Spread::of(members.iter().filter_map(v));
             RepeatGroup {
                 runs: m.iter().map(|r| r.dir.clone()).collect(),
                 setting,
-                members,
                 varying,
-                best_val: Spread::of(m.iter().filter_map(|r| r.best_val)),
+                best_val: spread(|x| x.best_val),
                 select: m[0].select,
-                test_dice: Spread::of(tests.iter().map(|t| t.mean_dice_per_image)),
-                test_hd95: Spread::of(tests.iter().map(|t| t.mean_hd95_per_image())),
+                test_dice: spread(|x| x.test_dice),
+                test_hd95: spread(|x| x.test_hd95),
+                members,
                 tested,
                 duplicates,
             }

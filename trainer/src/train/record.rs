@@ -65,9 +65,10 @@ pub(super) fn record_start(
         .filter(|(k, _)| k.as_str() != "run.dir")
         .map(|(k, v)| (k.clone(), crate::sink::HParam::from_toml(v)))
         .collect();
+    let global_batch = cfg.data.batch_size * cfg.optim.accumulate * world;
     hparams.insert(
         "train.global_batch".into(),
-        crate::sink::HParam::Number((cfg.data.batch_size * cfg.optim.accumulate * world) as f64),
+        crate::sink::HParam::Number(global_batch as f64),
     );
     sink.hparams(&hparams, &cfg.run.dir.display().to_string());
     let vlog = results::ValidationLog::open(&cfg.run.dir, step)?;
@@ -85,7 +86,7 @@ pub(super) fn record_start(
         params.numel(),
         params.len(),
         s.total,
-        cfg.data.batch_size * cfg.optim.accumulate * world
+        global_batch
     );
     // Each rank drops its last partial batch: on a small training set that is a share worth
     // knowing (and another rank count drops another number).

@@ -27,20 +27,20 @@ impl Side {
             same_images(first, f)?;
         }
         for (k, f) in files.iter().enumerate() {
-            let (Some((model, _)), Some(again)) = (
-                &f.made,
-                files[..k]
-                    .iter()
-                    .find(|g| g.made.as_ref().map(|m| &m.0) == f.made.as_ref().map(|m| &m.0)),
-            ) else {
+            let Some((model, _)) = &f.made else {
                 continue;
             };
-            anyhow::bail!(crate::cli::UsageError(format!(
-                "{} and {} are both of {model}: the files of one side are repeats of one model \
-                 (other seeds or folds), each once",
-                again.path.display(),
-                f.path.display()
-            )));
+            if let Some(again) = files[..k]
+                .iter()
+                .find(|g| g.made.as_ref().is_some_and(|m| &m.0 == model))
+            {
+                anyhow::bail!(crate::cli::UsageError(format!(
+                    "{} and {} are both of {model}: the files of one side are repeats of one \
+                     model (other seeds or folds), each once",
+                    again.path.display(),
+                    f.path.display()
+                )));
+            }
         }
         let mut mean = first.clone();
         if files.len() > 1 {
