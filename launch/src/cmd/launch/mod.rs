@@ -435,9 +435,20 @@ async fn stop(
     })
     .await;
     if drained.is_err() {
-        // Dropping the tasks drops their children, which kill_on_drop SIGKILLs.
-        ranks.abort_all();
-        while ranks.join_next().await.is_some() {}
+        // Killed, then waited for (reaped by their watcher tasks), so that none is still
+        // exiting when the launcher returns. Should one outlast the wait (stuck in the
+        // kernel), dropping its task drops the child, which kill_on_drop SIGKILLs again.
+        for p in pids.values().flatten() {
+            p.signal(libc::SIGKILL);
+        }
+        let reaped = tokio::time::timeout(Duration::from_secs(30), async {
+            while ranks.join_next().await.is_some() {}
+        })
+        .await;
+        if reaped.is_err() {
+            ranks.abort_all();
+            while ranks.join_next().await.is_some() {}
+        }
     }
     drained.is_ok()
 }
